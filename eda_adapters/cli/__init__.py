@@ -1,0 +1,39 @@
+"""The `eda` command line. Each subcommand lives in its own module exposing `add_parser(subparsers)` and `run(args)`.
+
+Subcommands are imported lazily so that `eda --help` stays fast and one broken optional dependency does not take
+the whole CLI down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand name -> module (relative to this package) that implements it
+SUBCOMMANDS: dict[str, str] = {
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eda", description="Efficient Draft Adaptation for EAGLE speculative decoding.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name, __name__)
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+        # Bad input is reported in one line naming the fix; programming errors still show their traceback.
+        print(f"eda {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+from transformers import AutoConfig, AutoModel
+
+from .eagle import EagleDraftConfig, EagleDraftModel, EagleDraftOutput, EagleMLP
+
+AutoConfig.register(EagleDraftConfig.model_type, EagleDraftConfig, exist_ok=True)
+AutoModel.register(EagleDraftConfig, EagleDraftModel, exist_ok=True)
+
+__all__ = ["EagleDraftConfig", "EagleDraftModel", "EagleDraftOutput", "EagleMLP"]

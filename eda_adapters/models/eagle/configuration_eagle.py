@@ -1,0 +1,99 @@
+"""Configuration of the shared EAGLE draft model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+
+
+class EagleDraftConfig(PretrainedConfig):
+    r"""Configuration of an [`EagleDraftModel`], an EAGLE-1 style draft for one target LLM.
+
+    The draft reads the target's last (post-norm) hidden state at position `t` and the embedding of token `t+1`, fuses
+    them with `fc`, runs `num_hidden_layers` Llama-style decoder layers and predicts the target's hidden state at `t+1`.
+    Logits come from the target's own output head. Most sizes are copied from the target by
+    [`EagleDraftModel.from_target`]; you rarely build this config by hand.
+
+    Args:
+        vocab_size (`int`): Rows of the target's input embedding (and its output head).
+        hidden_size (`int`): Hidden size of the target (and of the draft).
+        intermediate_size (`int`): Width of the draft's shared SwiGLU MLP.
+        num_hidden_layers (`int`, defaults to 1): Number of draft decoder layers.
+        num_attention_heads (`int`): Attention heads of the draft layers.
+        num_key_value_heads (`int`, *optional*): Key/value heads (grouped-query attention); defaults to
+            `num_attention_heads`.
+        head_dim (`int`, *optional*): Size of one head; defaults to `hidden_size // num_attention_heads`.
+        hidden_act (`str`, defaults to `"silu"`): Activation of the SwiGLU MLP.
+        max_position_embeddings (`int`): Longest position the rotary embedding is meant for.
+        rms_norm_eps (`float`): Epsilon of the RMS norms.
+        rope_parameters (`dict`, *optional*): Rotary embedding parameters in the transformers 5 format
+            (`{"rope_type": "default", "rope_theta": 10000.0}`, or any type of `ROPE_INIT_FUNCTIONS`).
+        attention_bias (`bool`, defaults to `False`): Bias on the q/k/v/o projections.
+        fc_bias (`bool`, defaults to `False`): Bias on the fusion layer `fc` (EAGLE-1 checkpoints have one).
+        target_model_type (`str`, *optional*): `model_type` of the target the draft was built for.
+        target_name_or_path (`str`, *optional*): Name or path of that target, recorded for model cards and checks.
+        save_target_heads (`bool`, defaults to `False`): Whether `save_pretrained` also writes the target's embedding
+            and output head (normally they are re-attached from the target at load time).
+        tie_word_embeddings (`bool`, defaults to `False`): Whether the target ties its embedding and output head.
+    """
+
+    model_type = "eagle_draft"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    def __init__(
+        self,
+        vocab_size: int = 32000,
+        hidden_size: int = 4096,
+        intermediate_size: int = 11008,
+        num_hidden_layers: int = 1,
+        num_attention_heads: int = 32,
+        num_key_value_heads: int | None = None,
+        head_dim: int | None = None,
+        hidden_act: str = "silu",
+        max_position_embeddings: int = 4096,
+        rms_norm_eps: float = 1e-6,
+        rope_parameters: dict[str, Any] | None = None,
+        attention_bias: bool = False,
+        fc_bias: bool = False,
+        initializer_range: float = 0.02,
+        target_model_type: str | None = None,
+        target_name_or_path: str | None = None,
+        save_target_heads: bool = False,
+        tie_word_embeddings: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("hidden_size", hidden_size),
+            ("intermediate_size", intermediate_size),
+            ("num_hidden_layers", num_hidden_layers),
+            ("num_attention_heads", num_attention_heads),
+        ):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"EagleDraftConfig.{name} must be a positive integer, got {value!r}.")
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.num_key_value_heads = num_key_value_heads or num_attention_heads
+        self.head_dim = head_dim or hidden_size // num_attention_heads
+        if num_attention_heads % self.num_key_value_heads != 0:
+            raise ValueError(
+                f"num_attention_heads ({num_attention_heads}) must be a multiple of num_key_value_heads "
+                f"({self.num_key_value_heads})."
+            )
+        self.hidden_act = hidden_act
+        self.max_position_embeddings = max_position_embeddings
+        self.rms_norm_eps = rms_norm_eps
+        self.rope_parameters = dict(rope_parameters or {"rope_type": "default", "rope_theta": 10000.0})
+        self.rope_parameters.setdefault("rope_type", "default")
+        self.rope_parameters.setdefault("rope_theta", 10000.0)
+        self.attention_bias = attention_bias
+        self.fc_bias = fc_bias
+        self.initializer_range = initializer_range
+        self.target_model_type = target_model_type
+        self.target_name_or_path = target_name_or_path
+        self.save_target_heads = save_target_heads
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)

@@ -1,0 +1,459 @@
+"""The shared EAGLE draft model: one readable file, Llama-style layers, target heads borrowed from the target.
+
+Data flow of one draft step (EAGLE-1):
+
+    features_t   = target's last (post-norm) hidden state at position t          [B, S, H]
+    embedding    = target.embed_tokens(token_{t+1})                                [B, S, H]
+    x            = fc(concat(embedding, features_t))                               [B, S, H]
+    x            = decoder layers (attention with RoPE + KV cache, SwiGLU MLP)     [B, S, H]
+    features_t+1 ~ x ;  logits_t+1 = target.lm_head(x)
+
+The first decoder layer has no input norm (its input is the fused `fc` output), as in EAGLE-1 checkpoints, so that
+the weights map one-to-one onto the layouts serving engines load.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.utils import ModelOutput
+
+from .configuration_eagle import EagleDraftConfig
+
+TARGET_HEAD_KEYS = ("embed_tokens.weight", "lm_head.weight", "lm_head.bias")
+
+
+@dataclass
+class EagleDraftOutput(ModelOutput):
+    """Output of [`EagleDraftModel.forward`].
+
+    Args:
+        last_hidden_state: The draft's prediction of the target's next hidden state, `[batch, seq, hidden]`.
+        logits: The target output head applied to `last_hidden_state` (`None` when `compute_logits=False`).
+        past_key_values: The draft's KV cache, when `use_cache=True`.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: Cache | None = None
+
+
+class EagleRMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+
+class EagleRotaryEmbedding(nn.Module):
+    """Rotary position embedding; any rope type transformers knows (default, llama3, yarn, ...) through its config."""
+
+    def __init__(self, config: EagleDraftConfig) -> None:
+        super().__init__()
+        self.config = config
+        inv_freq, self.attention_scaling = self.compute_inv_freq()
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def compute_inv_freq(self) -> tuple[torch.Tensor, float]:
+        rope_type = self.config.rope_parameters.get("rope_type", "default")
+        if rope_type != "default":
+            return ROPE_INIT_FUNCTIONS[rope_type](self.config)
+        dim = self.config.head_dim
+        base = self.config.rope_parameters["rope_theta"]
+        return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim)), 1.0
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = emb.cos() * self.attention_scaling
+        sin = emb.sin() * self.attention_scaling
+        return cos.to(x.dtype), sin.to(x.dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate `x` `[batch, heads, seq, head_dim]` by the angles of `cos`/`sin` `[batch, seq, head_dim]`."""
+    return x * cos.unsqueeze(1) + _rotate_half(x) * sin.unsqueeze(1)
+
+
+class EagleAttention(nn.Module):
+    def __init__(self, config: EagleDraftConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor,
+        past_key_values: Cache | None,
+    ) -> torch.Tensor:
+        batch, seq, _ = hidden_states.shape
+        q = self.q_proj(hidden_states).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = rotary
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if past_key_values is not None:
+            k, v = past_key_values.update(k, v, self.layer_idx)
+        groups = self.num_heads // self.num_kv_heads
+        if groups > 1:
+            k = k.repeat_interleave(groups, dim=1)
+            v = v.repeat_interleave(groups, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
+
+
+class EagleMLP(nn.Module):
+    """The *shared* SwiGLU MLP of a draft layer: `down(act(gate(x)) * up(x))`. EDA adapters wrap this module."""
+
+    def __init__(self, config: EagleDraftConfig, intermediate_size: int | None = None) -> None:
+        super().__init__()
+        self.hidden_size = config.hidden_size
+        self.intermediate_size = intermediate_size or config.intermediate_size
+        self.gate_proj = nn.Linear(self.hidden_size, self.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(self.hidden_size, self.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(self.intermediate_size, self.hidden_size, bias=False)
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class EagleDecoderLayer(nn.Module):
+    def __init__(self, config: EagleDraftConfig, layer_idx: int) -> None:
+        super().__init__()
+        # EAGLE-1: the first layer reads the fused fc output directly, without an input norm.
+        self.input_layernorm = EagleRMSNorm(config.hidden_size, config.rms_norm_eps) if layer_idx > 0 else None
+        self.self_attn = EagleAttention(config, layer_idx)
+        self.post_attention_layernorm = EagleRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = EagleMLP(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor,
+        past_key_values: Cache | None,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if self.input_layernorm is not None:
+            hidden_states = self.input_layernorm(hidden_states)
+        hidden_states = residual + self.self_attn(hidden_states, rotary, attention_mask, past_key_values)
+        residual = hidden_states
+        return residual + self.mlp(self.post_attention_layernorm(hidden_states))
+
+
+def build_attention_mask(
+    attention_mask: torch.Tensor | None,
+    batch: int,
+    query_len: int,
+    past_len: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Boolean `[batch, 1, query, past + query]` mask (True = attend): causal, padding, and always the diagonal.
+
+    `attention_mask` is either a 2D padding mask over past + current tokens (1 = real token), or an explicit 4D mask
+    (boolean, True = attend; e.g. a tree mask) which is returned unchanged. Every query keeps itself visible so that
+    padded rows never produce NaN that could leak into later layers.
+    """
+    if attention_mask is not None and attention_mask.dim() == 4:
+        return attention_mask.to(device=device, dtype=torch.bool)
+    kv_len = past_len + query_len
+    query_pos = torch.arange(past_len, kv_len, device=device)[:, None]
+    key_pos = torch.arange(kv_len, device=device)[None, :]
+    mask = (key_pos <= query_pos)[None, None].expand(batch, 1, query_len, kv_len)
+    if attention_mask is not None:
+        if attention_mask.shape != (batch, kv_len):
+            raise ValueError(
+                f"attention_mask must have shape [batch, past + new tokens] = {(batch, kv_len)}, "
+                f"got {tuple(attention_mask.shape)}."
+            )
+        mask = mask & attention_mask.to(device=device, dtype=torch.bool)[:, None, None, :]
+    return mask | (key_pos == query_pos)[None, None]
+
+
+class EagleDraftPreTrainedModel(PreTrainedModel):
+    config_class = EagleDraftConfig
+    config: EagleDraftConfig
+    base_model_prefix = "eagle"
+    _no_split_modules = ["EagleDecoderLayer"]
+    _supports_sdpa = True
+    supports_gradient_checkpointing = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            module.weight.normal_(mean=0.0, std=std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.normal_(mean=0.0, std=std)
+        elif isinstance(module, EagleRMSNorm):
+            module.weight.fill_(1.0)
+        elif isinstance(module, EagleRotaryEmbedding):
+            # a non-persistent buffer: from_pretrained leaves it uninitialised, so it is recomputed here
+            module.inv_freq.copy_(module.compute_inv_freq()[0])
+
+
+class EagleDraftModel(EagleDraftPreTrainedModel):
+    r"""An EAGLE-1 style draft model that predicts a target LLM's next hidden state.
+
+    Build it for a target with [`EagleDraftModel.from_target`]; it then borrows (shares, frozen) the target's input
+    embedding and output head, which are not written by `save_pretrained` unless `config.save_target_heads` is set.
+    A draft loaded with `from_pretrained` gets them back with `from_pretrained(path, target_model=target)` or
+    [`EagleDraftModel.attach_target`].
+
+    Example:
+
+    ```python
+    >>> draft = EagleDraftModel.from_target(target)              # sizes read from target.config
+    >>> out = draft(input_ids=next_tokens, hidden_states=target_features)
+    >>> out.logits.shape                                          # [batch, seq, vocab]
+    ```
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}
+
+    def __init__(self, config: EagleDraftConfig) -> None:
+        super().__init__(config)
+        self.fc = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=config.fc_bias)
+        self.layers = nn.ModuleList(EagleDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.rotary_emb = EagleRotaryEmbedding(config)
+        if config.save_target_heads:
+            self.embed_tokens: nn.Embedding | None = nn.Embedding(config.vocab_size, config.hidden_size)
+            self.lm_head: nn.Linear | None = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        else:
+            self.embed_tokens = None
+            self.lm_head = None
+        self.post_init()
+        if not config.save_target_heads:
+            self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | set(TARGET_HEAD_KEYS)
+
+    # ------------------------------------------------------------------ construction from / link to a target
+    @classmethod
+    def from_target(
+        cls,
+        target_model: PreTrainedModel,
+        num_layers: int = 1,
+        **overrides: Any,
+    ) -> EagleDraftModel:
+        """Build a fresh draft sized for `target_model` (any Hugging Face decoder-only causal LM).
+
+        Sizes (hidden, heads, MLP width, rotary parameters, norm epsilon) are read from the target's config; any
+        `EagleDraftConfig` field can be overridden by keyword (e.g. `intermediate_size=...`, `fc_bias=True`). The
+        target's input embedding and output head are shared with the draft and frozen.
+        """
+        target_config = _check_causal_lm(target_model).get_text_config()
+        vocab_size = target_model.get_input_embeddings().weight.shape[0]
+        fields: dict[str, Any] = {
+            "vocab_size": vocab_size,
+            "hidden_size": target_config.hidden_size,
+            "intermediate_size": getattr(target_config, "intermediate_size", 4 * target_config.hidden_size),
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": target_config.num_attention_heads,
+            "num_key_value_heads": getattr(target_config, "num_key_value_heads", None),
+            "head_dim": getattr(target_config, "head_dim", None),
+            "hidden_act": getattr(target_config, "hidden_act", "silu"),
+            "max_position_embeddings": getattr(target_config, "max_position_embeddings", 4096),
+            "rms_norm_eps": getattr(target_config, "rms_norm_eps", 1e-6),
+            "rope_parameters": dict(getattr(target_config, "rope_parameters", None) or {}),
+            "target_model_type": target_config.model_type,
+            "target_name_or_path": getattr(target_model.config, "_name_or_path", None) or None,
+            "tie_word_embeddings": bool(getattr(target_config, "tie_word_embeddings", False)),
+        }
+        unknown = set(overrides) - set(EagleDraftConfig().to_dict()) - set(fields)
+        if unknown:
+            raise TypeError(f"EagleDraftModel.from_target got unknown config fields {sorted(unknown)}.")
+        fields.update(overrides)
+        save_heads = bool(fields.pop("save_target_heads", False))
+        draft = cls(EagleDraftConfig(**fields))
+        draft.config.save_target_heads = save_heads
+        if save_heads:
+            draft._keys_to_ignore_on_save = set()
+        draft.to(device=target_model.device, dtype=target_model.get_input_embeddings().weight.dtype)
+        draft.attach_target(target_model)
+        return draft
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, target_model: PreTrainedModel | None = None,
+        **kwargs: Any,
+    ) -> EagleDraftModel:
+        """`PreTrainedModel.from_pretrained`, plus `target_model=` to attach the target's embedding and head."""
+        draft = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if target_model is not None:
+            draft.attach_target(target_model)
+        return draft
+
+    def attach_target(self, target_model: PreTrainedModel) -> EagleDraftModel:
+        """Share (and freeze) the target's input embedding and output head; checks that the sizes match."""
+        self.check_compatible(target_model)
+        embed, head = target_model.get_input_embeddings(), target_model.get_output_embeddings()
+        for param in list(embed.parameters()) + list(head.parameters()):
+            param.requires_grad_(False)
+        # Plain attribute assignment registers them as submodules: the draft forwards through them and moves with
+        # `.to()`, while `_keys_to_ignore_on_save` keeps them out of the checkpoint.
+        self.embed_tokens = embed
+        self.lm_head = head
+        return self
+
+    def check_compatible(self, target_model: PreTrainedModel) -> None:
+        """Raise a one-line `ValueError` if `target_model` does not fit this draft (hidden size, vocabulary)."""
+        target_config = _check_causal_lm(target_model).get_text_config()
+        vocab = target_model.get_input_embeddings().weight.shape[0]
+        head_vocab = target_model.get_output_embeddings().weight.shape[0]
+        problems = []
+        if target_config.hidden_size != self.config.hidden_size:
+            problems.append(f"hidden size {target_config.hidden_size} != draft's {self.config.hidden_size}")
+        if vocab != self.config.vocab_size or head_vocab != self.config.vocab_size:
+            problems.append(f"vocabulary {vocab} != draft's {self.config.vocab_size}")
+        if problems:
+            built_for = self.config.target_name_or_path or self.config.target_model_type or "another target"
+            raise ValueError(
+                f"This draft was built for {built_for} and does not fit this target ({'; '.join(problems)}): "
+                "use a draft built with EagleDraftModel.from_target(target) for this target's family."
+            )
+
+    @property
+    def has_target_heads(self) -> bool:
+        return self.embed_tokens is not None and self.lm_head is not None
+
+    def get_input_embeddings(self) -> nn.Module | None:
+        return self.embed_tokens
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return self.lm_head
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embed_tokens = value
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def _require_heads(self) -> None:
+        if not self.has_target_heads:
+            raise ValueError(
+                "This draft has no target attached (its embedding and output head come from the target): call "
+                "draft.attach_target(target) or EagleDraftModel.from_pretrained(path, target_model=target)."
+            )
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool = False,
+        compute_logits: bool = True,
+        **kwargs: Any,
+    ) -> EagleDraftOutput:
+        r"""Predict the target's next hidden states.
+
+        Args:
+            input_ids: Tokens `t+1`, `[batch, seq]` (or pass `inputs_embeds`).
+            hidden_states: Target features at positions `t`, `[batch, seq, hidden]`.
+            attention_mask: 2D padding mask over past + new tokens, or a 4D boolean mask (True = attend), e.g. a tree.
+            position_ids: Positions of the new tokens; default continues after the cache.
+            past_key_values: The draft's own KV cache (a `transformers` `Cache`); created when `use_cache=True`.
+            use_cache: Return the updated cache.
+            compute_logits: Apply the target's output head (set `False` when only features are needed).
+        """
+        if hidden_states is None:
+            raise ValueError("EagleDraftModel.forward needs hidden_states= (the target's last hidden states).")
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("EagleDraftModel.forward needs input_ids= or inputs_embeds=.")
+            self._require_heads()
+            inputs_embeds = self.embed_tokens(input_ids)
+        if hidden_states.shape[-1] != self.config.hidden_size:
+            raise ValueError(
+                f"hidden_states have size {hidden_states.shape[-1]} but this draft expects {self.config.hidden_size}: "
+                "pass the last hidden states of the target the draft was built for."
+            )
+        if hidden_states.shape[:2] != inputs_embeds.shape[:2]:
+            raise ValueError(
+                f"hidden_states {tuple(hidden_states.shape[:2])} and tokens {tuple(inputs_embeds.shape[:2])} must have "
+                "the same [batch, seq] shape (features at t pair with token t+1)."
+            )
+        batch, seq = inputs_embeds.shape[:2]
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache()
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past_len, past_len + seq, device=inputs_embeds.device).expand(batch, seq)
+        mask = build_attention_mask(attention_mask, batch, seq, past_len, inputs_embeds.device)
+
+        x = self.fc(torch.cat((inputs_embeds, hidden_states.to(inputs_embeds.dtype)), dim=-1))
+        rotary = self.rotary_emb(x, position_ids)
+        for layer in self.layers:
+            x = layer(x, rotary, mask, past_key_values)
+
+        logits = None
+        if compute_logits:
+            self._require_heads()
+            logits = self.lm_head(x)
+        return EagleDraftOutput(
+            last_hidden_state=x, logits=logits, past_key_values=past_key_values if use_cache else None
+        )
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:  # type: ignore[override]
+        """Push the draft with an `eda_adapters` model card (see [`eda_adapters.push_to_hub`])."""
+        from ...hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+
+def _check_causal_lm(model: Any) -> Any:
+    """Return the model's config, or raise `TypeError` if it is not a decoder-only causal LM."""
+    config = getattr(model, "config", None)
+    causal_lm_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    if (
+        not isinstance(model, PreTrainedModel)
+        or config is None
+        or not (type(model).__name__ in causal_lm_classes or type(model).__name__.endswith("ForCausalLM"))
+        or getattr(config, "is_encoder_decoder", False)
+        or not callable(getattr(model, "get_output_embeddings", None))
+        or model.get_output_embeddings() is None
+        or model.get_input_embeddings() is None
+        or not hasattr(config.get_text_config(), "hidden_size")
+    ):
+        raise TypeError(
+            f"Expected a decoder-only causal LM (e.g. AutoModelForCausalLM.from_pretrained(...)), got "
+            f"{type(model).__name__}: load the target with AutoModelForCausalLM."
+        )
+    return config

@@ -1,0 +1,99 @@
+"""Configuration of the EDA private component, a PEFT adapter type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from peft.config import PeftConfig
+from peft.utils import PeftType
+
+
+@dataclass
+class EdaConfig(PeftConfig):
+    """Configuration of an EDA (Efficient Draft Adaptation) adapter: a *private* SwiGLU branch beside a draft's MLP.
+
+    The wrapped MLP (the *shared* component, frozen) and the private branch run in parallel and their outputs add up:
+    `mlp(x) = shared(x) + private(x)`. With one private expert (the reference configuration) the private branch is a
+    plain SwiGLU MLP; with several, a softmax router picks the top-k experts per token and their outputs are mixed with
+    the router weights renormalised over the chosen experts.
+
+    Only the private parameters train. A router-free adapter merges exactly into the shared MLP (`merge_and_unload`),
+    giving a plain, wider EAGLE draft.
+
+    Args:
+        target_modules (`list[str]` or `str`, *optional*):
+            Names (or a regex) of the MLP modules to wrap. Defaults to every draft layer's `mlp`.
+        num_private_experts (`int`, defaults to 1):
+            Number of private SwiGLU experts per wrapped MLP.
+        num_experts_per_tok (`int`, defaults to 1):
+            Top-k: experts used per token when `num_private_experts > 1`.
+        private_intermediate_size (`int`, *optional*):
+            Width of each private expert. Defaults to the width of the wrapped shared MLP.
+        router_aux_loss_coef (`float`, defaults to 0.01):
+            Weight of the Switch-style load-balancing loss that trainers add for routed adapters (0 disables it).
+        init_private_weights (`str`, defaults to `"zero"`):
+            `"zero"` zero-initialises each expert's down projection so that a fresh adapter leaves the draft's output
+            unchanged (like LoRA's B=0); `"random"` initialises all private weights randomly.
+        draft_hidden_size (`int`, *optional*):
+            Filled in when the adapter is created: the hidden size of the draft it belongs to, so that loading it onto
+            another draft fails with a clear message.
+        draft_intermediate_size (`int`, *optional*):
+            Filled in when the adapter is created: the shared MLP width of the draft it belongs to.
+        draft_fingerprint (`str`, *optional*):
+            Filled in when the adapter is created: a short digest of the shared draft's weights (see
+            `eda_adapters.draft_fingerprint`), used to detect an adapter loaded onto another draft.
+    """
+
+    target_modules: list[str] | str | None = field(
+        default=None, metadata={"help": "MLP modules to wrap; defaults to every draft layer's `mlp`."}
+    )
+    num_private_experts: int = field(default=1, metadata={"help": "Private SwiGLU experts per wrapped MLP."})
+    num_experts_per_tok: int = field(default=1, metadata={"help": "Top-k experts per token when routed."})
+    private_intermediate_size: int | None = field(
+        default=None, metadata={"help": "Width of each private expert; defaults to the shared MLP's width."}
+    )
+    router_aux_loss_coef: float = field(default=0.01, metadata={"help": "Load-balancing loss weight when routed."})
+    init_private_weights: Literal["zero", "random"] = field(
+        default="zero", metadata={"help": "'zero': the fresh adapter leaves outputs unchanged; 'random'."}
+    )
+    draft_hidden_size: int | None = field(default=None, metadata={"help": "Set automatically: the draft's hidden size."})
+    draft_intermediate_size: int | None = field(
+        default=None, metadata={"help": "Set automatically: the draft's shared MLP width."}
+    )
+    draft_fingerprint: str | None = field(
+        default=None, metadata={"help": "Set automatically: digest of the shared draft's weights."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = PeftType.EDA  # type: ignore[attr-defined]  # added by eda_adapters.tuners.eda
+        if isinstance(self.target_modules, list | tuple | set):
+            self.target_modules = sorted(set(self.target_modules))
+        if not isinstance(self.num_private_experts, int) or self.num_private_experts < 1:
+            raise ValueError(
+                f"EdaConfig.num_private_experts must be an integer >= 1, got {self.num_private_experts!r}."
+            )
+        if not isinstance(self.num_experts_per_tok, int) or not 1 <= self.num_experts_per_tok <= self.num_private_experts:
+            raise ValueError(
+                f"EdaConfig.num_experts_per_tok must be between 1 and num_private_experts "
+                f"({self.num_private_experts}), got {self.num_experts_per_tok!r}."
+            )
+        if self.private_intermediate_size is not None and (
+            not isinstance(self.private_intermediate_size, int) or self.private_intermediate_size < 1
+        ):
+            raise ValueError(
+                "EdaConfig.private_intermediate_size must be a positive integer (or None for the shared MLP's width), "
+                f"got {self.private_intermediate_size!r}."
+            )
+        if self.router_aux_loss_coef < 0:
+            raise ValueError(f"EdaConfig.router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef!r}.")
+        if self.init_private_weights not in ("zero", "random"):
+            raise ValueError(
+                f"EdaConfig.init_private_weights must be 'zero' or 'random', got {self.init_private_weights!r}."
+            )
+
+    @property
+    def is_routed(self) -> bool:
+        """Whether tokens are routed among several private experts (then no exact merge exists)."""
+        return self.num_private_experts > 1

@@ -1,0 +1,136 @@
+"""The EDA tuner: injects [`EdaLayer`] around the shared MLPs of an EAGLE draft."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner
+from torch import nn
+
+from .config import EdaConfig
+from .layer import EdaLayer
+
+#: Default `target_modules` per draft `model_type`.
+TRANSFORMERS_MODELS_TO_EDA_TARGET_MODULES_MAPPING: dict[str, list[str]] = {"eagle_draft": ["mlp"]}
+
+
+class EdaModel(BaseTuner):
+    """Adds EDA private experts to a draft model. Created by `peft.get_peft_model(draft, EdaConfig(...))`.
+
+    Example:
+
+    ```python
+    >>> import eda_adapters  # registers the "EDA" PEFT type
+    >>> from peft import get_peft_model
+    >>> draft = eda_adapters.EagleDraftModel.from_target(target)
+    >>> model = get_peft_model(draft, eda_adapters.EdaConfig(num_private_experts=1))
+    >>> model.print_trainable_parameters()
+    ```
+    """
+
+    prefix: str = "eda_"
+    tuner_layer_cls = EdaLayer
+    target_module_mapping = TRANSFORMERS_MODELS_TO_EDA_TARGET_MODULES_MAPPING
+
+    def _pre_injection_hook(self, model: nn.Module, config: EdaConfig, adapter_name: str) -> None:
+        """Record which draft the adapter belongs to, or check it when loading a saved adapter."""
+        draft_config = getattr(model, "config", None)
+        hidden = getattr(draft_config, "hidden_size", None)
+        intermediate = getattr(draft_config, "intermediate_size", None)
+        fingerprint = draft_fingerprint(model) if hasattr(model, "fc") else None
+        if config.draft_hidden_size is not None and hidden is not None and config.draft_hidden_size != hidden:
+            raise ValueError(
+                f"EDA adapter '{adapter_name}' was made for a draft with hidden size {config.draft_hidden_size}, but "
+                f"this draft has {hidden}: load it onto the draft it was trained with "
+                f"({config.base_model_name_or_path or 'see adapter_config.json'})."
+            )
+        if (
+            config.draft_intermediate_size is not None
+            and intermediate is not None
+            and config.draft_intermediate_size != intermediate
+        ):
+            raise ValueError(
+                f"EDA adapter '{adapter_name}' was made for a draft whose shared MLP has width "
+                f"{config.draft_intermediate_size}, but this draft's is {intermediate}: load it onto the draft it was "
+                f"trained with ({config.base_model_name_or_path or 'see adapter_config.json'})."
+            )
+        config.draft_hidden_size = config.draft_hidden_size or hidden
+        config.draft_intermediate_size = config.draft_intermediate_size or intermediate
+        config.draft_fingerprint = config.draft_fingerprint or fingerprint
+
+    def _create_and_replace(
+        self,
+        peft_config: EdaConfig,
+        adapter_name: str,
+        target: nn.Module,
+        target_name: str,
+        parent: nn.Module,
+        current_key: str,
+        **optional_kwargs: Any,
+    ) -> None:
+        if isinstance(target, EdaLayer):
+            target.update_layer(adapter_name, peft_config)
+            return
+        new_module = EdaLayer(target, adapter_name, peft_config)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _replace_module(self, parent: nn.Module, child_name: str, new_module: nn.Module, child: nn.Module) -> None:
+        # BaseTuner._replace_module copies `child.weight` when unloading; a whole MLP has none, so unloading (the new
+        # module is the wrapped MLP itself) is a plain swap.
+        if isinstance(child, EdaLayer) and new_module is child.get_base_layer():
+            setattr(parent, child_name, new_module)
+            return
+        super()._replace_module(parent, child_name, new_module, child)
+
+    def _unload_and_optionally_merge(self, merge: bool = True, **kwargs: Any) -> nn.Module:
+        model = super()._unload_and_optionally_merge(merge=merge, **kwargs)
+        if merge:
+            _sync_intermediate_size(model)
+        return model
+
+    def router_aux_loss(self) -> torch.Tensor | None:
+        """Load-balancing loss of the last forward, summed over wrapped MLPs (None when no adapter is routed)."""
+        return router_aux_loss(self.model)
+
+
+def router_aux_loss(model: nn.Module) -> torch.Tensor | None:
+    """Sum of the routed EDA adapters' load-balancing losses from the last forward pass of `model`."""
+    losses = [loss for m in model.modules() if isinstance(m, EdaLayer) and (loss := m.router_aux_loss()) is not None]
+    return torch.stack(losses).sum() if losses else None
+
+
+def draft_fingerprint(model: nn.Module) -> str:
+    """A short, dtype-independent digest of a draft's shared weights (its `fc` fusion layer).
+
+    Two drafts with the same shapes but different training give different fingerprints, so an adapter can tell
+    whether it is being loaded onto the draft it was trained on. Values are rounded to 3 significant digits in float32
+    first, so a bf16 copy of the same draft gives the same fingerprint.
+    """
+    import hashlib
+
+    weight = model.fc.weight.detach()
+    sample = weight.flatten()[:: max(1, weight.numel() // 4096)][:4096].float().cpu()
+    # bf16 keeps ~3 significant digits: compare a coarse summary rather than raw bits
+    rounded = [f"{v:.2e}" for v in sample.to(torch.bfloat16).float().tolist()]
+    digest = hashlib.sha256((str(tuple(weight.shape)) + ",".join(rounded)).encode()).hexdigest()
+    return digest[:16]
+
+
+def _sync_intermediate_size(model: nn.Module) -> None:
+    """After merging, set `config.intermediate_size` to the (now wider) MLP width if all layers agree."""
+    widths = {m.gate_proj.out_features for n, m in model.named_modules() if n.endswith("mlp") and hasattr(m, "gate_proj")}
+    config = getattr(model, "config", None)
+    if config is None or not widths:
+        return
+    if len(widths) > 1:
+        warnings.warn(
+            f"Merging left draft MLPs of different widths {sorted(widths)} (the adapter targeted only some layers): a "
+            "draft config holds one intermediate_size, so this merged draft cannot be saved and reloaded; merge "
+            "adapters that wrap every layer's mlp."
+        )
+        return
+    config.intermediate_size = widths.pop()
