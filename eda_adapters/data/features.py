@@ -1,0 +1,29 @@
+"""Target features: the target's last (post-norm) hidden states, which the EAGLE draft reads and predicts."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+
+@torch.no_grad()
+def compute_target_features(
+    target: PreTrainedModel,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor | None = None,
+    return_logits: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the (frozen) target once and return its last hidden states `[batch, seq, hidden]` (online features).
+
+    The last entry of `hidden_states` of a transformers causal LM is taken after the final norm, i.e. exactly what the
+    output head reads, which is what an EAGLE-1 draft predicts. With `return_logits=True` the target's logits are
+    returned too (the draft's cross-entropy target), otherwise `None`.
+    """
+    out = target(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        output_hidden_states=True,
+        use_cache=False,
+        logits_to_keep=0 if return_logits else 1,
+    )
+    return out.hidden_states[-1], (out.logits if return_logits else None)

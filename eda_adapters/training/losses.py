@@ -1,0 +1,70 @@
+"""The EAGLE training objective, shared by the stage-1 and stage-2 trainers (and anything else that fits a draft)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class EagleLossOutput:
+    """Loss terms of one batch. `loss` is the weighted total; the others are detached for logging."""
+
+    loss: torch.Tensor
+    regression_loss: torch.Tensor
+    ce_loss: torch.Tensor
+    accuracy: torch.Tensor
+    num_tokens: int
+
+
+def add_feature_noise(features: torch.Tensor, noise_std: float) -> torch.Tensor:
+    """EAGLE's input noise on the target features: uniform, zero-mean, with standard deviation `noise_std`."""
+    if noise_std <= 0:
+        return features
+    # U(-a, a) has std a / sqrt(3)
+    half_width = noise_std * 3**0.5
+    return features + (torch.rand_like(features) * 2 - 1) * half_width
+
+
+def eagle_loss(
+    draft_hidden: torch.Tensor,
+    draft_logits: torch.Tensor,
+    target_hidden: torch.Tensor,
+    target_logits: torch.Tensor,
+    loss_mask: torch.Tensor,
+    regression_weight: float = 1.0,
+    ce_weight: float = 0.1,
+) -> EagleLossOutput:
+    """EAGLE objective on aligned positions: SmoothL1 on the next hidden state + cross-entropy to the target's
+    next-token distribution (soft labels through the frozen head).
+
+    All tensors are aligned so that position `i` of the draft output predicts position `i` of the targets:
+    `draft_hidden`/`target_hidden` `[B, S, H]`, `draft_logits`/`target_logits` `[B, S, V]`, `loss_mask` `[B, S]`
+    (1 where the position counts, e.g. response tokens). Returns the masked means and top-1 agreement (draft argmax
+    == target argmax).
+    """
+    mask = loss_mask.to(draft_hidden.dtype)
+    num_tokens = int(mask.sum().item())
+    denom = mask.sum().clamp_min(1.0)
+    regression = F.smooth_l1_loss(draft_hidden.float(), target_hidden.float(), reduction="none").mean(-1)
+    regression = (regression * mask).sum() / denom
+    target_probs = torch.softmax(target_logits.float(), dim=-1)
+    ce = -(target_probs * torch.log_softmax(draft_logits.float(), dim=-1)).sum(-1)
+    ce = (ce * mask).sum() / denom
+    agree = (draft_logits.argmax(-1) == target_logits.argmax(-1)).to(mask.dtype)
+    accuracy = (agree * mask).sum() / denom
+    loss = regression_weight * regression + ce_weight * ce
+    return EagleLossOutput(loss, regression.detach(), ce.detach(), accuracy.detach(), num_tokens)
+
+
+def shift_for_draft(
+    input_ids: torch.LongTensor, features: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.LongTensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Align a sequence for EAGLE training: the draft reads (feature_t, token_{t+1}) and predicts feature_{t+1}.
+
+    Returns `(draft_input_ids, draft_input_features, target_features, loss_mask)`, each one position shorter. The
+    target logits that go with `target_features` are `target_logits[:, 1:]`.
+    """
+    return input_ids[:, 1:], features[:, :-1], features[:, 1:], mask[:, 1:]
