@@ -103,16 +103,18 @@ def router_aux_loss(model: nn.Module) -> torch.Tensor | None:
     return torch.stack(losses).sum() if losses else None
 
 
-def draft_fingerprint(model: nn.Module) -> str:
+def draft_fingerprint(model: nn.Module) -> str | None:
     """A short, dtype-independent digest of a draft's shared weights (its `fc` fusion layer).
 
     Two drafts with the same shapes but different training give different fingerprints, so an adapter can tell
     whether it is being loaded onto the draft it was trained on. Values are rounded to 3 significant digits in float32
-    first, so a bf16 copy of the same draft gives the same fingerprint.
+    first, so a bf16 copy of the same draft gives the same fingerprint. `None` for a draft without data (meta device).
     """
     import hashlib
 
     weight = model.fc.weight.detach()
+    if weight.is_meta:
+        return None
     sample = weight.flatten()[:: max(1, weight.numel() // 4096)][:4096].float().cpu()
     # bf16 keeps ~3 significant digits: compare a coarse summary rather than raw bits
     rounded = [f"{v:.2e}" for v in sample.to(torch.bfloat16).float().tolist()]

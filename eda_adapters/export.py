@@ -1,0 +1,466 @@
+"""Export adapted drafts in the checkpoint layouts serving engines load.
+
+vLLM and SGLang ship EAGLE-1 draft classes with one plain SwiGLU MLP per layer and no slot for an EDA private branch.
+A router-free EDA adapter merges exactly into that MLP (it only gets wider, see `EdaLayer.merge`), so an adapted draft
+can be served as an ordinary, wider EAGLE-1 draft. This module merges (with PEFT's `merge_and_unload`), checks that the
+result is expressible in the chosen layout and writes it:
+
+- `format="eagle"`: the EAGLE-1 layout (`config.json` readable as a `LlamaConfig` plus `model.safetensors` with
+  `fc.*`, `layers.{i}.*`; no `lm_head`, no `embed_tokens` unless asked). Two engine flavours differ in details:
+
+  | engine     | `architectures`             | `fc.bias`                                                       |
+  |------------|-----------------------------|-----------------------------------------------------------------|
+  | `"vllm"`   | `["LlamaForCausalLM"]`      | never written: vLLM's `EagleLlamaForCausalLM` builds `fc` without bias |
+  | `"sglang"` | `["LlamaForCausalLMEagle"]` | always written (zeros when the draft has none): SGLang's `fc` always has one |
+
+  A non-zero `fc` bias cannot be written for vLLM; `fold_fc_bias=True` folds it exactly into layer 0's attention
+  biases instead (layer 0 has no input norm, so `fc` output `Wx + b` reaches the q/k/v projections and the residual
+  unchanged: `b_q += W_q b`, `b_k += W_k b`, `b_v += W_v b`, `b_o += b`), which turns on `attention_bias`.
+- `format="hf"`: the merged `EagleDraftModel` in this library's own `save_pretrained` format.
+
+Every export writes into a temporary sibling directory and moves it into place at the end, so a failed export never
+leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from peft import PeftModel
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .models import EagleDraftModel
+from .tuners import EdaConfig, draft_fingerprint
+
+EXPORT_FORMATS = ("eagle", "hf")
+SERVING_ENGINES = ("vllm", "sglang")
+EAGLE_ARCHITECTURES = {"vllm": "LlamaForCausalLM", "sglang": "LlamaForCausalLMEagle"}
+#: Extra file written beside each export recording where it came from (engines ignore it).
+EXPORT_INFO_NAME = "eda_export.json"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+# ---------------------------------------------------------------------------------------------------------- merging
+def merge_for_export(
+    model: EagleDraftModel | PeftModel,
+    adapter_name: str | None = None,
+    allow_fingerprint_mismatch: bool = False,
+) -> EagleDraftModel:
+    """Return a plain `EagleDraftModel` holding `model` with one EDA adapter merged in; `model` is left untouched.
+
+    Args:
+        model: A draft (returned as a copy, nothing to merge) or a `PeftModel` wrapping one with EDA adapters.
+        adapter_name: The adapter to merge; defaults to the active one.
+        allow_fingerprint_mismatch: Merge even if the adapter records another draft's fingerprint.
+
+    The copy does not include the target's embedding and output head (they are shared with the target, and may be
+    large); the merged draft has none attached.
+    """
+    if isinstance(model, EagleDraftModel):
+        return _copy_without_target_heads(model)
+    if not isinstance(model, PeftModel) or not isinstance(model.get_base_model(), EagleDraftModel):
+        raise TypeError(
+            f"Expected an EagleDraftModel or a PeftModel wrapping one, got {type(model).__name__}: export the draft "
+            "returned by EagleDraftModel.from_target / peft.get_peft_model(draft, EdaConfig(...))."
+        )
+    name = adapter_name or _single_active_adapter(model)
+    if name not in model.peft_config:
+        raise ValueError(f"No adapter named '{name}' on this model (it has {sorted(model.peft_config)}).")
+    config = model.peft_config[name]
+    check_exportable_adapter(config, name, model.get_base_model(), allow_fingerprint_mismatch)
+    merged = _copy_without_target_heads(model).merge_and_unload(adapter_names=[name])
+    _check_uniform_mlp_width(merged, name)
+    return merged
+
+
+def check_exportable_adapter(
+    config: EdaConfig,
+    adapter_name: str,
+    draft: EagleDraftModel,
+    allow_fingerprint_mismatch: bool = False,
+) -> None:
+    """Raise a one-line `ValueError` if adapter `adapter_name` cannot be merged exactly into `draft`."""
+    if not isinstance(config, EdaConfig):
+        raise TypeError(
+            f"Adapter '{adapter_name}' is a {type(config).__name__}, not an EDA adapter: only EDA adapters can be "
+            "merged into a servable EAGLE draft by eda export."
+        )
+    if config.is_routed:
+        raise ValueError(
+            f"Cannot export EDA adapter '{adapter_name}': it routes each token to {config.num_experts_per_tok} of "
+            f"{config.num_private_experts} private experts, and the router's choice and weights depend on the token, "
+            "so no single MLP computes the same function (an exact merge is impossible) and engines' EAGLE drafts "
+            "have no router. Serve the PeftModel with eda_adapters, or train a single-expert adapter "
+            "(EdaConfig(num_private_experts=1)) to export."
+        )
+    recorded, actual = config.draft_fingerprint, draft_fingerprint(draft)
+    if recorded is not None and recorded != actual and not allow_fingerprint_mismatch:
+        raise ValueError(
+            f"EDA adapter '{adapter_name}' belongs to another draft: its adapter_config.json records draft "
+            f"fingerprint {recorded}, but this draft's is {actual} (same sizes, different shared weights), so the "
+            "merged draft would not be the one the adapter was trained with. Export it with its own draft "
+            f"({config.base_model_name_or_path or 'see adapter_config.json'}), or pass "
+            "allow_fingerprint_mismatch=True (--allow-fingerprint-mismatch) if you know the shared weights are "
+            "equivalent."
+        )
+
+
+def _single_active_adapter(model: PeftModel) -> str:
+    active = list(model.active_adapters)
+    if len(active) != 1:
+        raise ValueError(
+            f"This PeftModel has {len(active)} active adapters {active}: pass adapter_name= to choose the one to export."
+        )
+    return active[0]
+
+
+def _copy_without_target_heads(model: nn.Module) -> Any:
+    """Deep-copy a draft (or a PeftModel around one) without the target's shared embedding and output head."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    heads = base.embed_tokens, base.lm_head
+    if not base.config.save_target_heads:
+        base.embed_tokens = base.lm_head = None
+    try:
+        return copy.deepcopy(model)
+    finally:
+        base.embed_tokens, base.lm_head = heads
+
+
+def _check_uniform_mlp_width(draft: EagleDraftModel, adapter_name: str) -> None:
+    widths = [layer.mlp.gate_proj.out_features for layer in draft.layers]
+    if any(width != draft.config.intermediate_size for width in widths):
+        raise ValueError(
+            f"After merging adapter '{adapter_name}' the draft's layers have MLP widths {widths}: the adapter wraps "
+            "only some layers, and a draft config (like the engines' LlamaConfig) holds one intermediate_size. "
+            "Export an adapter that wraps every layer's mlp (EdaConfig(target_modules=None))."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------- layout
+def eagle_layout(
+    draft: EagleDraftModel,
+    engine: Literal["vllm", "sglang"] = "vllm",
+    embed_weight: torch.Tensor | None = None,
+    fold_fc_bias: bool = False,
+    dtype: torch.dtype | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The EAGLE-1 `config.json` dict and tensors (name -> tensor) for a plain (merged) `draft`.
+
+    Nothing is written; tensors may live on the meta device (then `fc` biases count as non-zero), which is how the
+    layout of a full-size draft can be inspected without allocating it.
+
+    Args:
+        draft: A plain `EagleDraftModel` (merge adapters first with [`merge_for_export`]).
+        engine: `"vllm"` or `"sglang"` (see the module docstring for what differs).
+        embed_weight: The target's input embedding to include as `embed_tokens.weight` (omitted when `None`).
+        fold_fc_bias: For vLLM, fold a non-zero `fc` bias into layer 0's attention biases instead of refusing.
+        dtype: Cast the tensors to this dtype (default: keep the draft's).
+    """
+    if engine not in SERVING_ENGINES:
+        raise ValueError(f"engine must be one of {SERVING_ENGINES}, got {engine!r}.")
+    config = draft.config
+    if config.hidden_act != "silu":
+        raise ValueError(
+            f"This draft's MLP uses hidden_act={config.hidden_act!r}; the engines' EAGLE-1 (Llama) layers only run "
+            "'silu': export with format='hf' and serve it with eda_adapters instead."
+        )
+    _check_uniform_mlp_width(draft, "(none)")
+    params = {name: p.detach() for name, p in draft.named_parameters() if not name.startswith(("embed_tokens.", "lm_head."))}
+    expected = _expected_draft_keys(config)
+    unexpected = sorted(set(params) - expected)
+    if unexpected:
+        raise ValueError(
+            f"The draft has parameters the EAGLE-1 layout has no place for ({unexpected[:3]}...): pass a plain, merged "
+            "EagleDraftModel (merge_for_export(peft_model))."
+        )
+
+    tensors = {name: params[name] for name in sorted(params) if name != "fc.bias"}
+    attention_bias = bool(config.attention_bias)
+    fc_bias = params.get("fc.bias")
+    fc_bias_nonzero = fc_bias is not None and (fc_bias.is_meta or bool(fc_bias.count_nonzero()))
+    if engine == "sglang":
+        tensors["fc.bias"] = fc_bias if fc_bias is not None else params["fc.weight"].new_zeros(config.hidden_size)
+    elif fc_bias_nonzero and not fold_fc_bias:
+        raise ValueError(
+            "This draft's fc layer has a non-zero bias, which vLLM's EAGLE-1 draft class cannot express (it builds fc "
+            "without bias and drops fc.bias): export with engine='sglang' (--engine sglang), or fold the bias exactly "
+            "into layer 0's attention biases with fold_fc_bias=True (--fold-fc-bias; sets attention_bias)."
+        )
+    elif fc_bias_nonzero:
+        attention_bias = True
+        _fold_fc_bias(tensors, fc_bias, config)
+
+    if attention_bias and not config.attention_bias:
+        # LlamaConfig.attention_bias is one switch for every layer: give the layers without folded biases zero ones.
+        for i in range(config.num_hidden_layers):
+            for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                key = f"layers.{i}.self_attn.{proj}"
+                tensors.setdefault(f"{key}.bias", tensors[f"{key}.weight"].new_zeros(tensors[f"{key}.weight"].shape[0]))
+    if embed_weight is not None:
+        if tuple(embed_weight.shape) != (config.vocab_size, config.hidden_size):
+            raise ValueError(
+                f"embed_weight has shape {tuple(embed_weight.shape)}, expected (vocab_size, hidden_size) = "
+                f"{(config.vocab_size, config.hidden_size)}: pass the embedding of the target this draft was built for."
+            )
+        tensors["embed_tokens.weight"] = embed_weight.detach()
+    out_dtype = dtype or params["fc.weight"].dtype
+    tensors = {name: t.to(out_dtype).contiguous() for name, t in sorted(tensors.items())}
+    return _llama_config_dict(config, engine, attention_bias, out_dtype), tensors
+
+
+def _expected_draft_keys(config: Any) -> set[str]:
+    keys = {"fc.weight", "fc.bias"}
+    for i in range(config.num_hidden_layers):
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            keys |= {f"layers.{i}.self_attn.{proj}.weight", f"layers.{i}.self_attn.{proj}.bias"}
+        keys |= {f"layers.{i}.mlp.{p}.weight" for p in ("gate_proj", "up_proj", "down_proj")}
+        keys |= {f"layers.{i}.post_attention_layernorm.weight", f"layers.{i}.input_layernorm.weight"}
+    return keys
+
+
+@torch.no_grad()
+def _fold_fc_bias(tensors: dict[str, torch.Tensor], fc_bias: torch.Tensor, config: Any) -> None:
+    """Move `fc`'s bias `b` into layer 0: q/k/v biases gain `W b` (their input is `Wx + b`), o's bias gains `b`."""
+    attn = "layers.0.self_attn"
+    b = fc_bias.float()
+    for proj in ("q_proj", "k_proj", "v_proj"):
+        weight = tensors[f"{attn}.{proj}.weight"]
+        old = tensors.get(f"{attn}.{proj}.bias")
+        folded = weight.float() @ b + (old.float() if old is not None else 0.0)
+        tensors[f"{attn}.{proj}.bias"] = folded.to(weight.dtype)
+    old_o = tensors.get(f"{attn}.o_proj.bias")
+    tensors[f"{attn}.o_proj.bias"] = (b + (old_o.float() if old_o is not None else 0.0)).to(fc_bias.dtype)
+
+
+def _llama_config_dict(config: Any, engine: str, attention_bias: bool, dtype: torch.dtype) -> dict[str, Any]:
+    """A `config.json` that transformers' `LlamaConfig` (4.x and 5.x) and the engines' config readers understand."""
+    rope = dict(config.rope_parameters)
+    rope_theta = float(rope.get("rope_theta", 10000.0))
+    # transformers 4.x (which engines pin) reads `rope_theta` + `rope_scaling`; 5.x reads `rope_parameters`.
+    rope_scaling = None
+    if rope.get("rope_type", "default") != "default":
+        rope_scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+        rope_scaling["type"] = rope_scaling["rope_type"]
+    dtype_name = str(dtype).removeprefix("torch.")
+    return {
+        "architectures": [EAGLE_ARCHITECTURES[engine]],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": config.hidden_act,
+        "max_position_embeddings": config.max_position_embeddings,
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": rope_theta,
+        "rope_scaling": rope_scaling,
+        "rope_parameters": rope,
+        "attention_bias": attention_bias,
+        "mlp_bias": False,
+        "tie_word_embeddings": False,
+        "torch_dtype": dtype_name,
+        "dtype": dtype_name,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------- writing
+@contextmanager
+def _atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary directory beside `output_dir`; move it into place only if the block succeeds."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory: choose another output directory.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"Output directory {out} is not empty: choose a new directory or pass overwrite=True (--overwrite)."
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_one(
+    merged: EagleDraftModel,
+    directory: Path,
+    format: str,
+    engine: str,
+    embed_weight: torch.Tensor | None,
+    fold_fc_bias: bool,
+    dtype: torch.dtype | None,
+    info: dict[str, Any],
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    if format == "hf":
+        if dtype is not None:
+            merged.to(dtype)
+        merged.save_pretrained(directory)
+    else:
+        config, tensors = eagle_layout(merged, engine, embed_weight=embed_weight, fold_fc_bias=fold_fc_bias, dtype=dtype)
+        save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        info = {**info, "engine": engine, "fc_bias_folded": bool(config["attention_bias"] and not merged.config.attention_bias)}
+    info = {**info, "format": format, "intermediate_size": merged.config.intermediate_size}
+    (directory / EXPORT_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _resolve(format: str, engine: str, dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {format!r}.")
+    if engine not in SERVING_ENGINES:
+        raise ValueError(f"engine must be one of {SERVING_ENGINES}, got {engine!r}.")
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
+        return _DTYPES[dtype]
+    return dtype
+
+
+def _embedding_of(model: nn.Module, include_embeddings: bool) -> torch.Tensor | None:
+    if not include_embeddings:
+        return None
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    if base.embed_tokens is None:
+        raise ValueError(
+            "include_embeddings needs the target's embedding: attach the target first "
+            "(draft.attach_target(target), or --target PATH on the command line)."
+        )
+    return base.embed_tokens.weight
+
+
+def export_draft(
+    model: EagleDraftModel | PeftModel,
+    output_dir: str | os.PathLike,
+    *,
+    adapter_name: str | None = None,
+    format: Literal["eagle", "hf"] = "eagle",
+    engine: Literal["vllm", "sglang"] = "vllm",
+    include_embeddings: bool = False,
+    dtype: str | torch.dtype | None = None,
+    fold_fc_bias: bool = False,
+    overwrite: bool = False,
+    allow_fingerprint_mismatch: bool = False,
+) -> Path:
+    """Merge one EDA adapter into its draft and write a servable draft to `output_dir`.
+
+    Args:
+        model: A `PeftModel` with EDA adapters on an `EagleDraftModel` (or a bare draft, exported as is). It is not
+            modified.
+        output_dir: Where to write; must be missing or empty unless `overwrite=True`.
+        adapter_name: Which adapter to merge (defaults to the active one).
+        format: `"eagle"` (EAGLE-1 layout for serving engines) or `"hf"` (this library's `save_pretrained` format).
+        engine: Flavour of the EAGLE-1 layout, `"vllm"` or `"sglang"`.
+        include_embeddings: Also write the target's input embedding as `embed_tokens.weight` (needs it attached).
+        dtype: `"float32"`, `"float16"`, `"bfloat16"` (or a torch dtype); default keeps the draft's dtype.
+        fold_fc_bias: vLLM only: fold a non-zero `fc` bias into layer 0's attention biases (exact) instead of refusing.
+        overwrite: Replace a non-empty `output_dir`.
+        allow_fingerprint_mismatch: Export an adapter that records another draft's fingerprint.
+
+    Returns:
+        The output directory.
+
+    Example:
+
+    ```python
+    >>> from eda_adapters import export_draft
+    >>> export_draft(peft_draft, "out/qwen-math-eagle", engine="vllm", dtype="bfloat16")
+    ```
+    """
+    torch_dtype = _resolve(format, engine, dtype)
+    with _atomic_output_dir(output_dir, overwrite) as tmp:
+        merged = merge_for_export(model, adapter_name, allow_fingerprint_mismatch)
+        name = adapter_name or (_single_active_adapter(model) if isinstance(model, PeftModel) else None)
+        info = {"adapter_name": name, "draft_fingerprint": draft_fingerprint(merged)}
+        _write_one(merged, tmp, format, engine, _embedding_of(model, include_embeddings), fold_fc_bias, torch_dtype, info)
+    return Path(output_dir)
+
+
+def find_adapters(adapter_path: str | os.PathLike) -> dict[str, Path]:
+    """Adapters saved in `adapter_path` by `PeftModel.save_pretrained`: name -> directory.
+
+    PEFT writes the adapter named `"default"` at the root and every other adapter in a subfolder named after it, so a
+    directory holding one shared draft's `math` and `code` adapters looks like `DIR/math/adapter_config.json`,
+    `DIR/code/adapter_config.json` (plus `DIR/adapter_config.json` if there is a `default` one).
+    """
+    root = Path(adapter_path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"No adapter directory at {root}: pass the directory PeftModel.save_pretrained wrote.")
+    found = {}
+    if (root / "adapter_config.json").is_file():
+        found["default"] = root
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (sub / "adapter_config.json").is_file():
+            found[sub.name] = sub
+    if not found:
+        raise FileNotFoundError(
+            f"No adapter_config.json in {root} or its subfolders: pass the directory PeftModel.save_pretrained wrote."
+        )
+    return found
+
+
+def export_adapters(
+    draft: EagleDraftModel,
+    adapter_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    adapter_names: list[str] | None = None,
+    format: Literal["eagle", "hf"] = "eagle",
+    engine: Literal["vllm", "sglang"] = "vllm",
+    include_embeddings: bool = False,
+    dtype: str | torch.dtype | None = None,
+    fold_fc_bias: bool = False,
+    overwrite: bool = False,
+    allow_fingerprint_mismatch: bool = False,
+) -> dict[str, Path]:
+    """Write one servable draft per saved EDA adapter of one shared `draft`: `output_dir/<adapter name>/`.
+
+    `adapter_path` is a directory written by `PeftModel.save_pretrained` (see [`find_adapters`]); `adapter_names`
+    picks some of its adapters (default: all). Every adapter is checked (routing, sizes, fingerprint) before anything
+    is moved into place, so one bad adapter leaves no output at all. Other arguments are those of [`export_draft`].
+    """
+    torch_dtype = _resolve(format, engine, dtype)
+    if not isinstance(draft, EagleDraftModel):
+        raise TypeError(f"export_adapters needs the shared EagleDraftModel, got {type(draft).__name__}.")
+    available = find_adapters(adapter_path)
+    names = adapter_names or list(available)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ValueError(f"No adapter named {missing} in {adapter_path} (found {sorted(available)}).")
+    embed = _embedding_of(draft, include_embeddings)
+    written = {}
+    with _atomic_output_dir(output_dir, overwrite) as tmp:
+        for name in tqdm(names, desc="eda export", disable=len(names) < 2):
+            peft_model = PeftModel.from_pretrained(_copy_without_target_heads(draft), available[name], adapter_name=name)
+            merged = merge_for_export(peft_model, name, allow_fingerprint_mismatch)
+            info = {
+                "adapter_name": name,
+                "adapter_path": str(available[name]),
+                "draft_fingerprint": draft_fingerprint(merged),
+            }
+            _write_one(merged, tmp / name, format, engine, embed, fold_fc_bias, torch_dtype, info)
+            written[name] = Path(output_dir) / name
+            del peft_model, merged
+    return written

@@ -1,0 +1,114 @@
+"""Configuration of the stage-1 trainer (the shared EAGLE draft of a base target)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class EagleTrainingConfig(TrainingArguments):
+    r"""Configuration of [`EagleTrainer`]: stage 1, training a whole shared EAGLE draft for a base target.
+
+    This class holds only the parameters specific to draft training; every [`~transformers.TrainingArguments`] field
+    (learning rate, batch size, `max_steps`, `save_steps`, `bf16`, `deepspeed`, ...) works as usual. Like TRL's
+    `SFTConfig`, some defaults differ from `TrainingArguments`: `remove_unused_columns=False` (batches hold columns the
+    draft's forward does not name), `learning_rate=1e-4`, `logging_steps=10`.
+
+    Using [`~transformers.HfArgumentParser`] this class becomes command-line flags (`eda train-draft --help`).
+
+    Parameters:
+        > Parameters of the objective
+
+        regression_weight (`float`, defaults to `1.0`):
+            Weight of the SmoothL1 regression of the target's next hidden state.
+        ce_weight (`float`, defaults to `0.1`):
+            Weight of the cross-entropy between the draft's and the target's next-token distributions (both through the
+            target's frozen output head).
+        feature_noise_std (`float`, defaults to `0.1`):
+            Standard deviation of the uniform noise added to the target features the draft reads (training only; EAGLE's
+            robustness trick against its own prediction errors at inference time). `0` disables it.
+
+        > Parameters of the data
+
+        max_length (`int` or `None`, defaults to `2048`):
+            Sequences are truncated (right) to this many tokens. `None` keeps them whole.
+        pad_to_multiple_of (`int` or `None`, defaults to `None`):
+            Pad each batch to a multiple of this length (helps tensor cores on GPU).
+        dataset_name (`str` or `None`, defaults to `None`):
+            Name or path of the training data, recorded in the run signature's description and the model card.
+
+        > Parameters of the draft built when the trainer gets no draft
+
+        draft_num_layers (`int`, defaults to `1`):
+            Decoder layers of the draft built with `EagleDraftModel.from_target(target, num_layers=...)` when the trainer
+            is given no `model`.
+
+        > Parameters of the acceptance-length evaluation
+
+        tau_eval_steps (`int` or `None`, defaults to `None`):
+            Measure tau (tokens per target forward of greedy chain speculative decoding) on the trainer's `tau_dataset`
+            at the first log at or after every `tau_eval_steps` optimizer steps, and once at the end of training. `None`
+            measures only at the end (when a `tau_dataset` is given).
+        tau_num_draft_tokens (`int`, defaults to `5`):
+            Tokens the draft proposes per target forward in that measurement.
+        tau_max_new_tokens (`int`, defaults to `64`):
+            Tokens generated per held-out prompt in that measurement.
+        tau_num_prompts (`int`, defaults to `16`):
+            Held-out prompts used (the first ones of `tau_dataset`).
+    """
+
+    # -- defaults that differ from TrainingArguments
+    learning_rate: float = field(default=1e-4, metadata={"help": "Initial learning rate (AdamW)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every this many steps (or ratio if < 1)."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep all dataset columns: the trainer reads input_ids/loss_mask/features."}
+    )
+
+    # -- objective
+    regression_weight: float = field(default=1.0, metadata={"help": "Weight of the SmoothL1 hidden-state regression."})
+    ce_weight: float = field(default=0.1, metadata={"help": "Weight of the cross-entropy to the target's distribution."})
+    feature_noise_std: float = field(
+        default=0.1, metadata={"help": "Std of the uniform noise on the input target features (0 disables)."}
+    )
+
+    # -- data
+    max_length: int | None = field(default=2048, metadata={"help": "Truncate sequences to this many tokens."})
+    pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad batches to a multiple of this."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Name/path of the training data, recorded in the model card."}
+    )
+
+    # -- draft construction
+    draft_num_layers: int = field(default=1, metadata={"help": "Layers of a draft built from the target."})
+
+    # -- tau evaluation
+    tau_eval_steps: int | None = field(
+        default=None, metadata={"help": "Measure tau on the held-out prompts every this many steps."}
+    )
+    tau_num_draft_tokens: int = field(default=5, metadata={"help": "Draft tokens per target forward for tau."})
+    tau_max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per prompt for tau."})
+    tau_num_prompts: int = field(default=16, metadata={"help": "Held-out prompts used for tau."})
+
+    def __post_init__(self) -> None:
+        if self.regression_weight < 0 or self.ce_weight < 0 or self.regression_weight + self.ce_weight == 0:
+            raise ValueError(
+                f"{type(self).__name__}: regression_weight and ce_weight must be >= 0 and not both 0, got "
+                f"{self.regression_weight} and {self.ce_weight}."
+            )
+        if self.feature_noise_std < 0:
+            raise ValueError(f"{type(self).__name__}.feature_noise_std must be >= 0, got {self.feature_noise_std}.")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(
+                f"{type(self).__name__}.max_length must be >= 2 (the draft predicts position t+1 from t), "
+                f"got {self.max_length}."
+            )
+        if self.draft_num_layers < 1:
+            raise ValueError(f"{type(self).__name__}.draft_num_layers must be >= 1, got {self.draft_num_layers}.")
+        if self.tau_eval_steps is not None and self.tau_eval_steps < 1:
+            raise ValueError(f"{type(self).__name__}.tau_eval_steps must be >= 1 or None, got {self.tau_eval_steps}.")
+        for name in ("tau_num_draft_tokens", "tau_max_new_tokens", "tau_num_prompts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}.")
+        super().__post_init__()
