@@ -4,13 +4,47 @@ Importing the package registers the `eagle_draft` model type with transformers' 
 type with PEFT.
 """
 
+from .data import (
+    CachedFeatureDataset,
+    check_target_signature,
+    extract_features,
+    load_regenerated,
+    regenerate,
+    representation_shift,
+    select_by_shift,
+    target_signature,
+)
+from .export import eagle_layout, export_adapters, export_draft, find_adapters, merge_for_export
+from .generation import (
+    EagleCandidateGenerator,
+    SpeculativeStats,
+    TreeConfig,
+    compute_tau,
+    speculative_generate,
+    track_acceptance,
+)
 from .hub import push_to_hub
 from .models import EagleDraftConfig, EagleDraftModel, EagleDraftOutput, EagleMLP
 from .tuners import EdaConfig, EdaLayer, EdaModel, draft_fingerprint, router_aux_loss
+from .training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig, NonFiniteLossError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EagleTrainer",
+    "EagleTrainingConfig",
+    "EdaTrainer",
+    "EdaTrainingConfig",
+    "NonFiniteLossError",
+    "CachedFeatureDataset",
+    "check_target_signature",
+    "extract_features",
+    "load_regenerated",
+    "regenerate",
+    "representation_shift",
+    "select_by_shift",
+    "target_signature",
+    "EagleCandidateGenerator",
     "EagleDraftConfig",
     "EagleDraftModel",
     "EagleDraftOutput",
@@ -18,7 +52,17 @@ __all__ = [
     "EdaConfig",
     "EdaLayer",
     "EdaModel",
+    "SpeculativeStats",
+    "TreeConfig",
+    "compute_tau",
     "draft_fingerprint",
+    "eagle_layout",
+    "export_adapters",
+    "export_draft",
+    "find_adapters",
+    "merge_for_export",
     "push_to_hub",
     "router_aux_loss",
+    "speculative_generate",
+    "track_acceptance",
 ]

@@ -11,7 +11,7 @@ result is expressible in the chosen layout and writes it:
   | engine     | `architectures`             | `fc.bias`                                                       |
   |------------|-----------------------------|-----------------------------------------------------------------|
   | `"vllm"`   | `["LlamaForCausalLM"]`      | never written: vLLM's `EagleLlamaForCausalLM` builds `fc` without bias |
-  | `"sglang"` | `["LlamaForCausalLMEagle"]` | always written (zeros when the draft has none): SGLang's `fc` always has one |
+  | `"sglang"` | `["LlamaForCausalLMEagle"]` | always written (zeros when the draft has none): SGLang's `fc` has one |
 
   A non-zero `fc` bias cannot be written for vLLM; `fold_fc_bias=True` folds it exactly into layer 0's attention
   biases instead (layer 0 has no input norm, so `fc` output `Wx + b` reaches the q/k/v projections and the residual
@@ -80,7 +80,7 @@ def merge_for_export(
     config = model.peft_config[name]
     check_exportable_adapter(config, name, model.get_base_model(), allow_fingerprint_mismatch)
     merged = _copy_without_target_heads(model).merge_and_unload(adapter_names=[name])
-    _check_uniform_mlp_width(merged, name)
+    _check_uniform_mlp_width(merged)
     return merged
 
 
@@ -120,7 +120,8 @@ def _single_active_adapter(model: PeftModel) -> str:
     active = list(model.active_adapters)
     if len(active) != 1:
         raise ValueError(
-            f"This PeftModel has {len(active)} active adapters {active}: pass adapter_name= to choose the one to export."
+            f"This PeftModel has {len(active)} active adapters {active}: pass adapter_name= to choose the one to "
+            "export."
         )
     return active[0]
 
@@ -137,13 +138,13 @@ def _copy_without_target_heads(model: nn.Module) -> Any:
         base.embed_tokens, base.lm_head = heads
 
 
-def _check_uniform_mlp_width(draft: EagleDraftModel, adapter_name: str) -> None:
+def _check_uniform_mlp_width(draft: EagleDraftModel) -> None:
     widths = [layer.mlp.gate_proj.out_features for layer in draft.layers]
     if any(width != draft.config.intermediate_size for width in widths):
         raise ValueError(
-            f"After merging adapter '{adapter_name}' the draft's layers have MLP widths {widths}: the adapter wraps "
-            "only some layers, and a draft config (like the engines' LlamaConfig) holds one intermediate_size. "
-            "Export an adapter that wraps every layer's mlp (EdaConfig(target_modules=None))."
+            f"The merged draft's layers have MLP widths {widths}: the adapter wraps only some layers, and a draft "
+            "config (like the engines' LlamaConfig) holds one intermediate_size. Export an adapter that wraps every "
+            "layer's mlp (EdaConfig(target_modules=None))."
         )
 
 
@@ -175,8 +176,10 @@ def eagle_layout(
             f"This draft's MLP uses hidden_act={config.hidden_act!r}; the engines' EAGLE-1 (Llama) layers only run "
             "'silu': export with format='hf' and serve it with eda_adapters instead."
         )
-    _check_uniform_mlp_width(draft, "(none)")
-    params = {name: p.detach() for name, p in draft.named_parameters() if not name.startswith(("embed_tokens.", "lm_head."))}
+    _check_uniform_mlp_width(draft)
+    params = {
+        name: p.detach() for name, p in draft.named_parameters() if not name.startswith(("embed_tokens.", "lm_head."))
+    }
     expected = _expected_draft_keys(config)
     unexpected = sorted(set(params) - expected)
     if unexpected:
@@ -199,7 +202,7 @@ def eagle_layout(
         )
     elif fc_bias_nonzero:
         attention_bias = True
-        _fold_fc_bias(tensors, fc_bias, config)
+        _fold_fc_bias(tensors, fc_bias)
 
     if attention_bias and not config.attention_bias:
         # LlamaConfig.attention_bias is one switch for every layer: give the layers without folded biases zero ones.
@@ -230,7 +233,7 @@ def _expected_draft_keys(config: Any) -> set[str]:
 
 
 @torch.no_grad()
-def _fold_fc_bias(tensors: dict[str, torch.Tensor], fc_bias: torch.Tensor, config: Any) -> None:
+def _fold_fc_bias(tensors: dict[str, torch.Tensor], fc_bias: torch.Tensor) -> None:
     """Move `fc`'s bias `b` into layer 0: q/k/v biases gain `W b` (their input is `Wx + b`), o's bias gains `b`."""
     attn = "layers.0.self_attn"
     b = fc_bias.float()
@@ -251,7 +254,6 @@ def _llama_config_dict(config: Any, engine: str, attention_bias: bool, dtype: to
     rope_scaling = None
     if rope.get("rope_type", "default") != "default":
         rope_scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
-        rope_scaling["type"] = rope_scaling["rope_type"]
     dtype_name = str(dtype).removeprefix("torch.")
     return {
         "architectures": [EAGLE_ARCHITECTURES[engine]],
@@ -278,9 +280,8 @@ def _llama_config_dict(config: Any, engine: str, attention_bias: bool, dtype: to
 
 
 # ---------------------------------------------------------------------------------------------------------- writing
-@contextmanager
-def _atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary directory beside `output_dir`; move it into place only if the block succeeds."""
+def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Raise `FileExistsError` unless `output_dir` is missing, empty, or may be overwritten."""
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory: choose another output directory.")
@@ -288,6 +289,13 @@ def _atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Iterat
         raise FileExistsError(
             f"Output directory {out} is not empty: choose a new directory or pass overwrite=True (--overwrite)."
         )
+    return out
+
+
+@contextmanager
+def _atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary directory beside `output_dir`; move it into place only if the block succeeds."""
+    out = check_output_dir(output_dir, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -319,17 +327,23 @@ def _write_one(
             merged.to(dtype)
         merged.save_pretrained(directory)
     else:
-        config, tensors = eagle_layout(merged, engine, embed_weight=embed_weight, fold_fc_bias=fold_fc_bias, dtype=dtype)
+        config, tensors = eagle_layout(merged, engine, embed_weight, fold_fc_bias=fold_fc_bias, dtype=dtype)
         save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
         (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        info = {**info, "engine": engine, "fc_bias_folded": bool(config["attention_bias"] and not merged.config.attention_bias)}
+        folded = bool(config["attention_bias"] and not merged.config.attention_bias)
+        info = {**info, "engine": engine, "fc_bias_folded": folded}
     info = {**info, "format": format, "intermediate_size": merged.config.intermediate_size}
     (directory / EXPORT_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
 
 
-def _resolve(format: str, engine: str, dtype: str | torch.dtype | None) -> torch.dtype | None:
+def _resolve(format: str, engine: str, dtype: str | torch.dtype | None, include_embeddings: bool) -> torch.dtype | None:
     if format not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {format!r}.")
+    if format == "hf" and include_embeddings:
+        raise ValueError(
+            "include_embeddings applies to format='eagle'; the hf format re-attaches the target's embedding at load "
+            "time (EagleDraftModel.from_pretrained(path, target_model=target))."
+        )
     if engine not in SERVING_ENGINES:
         raise ValueError(f"engine must be one of {SERVING_ENGINES}, got {engine!r}.")
     if isinstance(dtype, str):
@@ -389,12 +403,14 @@ def export_draft(
     >>> export_draft(peft_draft, "out/qwen-math-eagle", engine="vllm", dtype="bfloat16")
     ```
     """
-    torch_dtype = _resolve(format, engine, dtype)
+    torch_dtype = _resolve(format, engine, dtype, include_embeddings)
+    if isinstance(model, PeftModel):
+        adapter_name = adapter_name or _single_active_adapter(model)
     with _atomic_output_dir(output_dir, overwrite) as tmp:
         merged = merge_for_export(model, adapter_name, allow_fingerprint_mismatch)
-        name = adapter_name or (_single_active_adapter(model) if isinstance(model, PeftModel) else None)
-        info = {"adapter_name": name, "draft_fingerprint": draft_fingerprint(merged)}
-        _write_one(merged, tmp, format, engine, _embedding_of(model, include_embeddings), fold_fc_bias, torch_dtype, info)
+        info = {"adapter_name": adapter_name, "draft_fingerprint": draft_fingerprint(merged)}
+        embed = _embedding_of(model, include_embeddings)
+        _write_one(merged, tmp, format, engine, embed, fold_fc_bias, torch_dtype, info)
     return Path(output_dir)
 
 
@@ -435,13 +451,17 @@ def export_adapters(
     overwrite: bool = False,
     allow_fingerprint_mismatch: bool = False,
 ) -> dict[str, Path]:
-    """Write one servable draft per saved EDA adapter of one shared `draft`: `output_dir/<adapter name>/`.
+    """Write one servable draft per saved EDA adapter of one shared `draft`.
 
     `adapter_path` is a directory written by `PeftModel.save_pretrained` (see [`find_adapters`]); `adapter_names`
-    picks some of its adapters (default: all). Every adapter is checked (routing, sizes, fingerprint) before anything
-    is moved into place, so one bad adapter leaves no output at all. Other arguments are those of [`export_draft`].
+    picks some of its adapters (default: all). With one adapter the draft is written to `output_dir` itself, with
+    several to `output_dir/<adapter name>/`. Every adapter is checked (routing, sizes, fingerprint) before anything is
+    moved into place, so one bad adapter leaves no output at all. Other arguments are those of [`export_draft`].
+
+    Returns:
+        Adapter name -> directory written.
     """
-    torch_dtype = _resolve(format, engine, dtype)
+    torch_dtype = _resolve(format, engine, dtype, include_embeddings)
     if not isinstance(draft, EagleDraftModel):
         raise TypeError(f"export_adapters needs the shared EagleDraftModel, got {type(draft).__name__}.")
     available = find_adapters(adapter_path)
@@ -453,14 +473,16 @@ def export_adapters(
     written = {}
     with _atomic_output_dir(output_dir, overwrite) as tmp:
         for name in tqdm(names, desc="eda export", disable=len(names) < 2):
-            peft_model = PeftModel.from_pretrained(_copy_without_target_heads(draft), available[name], adapter_name=name)
+            copy_of_draft = _copy_without_target_heads(draft)
+            peft_model = PeftModel.from_pretrained(copy_of_draft, available[name], adapter_name=name)
             merged = merge_for_export(peft_model, name, allow_fingerprint_mismatch)
             info = {
                 "adapter_name": name,
                 "adapter_path": str(available[name]),
                 "draft_fingerprint": draft_fingerprint(merged),
             }
-            _write_one(merged, tmp / name, format, engine, embed, fold_fc_bias, torch_dtype, info)
-            written[name] = Path(output_dir) / name
-            del peft_model, merged
+            subdir = name if len(names) > 1 else ""
+            _write_one(merged, tmp / subdir, format, engine, embed, fold_fc_bias, torch_dtype, info)
+            written[name] = Path(output_dir) / subdir
+            del copy_of_draft, peft_model, merged
     return written

@@ -12,6 +12,15 @@ import sys
 
 # subcommand name -> module (relative to this package) that implements it
 SUBCOMMANDS: dict[str, str] = {
+    "demo": ".demo",
+    "experiment": ".experiment",
+    "export": ".export",
+    "regenerate": ".regenerate",
+    "extract-features": ".features",
+    "select": ".select",
+    "train-draft": ".train",
+    "adapt": ".train",  # one module registers both trainer commands
+    "bench": ".bench",
 }
 
 

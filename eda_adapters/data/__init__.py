@@ -1,3 +1,34 @@
+from .feature_cache import CachedFeatureDataset, extract_features, load_feature_index, pad_batch
 from .features import compute_target_features
+from .io import load_rows
+from .regenerate import DecodingSettings, load_regenerated, regenerate
+from .selection import (
+    add_shift_scores,
+    check_same_tokens,
+    plot_shift_histogram,
+    representation_shift,
+    resolve_budget,
+    select_by_shift,
+)
+from .signature import check_target_signature, target_fingerprint, target_signature
 
-__all__ = ["compute_target_features"]
+__all__ = [
+    "CachedFeatureDataset",
+    "DecodingSettings",
+    "add_shift_scores",
+    "check_same_tokens",
+    "check_target_signature",
+    "compute_target_features",
+    "extract_features",
+    "load_feature_index",
+    "load_regenerated",
+    "load_rows",
+    "pad_batch",
+    "plot_shift_histogram",
+    "regenerate",
+    "representation_shift",
+    "resolve_budget",
+    "select_by_shift",
+    "target_fingerprint",
+    "target_signature",
+]

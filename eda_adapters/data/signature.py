@@ -22,14 +22,16 @@ def target_fingerprint(model: nn.Module, values_per_tensor: int = 64) -> str:
 
     It reads the first `values_per_tensor` values of every parameter (rounded through bfloat16, so an fp32 and a bf16
     copy of the same checkpoint agree), which is enough to tell a fine-tuned target from its base: fine-tuning moves
-    (almost) every tensor. Parameters that are not materialised here (meta tensors, ZeRO-3 shards) are skipped.
+    (almost) every tensor. Parameters that are not materialised here (meta tensors, ZeRO-3 shards) are skipped, and
+    a wrapper (DDP, `accelerator.prepare`) gives the same digest as the bare model.
     """
     digest = hashlib.sha256()
     for name, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
         if param.is_meta or param.numel() == 0:
             continue
         head = param.detach().reshape(-1)[:values_per_tensor].to(torch.bfloat16).float().cpu()
-        digest.update(f"{name}:{tuple(param.shape)}:".encode())
+        # names only order the tensors: a wrapper's prefix (DDP's `module.`) must not change the digest
+        digest.update(f"{tuple(param.shape)}:".encode())
         digest.update(head.numpy().tobytes())
     return digest.hexdigest()[:16]
 

@@ -42,8 +42,8 @@ class EagleTrainingConfig(TrainingArguments):
         > Parameters of the draft built when the trainer gets no draft
 
         draft_num_layers (`int`, defaults to `1`):
-            Decoder layers of the draft built with `EagleDraftModel.from_target(target, num_layers=...)` when the trainer
-            is given no `model`.
+            Decoder layers of the draft built with `EagleDraftModel.from_target(target, num_layers=...)` when the
+            trainer is given no `model`.
 
         > Parameters of the acceptance-length evaluation
 
@@ -68,7 +68,9 @@ class EagleTrainingConfig(TrainingArguments):
 
     # -- objective
     regression_weight: float = field(default=1.0, metadata={"help": "Weight of the SmoothL1 hidden-state regression."})
-    ce_weight: float = field(default=0.1, metadata={"help": "Weight of the cross-entropy to the target's distribution."})
+    ce_weight: float = field(
+        default=0.1, metadata={"help": "Weight of the cross-entropy to the target's distribution."}
+    )
     feature_noise_std: float = field(
         default=0.1, metadata={"help": "Std of the uniform noise on the input target features (0 disables)."}
     )

@@ -1,0 +1,88 @@
+"""`eda export`: merge EDA adapters into their draft and write servable drafts (EAGLE-1 layout or our own format)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..export import EXPORT_FORMATS, SERVING_ENGINES, check_output_dir, export_adapters, export_draft
+
+HELP = "Merge EDA adapters into their shared draft and write drafts vLLM/SGLang load (one per adapter)."
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help=HELP,
+        description=HELP
+        + " With several adapters (PEFT saves adapter NAME under ADAPTER/NAME/), OUT gets one directory per adapter"
+        " (OUT/NAME/); with one, OUT is the servable draft.",
+    )
+    parser.add_argument(
+        "--draft", required=True, help="Directory of the shared draft (EagleDraftModel.save_pretrained)."
+    )
+    parser.add_argument(
+        "--adapter", help="Directory written by PeftModel.save_pretrained; omit to export the shared draft alone."
+    )
+    parser.add_argument(
+        "--adapter-name", action="append", dest="adapter_names", metavar="NAME",
+        help="Export only this adapter (repeatable; default: every adapter found under --adapter).",
+    )
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="eagle", help="eagle: EAGLE-1 layout; hf: ours.")
+    parser.add_argument(
+        "--engine", choices=SERVING_ENGINES, default="vllm", help="Flavour of the eagle layout (default: vllm)."
+    )
+    parser.add_argument("--out", required=True, help="Output directory (must be missing or empty).")
+    parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty output directory.")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="Cast the written weights.")
+    parser.add_argument(
+        "--include-embeddings", action="store_true",
+        help="Also write the target's embed_tokens.weight (needs --target).",
+    )
+    parser.add_argument("--target", help="The target model (local path), only needed with --include-embeddings.")
+    parser.add_argument(
+        "--fold-fc-bias", action="store_true",
+        help="vLLM: fold a non-zero fc bias exactly into layer 0's attention biases instead of refusing.",
+    )
+    parser.add_argument(
+        "--allow-fingerprint-mismatch", action="store_true",
+        help="Export adapters that record another draft's fingerprint (only if the shared weights are equivalent).",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import EagleDraftModel
+
+    draft_dir = Path(args.draft)
+    if not (draft_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"No draft at {draft_dir} (no config.json): pass the directory of draft.save_pretrained."
+        )
+    check_output_dir(args.out, args.overwrite)  # fail before loading anything
+    if args.target and not args.include_embeddings:
+        raise ValueError("--target is only used with --include-embeddings: drop it, or add --include-embeddings.")
+    target = None
+    if args.include_embeddings and args.target:
+        from transformers import AutoModelForCausalLM
+
+        target = AutoModelForCausalLM.from_pretrained(args.target)
+    draft = EagleDraftModel.from_pretrained(draft_dir, target_model=target)
+    options = dict(
+        format=args.format,
+        engine=args.engine,
+        include_embeddings=args.include_embeddings,
+        dtype=args.dtype,
+        fold_fc_bias=args.fold_fc_bias,
+        overwrite=args.overwrite,
+        allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
+    )
+    if args.adapter is None:
+        if args.adapter_names:
+            raise ValueError("--adapter-name needs --adapter DIR (the directory the adapters were saved in).")
+        written = {"(shared draft)": export_draft(draft, args.out, **options)}
+    else:
+        written = export_adapters(draft, args.adapter, args.out, adapter_names=args.adapter_names, **options)
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0

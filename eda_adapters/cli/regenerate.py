@@ -1,0 +1,71 @@
+"""`eda regenerate`: the fine-tuned target answers the domain prompts (resumable; shards across `accelerate launch`)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Regenerate the responses of a prompt dataset with the (fine-tuned) target itself."
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "regenerate",
+        help=HELP,
+        description=HELP + " Writes OUTPUT_DIR/data.jsonl (prompt, response, input_ids, loss_mask, ...); re-run the "
+        "same command to resume an interrupted run. Under `accelerate launch` every process answers its share.",
+    )
+    parser.add_argument("--model", required=True, help="The fine-tuned target: local path or Hub id.")
+    parser.add_argument("--tokenizer", help="Tokenizer path or Hub id (default: the model's).")
+    parser.add_argument(
+        "--prompts", required=True,
+        help="Prompt dataset: .jsonl/.json/.parquet/.arrow file or dataset directory, with a prompt/messages/"
+        "conversations column.",
+    )
+    parser.add_argument("--output-dir", required=True, help="Run directory (new, empty, or an unfinished same run).")
+    parser.add_argument("--prompt-column", help="Column holding the prompts if not prompt/messages/conversations.")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default).")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    template = parser.add_mutually_exclusive_group()
+    template.add_argument("--chat-template", dest="chat_template", action="store_true", default=None,
+                          help="Require the tokenizer's chat template (default: use it when there is one).")
+    template.add_argument("--no-chat-template", dest="chat_template", action="store_false",
+                          help="Feed the prompts as plain text.")
+    parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="dtype to load the model in (transformers backend).")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.io import load_causal_lm
+    from ..data.regenerate import regenerate
+    from ..data.runs import process_state
+
+    state = process_state()
+    model = args.model
+    if args.backend == "transformers":
+        model = load_causal_lm(args.model, dtype=args.dtype, device=state.device)
+    try:
+        dataset = regenerate(
+            model,
+            args.tokenizer or args.model,
+            args.prompts,
+            args.output_dir,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            prompt_column=args.prompt_column,
+            use_chat_template=args.chat_template,
+            backend=args.backend,
+        )
+    except ImportError as err:  # an optional backend that is not installed is bad input, not a crash
+        raise ValueError(str(err)) from err
+    if state.is_main_process:
+        tokens = sum(dataset["num_response_tokens"])
+        print(f"regenerated {len(dataset)} responses ({tokens} tokens) -> {args.output_dir}/data.jsonl")
+    return 0

@@ -1,0 +1,97 @@
+"""`eda select`: keep the samples with the highest representation shift (or a random baseline) within a budget."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Select training samples by representation shift between the base and the fine-tuned target."
+
+
+def _budget(text: str) -> int | float:
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budget must be a count (e.g. 500) or a fraction (e.g. 0.3), got {text!r}")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "select",
+        help=HELP,
+        description=HELP + " Writes OUTPUT_DIR/data.jsonl (the selection), OUTPUT_DIR/scores.jsonl (every sample with "
+        "its shift_score: pass it back as --dataset to re-select without the models) and OUTPUT_DIR/selection.json.",
+    )
+    parser.add_argument("--dataset", required=True,
+                        help="Tokenized dataset (input_ids, loss_mask): an `eda regenerate` output or a scores.jsonl.")
+    parser.add_argument("--budget", required=True, type=_budget, help="Samples to keep: a count or a fraction.")
+    parser.add_argument("--method", choices=("shift", "random"), default="shift")
+    parser.add_argument("--metric", choices=("cosine", "l2"), default="cosine",
+                        help="Per-token shift: 1 - cosine similarity (default) or L2 distance of last hidden states.")
+    parser.add_argument("--base", help="The base target (path or Hub id); needed unless the dataset has scores.")
+    parser.add_argument("--finetuned", help="The fine-tuned target (path or Hub id).")
+    parser.add_argument("--output-dir", required=True, help="Directory for the selection (must be new or empty).")
+    parser.add_argument("--plot", action="store_true", help="Also save OUTPUT_DIR/shift_hist.png.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of --method random.")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--recompute", action="store_true", help="Score again even if the dataset has scores.")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    return parser
+
+
+def _tokenizer_or_none(path: str):
+    """The tokenizer saved with a target, if any (the token check then compares vocabularies too)."""
+    from ..data.io import load_tokenizer
+
+    try:
+        return load_tokenizer(path)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.io import atomic_write_json, load_causal_lm, load_rows, save_dataset_jsonl
+    from ..data.runs import process_state
+    from ..data.selection import SCORE_COLUMN, add_shift_scores, resolve_budget, select_by_shift
+    from ..data.signature import target_signature
+
+    state = process_state()  # under `accelerate launch` every process scores a share; the main one writes
+    out = Path(args.output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{str(out)!r} is not empty; choose a new or empty output directory")
+    state.wait_for_everyone()
+    rows = load_rows(args.dataset)
+    resolve_budget(args.budget, len(rows))  # fail before any model is loaded
+    info: dict = {"method": args.method, "budget": args.budget, "seed": args.seed, "num_samples": len(rows)}
+    needs_scores = args.recompute or (args.method == "shift" and SCORE_COLUMN not in rows.column_names)
+    if needs_scores or (args.base and args.finetuned and SCORE_COLUMN not in rows.column_names):
+        if not (args.base and args.finetuned):
+            raise ValueError(
+                f"the dataset has no {SCORE_COLUMN!r} column (columns found: {rows.column_names}): pass --base and "
+                "--finetuned to score it, or --method random"
+            )
+        base = load_causal_lm(args.base, dtype=args.dtype, device=state.device)
+        finetuned = load_causal_lm(args.finetuned, dtype=args.dtype, device=state.device)
+        rows = add_shift_scores(
+            rows, base, finetuned, metric=args.metric, batch_size=args.batch_size,
+            base_tokenizer=_tokenizer_or_none(args.base), finetuned_tokenizer=_tokenizer_or_none(args.finetuned),
+        )
+        info.update(metric=args.metric, base=target_signature(base), finetuned=target_signature(finetuned))
+    if not state.is_main_process:
+        return 0
+    if args.plot and SCORE_COLUMN not in rows.column_names:
+        raise ValueError("--plot needs shift scores: pass --base and --finetuned")
+    out.mkdir(parents=True, exist_ok=True)
+    selected = select_by_shift(
+        rows, args.budget, method=args.method, seed=args.seed, plot=out / "shift_hist.png" if args.plot else None
+    )
+    if SCORE_COLUMN in rows.column_names:
+        save_dataset_jsonl(rows, out / "scores.jsonl")
+        chosen = selected[SCORE_COLUMN]
+        info.update(min_selected_score=min(chosen), mean_selected_score=sum(chosen) / len(chosen),
+                    mean_score=sum(rows[SCORE_COLUMN]) / len(rows))
+    save_dataset_jsonl(selected, out / "data.jsonl")
+    info["num_selected"] = len(selected)
+    atomic_write_json(out / "selection.json", info)
+    print(f"selected {len(selected)} of {len(rows)} samples ({args.method}) -> {out}/data.jsonl")
+    return 0

@@ -1,0 +1,188 @@
+"""`eda train-draft` (stage 1) and `eda adapt` (stage 2): the trainers from the command line, like `trl sft`.
+
+Every field of the trainer's config ([`EagleTrainingConfig`] / [`EdaTrainingConfig`], i.e. all of
+`transformers.TrainingArguments` plus the draft objective) is a flag of the same name, and so is every adapter field
+of [`EdaConfig`] for `eda adapt`. `--config run.yaml` reads the same names from a YAML file; flags given on the command
+line win over the file. Launch on several GPUs with `accelerate launch -m eda_adapters train-draft ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from transformers import HfArgumentParser
+
+from ..training.eagle_config import EagleTrainingConfig
+from ..training.eda_config import EdaTrainingConfig
+from ..tuners import EdaConfig
+
+#: Fields of EdaConfig exposed as `eda adapt` flags (the rest is filled in by PEFT or set automatically).
+ADAPTER_FIELDS = (
+    "num_private_experts",
+    "num_experts_per_tok",
+    "private_intermediate_size",
+    "router_aux_loss_coef",
+    "init_private_weights",
+)
+
+
+@dataclass
+class DraftScriptArguments:
+    """Models and data of `eda train-draft`."""
+
+    target: str | None = field(default=None, metadata={"help": "Base target: local path or Hub id (required)."})
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training data (required): a regenerated-data directory, a .jsonl/.json/.parquet/.arrow file or a "
+            "save_to_disk directory with an input_ids column (+ optional loss_mask), or a cached-feature directory "
+            "(eda extract-features)."
+        },
+    )
+    eval_dataset: str | None = field(default=None, metadata={"help": "Held-out data in the same format."})
+    tau_dataset: str | None = field(
+        default=None, metadata={"help": "Held-out samples whose prompts measure tau during/after training."}
+    )
+    draft: str | None = field(default=None, metadata={"help": "Warm-start from this draft instead of a fresh one."})
+    config: str | None = field(default=None, metadata={"help": "YAML file with any of these flags as keys."})
+
+
+@dataclass
+class AdaptScriptArguments(DraftScriptArguments):
+    """Models and data of `eda adapt`."""
+
+    target: str | None = field(default=None, metadata={"help": "Fine-tuned target: local path or Hub id (required)."})
+    draft: str | None = field(default=None, metadata={"help": "The shared stage-1 draft directory (required)."})
+
+
+COMMANDS = {
+    # name: (help, script arguments, trainer config, adapter fields)
+    "train-draft": (
+        "Stage 1: train a shared EAGLE draft for a base target (EagleTrainer).",
+        DraftScriptArguments,
+        EagleTrainingConfig,
+        (),
+    ),
+    "adapt": (
+        "Stage 2: train a private EDA adapter of a shared draft for a fine-tuned target (EdaTrainer).",
+        AdaptScriptArguments,
+        EdaTrainingConfig,
+        ADAPTER_FIELDS,
+    ),
+}
+
+
+def _dataclass_fields(dtype: type, names: tuple[str, ...] | None = None) -> list[dataclasses.Field]:
+    hints = get_type_hints(dtype)
+    fields = [f for f in dataclasses.fields(dtype) if f.init and (names is None or f.name in names)]
+    for f in fields:
+        f.type = hints[f.name]
+    return fields
+
+
+def _add_fields(parser: argparse.ArgumentParser, title: str, fields: list[dataclasses.Field]) -> None:
+    """Add one flag per dataclass field (HfArgumentParser's conversion), with no default in the namespace.
+
+    Defaults are suppressed so that `run` can tell flags given on the command line (which win) from the values of a
+    `--config` YAML file and the dataclass defaults.
+    """
+    group = parser.add_argument_group(title)
+    start = len(parser._actions)
+    for f in fields:
+        HfArgumentParser._parse_dataclass_field(group, f)
+    for action in parser._actions[start:]:
+        if action.default is not argparse.SUPPRESS and action.help is not None and action.default is not None:
+            action.help = f"{action.help} (default: {action.default})"
+        action.default = argparse.SUPPRESS
+        action.required = False
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `train-draft` and `adapt` (both live here); returns the one not registered before."""
+    for name, (help_text, script_cls, config_cls, adapter_fields) in COMMANDS.items():
+        if name in subparsers.choices:
+            continue
+        parser = subparsers.add_parser(name, help=help_text, description=help_text + " " + __doc__.split("\n\n")[1])
+        _add_fields(parser, "models and data", _dataclass_fields(script_cls))
+        if adapter_fields:
+            _add_fields(parser, "adapter (EdaConfig)", _dataclass_fields(EdaConfig, adapter_fields))
+        _add_fields(parser, f"training ({config_cls.__name__})", _dataclass_fields(config_cls))
+        return parser
+    raise RuntimeError("train-draft and adapt are both registered already.")
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path) as handle:
+            values = yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Config file {path} does not exist.") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a YAML mapping of flag names to values, got {type(values).__name__}.")
+    return values
+
+
+def resolve_arguments(command: str, args: argparse.Namespace) -> tuple[Any, Any, EdaConfig | None]:
+    """(script arguments, trainer config, adapter config or None) from flags over `--config` YAML over defaults."""
+    _, script_cls, config_cls, adapter_fields = COMMANDS[command]
+    groups = {
+        "script": [f.name for f in _dataclass_fields(script_cls)],
+        "adapter": list(adapter_fields),
+        "config": [f.name for f in _dataclass_fields(config_cls)],
+    }
+    flags = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
+    values = _read_yaml(flags["config"]) if flags.get("config") else {}
+    known = {name for names in groups.values() for name in names}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"Unknown key(s) {unknown} in {flags['config']}: use the names of `eda {command} --help` flags."
+        )
+    values.update(flags)
+    pick = {group: {k: values[k] for k in names if k in values} for group, names in groups.items()}
+    script = script_cls(**pick["script"])
+    for required in ("target", "dataset", "draft") if command == "adapt" else ("target", "dataset"):
+        if getattr(script, required) is None:
+            raise ValueError(f"eda {command} needs --{required} (a flag or a key of the --config YAML file).")
+    adapter = EdaConfig(**pick["adapter"]) if adapter_fields else None
+    return script, config_cls(**pick["config"]), adapter
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import EagleTrainer, EdaTrainer
+
+    script, config, adapter = resolve_arguments(args.command, args)
+    datasets = {  # paths: the trainer reads them (cached-feature directories included)
+        "train_dataset": script.dataset,
+        "eval_dataset": script.eval_dataset,
+        "tau_dataset": script.tau_dataset,
+    }
+    for flag, path in (
+        ("dataset", script.dataset), ("eval_dataset", script.eval_dataset), ("tau_dataset", script.tau_dataset)
+    ):
+        if path is not None and not os.path.exists(path):  # fail before loading any model
+            raise FileNotFoundError(f"--{flag}: no dataset at {path!r}.")
+    if config.dataset_name is None:
+        config.dataset_name = script.dataset
+    trainer_cls = EdaTrainer if args.command == "adapt" else EagleTrainer
+    trainer = trainer_cls(
+        model=script.draft, target_model=script.target, args=config, peft_config=adapter, **datasets
+    )
+    resume = config.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        resume = True
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except FloatingPointError as err:  # NonFiniteLossError: report it like bad input, in one line
+        raise ValueError(str(err)) from None
+    trainer.save_model()  # with --push_to_hub, this also uploads with our model card (EagleTrainer.push_to_hub)
+    if trainer.is_world_process_zero():
+        tau = f", tau {trainer.last_tau:.3f}" if trainer.last_tau is not None else ""
+        print(f"eda {args.command}: saved to {config.output_dir} after {trainer.state.global_step} steps{tau}.")
+    return 0

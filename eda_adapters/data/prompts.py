@@ -1,0 +1,87 @@
+"""Prompts for regeneration: find them in a dataset, normalise them to chat messages, render them for the target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+# Columns looked for, in order, when no prompt column is named.
+PROMPT_COLUMNS = ("prompt", "messages", "conversations")
+# ShareGPT speaker names -> chat-template roles
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
+          "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
+
+
+def find_prompt_column(dataset: Dataset, prompt_column: str | None = None) -> str:
+    """The column holding the prompts: `prompt_column` if given, else the first of `PROMPT_COLUMNS` present."""
+    if prompt_column is not None:
+        if prompt_column not in dataset.column_names:
+            raise ValueError(
+                f"the prompt dataset has no column {prompt_column!r}; columns found: {dataset.column_names}"
+            )
+        return prompt_column
+    for name in PROMPT_COLUMNS:
+        if name in dataset.column_names:
+            return name
+    raise ValueError(
+        f"the prompt dataset has none of the columns {list(PROMPT_COLUMNS)}; columns found: {dataset.column_names}. "
+        "Name the prompt column with prompt_column=... (--prompt-column)"
+    )
+
+
+def to_messages(value: Any, index: int) -> list[dict[str, str]]:
+    """Normalise one prompt to chat messages `[{"role", "content"}, ...]` ending with a user turn.
+
+    A string becomes one user message. A conversation (OpenAI `role`/`content` or ShareGPT `from`/`value`) is cut
+    after its last user turn: the target regenerates the reply to it, earlier turns are kept as context.
+    """
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError(f"prompt {index} has no text; remove empty prompts from the dataset")
+        return [{"role": "user", "content": value}]
+    if not isinstance(value, list) or not all(isinstance(turn, dict) for turn in value):
+        raise TypeError(
+            f"prompt {index} is a {type(value).__name__}; expected a string or a list of "
+            "{'role', 'content'} / {'from', 'value'} turns"
+        )
+    messages = []
+    for turn in value:
+        speaker = turn.get("role", turn.get("from"))
+        role = _ROLES.get(str(speaker).lower())
+        if role is None:
+            raise ValueError(f"prompt {index} has a turn with unknown role {speaker!r}; use user/assistant/system")
+        content = turn.get("content", turn.get("value"))
+        messages.append({"role": role, "content": "" if content is None else str(content)})
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+    if last_user is None or not messages[last_user]["content"].strip():
+        raise ValueError(f"prompt {index} has no user turn with text; every conversation needs one to answer")
+    return messages[: last_user + 1]
+
+
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], use_chat_template: bool
+) -> tuple[str, list[int]]:
+    """The exact prompt text the target sees and its token ids.
+
+    With the chat template the generation prompt (the opening of the assistant turn) is appended; without it the
+    turns' contents are joined by blank lines and the tokenizer adds its usual special tokens (e.g. BOS).
+    """
+    if use_chat_template:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        text = "\n\n".join(m["content"] for m in messages)
+        ids = tokenizer(text)["input_ids"]
+    return text, list(ids)
+
+
+def resolve_chat_template(tokenizer: PreTrainedTokenizerBase, use_chat_template: bool | None) -> bool:
+    """`None` means: use the chat template when the tokenizer has one."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if use_chat_template is None:
+        return has_template
+    if use_chat_template and not has_template:
+        raise ValueError("the tokenizer has no chat_template; pass use_chat_template=False (--no-chat-template)")
+    return bool(use_chat_template)

@@ -1,0 +1,321 @@
+"""Regeneration: the fine-tuned target answers the domain prompts itself, so the draft learns what it must predict.
+
+Output: a directory (see `eda_adapters.data.runs` for its resumable layout) whose `data.jsonl` holds one row per
+prompt, in prompt order, with the columns
+
+    index               int        row of the prompt in the input dataset
+    prompt              str        the exact text the target saw (chat template applied, generation prompt included)
+    messages            list       the conversation: the prompt's turns + {"role": "assistant", "content": response}
+    response            str        the decoded response (special tokens skipped)
+    input_ids           list[int]  prompt tokens + response tokens, unpadded (the response ends with EOS if one came)
+    loss_mask           list[int]  0 on prompt tokens, 1 on response tokens (same length as input_ids)
+    num_prompt_tokens   int
+    num_response_tokens int
+    finish_reason       str        "eos" or "length"
+
+Read it back with `load_regenerated(dir)` or `datasets.Dataset.from_json(f"{dir}/data.jsonl")`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from .io import DATA_FILE, DatasetLike, atomic_write_jsonl, load_causal_lm, load_rows, load_tokenizer, read_jsonl
+from .prompts import find_prompt_column, render_prompt, resolve_chat_template, to_messages
+from .runs import ChunkedRun, process_state
+from .signature import IDENTITY_KEYS, target_signature
+
+BACKENDS = ("transformers", "vllm")
+FORMAT = "eda-regenerated/1"
+
+
+@dataclass
+class DecodingSettings:
+    """How the target decodes. `temperature == 0` means greedy; `seed` makes sampling repeatable (per batch)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def load_regenerated(output_dir: str | os.PathLike) -> Dataset:
+    """The regenerated dataset of a finished run directory."""
+    path = os.path.join(output_dir, DATA_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{str(output_dir)!r} holds no finished regeneration ({DATA_FILE} is missing)")
+    return Dataset.from_json(path)
+
+
+def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    payload = json.dumps([vocab, getattr(tokenizer, "chat_template", None), tokenizer.all_special_tokens])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _eos_ids(target: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    ids = set()
+    candidates = [tokenizer.eos_token_id]
+    if target is not None and target.generation_config is not None:
+        candidates.append(target.generation_config.eos_token_id)
+    for value in candidates:
+        if value is None:
+            continue
+        ids.update(value if isinstance(value, (list, tuple)) else [value])
+    return sorted(int(i) for i in ids)
+
+
+def regenerate(
+    target: PreTrainedModel | str,
+    tokenizer: PreTrainedTokenizerBase | str | None,
+    prompts: DatasetLike,
+    output_dir: str | os.PathLike,
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    prompt_column: str | None = None,
+    use_chat_template: bool | None = None,
+    backend: str = "transformers",
+    sort_by_length: bool = True,
+    show_progress: bool = True,
+) -> Dataset:
+    """Have `target` answer every prompt and write the results to `output_dir` (see the module docstring).
+
+    Args:
+        target: The fine-tuned target, loaded or a path/Hub id (loaded with `AutoModelForCausalLM` on this process's
+            device). The vLLM backend needs a path/Hub id.
+        tokenizer: Its tokenizer (a path/id or `None` to load it from `target`'s path).
+        prompts: A `datasets.Dataset`, a list of strings or dicts, or a path (see `load_rows`). Prompts are strings
+            (column `prompt`) or conversations (`messages` with role/content, `conversations` ShareGPT from/value).
+        output_dir: Run directory. Re-running on an unfinished run resumes it; a directory holding another run
+            (other prompts, target, tokenizer or decoding settings) is refused.
+        max_new_tokens, temperature, top_p, seed: Decoding; `temperature=0` is greedy. Sampling is seeded per batch
+            (`seed + index of the batch's first prompt`), so it is repeatable for the same batch size and process count.
+        batch_size: Prompts per `generate` call (left padded); one chunk of output per batch.
+        prompt_column: The prompt column if not `prompt`, `messages` or `conversations`.
+        use_chat_template: `None` uses the tokenizer's chat template when it has one.
+        backend: `"transformers"` (default) or `"vllm"` (needs `pip install vllm`; one process, which batches
+            internally: pass a large `batch_size`, e.g. 512, and use vLLM's tensor parallelism for several GPUs).
+        sort_by_length: Batch prompts of similar length together (less padding). Rows are written in prompt order
+            either way; with sampling, batch composition decides the per-batch seeds.
+
+    Under `accelerate launch` / several processes, each process answers its share of the prompts and the main process
+    merges them; every process returns the full dataset.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    decoding = DecodingSettings(max_new_tokens, temperature, top_p, seed)
+    state = process_state()
+    if backend == "vllm":
+        _require_vllm()
+        if state.num_processes > 1:
+            raise ValueError(
+                "backend='vllm' runs one engine for the whole job: launch a single process and let vLLM use the GPUs "
+                "(tensor_parallel_size), or use backend='transformers' with accelerate launch"
+            )
+
+    target_path = target if isinstance(target, (str, os.PathLike)) else None
+    if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+        source = tokenizer or target_path or getattr(getattr(target, "config", None), "_name_or_path", None)
+        if not source:
+            raise ValueError("pass the target's tokenizer (or a path to it): the target has no path to load it from")
+        tokenizer = load_tokenizer(str(source))
+    if backend == "transformers" and target_path is not None:
+        target = load_causal_lm(str(target_path), device=state.device)
+    if backend == "transformers":
+        target.eval()
+        if len(tokenizer) > target.config.get_text_config().vocab_size:
+            raise ValueError(
+                f"the tokenizer has {len(tokenizer)} tokens but the target's vocabulary has "
+                f"{target.config.get_text_config().vocab_size}: pass the target's own tokenizer"
+            )
+
+    dataset = load_rows(prompts)
+    column = find_prompt_column(dataset, prompt_column)
+    chat = resolve_chat_template(tokenizer, use_chat_template)
+    conversations = [to_messages(value, i) for i, value in enumerate(dataset[column])]
+    if not conversations:
+        raise ValueError("the prompt dataset is empty")
+    rendered = [render_prompt(tokenizer, messages, chat) for messages in conversations]
+
+    prompts_digest = hashlib.sha256(json.dumps(conversations, sort_keys=True).encode()).hexdigest()[:16]
+    # the weights identify a loaded target (a copy at another path is the same target); vLLM gets a path or Hub id
+    if backend == "transformers":
+        signature = target_signature(target)
+        target_id = {key: signature[key] for key in IDENTITY_KEYS}
+    else:
+        target_id = {"name_or_path": str(target_path or target)}
+    run = ChunkedRun(
+        output_dir,
+        kind="regeneration",
+        config={
+            "format": FORMAT,
+            "prompts": {"num_prompts": len(conversations), "fingerprint": prompts_digest, "chat_template": chat},
+            "target": target_id,
+            "tokenizer": _tokenizer_fingerprint(tokenizer),
+            "decoding": asdict(decoding),
+            "backend": backend,
+        },
+        state=state,
+    )
+    run.open(DATA_FILE)
+    if run.final_path.is_file():
+        return load_regenerated(output_dir)
+
+    todo = run.todo(len(conversations))
+    if sort_by_length:
+        todo.sort(key=lambda i: (len(rendered[i][1]), i))
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    if backend == "vllm":
+        generate_fn = _VllmGenerator(str(target_path or target), tokenizer, decoding)
+    else:
+        generate_fn = _TransformersGenerator(target, tokenizer, decoding)
+    progress = tqdm(
+        total=len(todo), desc="regenerating", unit="prompt", disable=not (show_progress and state.is_main_process)
+    )
+    for batch in batches:
+        outputs = generate_fn([rendered[i][1] for i in batch], first_index=batch[0])
+        rows = []
+        for i, (response_ids, finish_reason) in zip(batch, outputs):
+            text, prompt_ids = rendered[i]
+            response = tokenizer.decode(response_ids, skip_special_tokens=True)
+            rows.append(
+                {
+                    "index": i,
+                    "prompt": text,
+                    "messages": conversations[i] + [{"role": "assistant", "content": response}],
+                    "response": response,
+                    "input_ids": prompt_ids + response_ids,
+                    "loss_mask": [0] * len(prompt_ids) + [1] * len(response_ids),
+                    "num_prompt_tokens": len(prompt_ids),
+                    "num_response_tokens": len(response_ids),
+                    "finish_reason": finish_reason,
+                }
+            )
+        name = f"chunk-{batch[0]:09d}.jsonl"
+        atomic_write_jsonl(run.chunk_path(name), rows)
+        run.commit(name, batch)
+        progress.update(len(batch))
+    progress.close()
+
+    state.wait_for_everyone()
+    if state.is_main_process:
+        merged = []
+        for name, indices in run.completed_chunks(len(conversations)).items():
+            wanted = set(indices)
+            merged.extend(row for row in read_jsonl(run.chunk_path(name)) if row["index"] in wanted)
+        merged.sort(key=lambda row: row["index"])
+        atomic_write_jsonl(run.final_path, merged)
+    state.wait_for_everyone()
+    return load_regenerated(output_dir)
+
+
+class _TransformersGenerator:
+    """Left-padded batched `generate` with the run's decoding settings."""
+
+    def __init__(self, target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, decoding: DecodingSettings):
+        self.target = target
+        self.eos_ids = _eos_ids(target, tokenizer)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_ids or [None])[0]
+        if pad_id is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
+        self.pad_id = int(pad_id)
+        self.decoding = decoding
+        greedy = decoding.temperature == 0
+        self.generation_config = GenerationConfig(
+            max_new_tokens=decoding.max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else decoding.temperature,
+            top_p=None if greedy else decoding.top_p,
+            top_k=None,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids or None,
+        )
+
+    @torch.no_grad()
+    def __call__(self, prompt_ids: list[list[int]], first_index: int) -> list[tuple[list[int], str]]:
+        width = max(len(ids) for ids in prompt_ids)
+        device = self.target.device
+        input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, ids in enumerate(prompt_ids):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[row, width - len(ids) :] = 1
+        # seed this batch's sampling without disturbing the caller's random state
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.decoding.seed + first_index)
+            out = self.target.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=self.generation_config,
+            )
+        return [_cut_at_eos(row, self.eos_ids) for row in out[:, width:].tolist()]
+
+
+def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> tuple[list[int], str]:
+    """Keep the response up to and including its first EOS (what follows is padding)."""
+    for position, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[: position + 1], "eos"
+    return tokens, "length"
+
+
+def _require_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as err:
+        raise ImportError(
+            "backend='vllm' needs vLLM, which is not installed: `pip install vllm` (GPU machines), or use "
+            "backend='transformers'"
+        ) from err
+    return vllm
+
+
+class _VllmGenerator:
+    """vLLM offline inference over token ids (import-guarded; each process runs its own engine on its own GPU)."""
+
+    def __init__(self, model: str, tokenizer: PreTrainedTokenizerBase, decoding: DecodingSettings):
+        vllm = _require_vllm()
+        self.vllm = vllm
+        self.llm = vllm.LLM(model=model, tokenizer=tokenizer.name_or_path or model, seed=decoding.seed)
+        self.eos_ids = _eos_ids(None, tokenizer)
+        self.decoding = decoding
+
+    def __call__(self, prompt_ids: list[list[int]], first_index: int) -> list[tuple[list[int], str]]:
+        params = self.vllm.SamplingParams(
+            max_tokens=self.decoding.max_new_tokens,
+            temperature=self.decoding.temperature,
+            top_p=self.decoding.top_p,
+            seed=self.decoding.seed + first_index,
+        )
+        prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for output in outputs:
+            completion = output.outputs[0]
+            tokens = list(completion.token_ids)
+            results.append((tokens, "eos" if completion.finish_reason == "stop" else "length"))
+        return results

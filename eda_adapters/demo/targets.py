@@ -1,0 +1,177 @@
+"""Tiny target LMs for the CPU demo: a tokenizer trained offline, a base LM on general text, domain fine-tunes.
+
+Everything here is what a user would otherwise download from the Hub (a Qwen2.5 base model and its Math/Coder
+fine-tunes); the rest of the pipeline does not know the difference.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+@dataclass
+class TinyLMSpec:
+    """Size and training budget of a tiny target LM."""
+
+    vocab_size: int = 512
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 176
+    seq_len: int = 96
+    batch_size: int = 16
+    base_steps: int = 300
+    finetune_steps: int = 200
+    lr: float = 3e-3
+    #: Fraction of general text replayed in each fine-tune (as domain fine-tuning recipes do), so the fine-tuned target
+    #: drifts on its domain and stays closer to the base elsewhere.
+    finetune_general_replay: float = 0.3
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int, save_dir: str | os.PathLike) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts` with the `tokenizers` library, saved to `save_dir`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    bos = SPECIAL_TOKENS["bos_token"]
+    # like Llama tokenizers: encoding a text prepends BOS, so prompts look like the `<s> text </s>` training blocks
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.token_to_id(bos))]
+    )
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+    _atomic_save(wrapped, save_dir)
+    return wrapped
+
+
+def new_tiny_lm(spec: TinyLMSpec, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_attention_heads,
+        max_position_embeddings=4 * spec.seq_len,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def pack_tokens(texts: Sequence[str], tokenizer: PreTrainedTokenizerFast, seq_len: int) -> torch.Tensor:
+    """Concatenate `<s> text </s>` for all texts and cut into `[n, seq_len]` blocks (the usual LM packing)."""
+    ids: list[int] = []
+    for text in texts:
+        ids += [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    n = len(ids) // seq_len
+    if n == 0:
+        raise ValueError(f"Not enough text to fill one block of {seq_len} tokens.")
+    return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
+
+
+def train_lm(
+    model: PreTrainedModel, blocks: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int = 0,
+    desc: str = "train LM",
+) -> list[float]:
+    """Plain next-token training with AdamW and a cosine schedule; returns the loss per step."""
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    losses = []
+    for _ in (bar := tqdm(range(steps), desc=desc, leave=False)):
+        batch = blocks[torch.randint(0, blocks.shape[0], (batch_size,), generator=gen)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        sched.step()
+        optim.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return losses
+
+
+def _atomic_save(obj, save_dir: str | os.PathLike) -> None:
+    """save_pretrained into a temp dir beside `save_dir`, then rename: a crash never leaves a half-written model."""
+    save_dir = Path(save_dir)
+    save_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=save_dir.parent, prefix=f".{save_dir.name}."))
+    try:
+        obj.save_pretrained(tmp)
+        if save_dir.exists():
+            shutil.rmtree(save_dir)
+        os.replace(tmp, save_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def build_targets(
+    cache_dir: str | os.PathLike,
+    general: Sequence[str],
+    domains: dict[str, Sequence[str]],
+    spec: TinyLMSpec,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Train (or reuse from `cache_dir`) the tokenizer, the base LM and one fine-tune per domain.
+
+    Returns `{"tokenizer": path, "base": path, "<domain>": path, ...}`. A model already in the cache is reused, so a
+    second run starts straight from the experiments.
+    """
+    cache_dir = Path(cache_dir)
+    paths = {"tokenizer": cache_dir / "tokenizer", "base": cache_dir / "base"}
+    paths.update({name: cache_dir / f"ft-{name}" for name in domains})
+    if not paths["tokenizer"].exists():
+        rng = random.Random(seed)
+        sample = list(general) + [t for texts in domains.values() for t in rng.sample(list(texts), min(400, len(texts)))]
+        train_tokenizer(sample, spec.vocab_size, paths["tokenizer"])
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(paths["tokenizer"])
+
+    if not paths["base"].exists():
+        base = new_tiny_lm(spec, tokenizer, seed)
+        train_lm(base, pack_tokens(general, tokenizer, spec.seq_len), spec.base_steps, spec.batch_size, spec.lr, seed,
+                 desc="base target")
+        _atomic_save(base, paths["base"])
+    for name, texts in domains.items():
+        if paths[name].exists():
+            continue
+        model = LlamaForCausalLM.from_pretrained(paths["base"])
+        domain_blocks = pack_tokens(texts, tokenizer, spec.seq_len)
+        replay = pack_tokens(general, tokenizer, spec.seq_len)
+        num_replay = min(len(replay), round(len(domain_blocks) * spec.finetune_general_replay))
+        blocks = torch.cat((domain_blocks, replay[torch.randperm(len(replay), generator=torch.Generator().manual_seed(seed))[:num_replay]]))
+        train_lm(model, blocks, spec.finetune_steps, spec.batch_size, spec.lr / 2, seed + 1, desc=f"fine-tune {name}")
+        _atomic_save(model, paths[name])
+    return paths

@@ -1,0 +1,110 @@
+"""Configuration of an EDA experiment: one base target, its fine-tuned targets, and the methods to compare."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DomainConfig:
+    """One fine-tuned target and its domain prompts.
+
+    Args:
+        name: Short name of the domain (`math`, `code`, ...), used for output folders and the table.
+        target: The fine-tuned target (path or Hub id).
+        prompts: Domain prompts: a path (JSONL/JSON/parquet/dataset dir) or a list of rows, with a `prompt` column
+            (or `messages`) and optionally `reference`, the original human-written answer (needed for the
+            "original texts" baseline; rows without it are skipped there).
+        num_eval_prompts: The first prompts are held out: tau is measured on them, never trained on.
+    """
+
+    name: str
+    target: str
+    prompts: Any
+    num_eval_prompts: int = 16
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything an EDA experiment runs; the same fields drive the CPU demo and the real-model recipes.
+
+    Stage 1 trains the shared draft for `base_target` on its own regenerated answers to `general_prompts`. Then, per
+    domain: the fine-tuned target regenerates answers to the domain prompts (the pool), every sample is scored by
+    representation shift, and adapters / drafts are trained and measured (tau on held-out domain prompts):
+
+    - `base_on_base`, `direct_transfer`: the stage-1 draft with the base / fine-tuned target;
+    - `eda_shift`: an EDA adapter on the top-`budget` shift samples; `eda_random`: same size, random samples;
+    - `eda_original`: same size, random samples of the original `reference` answers instead of regenerated ones;
+    - `full_retrain`: a new draft trained from scratch on the whole regenerated pool.
+
+    `budget_curve` repeats shift vs random selection at several budgets (fractions of the pool or counts).
+    """
+
+    base_target: str
+    general_prompts: Any
+    domains: list[DomainConfig]
+    output_dir: str
+    tokenizer: str | None = None
+    dtype: str = "float32"
+    seed: int = 0
+    # regeneration
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    regenerate_batch_size: int = 16
+    # drafts and training
+    draft_num_layers: int = 1
+    train_batch_size: int = 16
+    max_length: int = 256
+    stage1_epochs: float = 3.0
+    stage1_learning_rate: float = 3e-3
+    adapt_epochs: float = 3.0
+    adapt_learning_rate: float = 3e-3
+    retrain_epochs: float | None = None
+    feature_noise_std: float = 0.0
+    eda: dict[str, Any] = field(default_factory=dict)
+    # selection
+    budget: float = 0.3
+    budget_curve: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6])
+    # evaluation
+    eval_max_new_tokens: int = 48
+    num_draft_tokens: int = 4
+    methods: list[str] = field(
+        default_factory=lambda: [
+            "base_on_base", "direct_transfer", "eda_shift", "eda_random", "eda_original", "full_retrain",
+        ]
+    )
+
+    def __post_init__(self) -> None:
+        self.domains = [d if isinstance(d, DomainConfig) else DomainConfig(**d) for d in self.domains]
+        if not self.domains:
+            raise ValueError("ExperimentConfig needs at least one domain (a fine-tuned target with its prompts).")
+        names = [d.name for d in self.domains]
+        if len(set(names)) != len(names):
+            raise ValueError(f"domain names must be unique, got {names}")
+        if self.retrain_epochs is None:
+            self.retrain_epochs = self.stage1_epochs
+        from .report import METHOD_LABELS
+
+        unknown = set(self.methods) - set(METHOD_LABELS)
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {list(METHOD_LABELS)}")
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> ExperimentConfig:
+        """Read a YAML file with the same field names (see `recipes/`); keyword overrides win."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"experiment config {path} not found")
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a mapping of ExperimentConfig fields")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown fields {sorted(unknown)}; known fields: {sorted(known)}")
+        return cls(**{**values, **overrides})

@@ -1,0 +1,28 @@
+"""Speculative decoding with EAGLE/EDA drafts: the `generate(assistant_model=draft)` hook (chain drafting), EAGLE-2
+tree decoding, and acceptance statistics."""
+
+from .candidate_generator import EagleCandidateGenerator
+from .drafts import as_eagle_draft, prepare_draft
+from .hook import install_generate_hook
+from .quick_fit import greedy_continuations, quick_fit_assistant, quick_fit_draft
+from .stats import SpeculativeStats, compute_tau, track_acceptance
+from .tree import DraftTree, TreeConfig, TreeSpeculator, speculative_generate
+
+install_generate_hook()
+
+__all__ = [
+    "DraftTree",
+    "EagleCandidateGenerator",
+    "SpeculativeStats",
+    "TreeConfig",
+    "TreeSpeculator",
+    "as_eagle_draft",
+    "compute_tau",
+    "greedy_continuations",
+    "install_generate_hook",
+    "prepare_draft",
+    "quick_fit_assistant",
+    "quick_fit_draft",
+    "speculative_generate",
+    "track_acceptance",
+]

@@ -1,0 +1,262 @@
+"""Side-by-side speculative-decoding benchmark: plain greedy `generate`, our EAGLE chain hook, our EAGLE-2 tree
+decoding, transformers' assisted generation with a small vanilla assistant, and prompt lookup decoding, on the same
+target and prompts, in one run."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from ..models.eagle.modeling_eagle import EagleDraftModel
+from .quick_fit import greedy_continuations, quick_fit_assistant, quick_fit_draft
+from .stats import SpeculativeStats, active_recorders, track_acceptance
+from .tree import TreeConfig, speculative_generate
+
+
+@dataclass
+class BenchResult:
+    """One decoding method over all prompts."""
+
+    method: str
+    wall_time_s: float
+    new_tokens: int
+    tokens_per_s: float
+    speedup: float
+    tau: float
+    matches_plain: bool
+
+
+@dataclass
+class TinySetup:
+    """A tiny target with a briefly fitted EAGLE draft and an equally fitted vanilla assistant of similar cost."""
+
+    target: PreTrainedModel
+    draft: EagleDraftModel
+    assistant: PreTrainedModel
+    prompts: list[torch.LongTensor]
+    description: str
+
+
+def _stdlib_bytes(max_bytes: int, skip_files: int = 0) -> torch.Tensor:
+    """Bytes of the Python standard library's source (offline text that exists everywhere), as tokens 0..255."""
+    files = sorted(Path(os.__file__).parent.glob("*.py"))[skip_files:]
+    data = bytearray()
+    for path in files:
+        data += path.read_bytes()
+        if len(data) >= max_bytes:
+            break
+    return torch.tensor(list(data[:max_bytes]), dtype=torch.long)
+
+
+def build_tiny_setup(
+    num_prompts: int = 8,
+    prompt_len: int = 48,
+    target_steps: int = 300,
+    fit_steps: int = 300,
+    seed: int = 0,
+    hidden_size: int = 256,
+    num_layers: int = 4,
+) -> TinySetup:
+    """A CPU-sized benchmark setup that means something, built offline in a minute or two.
+
+    The target is a byte-level Llama (vocab 256) trained for `target_steps` on Python standard-library source; the
+    EAGLE draft (1 layer) and a vanilla 1-layer Llama assistant of the same width are each fitted for `fit_steps` on
+    the target's own greedy continuations (EAGLE objective for the draft, distillation for the assistant). Prompts
+    are held-out byte windows of other standard-library files.
+    """
+    from ..demo.targets import train_lm  # plain next-token LM training, shared with the demo
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=256, hidden_size=hidden_size, intermediate_size=hidden_size * 11 // 4,
+        num_hidden_layers=num_layers, num_attention_heads=max(1, hidden_size // 64),
+        num_key_value_heads=max(1, hidden_size // 64), max_position_embeddings=1024, eos_token_id=None,
+        bos_token_id=None, pad_token_id=None,
+    )
+    target = LlamaForCausalLM(config)
+    text = _stdlib_bytes(1_500_000)
+    blocks = text[: len(text) // 128 * 128].view(-1, 128)
+    train_lm(target, blocks, target_steps, batch_size=16, lr=2e-3, seed=seed, desc="tiny target")
+    target.eval()
+
+    generator = torch.Generator().manual_seed(seed + 1)
+    starts = torch.randint(0, blocks.shape[0], (128,), generator=generator)
+    sequences = greedy_continuations(target, blocks[starts, :32], 64)
+    draft = EagleDraftModel.from_target(target)
+    quick_fit_draft(target, draft, sequences, steps=fit_steps, lr=3e-3, batch_size=16, seed=seed)
+    assistant = LlamaForCausalLM(LlamaConfig(**{**config.to_dict(), "num_hidden_layers": 1})).eval()
+    quick_fit_assistant(target, assistant, sequences, steps=fit_steps, lr=3e-3, batch_size=16, seed=seed)
+
+    held_out = _stdlib_bytes(200_000, skip_files=150)
+    offsets = torch.randint(0, len(held_out) - prompt_len, (num_prompts,), generator=generator)
+    prompts = [held_out[o : o + prompt_len][None] for o in offsets.tolist()]
+    description = (
+        f"byte-level Llama target (hidden {hidden_size}, {num_layers} layers, {target_steps} steps on Python stdlib "
+        f"source); EAGLE draft (1 layer) and vanilla Llama assistant (1 layer, same width) each fitted {fit_steps} "
+        "steps on 128 greedy continuations of the target"
+    )
+    return TinySetup(target, draft, assistant, prompts, description)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def benchmark(
+    target: PreTrainedModel,
+    prompts: Sequence[torch.LongTensor],
+    max_new_tokens: int,
+    draft: Any = None,
+    assistant: PreTrainedModel | None = None,
+    num_draft_tokens: int = 5,
+    tree: TreeConfig | None = None,
+    prompt_lookup: bool = True,
+    show_progress: bool = True,
+) -> list[BenchResult]:
+    """Time every available method on `prompts` (each `[1, seq]`), same target, same run. Greedy decoding."""
+    device = target.get_input_embeddings().weight.device
+    common = {"do_sample": False, "max_new_tokens": max_new_tokens}
+    methods: dict[str, Callable[[torch.LongTensor], torch.LongTensor]] = {
+        "plain generate": lambda ids: target.generate(ids, **common),
+    }
+    if draft is not None:
+        methods["EAGLE chain (generate hook)"] = lambda ids: target.generate(
+            ids, assistant_model=draft, num_assistant_tokens=num_draft_tokens, **common
+        )
+        tree = tree or TreeConfig()
+
+        def run_tree(ids: torch.LongTensor) -> torch.LongTensor:
+            # tree decoding does not go through `generate`: report its steps to the active recorders ourselves
+            out, stats = speculative_generate(target, draft, ids, tree=tree, max_new_tokens=max_new_tokens,
+                                              return_stats=True)
+            for recorder in active_recorders():
+                for accepted, drafted in zip(stats.accepted_lengths, stats.drafted_lengths):
+                    recorder.record(accepted, drafted)
+            return out
+
+        methods[f"EAGLE-2 tree (d{tree.depth} k{tree.top_k} n{tree.total_tokens})"] = run_tree
+    if assistant is not None:
+        assistant.generation_config.num_assistant_tokens = num_draft_tokens
+        assistant.generation_config.num_assistant_tokens_schedule = "constant"
+        methods["assisted generation (vanilla LM)"] = lambda ids: target.generate(
+            ids, assistant_model=assistant, **common
+        )
+    if prompt_lookup:
+        methods["prompt lookup decoding"] = lambda ids: target.generate(
+            ids, prompt_lookup_num_tokens=num_draft_tokens, **common
+        )
+
+    prompts = [p.to(device) for p in prompts]
+    with torch.no_grad():
+        for run in methods.values():
+            run(prompts[0])  # warm-up (kernels, allocator, lazy imports)
+    # Methods take turns on each prompt, so that load from other processes hits them alike.
+    elapsed = dict.fromkeys(methods, 0.0)
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in methods}
+    stats = {name: SpeculativeStats() for name in methods}
+    progress = tqdm(total=len(methods) * len(prompts), desc="bench", disable=not show_progress)
+    for prompt in prompts:
+        for name, run in methods.items():
+            with track_acceptance() as step_stats, torch.no_grad():
+                _synchronize(device)
+                start = time.perf_counter()
+                out = run(prompt)
+                _synchronize(device)
+                elapsed[name] += time.perf_counter() - start
+            outputs[name].append(out)
+            stats[name].accepted_lengths += step_stats.accepted_lengths
+            stats[name].drafted_lengths += step_stats.drafted_lengths
+            progress.update(1)
+    progress.close()
+
+    plain = next(iter(methods))
+    results = []
+    for name in methods:
+        new_tokens = sum(out.shape[1] - prompt.shape[1] for out, prompt in zip(outputs[name], prompts))
+        results.append(
+            BenchResult(
+                method=name,
+                wall_time_s=elapsed[name],
+                new_tokens=new_tokens,
+                tokens_per_s=new_tokens / elapsed[name],
+                speedup=elapsed[plain] / elapsed[name],
+                tau=stats[name].tau if stats[name].num_steps else 1.0,  # plain decoding: one token per forward
+                matches_plain=all(torch.equal(a, b) for a, b in zip(outputs[name], outputs[plain])),
+            )
+        )
+    return results
+
+
+def format_table(results: Sequence[BenchResult]) -> str:
+    """A Markdown table of the results."""
+    lines = [
+        "| method | wall time (s) | new tokens | tokens/s | speedup | tau | same output as plain |",
+        "|---|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.method} | {r.wall_time_s:.2f} | {r.new_tokens} | {r.tokens_per_s:.1f} | {r.speedup:.2f}x | "
+            f"{r.tau:.2f} | {'yes' if r.matches_plain else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_results(results: Sequence[BenchResult], output_dir: str | os.PathLike, info: dict[str, Any]) -> list[Path]:
+    """Write `bench.json`, `bench.md` and `bench.png` (speedup and tau per method) into `output_dir`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"info": info, "results": [asdict(r) for r in results]}
+    paths = [out / "bench.json", out / "bench.md", out / "bench.png"]
+
+    def write_json(tmp: str) -> None:
+        Path(tmp).write_text(json.dumps(payload, indent=2) + "\n")
+
+    def write_md(tmp: str) -> None:
+        Path(tmp).write_text(format_table(results) + "\n")
+
+    def write_png(tmp: str) -> None:
+        names = [r.method for r in results]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * len(names) + 1.6))
+        axes[0].barh(names, [r.speedup for r in results], color="tab:blue")
+        axes[0].axvline(1.0, color="gray", lw=0.8)
+        axes[0].set_xlabel("speedup vs plain generate (wall time)")
+        axes[1].barh(names, [r.tau for r in results], color="tab:orange")
+        axes[1].set_xlabel("tau (tokens per target forward)")
+        axes[1].set_yticklabels([])
+        for ax in axes:
+            ax.invert_yaxis()
+        fig.suptitle(str(info.get("setup", ""))[:120], fontsize=8)
+        fig.tight_layout()
+        fig.savefig(tmp, format="png", dpi=120)
+        plt.close(fig)
+
+    for path, write in zip(paths, (write_json, write_md, write_png)):
+        _atomic_write(path, write)
+    return paths

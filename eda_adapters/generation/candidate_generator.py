@@ -1,0 +1,150 @@
+"""`EagleCandidateGenerator`: chain drafting with an EAGLE draft inside transformers' assisted-generation loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel
+from transformers.cache_utils import DynamicCache
+from transformers.generation.candidate_generator import CandidateGenerator
+from transformers.utils import ModelOutput
+
+from .drafts import prepare_draft
+
+# Number of draft tokens per step when the caller leaves transformers' `num_assistant_tokens` at its placeholder
+# default (20, tuned for small vanilla LMs): EAGLE chains are usually verified 4-8 tokens at a time.
+DEFAULT_NUM_DRAFT_TOKENS = 5
+_TRANSFORMERS_DEFAULT_NUM_ASSISTANT_TOKENS = GenerationConfig._get_default_generation_params()["num_assistant_tokens"]
+SCHEDULES = ("constant", "heuristic", "heuristic_transient")
+
+
+def resolve_num_draft_tokens(generation_config: GenerationConfig, target: PreTrainedModel) -> int:
+    """Draft tokens per step: `generate(num_assistant_tokens=k)` if the caller set it, else the EAGLE default."""
+    requested = generation_config.num_assistant_tokens
+    set_on_target = getattr(getattr(target, "generation_config", None), "num_assistant_tokens", None)
+    if requested is None or (requested == _TRANSFORMERS_DEFAULT_NUM_ASSISTANT_TOKENS and set_on_target is None):
+        return DEFAULT_NUM_DRAFT_TOKENS
+    if int(requested) < 1:
+        raise ValueError(f"num_assistant_tokens must be >= 1, got {requested}.")
+    return int(requested)
+
+
+class EagleCandidateGenerator(CandidateGenerator):
+    """Propose a chain of tokens with an EAGLE draft that reads the target's last hidden states.
+
+    Selected automatically by `target.generate(..., assistant_model=draft)` once `eda_adapters` is imported. Each step
+    the draft first consumes the target features of the tokens accepted at the previous step (paired with the next
+    token, as in training), then rolls out `num_assistant_tokens` tokens autoregressively on its own predicted
+    features. The draft keeps its own KV cache, cropped back to the accepted prefix at every step.
+
+    With `do_sample=True` the candidates are sampled from the draft's distribution after the same logits processors
+    as the target (temperature, top-k/top-p, ...), and their logits are returned so that transformers applies the
+    standard speculative-sampling acceptance rule: the output distribution is the target's.
+
+    Args:
+        target: The model that calls `generate` (the verifier).
+        draft: An `EagleDraftModel`, a `PeftModel` wrapping one, or a merged draft.
+        generation_config: The generation config of the `generate` call (`num_assistant_tokens`,
+            `num_assistant_tokens_schedule`, `do_sample`, `max_length`, `output_hidden_states`).
+        logits_processor: The target's logits processors, applied to the draft logits as well.
+    """
+
+    requires_model_outputs: bool = True
+    model_kwargs_overrides: dict[str, Any] = {"output_hidden_states": -1}
+
+    def __init__(
+        self,
+        target: PreTrainedModel,
+        draft: Any,
+        generation_config: GenerationConfig,
+        logits_processor: LogitsProcessorList | None = None,
+    ) -> None:
+        self.draft = prepare_draft(draft, target)
+        self.logits_processor = logits_processor if logits_processor is not None else LogitsProcessorList()
+        self.do_sample = bool(generation_config.do_sample)
+        self.max_length = generation_config.max_length
+        self.schedule = generation_config.num_assistant_tokens_schedule or "constant"
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"num_assistant_tokens_schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        self.num_assistant_tokens = resolve_num_draft_tokens(generation_config, target)
+        # the caller asked for all hidden states: keep them all (the last one is still what the draft reads)
+        if generation_config.output_hidden_states:
+            self.model_kwargs_overrides = {"output_hidden_states": True}
+        self.cache = DynamicCache()
+        self.num_committed = 0  # draft cache entries built from real target features
+        self.num_candidates = 0  # tokens proposed at the last step
+
+    @torch.no_grad()
+    def get_candidates(
+        self,
+        input_ids: torch.LongTensor,
+        model_kwargs: dict[str, Any] | None = None,
+        model_outputs: ModelOutput | None = None,
+        is_first_iteration: bool = False,
+        n_last_matches: int = 0,
+        **kwargs: Any,
+    ) -> tuple[torch.LongTensor, torch.Tensor | None]:
+        """Return `input_ids` extended with the drafted tokens, and the (processed) draft logits `[1, k, vocab]`."""
+        if is_first_iteration:
+            # the draft needs the target's features of the prompt: let the target run the prefill alone first
+            self.num_candidates = 0
+            return input_ids, None
+        if model_outputs is None or getattr(model_outputs, "hidden_states", None) is None:
+            raise ValueError("EagleCandidateGenerator needs the target's hidden states (model_outputs.hidden_states).")
+        device = self.draft.device
+        seq_len = input_ids.shape[1]
+        features = model_outputs.hidden_states[-1]
+        # Features of the tokens the target has verified at the last forward: positions [start, seq_len - 1). The last
+        # token of `input_ids` (the target's own bonus token) has no feature yet.
+        num_new = features.shape[1] if self.num_committed == 0 else n_last_matches + 1
+        start = seq_len - 1 - num_new
+        if start != self.num_committed and self.num_committed != 0:
+            raise RuntimeError(f"EAGLE draft out of sync with the target ({start} != {self.num_committed}).")
+        self.cache.crop(-(self.cache.get_seq_length() - self.num_committed))
+
+        # 1. consume the real features: pairs (feature_t, token_{t+1}) for t in [start, seq_len - 1)
+        out = self.draft(
+            input_ids=input_ids[:, start + 1 :].to(device),
+            hidden_states=features[:, :num_new].to(device),
+            position_ids=torch.arange(start, seq_len - 1, device=device)[None],
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.num_committed = seq_len - 1
+
+        num_tokens = min(self.num_assistant_tokens, self.max_length - seq_len - 1)
+        self.num_candidates = max(num_tokens, 0)
+        if num_tokens <= 0:
+            return input_ids, None
+
+        # 2. roll out the chain on the draft's own predicted features
+        candidate_ids = input_ids.to(device)
+        all_logits = []
+        for i in range(num_tokens):
+            logits = self.logits_processor(candidate_ids, out.logits[:, -1].float())
+            if self.do_sample:
+                token = torch.multinomial(torch.softmax(logits, dim=-1), num_samples=1)
+            else:
+                token = logits.argmax(dim=-1, keepdim=True)
+            all_logits.append(logits)
+            candidate_ids = torch.cat((candidate_ids, token), dim=-1)
+            if i + 1 < num_tokens:
+                out = self.draft(
+                    input_ids=token,
+                    hidden_states=out.last_hidden_state[:, -1:],
+                    position_ids=torch.tensor([[seq_len - 1 + i]], device=device),
+                    past_key_values=self.cache,
+                    use_cache=True,
+                )
+        return candidate_ids, torch.stack(all_logits, dim=1)
+
+    def update_candidate_strategy(self, input_ids: torch.LongTensor, scores: torch.Tensor, num_matches: int) -> None:
+        """Dynamic chain length (`num_assistant_tokens_schedule="heuristic"`): +2 after a fully accepted chain, -1
+        otherwise, as transformers does for assistant models. The value lives for one `generate` call."""
+        if self.num_candidates == 0 or self.schedule == "constant":
+            return
+        if num_matches == self.num_candidates:
+            self.num_assistant_tokens += 2
+        else:
+            self.num_assistant_tokens = max(1, self.num_assistant_tokens - 1)

@@ -1,0 +1,51 @@
+"""Recognise our EAGLE drafts (plain, PEFT-wrapped, merged) and make one ready to serve a target."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from transformers import PreTrainedModel
+
+from ..models.eagle.modeling_eagle import EagleDraftModel
+
+logger = logging.getLogger(__name__)
+
+
+def as_eagle_draft(model: Any) -> EagleDraftModel | None:
+    """Return the [`EagleDraftModel`] behind `model`, or `None` if `model` is not one of our drafts.
+
+    Accepts an `EagleDraftModel` (fresh, trained or a merged EDA draft) and a `peft.PeftModel` wrapping one (e.g. an
+    EDA adapter). Adapter layers are injected into the wrapped model, so running the returned base model uses the
+    active adapter.
+    """
+    if isinstance(model, EagleDraftModel):
+        return model
+    get_base_model = getattr(model, "get_base_model", None)
+    if callable(get_base_model):
+        base = get_base_model()
+        if isinstance(base, EagleDraftModel):
+            return base
+    return None
+
+
+def prepare_draft(draft: Any, target: PreTrainedModel) -> EagleDraftModel:
+    """Check that `draft` fits `target` and return the `EagleDraftModel` to run, in eval mode.
+
+    A draft saved without the target's embedding and output head (the default) gets the target's own attached
+    (`draft.attach_target(target)`): an EAGLE draft always decodes with the head of the target it serves. A draft
+    that already has heads keeps them. Raises a one-line `TypeError` if `draft` is not an EAGLE draft and a
+    `ValueError` if it was built for another target (hidden size or vocabulary mismatch).
+    """
+    base = as_eagle_draft(draft)
+    if base is None:
+        raise TypeError(
+            f"Expected an EagleDraftModel or a PeftModel wrapping one, got {type(draft).__name__}: build the draft "
+            "with EagleDraftModel.from_target(target)."
+        )
+    base.check_compatible(target)
+    if not base.has_target_heads:
+        logger.info("The draft has no target heads attached: using the target's embedding and output head.")
+        base.attach_target(target)
+    base.eval()
+    return base

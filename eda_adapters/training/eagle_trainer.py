@@ -1,0 +1,474 @@
+"""Stage 1: train a shared EAGLE draft for a (frozen) target, on accelerate through `transformers.Trainer`.
+
+Why `transformers.Trainer` and not TRL's base classes: TRL's trainer/config bases are private API and default to
+`bf16=True` and gradient checkpointing, which fail on CPU and on a draft model; TRL has nothing for draft training.
+Subclassing `Trainer`/`TrainingArguments` directly keeps everything users know (accelerate launch, DDP, DeepSpeed,
+checkpoints that resume exactly, `push_to_hub`) and TRL's conventions are copied: a documented config dataclass paired
+with a trainer, `peft_config=` for adapters, metrics accumulated per step and averaged in `log()`, and the frozen
+second model prepared with `accelerator.prepare_model(target, evaluation_mode=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..data import CachedFeatureDataset, check_target_signature, compute_target_features, load_rows
+from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
+from ..data.signature import target_fingerprint
+from ..models import EagleDraftModel
+from ..tuners import router_aux_loss
+from .acceptance import greedy_acceptance_length, prompts_from_dataset
+from .collator import FEATURES_KEY, DraftDataCollator
+from .eagle_config import EagleTrainingConfig
+from .losses import add_feature_noise, eagle_loss, shift_for_draft
+from .run_signature import (
+    SIGNATURE_HYPERPARAMETERS,
+    check_run_signature,
+    dataset_fingerprint,
+    write_run_signature,
+)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped because the loss became NaN or infinite (the last good checkpoint is kept)."""
+
+
+def _load_target(target: PreTrainedModel | str) -> PreTrainedModel:
+    if isinstance(target, str):
+        if not os.path.exists(target) and os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise FileNotFoundError(f"Target {target!r} not found locally (HF_HUB_OFFLINE=1): pass a local path.")
+        return AutoModelForCausalLM.from_pretrained(target, dtype="auto")
+    if not isinstance(target, PreTrainedModel):
+        raise TypeError(
+            f"target_model must be a transformers causal LM or a path to one, got {type(target).__name__}."
+        )
+    return target
+
+
+def resolve_dataset(dataset: Any, target: PreTrainedModel, what: str) -> Any:
+    """Turn a path into a dataset and refuse cached features of another target.
+
+    A directory holding cached features (`index.json`, see `eda_adapters.data.extract_features`) becomes a
+    `CachedFeatureDataset` checked against `target`; any other path is read with `eda_adapters.data.load_rows`
+    (regenerated-data directory, .jsonl/.json/.parquet/.arrow, `save_to_disk` directory). Datasets pass through; a
+    `CachedFeatureDataset` is checked against `target` too.
+    """
+    if dataset is None:
+        return None
+    if isinstance(dataset, (str, os.PathLike)):
+        if os.path.isfile(os.path.join(dataset, FEATURE_INDEX_FILE)):
+            return CachedFeatureDataset(dataset, target=target)
+        return load_rows(dataset)
+    if isinstance(dataset, CachedFeatureDataset):
+        check_target_signature(dataset.signature, target, what=f"the cached features of the {what}")
+    return dataset
+
+
+class EagleTrainer(Trainer):
+    r"""Trainer for stage 1: the whole shared EAGLE draft learns to predict a frozen target's next hidden state.
+
+    Each batch runs the target once (online features; or reads cached features, see `eda_adapters.data`), shifts the
+    sequences so the draft reads (feature_t, token_{t+1}) and predicts feature_{t+1}, adds uniform noise to the input
+    features and minimises `regression_weight * SmoothL1 + ce_weight * CE(target distribution, draft distribution)`
+    ([`eda_adapters.training.eagle_loss`]). Logged metrics: `loss`, `regression_loss`, `ce_loss`, `accuracy` (draft
+    top-1 == target top-1 on loss positions), `num_tokens`, and `tau` when a `tau_dataset` is given.
+
+    Args:
+        model (`EagleDraftModel`, `str` or `None`):
+            The draft to train, a path to one, or `None` to build `EagleDraftModel.from_target(target_model,
+            num_layers=args.draft_num_layers)`. The draft is attached to `target_model` (its embedding and output head
+            are the target's, frozen).
+        target_model (`PreTrainedModel` or `str`):
+            The frozen target (or its path, loaded with `AutoModelForCausalLM.from_pretrained(path, dtype="auto")`).
+        args ([`EagleTrainingConfig`]): Training configuration.
+        train_dataset, eval_dataset: Samples with `input_ids` (+ optional `loss_mask`, `attention_mask`) for online
+            features, or cached features (`CachedFeatureDataset`, or the path of a directory written by
+            `eda_adapters.extract_features`; refused with a one-line `ValueError` if they came from another target).
+            Paths of regenerated data / .jsonl / .parquet files are read with `eda_adapters.data.load_rows`.
+        tau_dataset: Held-out samples whose prompts are used to measure tau (see [`EagleTrainingConfig`]).
+        data_collator: Defaults to [`DraftDataCollator`] with the config's `max_length`/`pad_to_multiple_of`.
+        callbacks, optimizers: As in `transformers.Trainer`.
+        peft_config: Not accepted here (the whole draft trains in stage 1); use [`EdaTrainer`] for adapters.
+
+    Example:
+
+    ```python
+    >>> config = EagleTrainingConfig(output_dir="draft-qwen2.5-7b", max_steps=1000, bf16=True)
+    >>> trainer = EagleTrainer(target_model=target, args=config, train_dataset=dataset)
+    >>> trainer.train()
+    >>> trainer.save_model()
+    ```
+    """
+
+    _stage = "eagle"
+
+    def __init__(
+        self,
+        model: nn.Module | str | None = None,
+        target_model: PreTrainedModel | str | None = None,
+        args: EagleTrainingConfig | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        tau_dataset: Any = None,
+        data_collator: Any = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[Any, Any] = (None, None),
+        peft_config: Any = None,
+    ) -> None:
+        if target_model is None:
+            raise ValueError(
+                f"{type(self).__name__} needs target_model= (the frozen target whose features it predicts)."
+            )
+        if args is None:
+            args = self._default_config()
+        elif not isinstance(args, EagleTrainingConfig):
+            raise TypeError(
+                f"{type(self).__name__} needs args={self._default_config_class().__name__}(...), got "
+                f"{type(args).__name__}: the draft objective has its own fields (ce_weight, feature_noise_std, ...)."
+            )
+        target = _load_target(target_model)
+        target.requires_grad_(False)
+        target.eval()
+        model = self._prepare_draft(model, target, args, peft_config)
+        train_dataset = resolve_dataset(train_dataset, target, "training data")
+        eval_dataset = resolve_dataset(eval_dataset, target, "evaluation data")
+        tau_dataset = resolve_dataset(tau_dataset, target, "tau data")
+        if data_collator is None:
+            data_collator = DraftDataCollator(max_length=args.max_length, pad_to_multiple_of=args.pad_to_multiple_of)
+        if train_dataset is not None and hasattr(train_dataset, "column_names") and "input_ids" not in (
+            train_dataset.column_names or []
+        ):
+            raise ValueError(
+                f"The training dataset needs an `input_ids` column, it has {train_dataset.column_names}: tokenize it "
+                "(prompt + response) first, see eda_adapters.data."
+            )
+        self.target_model = target
+        self.tau_dataset = tau_dataset
+        self.last_tau: float | None = None
+        self._last_tau_step = 0
+        self._metrics: dict[str, defaultdict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        # Our loss is a per-batch mean: the Trainer divides it by the gradient accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self.target_model = self.accelerator.prepare_model(self.target_model, evaluation_mode=True)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def _default_config_class(cls) -> type[EagleTrainingConfig]:
+        return EagleTrainingConfig
+
+    def _default_config(self) -> EagleTrainingConfig:
+        return self._default_config_class()(output_dir=f"{self._stage}-draft")
+
+    def _prepare_draft(
+        self, model: nn.Module | str | None, target: PreTrainedModel, args: EagleTrainingConfig, peft_config: Any
+    ) -> nn.Module:
+        """Return the trainable draft attached to `target` (stage 1: the whole draft minus the target's heads)."""
+        if peft_config is not None:
+            raise TypeError(
+                "EagleTrainer trains the whole shared draft (stage 1) and takes no peft_config: train an EDA adapter "
+                "with EdaTrainer(model=draft, peft_config=EdaConfig(...))."
+            )
+        if model is None:
+            model = EagleDraftModel.from_target(target, num_layers=args.draft_num_layers)
+        elif isinstance(model, str):
+            model = EagleDraftModel.from_pretrained(model, target_model=target)
+        elif hasattr(model, "peft_config"):
+            raise TypeError(
+                "EagleTrainer trains the whole shared draft; this model carries PEFT adapters: train them with "
+                "EdaTrainer, or pass the plain EagleDraftModel."
+            )
+        if not isinstance(model, EagleDraftModel):
+            raise TypeError(f"model must be an EagleDraftModel, a path to one, or None; got {type(model).__name__}.")
+        model.attach_target(target)
+        self._upcast_trainable(model, args)
+        return model
+
+    @staticmethod
+    def _upcast_trainable(model: nn.Module, args: EagleTrainingConfig) -> None:
+        """Keep float32 master weights for the trainable parameters under bf16/fp16 mixed precision."""
+        if args.bf16 or args.fp16:
+            for param in model.parameters():
+                if param.requires_grad and param.dtype != torch.float32:
+                    param.data = param.data.float()
+
+    # ------------------------------------------------------------------ the objective
+    def _target_features(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target's features and logits: cached features (logits through the frozen head), or online."""
+        if FEATURES_KEY in inputs:
+            features = inputs[FEATURES_KEY]
+            head = self.target_model.get_output_embeddings()
+            with torch.no_grad():
+                features = features.to(head.weight.dtype)
+                return features, head(features)
+        return compute_target_features(
+            self.target_model, inputs["input_ids"], inputs.get("attention_mask"), return_logits=True
+        )
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        mode = "train" if model.training else "eval"
+        features, target_logits = self._target_features(inputs)
+        attention_mask = inputs["attention_mask"]
+        draft_ids, draft_features, target_features, loss_mask = shift_for_draft(
+            inputs["input_ids"], features, inputs["loss_mask"] * attention_mask
+        )
+        if mode == "train":
+            draft_features = add_feature_noise(draft_features, self.args.feature_noise_std)
+        outputs = model(input_ids=draft_ids, hidden_states=draft_features, attention_mask=attention_mask[:, 1:])
+        terms = eagle_loss(
+            outputs.last_hidden_state,
+            outputs.logits,
+            target_features,
+            target_logits[:, 1:],
+            loss_mask,
+            regression_weight=self.args.regression_weight,
+            ce_weight=self.args.ce_weight,
+        )
+        loss = terms.loss
+        metrics = {
+            "regression_loss": terms.regression_loss,
+            "ce_loss": terms.ce_loss,
+            "accuracy": terms.accuracy,
+        }
+        aux_coef = self._router_aux_loss_coef()
+        if aux_coef:
+            aux = router_aux_loss(model)
+            if aux is not None:
+                loss = loss + aux_coef * aux
+                metrics["router_aux_loss"] = aux.detach()
+        if mode == "train":
+            self._check_finite(loss)
+        for name, value in metrics.items():
+            self._metrics[mode][name].append(self.accelerator.gather(value.reshape(1)).float().mean().item())
+        num_tokens = torch.tensor([float(terms.num_tokens)], device=loss.device)
+        self._metrics[mode]["num_tokens"].append(self.accelerator.gather(num_tokens).sum().item())
+        return (loss, outputs) if return_outputs else loss
+
+    def _router_aux_loss_coef(self) -> float:
+        return 0.0  # stage 1 has no router
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop before the optimizer step if the loss is NaN/inf on any process (weights and checkpoints stay good)."""
+        finite = torch.isfinite(loss.detach()).reshape(1).float()
+        if self.accelerator.num_processes > 1:
+            finite = self.accelerator.gather(finite).min().reshape(1)
+        if finite.item() == 1.0:
+            return
+        step = self.state.global_step + 1
+        last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+        kept = (
+            f"the last good checkpoint is {last} (resume_from_checkpoint={last!r})"
+            if last
+            else "no checkpoint was saved before it"
+        )
+        raise NonFiniteLossError(
+            f"Training stopped at step {step}: the loss is not finite ({loss.detach().float().item()} on this "
+            f"process); {kept}. "
+            "Lower the learning rate, check the data, or train in float32/bf16 rather than fp16."
+        )
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ------------------------------------------------------------------ logging
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = {name: sum(values) / len(values) for name, values in self._metrics[mode].items() if values}
+        if "num_tokens" in metrics:
+            metrics["num_tokens"] = sum(self._metrics[mode]["num_tokens"])
+        if mode == "eval":
+            metrics = {f"eval_{name}": value for name, value in metrics.items()}
+            self._last_eval_metrics = metrics
+        logs = {**logs, **metrics}
+        self._metrics[mode].clear()
+        if (
+            mode == "train"
+            and "loss" in logs
+            and self.args.tau_eval_steps
+            and self.state.global_step - self._last_tau_step >= self.args.tau_eval_steps
+        ):
+            tau = self.measure_tau()
+            if tau is not None:
+                logs["tau"] = tau
+        super().log(logs, start_time)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """`Trainer.evaluate`, returning the draft metrics (`eval_accuracy`, `eval_regression_loss`, ...) as well."""
+        self._last_eval_metrics: dict[str, float] = {}
+        metrics = super().evaluate(*args, **kwargs)
+        return {**metrics, **self._last_eval_metrics}
+
+    def measure_tau(self) -> float | None:
+        """tau of the current draft on the first `tau_num_prompts` prompts of `tau_dataset` (None without one)."""
+        if self.tau_dataset is None:
+            return None
+        self._last_tau_step = self.state.global_step
+        prompts = prompts_from_dataset(self.tau_dataset, self.args.tau_num_prompts)
+        self.last_tau = greedy_acceptance_length(
+            self.accelerator.unwrap_model(self.model),
+            self.accelerator.unwrap_model(self.target_model),
+            prompts,
+            num_draft_tokens=self.args.tau_num_draft_tokens,
+            max_new_tokens=self.args.tau_max_new_tokens,
+            show_progress=not self.args.disable_tqdm and self.is_world_process_zero(),
+        )
+        return self.last_tau
+
+    # ------------------------------------------------------------------ run signature, resume, checkpoints
+    def run_signature(self) -> dict[str, Any]:
+        """What this run is made of; a checkpoint with another signature is refused on resume."""
+        target = self.accelerator.unwrap_model(self.target_model)
+        draft_config = self._draft_base().config
+        hyper = {name: getattr(self.args, name) for name in SIGNATURE_HYPERPARAMETERS}
+        signature = {
+            "stage": self._stage,
+            "draft": self._draft_signature(draft_config),
+            "target": {
+                "name_or_path": getattr(target.config, "_name_or_path", None) or None,
+                "model_type": target.config.model_type,
+                "fingerprint": target_fingerprint(target),
+            },
+            "data": dataset_fingerprint(self.train_dataset) if self.train_dataset is not None else None,
+            "hyperparameters": hyper,
+        }
+        return json.loads(json.dumps(signature, default=str))  # the form it takes once read back from disk
+
+    def _draft_base(self) -> EagleDraftModel:
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _draft_signature(self, draft_config: Any) -> dict[str, Any]:
+        return {
+            key: getattr(draft_config, key)
+            for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+        }
+
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`Trainer.train`, refusing to resume from another run's checkpoint and measuring tau at the end."""
+        signature = self.run_signature()
+        if resume_from_checkpoint is True:
+            last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+            if last is None:
+                raise FileNotFoundError(
+                    f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint-* folder: start "
+                    "without resuming, or pass the checkpoint's path."
+                )
+            resume_from_checkpoint = last
+        if resume_from_checkpoint:
+            if not os.path.isdir(resume_from_checkpoint):
+                raise FileNotFoundError(f"Checkpoint {resume_from_checkpoint} does not exist.")
+            check_run_signature(resume_from_checkpoint, signature)
+        self._signature = signature
+        if self.args.should_save:
+            write_run_signature(self.args.output_dir, signature)
+        output = super().train(
+            resume_from_checkpoint=resume_from_checkpoint,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
+        if self.tau_dataset is not None:
+            tau = self.measure_tau()
+            output.metrics["tau"] = tau
+            self.log({"tau": tau})
+        return output
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            if os.path.isdir(folder):
+                write_run_signature(folder, getattr(self, "_signature", None) or self.run_signature())
+
+    # ------------------------------------------------------------------ hub
+    def model_card_info(self) -> dict[str, Any]:
+        """Rows of the model card's Details table: base draft, target, data and the measured tau."""
+        target = self.accelerator.unwrap_model(self.target_model)
+        data = self.args.dataset_name
+        if data is None and self.train_dataset is not None:
+            data = getattr(getattr(self.train_dataset, "info", None), "dataset_name", None)
+        rows: dict[str, Any] = {
+            "stage": "shared EAGLE draft (stage 1)" if self._stage == "eagle" else "EDA adapter (stage 2)",
+            "target": getattr(target.config, "_name_or_path", None) or target.config.model_type,
+            "training data": data,
+            "training samples": len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else None,
+            "optimizer steps": self.state.global_step,
+        }
+        if self.last_tau is not None:
+            rows["tau"] = (
+                f"{self.last_tau:.3f} (greedy chain, {self.args.tau_num_draft_tokens} draft tokens, "
+                f"{self.args.tau_num_prompts} held-out prompts)"
+            )
+        return rows
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        repo_id: str | None = None,
+        info: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Upload the trained draft (stage 1) or adapter (stage 2) with an `eda_adapters` model card.
+
+        The card records the base draft, the target, the data and the last measured tau ([`model_card_info`], plus
+        `info`). `repo_id` defaults to `args.hub_model_id`, else the output directory's name.
+        """
+        from ..hub import push_to_hub
+
+        if not self.is_world_process_zero():
+            return None
+        repo_id = repo_id or self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
+        return push_to_hub(
+            self.accelerator.unwrap_model(self.model),
+            repo_id,
+            commit_message=commit_message,
+            private=self.args.hub_private_repo if private is None else private,
+            token=token or self.args.hub_token,
+            revision=revision or self.args.hub_revision,
+            info={**self.model_card_info(), **(info or {})},
+        )

@@ -1,0 +1,150 @@
+"""Stage 2: adapt a shared draft to a fine-tuned target by training only its private EDA adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peft import PeftModel, get_peft_model
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..models import EagleDraftModel
+from ..tuners import EdaConfig, EdaLayer, draft_fingerprint
+from .eagle_config import EagleTrainingConfig
+from .eagle_trainer import EagleTrainer
+from .eda_config import EdaTrainingConfig
+
+#: EdaConfig fields that define the adapter being trained (part of the run signature).
+_ADAPTER_SIGNATURE_FIELDS = (
+    "target_modules",
+    "num_private_experts",
+    "num_experts_per_tok",
+    "private_intermediate_size",
+    "router_aux_loss_coef",
+    "init_private_weights",
+)
+
+
+class EdaTrainer(EagleTrainer):
+    r"""Trainer for stage 2: only the private EDA adapter of a shared draft trains, for a fine-tuned target.
+
+    Same objective, data, logging, checkpointing and multi-GPU behaviour as [`EagleTrainer`] (it is the same trainer
+    in another mode); the differences:
+
+    - `model` is the shared stage-1 draft plus `peft_config=EdaConfig(...)` (wrapped with `peft.get_peft_model`, as TRL
+      trainers do with a LoRA config), or a `PeftModel` that already holds a trainable EDA adapter.
+    - Only the active adapter's private parameters train; the shared draft and the target's heads stay bit-identical.
+    - Routed adapters (`num_private_experts > 1`) add `EdaConfig.router_aux_loss_coef * eda_adapters.router_aux_loss`.
+    - Checkpoints and `save_model` hold the adapter (PEFT format: `adapter_config.json` + `adapter_model.safetensors`),
+      not the whole draft; load them with `PeftModel.from_pretrained(draft, path)`.
+
+    Example:
+
+    ```python
+    >>> draft = EagleDraftModel.from_pretrained("draft-qwen2.5-7b", target_model=math_target)
+    >>> trainer = EdaTrainer(
+    ...     model=draft, target_model=math_target, args=EdaTrainingConfig(output_dir="eda-math", max_steps=500),
+    ...     train_dataset=regenerated, peft_config=EdaConfig(num_private_experts=1),
+    ... )
+    >>> trainer.train()
+    ```
+    """
+
+    _stage = "eda"
+
+    @classmethod
+    def _default_config_class(cls) -> type[EagleTrainingConfig]:
+        return EdaTrainingConfig
+
+    def _prepare_draft(
+        self, model: nn.Module | str | None, target: PreTrainedModel, args: EagleTrainingConfig, peft_config: Any
+    ) -> nn.Module:
+        if model is None:
+            raise ValueError(
+                "EdaTrainer needs model= the shared stage-1 draft (an EagleDraftModel, a path to one, or a PeftModel "
+                "holding an EDA adapter); train one with EagleTrainer first."
+            )
+        if isinstance(model, str):
+            model = EagleDraftModel.from_pretrained(model, target_model=target)
+        if isinstance(model, PeftModel):
+            if peft_config is not None:
+                raise ValueError(
+                    "model is already a PeftModel with an adapter: pass either it, or the plain draft with "
+                    "peft_config=, not both."
+                )
+            adapter = model.peft_config[model.active_adapter]
+            if not isinstance(adapter, EdaConfig):
+                raise TypeError(
+                    f"EdaTrainer trains EDA adapters; the active adapter {model.active_adapter!r} is "
+                    f"{type(adapter).__name__}: wrap the draft with EdaConfig(...) instead."
+                )
+            model.get_base_model().attach_target(target)
+        else:
+            if not isinstance(model, EagleDraftModel):
+                raise TypeError(
+                    f"model must be an EagleDraftModel, a path to one, or a PeftModel; got {type(model).__name__}."
+                )
+            if peft_config is None:
+                raise ValueError(
+                    "EdaTrainer trains only a private EDA adapter: pass peft_config=EdaConfig(...) (or a PeftModel). "
+                    "To train the whole draft use EagleTrainer."
+                )
+            if not isinstance(peft_config, EdaConfig):
+                raise TypeError(f"peft_config must be an EdaConfig, got {type(peft_config).__name__}.")
+            _check_shared_mlps(model, peft_config)
+            model.attach_target(target)
+            model = get_peft_model(model, peft_config)
+        trainable = [name for name, param in model.named_parameters() if param.requires_grad]
+        if not trainable:
+            raise ValueError(
+                "The adapter has no trainable parameters: load it with PeftModel.from_pretrained(draft, path, "
+                "is_trainable=True)."
+            )
+        shared = [name for name in trainable if ".eda_" not in name]
+        if shared:
+            raise ValueError(
+                f"Stage 2 trains only private EDA parameters, but shared ones are trainable too ({shared[:3]}...): "
+                "freeze them (requires_grad_(False)) or train the whole draft with EagleTrainer."
+            )
+        self._upcast_trainable(model, args)
+        return model
+
+    def _router_aux_loss_coef(self) -> float:
+        model = self.accelerator.unwrap_model(self.model)
+        adapter = model.peft_config[model.active_adapter]
+        return adapter.router_aux_loss_coef if adapter.is_routed else 0.0
+
+    def _draft_signature(self, draft_config: Any) -> dict[str, Any]:
+        model = self.accelerator.unwrap_model(self.model)
+        adapter = model.peft_config[model.active_adapter]
+        return {
+            **super()._draft_signature(draft_config),
+            "shared_fingerprint": draft_fingerprint(model.get_base_model()),
+            "adapter": {key: getattr(adapter, key) for key in _ADAPTER_SIGNATURE_FIELDS},
+        }
+
+    def model_card_info(self) -> dict[str, Any]:
+        model = self.accelerator.unwrap_model(self.model)
+        base = model.peft_config[model.active_adapter].base_model_name_or_path
+        return {"base draft": base, **super().model_card_info()}
+
+
+def _check_shared_mlps(draft: EagleDraftModel, config: EdaConfig) -> None:
+    """One-line error when the draft has no plain shared SwiGLU MLP for the adapter to wrap."""
+    if config.target_modules is not None:
+        return  # custom targets: PEFT and EdaLayer check them
+    for index, layer in enumerate(getattr(draft, "layers", [])):
+        mlp = getattr(layer, "mlp", None)
+        if isinstance(mlp, EdaLayer):
+            raise ValueError(
+                f"layers.{index}.mlp already wraps an EDA adapter: pass the PeftModel itself (no peft_config), or "
+                "merge_and_unload() it first to get a plain shared draft."
+            )
+        projections = ("gate_proj", "up_proj", "down_proj")
+        if mlp is None or not all(isinstance(getattr(mlp, p, None), nn.Linear) for p in projections):
+            raise ValueError(
+                f"layers.{index}.mlp of this draft is not a shared SwiGLU MLP (gate_proj/up_proj/down_proj): an EDA "
+                "adapter has nothing to wrap; use a draft built with EagleDraftModel.from_target."
+            )
+    if not getattr(draft, "layers", None):
+        raise ValueError("This draft has no decoder layers, so no shared MLP for an EDA adapter to wrap.")

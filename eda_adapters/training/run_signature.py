@@ -1,0 +1,99 @@
+"""Run signatures: what a training run was made of, so that resuming from another run's checkpoint is refused.
+
+A signature is a small JSON-able dict (stage, draft, target, data, key hyperparameters) written to the output
+directory and into every checkpoint as `run_signature.json`. Resuming compares the checkpoint's signature with the
+current run's and raises one `ValueError` listing every difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from typing import Any
+
+import torch
+
+SIGNATURE_NAME = "run_signature.json"
+
+#: Training arguments that change the optimisation trajectory (resuming with other values is another run). The
+#: length of training (`max_steps`, `num_train_epochs`) is left out: resuming to train longer is a legitimate use.
+SIGNATURE_HYPERPARAMETERS = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "seed",
+    "regression_weight",
+    "ce_weight",
+    "feature_noise_std",
+    "max_length",
+)
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset: Any, num_rows: int = 32) -> dict[str, Any]:
+    """Size and a content digest (of up to `num_rows` evenly spaced rows' tokens and masks) of a training dataset."""
+    try:
+        size = len(dataset)
+    except TypeError:  # an iterable dataset: only its type is known up front
+        return {"num_rows": None, "digest": type(dataset).__name__}
+    parts = [str(size)]
+    for index in sorted({int(i * size / num_rows) for i in range(min(num_rows, size))}):
+        row = dataset[index]
+        for key in ("input_ids", "loss_mask"):
+            if key in row:
+                parts.append(f"{index}:{key}:{torch.as_tensor(row[key]).flatten().tolist()}")
+    return {"num_rows": size, "digest": _digest(parts)}
+
+
+def write_run_signature(directory: str | os.PathLike, signature: dict[str, Any]) -> None:
+    """Write `signature` as `directory/run_signature.json` (atomically)."""
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".run_signature.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(signature, handle, indent=2, sort_keys=True)
+    os.replace(tmp, os.path.join(directory, SIGNATURE_NAME))
+
+
+def read_run_signature(directory: str | os.PathLike) -> dict[str, Any] | None:
+    path = os.path.join(directory, SIGNATURE_NAME)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _differences(expected: Any, found: Any, prefix: str = "") -> list[str]:
+    if isinstance(expected, dict) and isinstance(found, dict):
+        diffs = []
+        for key in sorted(set(expected) | set(found)):
+            diffs += _differences(expected.get(key), found.get(key), f"{prefix}{key}.")
+        return diffs
+    if expected != found:
+        return [f"{prefix.rstrip('.')}: {found!r} there, {expected!r} now"]
+    return []
+
+
+def check_run_signature(checkpoint: str | os.PathLike, signature: dict[str, Any]) -> None:
+    """Raise `ValueError` if `checkpoint` (or its parent output directory) was written by a different run."""
+    found = read_run_signature(checkpoint) or read_run_signature(os.path.dirname(os.path.abspath(checkpoint)))
+    if found is None:
+        warnings.warn(
+            f"{checkpoint} has no {SIGNATURE_NAME} (not written by an eda_adapters trainer): cannot check that it "
+            "belongs to this run; resuming anyway."
+        )
+        return
+    diffs = _differences(signature, found)
+    if diffs:
+        raise ValueError(
+            f"Cannot resume from {checkpoint}: it belongs to another run ({'; '.join(diffs)}). Resume with the same "
+            "draft, target, data and hyperparameters, or start a new run in a fresh output_dir."
+        )

@@ -1,0 +1,87 @@
+"""`eda regenerate`, `eda extract-features` and `eda select` end to end on saved tiny models."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from conftest import make_target
+from test_data_common import PROMPTS, fresh_process_state, make_tokenizer  # noqa: F401
+
+from eda_adapters.cli import main
+from eda_adapters.data import CachedFeatureDataset, load_regenerated
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    tok = make_tokenizer()
+    base = make_target("qwen2", tie_word_embeddings=False)
+    finetuned = copy.deepcopy(base)
+    with torch.no_grad():  # the "fine-tune" moves the last layer's MLP only
+        finetuned.model.layers[-1].mlp.down_proj.weight.mul_(3.0)
+    for name, model in (("base", base), ("ft", finetuned)):
+        model.save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"messages": [{"role": "user", "content": p}]}) + "\n" for p in PROMPTS))
+    return root
+
+
+def test_regenerate_extract_select_reselect(models, tmp_path, capsys):
+    regen = tmp_path / "regen"
+    args = ["regenerate", "--model", str(models / "ft"), "--prompts", str(models / "prompts.jsonl"),
+            "--output-dir", str(regen), "--max-new-tokens", "5", "--batch-size", "4"]
+    assert main(args) == 0
+    data = load_regenerated(regen)
+    assert len(data) == len(PROMPTS) and data[0]["prompt"].endswith("<|assistant|>")
+    assert f"regenerated {len(PROMPTS)} responses" in capsys.readouterr().out
+    assert main(args) == 0  # finished run: returns the same data, nothing regenerated
+    assert load_regenerated(regen)["input_ids"] == data["input_ids"]
+
+    assert main(["extract-features", "--model", str(models / "ft"), "--dataset", str(regen),
+                 "--output-dir", str(tmp_path / "feat"), "--batch-size", "4"]) == 0
+    cached = CachedFeatureDataset(tmp_path / "feat")
+    assert len(cached) == len(PROMPTS) and cached[0]["input_ids"].tolist() == data[0]["input_ids"]
+
+    sel = tmp_path / "sel"
+    assert main(["select", "--dataset", str(regen), "--base", str(models / "base"), "--finetuned",
+                 str(models / "ft"), "--budget", "3", "--output-dir", str(sel), "--plot"]) == 0
+    selected = load_regenerated(sel)
+    info = json.loads((sel / "selection.json").read_text())
+    assert len(selected) == info["num_selected"] == 3 and (sel / "shift_hist.png").is_file()
+    scores = [json.loads(line)["shift_score"] for line in (sel / "scores.jsonl").read_text().splitlines()]
+    assert len(scores) == len(PROMPTS) and all(s > 0 for s in scores)
+    assert sorted(selected["shift_score"]) == sorted(scores)[-3:]
+
+    # re-select from the saved scores at another budget, without any model
+    assert main(["select", "--dataset", str(sel / "scores.jsonl"), "--budget", "0.5",
+                 "--output-dir", str(tmp_path / "sel2")]) == 0
+    assert sorted(load_regenerated(tmp_path / "sel2")["shift_score"]) == sorted(scores)[-3:]
+    assert main(["select", "--dataset", str(regen), "--budget", "2", "--method", "random",
+                 "--output-dir", str(tmp_path / "rand")]) == 0
+    assert len(load_regenerated(tmp_path / "rand")) == 2
+
+
+def test_cli_errors_are_one_line(models, tmp_path, capsys):
+    def error(args):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err
+        return err
+
+    prompts = str(models / "prompts.jsonl")
+    assert "needs vLLM" in error(["regenerate", "--model", str(models / "ft"), "--prompts", prompts,
+                                  "--output-dir", str(tmp_path / "v"), "--backend", "vllm"])
+    assert "cannot load a model" in error(["regenerate", "--model", str(tmp_path / "nope"), "--prompts", prompts,
+                                           "--output-dir", str(tmp_path / "n")])
+    assert "larger than the dataset" in error(["select", "--dataset", prompts, "--budget", "100", "--method",
+                                               "random", "--output-dir", str(tmp_path / "s")])
+    assert "pass --base and --finetuned" in error(["select", "--dataset", prompts, "--budget", "2",
+                                                   "--output-dir", str(tmp_path / "s")])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert "not empty" in error(["select", "--dataset", prompts, "--budget", "2", "--output-dir",
+                                 str(tmp_path / "full")])

@@ -1,0 +1,138 @@
+"""The EDA experiment runner (the code behind `eda demo` and the real-model recipes) and the demo's offline data."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+import yaml
+
+from eda_adapters.demo.corpus import code_corpus, general_corpus, math_corpus
+from eda_adapters.demo.targets import TinyLMSpec, _atomic_save, new_tiny_lm, pack_tokens, train_lm, train_tokenizer
+from eda_adapters.experiment import ExperimentConfig, run_experiment
+from eda_adapters.experiment.report import METHOD_LABELS
+
+SPEC = TinyLMSpec(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                  seq_len=32, batch_size=8)
+
+
+def test_math_problems_are_correct_and_deterministic():
+    corpus = math_corpus(num_problems=50, seed=3)
+    assert corpus.train == math_corpus(num_problems=50, seed=3).train
+    assert corpus.train != math_corpus(num_problems=50, seed=4).train
+    for prompt, reference, text in zip(corpus.prompts, corpus.references, corpus.train):
+        assert text == f"{prompt} {reference}" and prompt.endswith("now?")
+        steps = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)\.", reference)
+        assert steps, reference
+        for a, op, b, result in steps:
+            assert eval(f"{a} {op} {b}") == int(result)  # noqa: S307 - digits and one operator, matched above
+        assert reference.endswith(f"The answer is {steps[-1][3]}.")
+
+
+def test_code_and_general_corpora_pair_prompts_with_their_original_text():
+    code = code_corpus()
+    assert len(code.prompts) > 300
+    assert all(p + r == t for p, r, t in zip(code.prompts, code.references, code.train))
+    assert not any(p.endswith("\n") for p in code.prompts)
+    general = general_corpus()
+    assert all(f"{p} {r}" == t for p, r, t in zip(general.prompts, general.references, general.train))
+    assert {"prompt", "reference"} == set(general.prompt_rows(1)[0])
+
+
+@pytest.fixture(scope="module")
+def tiny_family(tmp_path_factory):
+    """A tokenizer, a base LM and two 'fine-tunes' trained for a few steps on different offline text."""
+    root = tmp_path_factory.mktemp("targets")
+    general, math = general_corpus(), math_corpus(num_problems=200)
+    code = code_corpus()
+    tokenizer = train_tokenizer(general.train[:200] + math.train[:100] + code.train[:50], SPEC.vocab_size,
+                                root / "tokenizer")
+    base = new_tiny_lm(SPEC, tokenizer)
+    train_lm(base, pack_tokens(general.train[:200], tokenizer, SPEC.seq_len), 30, 8, 3e-3)
+    _atomic_save(base, root / "base")
+    for name, texts in (("math", math.train), ("code", code.train)):
+        finetuned = new_tiny_lm(SPEC, tokenizer)
+        finetuned.load_state_dict(base.state_dict())
+        train_lm(finetuned, pack_tokens(texts[:150], tokenizer, SPEC.seq_len), 30, 8, 3e-3)
+        _atomic_save(finetuned, root / name)
+        rows = (math if name == "math" else code).prompt_rows(14)
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "general.jsonl").write_text("".join(json.dumps(r) + "\n" for r in general.prompt_rows(16)))
+    return root
+
+
+def _config(root, output_dir, **overrides) -> ExperimentConfig:
+    values = dict(
+        base_target=str(root / "base"), tokenizer=str(root / "tokenizer"), general_prompts=str(root / "general.jsonl"),
+        domains=[{"name": n, "target": str(root / n), "prompts": str(root / f"{n}.jsonl"), "num_eval_prompts": 4}
+                 for n in ("math", "code")],
+        output_dir=str(output_dir), max_new_tokens=8, eval_max_new_tokens=8, stage1_epochs=1, adapt_epochs=1,
+        budget=0.5, budget_curve=[0.2, 0.5], train_batch_size=4, num_draft_tokens=3,
+    )
+    return ExperimentConfig(**{**values, **overrides})
+
+
+def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path):
+    lines: list[str] = []
+    results = run_experiment(_config(tiny_family, tmp_path / "exp"), log=lines.append)
+
+    assert {(r.domain, r.method) for r in results.methods} == {(d, m) for d in ("math", "code") for m in METHOD_LABELS}
+    for row in results.methods:
+        assert 1.0 <= row.tau <= 4.0  # at least the bonus token, at most 3 drafted + 1 per target forward
+    by = {(r.domain, r.method): r for r in results.methods}
+    eda, full = by["math", "eda_shift"], by["math", "full_retrain"]
+    assert eda.samples == 5 and full.samples == 10  # half of the 10-prompt pool vs all of it
+    assert 0 < eda.trainable_params < full.trainable_params
+    assert by["math", "direct_transfer"].trainable_params == 0
+    assert {(p.selection, p.samples) for p in results.budgets if p.domain == "code"} == {
+        ("shift", 2), ("random", 2), ("shift", 5), ("random", 5)
+    }
+    for key in ("json", "markdown", "tau_by_method", "tau_vs_budget"):
+        assert results.files[key].stat().st_size > 0
+    assert results.files["tau_by_method"].read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads(results.files["json"].read_text())
+    assert [m["tau"] for m in saved["methods"]] == [r.tau for r in results.methods]
+    assert "EDA, regenerated + shift-selected" in results.table()
+
+    # a second run reuses regenerations and trained models (same data and settings): nothing is trained again
+    adapter = tmp_path / "exp" / "math" / "eda-shift-5" / "adapter_model.safetensors"
+    stamp = adapter.stat().st_mtime_ns
+    again = run_experiment(_config(tiny_family, tmp_path / "exp"), log=lines.append)
+    assert adapter.stat().st_mtime_ns == stamp
+    assert [r.trainable_params for r in again.methods] == [r.trainable_params for r in results.methods]
+    assert not any("training again" in line for line in lines)
+
+    # other training settings are not silently reused
+    run_experiment(_config(tiny_family, tmp_path / "exp", adapt_learning_rate=1e-3, methods=["eda_shift"],
+                           budget_curve=[]), log=lines.append)
+    assert adapter.stat().st_mtime_ns != stamp
+    assert any("training again" in line for line in lines)
+
+
+def test_experiment_config_errors(tmp_path, tiny_family):
+    with pytest.raises(ValueError, match="at least one domain"):
+        _config(tiny_family, tmp_path, domains=[])
+    with pytest.raises(ValueError, match="unknown methods"):
+        _config(tiny_family, tmp_path, methods=["eda_magic"])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"base_target": "x", "general_prompts": [], "domains": [], "outptu_dir": "y"}))
+    with pytest.raises(ValueError, match="unknown fields \\['outptu_dir'\\]"):
+        ExperimentConfig.from_yaml(recipe)
+    with pytest.raises(FileNotFoundError):
+        ExperimentConfig.from_yaml(tmp_path / "missing.yaml")
+    too_few = _config(tiny_family, tmp_path / "few")
+    too_few.domains[0].num_eval_prompts = 14
+    with pytest.raises(ValueError, match="14 prompts, but 14 are held out"):
+        run_experiment(too_few, log=lambda _: None)
+
+
+def test_tiny_lm_training_lowers_the_loss(tmp_path):
+    tokenizer = train_tokenizer(math_corpus(num_problems=100).train, 280, tmp_path / "tokenizer")
+    model = new_tiny_lm(SPEC, tokenizer)
+    blocks = pack_tokens(math_corpus(num_problems=100).train, tokenizer, SPEC.seq_len)
+    losses = train_lm(model, blocks, 40, 8, 3e-3)
+    assert sum(losses[-5:]) / 5 < losses[0] - 1.0
+    assert tokenizer("Tom has")["input_ids"][0] == tokenizer.bos_token_id
+    assert not model.training and torch.isfinite(torch.tensor(losses)).all()

@@ -1,0 +1,101 @@
+"""Speculative sampling through the generate hook preserves the target's distribution (statistical test on a tiny
+vocabulary), and a wrong acceptance rule fails the same test."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers.generation.utils as generation_utils
+from conftest import make_target
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+from eda_adapters import EagleDraftModel
+
+VOCAB = 6
+PROMPT = torch.tensor([[1, 2, 3]])
+TEMPERATURE, TOP_P = 0.8, 0.9
+NEW_TOKENS = 3  # x1 comes from the prefill; x2, x3 are drafted and verified
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Hundreds of tiny generate calls: one thread avoids thread contention on shared CI cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    target = make_target(
+        "llama", vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, initializer_range=0.5, eos_token_id=None, bos_token_id=None,
+    )
+    torch.manual_seed(0)
+    draft = EagleDraftModel.from_target(target)
+    return target, draft
+
+
+@torch.no_grad()
+def _target_joint(target) -> torch.Tensor:
+    """Exact probability of every continuation (x1, x2, x3) under the target with the same warpers as `generate`."""
+    warp = LogitsProcessorList([TemperatureLogitsWarper(TEMPERATURE), TopPLogitsWarper(TOP_P)])
+    grid = torch.cartesian_prod(torch.arange(VOCAB), torch.arange(VOCAB))  # all (x1, x2)
+    ids = torch.cat((PROMPT.expand(len(grid), -1), grid), dim=1)
+    logits = target(input_ids=ids).logits[:, PROMPT.shape[1] - 1 :]
+
+    def probs(position: int) -> torch.Tensor:
+        return torch.softmax(warp(ids[:, : PROMPT.shape[1] + position], logits[:, position].clone()), dim=-1)
+
+    p1 = probs(0)[0]  # same row for every grid entry
+    p2 = probs(1).view(VOCAB, VOCAB, VOCAB)[:, 0]  # [x1, x2]
+    p3 = probs(2).view(VOCAB, VOCAB, VOCAB)  # [x1, x2, x3]
+    return p1[:, None, None] * p2[:, :, None] * p3
+
+
+def _sample_counts(target, draft, runs: int, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    counts = torch.zeros(VOCAB, VOCAB, VOCAB)
+    for _ in range(runs):
+        out = target.generate(
+            PROMPT, assistant_model=draft, do_sample=True, temperature=TEMPERATURE, top_p=TOP_P, top_k=None,
+            max_new_tokens=NEW_TOKENS, num_assistant_tokens=2,
+        )
+        x1, x2, x3 = out[0, PROMPT.shape[1] :].tolist()
+        counts[x1, x2, x3] += 1
+    return counts
+
+
+def _chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """Pearson chi-square goodness of fit, cells with expected count < 5 pooled into one."""
+    expected = probs.flatten().double() * counts.sum()
+    observed = counts.flatten().double()
+    small = expected < 5
+    expected = torch.cat((expected[~small], expected[small].sum()[None]))
+    observed = torch.cat((observed[~small], observed[small].sum()[None]))
+    if expected[-1] == 0:
+        expected, observed = expected[:-1], observed[:-1]
+    statistic = ((observed - expected) ** 2 / expected).sum()
+    dof = torch.tensor(len(expected) - 1, dtype=torch.double)
+    return float(torch.special.gammaincc(dof / 2, statistic / 2))
+
+
+def test_speculative_sampling_matches_target_distribution(tiny):
+    target, draft = tiny
+    probs = _target_joint(target)
+    counts = _sample_counts(target, draft, runs=800, seed=0)
+    assert _chi_square_p_value(counts, probs) > 1e-3
+
+
+def test_wrong_acceptance_rule_is_detected(tiny, monkeypatch):
+    """Accepting every drafted token (ignoring the target) must fail the same test: the test has power."""
+    target, draft = tiny
+
+    def accept_everything(candidate_input_ids, candidate_logits, candidate_length, new_logits, **kwargs):
+        bonus = torch.multinomial(new_logits[0, -1].softmax(-1), 1)[None]
+        return torch.cat((candidate_input_ids[:, -candidate_length:], bonus), dim=1), candidate_length
+
+    monkeypatch.setattr(generation_utils, "_speculative_sampling", accept_everything)
+    counts = _sample_counts(target, draft, runs=200, seed=1)
+    assert _chi_square_p_value(counts, _target_joint(target)) < 1e-3

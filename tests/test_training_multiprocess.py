@@ -1,0 +1,66 @@
+"""The trainers on 2 real processes (gloo on CPU), through accelerate's debug launcher: the DDP path of N GPUs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from accelerate import debug_launcher
+
+
+def _train_on_two_processes(output_dir: str) -> None:
+    # Runs in each spawned process: everything is built here (no state shared with the pytest process).
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from conftest import make_target
+    from datasets import Dataset
+
+    from eda_adapters import EdaConfig
+    from eda_adapters.training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
+
+    torch.set_num_threads(1)
+    target = make_target("mistral")
+    generator = torch.Generator().manual_seed(0)
+    data = Dataset.from_dict({"input_ids": torch.randint(3, 97, (16, 12), generator=generator).tolist()})
+    common = dict(
+        max_steps=3, per_device_train_batch_size=2, learning_rate=1e-2, logging_steps=1, save_strategy="no",
+        report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
+    )
+    stage1 = EagleTrainer(
+        target_model=target, args=EagleTrainingConfig(output_dir=f"{output_dir}/stage1", **common), train_dataset=data
+    )
+    assert stage1.accelerator.num_processes == 2, "debug_launcher did not start 2 processes"
+    before = stage1.model.fc.weight.detach().clone()
+    stage1.train()
+    draft = stage1.accelerator.unwrap_model(stage1.model)
+    weights = draft.fc.weight.detach()
+    # DDP kept the replicas identical, and they moved
+    gathered = stage1.accelerator.gather(weights[None])
+    assert torch.equal(gathered[0], gathered[1])
+    assert not torch.equal(weights, before)
+
+    stage2 = EdaTrainer(
+        model=draft, target_model=target, args=EdaTrainingConfig(output_dir=f"{output_dir}/stage2", **common),
+        train_dataset=data, peft_config=EdaConfig(num_private_experts=2, init_private_weights="random"),
+    )
+    stage2.train()
+    private = [p.detach() for n, p in stage2.model.named_parameters() if "eda_down_proj" in n][0]
+    gathered = stage2.accelerator.gather(private[None])
+    assert torch.equal(gathered[0], gathered[1])
+    assert torch.equal(draft.fc.weight, weights)  # shared weights untouched by stage 2
+    if stage2.is_world_process_zero():
+        logs = [row for row in stage1.state.log_history + stage2.state.log_history if "accuracy" in row]
+        with open(os.path.join(output_dir, "result.json"), "w") as handle:
+            json.dump({"world_size": stage2.accelerator.num_processes, "logs": logs}, handle)
+
+
+def test_two_process_training(tmp_path, monkeypatch):
+    # With OMP_NUM_THREADS unset, accelerate raises the forked workers' torch threads; an OpenMP pool re-used after
+    # fork (the pytest process has already run models) deadlocks. One thread per worker is also what CPU DDP wants.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    debug_launcher(_train_on_two_processes, args=(str(tmp_path),), num_processes=2)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["world_size"] == 2
+    assert len(result["logs"]) == 6 and all(row["num_tokens"] > 0 for row in result["logs"])

@@ -1,0 +1,122 @@
+"""Checkpoints resume exactly (optimizer, scheduler, RNG, data position), and a checkpoint of another run is refused."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import make_target
+from datasets import Dataset
+from peft import PeftModel
+
+from eda_adapters import EagleDraftModel, EdaConfig
+from eda_adapters.training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
+
+STEPS, SAVE_AT = 6, 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return make_target("qwen2")
+
+
+def random_dataset(num: int = 24, seed: int = 0) -> Dataset:
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(6, 14, (num,), generator=generator)  # ragged: exercises padding
+    rows = [torch.randint(3, 97, (int(n),), generator=generator).tolist() for n in lengths]
+    return Dataset.from_dict({"input_ids": rows})
+
+
+def config(cls, output_dir, **overrides):
+    values = dict(
+        output_dir=str(output_dir), max_steps=STEPS, save_steps=SAVE_AT, per_device_train_batch_size=4,
+        learning_rate=1e-2, logging_steps=1, report_to=[], use_cpu=True, disable_tqdm=True, seed=3,
+        feature_noise_std=0.2,  # RNG inside the step must be restored too
+    )
+    values.update(overrides)
+    return cls(**values)
+
+
+def stage1_trainer(target, output_dir, **overrides):
+    torch.manual_seed(123 + len(str(output_dir)))  # fresh draft init differs between runs: the checkpoint decides
+    return EagleTrainer(
+        target_model=target, args=config(EagleTrainingConfig, output_dir, **overrides), train_dataset=random_dataset()
+    )
+
+
+def test_stage1_resume_matches_uninterrupted_run(target, tmp_path):
+    full = stage1_trainer(target, tmp_path / "full")
+    full.train()
+    resumed = stage1_trainer(target, tmp_path / "resumed")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{SAVE_AT}"))
+    assert resumed.state.global_step == STEPS
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    for name, tensor in full_state.items():
+        assert torch.equal(tensor, resumed_state[name]), name
+    # the resumed run really trained past the checkpoint
+    at_save = EagleDraftModel.from_pretrained(tmp_path / "full" / f"checkpoint-{SAVE_AT}", target_model=target)
+    assert not torch.equal(at_save.fc.weight, full.model.fc.weight)
+
+
+def test_resume_from_another_run_is_refused(target, tmp_path):
+    stage1_trainer(target, tmp_path / "a", max_steps=SAVE_AT).train()
+    checkpoint = str(tmp_path / "a" / f"checkpoint-{SAVE_AT}")
+    other_lr = stage1_trainer(target, tmp_path / "b", learning_rate=5e-3)
+    with pytest.raises(ValueError, match=r"another run .*learning_rate: 0.01 there, 0.005 now"):
+        other_lr.train(resume_from_checkpoint=checkpoint)
+    other_data = EagleTrainer(
+        target_model=target, args=config(EagleTrainingConfig, tmp_path / "c"), train_dataset=random_dataset(seed=1)
+    )
+    with pytest.raises(ValueError, match=r"another run .*data\.digest"):
+        other_data.train(resume_from_checkpoint=checkpoint)
+    other_target = EagleTrainer(
+        target_model=make_target("qwen2", seed=1), args=config(EagleTrainingConfig, tmp_path / "d"),
+        train_dataset=random_dataset(),
+    )
+    with pytest.raises(ValueError, match=r"another run .*target\.fingerprint"):
+        other_target.train(resume_from_checkpoint=checkpoint)
+    empty = stage1_trainer(target, tmp_path / "e")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        empty.train(resume_from_checkpoint=True)
+
+
+def test_stage2_resume_matches_uninterrupted_run(target, tmp_path):
+    torch.manual_seed(0)
+    draft = EagleDraftModel.from_target(target)
+    draft.save_pretrained(tmp_path / "draft")
+
+    def trainer(output_dir):
+        shared = EagleDraftModel.from_pretrained(tmp_path / "draft", target_model=target)
+        torch.manual_seed(len(str(output_dir)))
+        return EdaTrainer(
+            model=shared, target_model=target, args=config(EdaTrainingConfig, output_dir),
+            train_dataset=random_dataset(), peft_config=EdaConfig(init_private_weights="random"),
+        )
+
+    full = trainer(tmp_path / "full")
+    full.train()
+    checkpoint = tmp_path / "full" / f"checkpoint-{SAVE_AT}"
+    assert (checkpoint / "adapter_model.safetensors").is_file() and not (checkpoint / "model.safetensors").exists()
+    resumed = trainer(tmp_path / "resumed")
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert isinstance(resumed.model, PeftModel)
+    for name, tensor in full.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    # a different shared draft is another run
+    other = EagleDraftModel.from_target(target)
+    other_trainer = EdaTrainer(
+        model=other, target_model=target, args=config(EdaTrainingConfig, tmp_path / "other"),
+        train_dataset=random_dataset(), peft_config=EdaConfig(init_private_weights="random"),
+    )
+    with pytest.raises(ValueError, match="shared_fingerprint"):
+        other_trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert os.path.isfile(tmp_path / "full" / "run_signature.json")
