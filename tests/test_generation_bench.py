@@ -15,12 +15,6 @@ from eda_adapters.cli import main
 from eda_adapters.generation.benchmark import benchmark, format_table, save_results
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_benchmark_runs_every_method(tmp_path):

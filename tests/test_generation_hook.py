@@ -15,13 +15,6 @@ from eda_adapters.generation import SpeculativeStats, install_generate_hook, pre
 from eda_adapters.generation.candidate_generator import DEFAULT_NUM_DRAFT_TOKENS
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models: one thread is faster and avoids thread contention on shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

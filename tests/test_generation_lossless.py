@@ -15,13 +15,6 @@ NEW_TOKENS = 24
 TREE = TreeConfig(depth=4, top_k=3, total_tokens=12)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models: one thread is faster and avoids thread contention on shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _prompts(num: int, seed: int = 123) -> list[torch.LongTensor]:

@@ -17,13 +17,6 @@ TEMPERATURE, TOP_P = 0.8, 0.9
 NEW_TOKENS = 3  # x1 comes from the prefill; x2, x3 are drafted and verified
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Hundreds of tiny generate calls: one thread avoids thread contention on shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,6 @@ from eda_adapters import EagleDraftModel, TreeConfig, speculative_generate
 from eda_adapters.generation import TreeSpeculator
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -14,12 +14,6 @@ from eda_adapters import EagleDraftModel
 from eda_adapters.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,6 @@ from eda_adapters.training import EagleTrainer, EagleTrainingConfig, EdaTrainer,
 STEPS, SAVE_AT = 6, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

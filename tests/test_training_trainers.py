@@ -31,13 +31,6 @@ from eda_adapters.training import (
 PROMPT_LEN, NEW_TOKENS = 8, 24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models run fastest single-threaded (and the CPU is shared with other test processes).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def greedy_dataset(target, num: int, seed: int) -> Dataset:

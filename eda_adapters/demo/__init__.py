@@ -24,19 +24,24 @@ from .targets import TinyLMSpec, build_targets
 class DemoSize:
     """How big the miniature is. `DemoSize.quick()` fits in a few minutes on 2 CPU cores."""
 
-    lm: TinyLMSpec = field(default_factory=TinyLMSpec)
-    general_prompts: int = 400
+    lm: TinyLMSpec = field(
+        default_factory=lambda: TinyLMSpec(
+            vocab_size=1024, hidden_size=128, num_hidden_layers=3, num_attention_heads=4, intermediate_size=344,
+            seq_len=128, base_steps=1500, finetune_steps=600,
+        )
+    )
+    general_prompts: int = 700
     domain_prompts: int = 300
     num_eval_prompts: int = 32
-    max_new_tokens: int = 48
-    eval_max_new_tokens: int = 48
-    stage1_epochs: float = 4.0
-    adapt_epochs: float = 4.0
+    max_new_tokens: int = 64
+    eval_max_new_tokens: int = 64
+    stage1_epochs: float = 20.0
+    adapt_epochs: float = 10.0
     budget: float = 0.3
     budget_curve: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)
     #: Share of general prompts mixed into each domain's training pool (after the held-out domain eval prompts),
     #: as in a real prompt collection: selection has to find the samples worth training on.
-    general_share_of_pool: float = 0.5
+    general_share_of_pool: float = 0.3
 
     def __post_init__(self) -> None:
         if not 0 <= self.general_share_of_pool < 1:
@@ -54,6 +59,7 @@ class DemoSize:
             stage1_epochs=10.0,
             adapt_epochs=10.0,
             budget_curve=(0.1, 0.3, 1.0),
+            general_share_of_pool=0.5,
         )
 
 

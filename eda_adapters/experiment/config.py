@@ -43,6 +43,7 @@ class ExperimentConfig:
     - `full_retrain`: a new draft trained from scratch on the whole regenerated pool.
 
     `budget_curve` repeats shift vs random selection at several budgets (fractions of the pool or counts).
+    `device="auto"` puts the targets on CUDA when there is one; `dtype` is how they are loaded (`bfloat16` on GPU).
     """
 
     base_target: str
@@ -51,6 +52,7 @@ class ExperimentConfig:
     output_dir: str
     tokenizer: str | None = None
     dtype: str = "float32"
+    device: str = "auto"
     seed: int = 0
     # regeneration
     max_new_tokens: int = 64

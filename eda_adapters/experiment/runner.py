@@ -174,7 +174,10 @@ class _Experiment:
 
     # ------------------------------------------------------------------ pieces
     def _load_target(self, name_or_path: str) -> PreTrainedModel:
-        model = load_causal_lm(name_or_path, dtype=self.config.dtype)
+        device = self.config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = load_causal_lm(name_or_path, dtype=self.config.dtype, device=device)
         model.requires_grad_(False)
         return model.eval()
 
