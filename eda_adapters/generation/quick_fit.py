@@ -42,23 +42,14 @@ def quick_fit_draft(
     features, logits = compute_target_features(target, sequences, mask, return_logits=True)
     draft_ids, draft_features, target_features, loss_mask = shift_for_draft(sequences, features, mask)
     target_logits = logits[:, 1:]
-    params = [p for p in draft.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    losses = []
-    draft.train()
-    for _ in range(steps):
-        rows = torch.randperm(sequences.shape[0], generator=generator)[:batch_size]
+
+    def batch_loss(rows: torch.Tensor) -> torch.Tensor:
         out = base(input_ids=draft_ids[rows], hidden_states=add_feature_noise(draft_features[rows], noise_std))
-        loss = eagle_loss(
+        return eagle_loss(
             out.last_hidden_state, out.logits, target_features[rows], target_logits[rows], loss_mask[rows]
         ).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    draft.eval()
-    return losses
+
+    return _fit(draft, batch_loss, sequences.shape[0], steps, lr, batch_size, seed)
 
 
 def quick_fit_assistant(
@@ -74,20 +65,30 @@ def quick_fit_assistant(
     same data, so that benchmarks compare EAGLE drafts against an equally trained classic assistant."""
     with torch.no_grad():
         target_logits = target(input_ids=sequences).logits
-    optimizer = torch.optim.AdamW([p for p in assistant.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    losses = []
-    assistant.train()
-    for _ in range(steps):
-        rows = torch.randperm(sequences.shape[0], generator=generator)[:batch_size]
+
+    def batch_loss(rows: torch.Tensor) -> torch.Tensor:
         logits = assistant(input_ids=sequences[rows]).logits
-        loss = F.kl_div(
+        return F.kl_div(
             F.log_softmax(logits.float(), -1), F.log_softmax(target_logits[rows].float(), -1),
             log_target=True, reduction="batchmean",
         ) / sequences.shape[1]
+
+    return _fit(assistant, batch_loss, sequences.shape[0], steps, lr, batch_size, seed)
+
+
+def _fit(
+    model: torch.nn.Module, batch_loss: Any, num_rows: int, steps: int, lr: float, batch_size: int, seed: int
+) -> list[float]:
+    """AdamW on the trainable parameters of `model` for `steps` random batches of row indices; the step losses."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        loss = batch_loss(torch.randperm(num_rows, generator=generator)[:batch_size])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assistant.eval()
+    model.eval()
     return losses
