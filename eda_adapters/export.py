@@ -27,8 +27,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +38,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data.io import atomic_directory
 from .models import EagleDraftModel
 from .tuners import EdaConfig, draft_fingerprint
 
@@ -295,20 +294,8 @@ def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> 
 @contextmanager
 def _atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary directory beside `output_dir`; move it into place only if the block succeeds."""
-    out = check_output_dir(output_dir, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(check_output_dir(output_dir, overwrite)) as tmp:
         yield tmp
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_one(

@@ -10,8 +10,6 @@ import logging
 import math
 import os
 import random
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+from ..data.io import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -125,17 +125,8 @@ def train_lm(
 
 def _atomic_save(obj, save_dir: str | os.PathLike) -> None:
     """save_pretrained into a temp dir beside `save_dir`, then rename: a crash never leaves a half-written model."""
-    save_dir = Path(save_dir)
-    save_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=save_dir.parent, prefix=f".{save_dir.name}."))
-    try:
+    with atomic_directory(save_dir) as tmp:
         obj.save_pretrained(tmp)
-        if save_dir.exists():
-            shutil.rmtree(save_dir)
-        os.replace(tmp, save_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def build_targets(
