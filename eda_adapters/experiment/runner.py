@@ -79,13 +79,16 @@ class _Experiment:
         self.out.mkdir(parents=True, exist_ok=True)
         general = self._regenerate(self.base, cfg.general_prompts, self.out / "stage1" / "regenerated")
         self.draft_dir = self.out / "stage1" / "draft"
+        stage1_settings = {**self._settings(cfg.stage1_epochs, cfg.stage1_learning_rate), "target": cfg.base_target}
         stage1_cost = self._train(
-            self.draft_dir, general, {**self._settings(cfg.stage1_epochs, cfg.stage1_learning_rate), "target": cfg.base_target},
+            self.draft_dir, general, stage1_settings,
             lambda: EagleTrainer(
                 target_model=self.base, train_dataset=general,
                 args=self._args(EagleTrainingConfig, self.draft_dir, cfg.stage1_epochs, cfg.stage1_learning_rate),
             ),
         )
+        # the shared draft is frozen from here on: fingerprint it once, it keys every adapter run
+        self.draft_fingerprint = draft_fingerprint(self._shared_draft(self.base))
         self.log(f"stage 1: shared draft trained on {stage1_cost.samples} samples in {stage1_cost.train_seconds:.1f}s")
 
         methods: list[MethodResult] = []
@@ -207,7 +210,7 @@ class _Experiment:
         cfg = self.config
         settings = {
             **self._settings(cfg.adapt_epochs, cfg.adapt_learning_rate), "eda": cfg.eda,
-            "target": target.name_or_path, "draft": draft_fingerprint(self._shared_draft(target)),
+            "target": target.name_or_path, "draft": self.draft_fingerprint,
         }
         cost = self._train(
             run_dir, data, settings,
