@@ -63,7 +63,9 @@ class DemoSize:
         )
 
 
-def build_demo(cache_dir: str | os.PathLike, size: DemoSize | None = None, seed: int = 0, log: Any = print) -> ExperimentConfig:
+def build_demo(
+    cache_dir: str | os.PathLike, size: DemoSize | None = None, seed: int = 0, log: Any = print
+) -> ExperimentConfig:
     """Train (or reuse) the tiny targets and write the prompt sets under `cache_dir`; return the experiment config."""
     size = size or DemoSize()
     cache_dir = Path(cache_dir)

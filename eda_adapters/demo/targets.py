@@ -146,7 +146,8 @@ def build_targets(
     paths.update({name: cache_dir / f"ft-{name}" for name in domains})
     if not paths["tokenizer"].exists():
         rng = random.Random(seed)
-        sample = list(general) + [t for texts in domains.values() for t in rng.sample(list(texts), min(400, len(texts)))]
+        domain_sample = [t for texts in domains.values() for t in rng.sample(list(texts), min(400, len(texts)))]
+        sample = list(general) + domain_sample
         train_tokenizer(sample, spec.vocab_size, paths["tokenizer"])
     tokenizer = PreTrainedTokenizerFast.from_pretrained(paths["tokenizer"])
 
@@ -162,7 +163,8 @@ def build_targets(
         domain_blocks = pack_tokens(texts, tokenizer, spec.seq_len)
         replay = pack_tokens(general, tokenizer, spec.seq_len)
         num_replay = min(len(replay), round(len(domain_blocks) * spec.finetune_general_replay))
-        blocks = torch.cat((domain_blocks, replay[torch.randperm(len(replay), generator=torch.Generator().manual_seed(seed))[:num_replay]]))
+        replay_rows = torch.randperm(len(replay), generator=torch.Generator().manual_seed(seed))[:num_replay]
+        blocks = torch.cat((domain_blocks, replay[replay_rows]))
         train_lm(model, blocks, spec.finetune_steps, spec.batch_size, spec.lr / 2, seed + 1, desc=f"fine-tune {name}")
         _atomic_save(model, paths[name])
     return paths

@@ -274,7 +274,8 @@ class _Experiment:
             if not row.get("reference"):
                 continue
             _, prompt_ids = render_prompt(self.tokenizer, to_messages(row[column], index), use_template)
-            answer = self.tokenizer(row["reference"], add_special_tokens=False)["input_ids"][: self.config.max_new_tokens]
+            answer = self.tokenizer(row["reference"], add_special_tokens=False)["input_ids"]
+            answer = answer[: self.config.max_new_tokens]
             answer = answer + ([eos] if eos is not None and len(answer) < self.config.max_new_tokens else [])
             input_ids.append(prompt_ids + answer)
             loss_mask.append([0] * len(prompt_ids) + [1] * len(answer))
