@@ -12,7 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from eda_adapters import EagleDraftModel, TreeConfig
 from eda_adapters.cli import main
-from eda_adapters.generation.benchmark import benchmark, format_table, save_results
+from eda_adapters.bench import benchmark, format_table, save_results
 
 
 

@@ -9,7 +9,7 @@ import torch
 from conftest import make_target
 
 from eda_adapters import EagleDraftModel, EdaConfig, TreeConfig, speculative_generate, track_acceptance
-from eda_adapters.generation import greedy_continuations, quick_fit_draft
+from eda_adapters.toys import greedy_continuations, quick_fit_draft
 
 NEW_TOKENS = 24
 TREE = TreeConfig(depth=4, top_k=3, total_tokens=12)

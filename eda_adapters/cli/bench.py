@@ -103,8 +103,9 @@ def _load_real(args: argparse.Namespace, device, dtype):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..generation.benchmark import benchmark, build_tiny_setup, format_table, save_results
+    from ..bench import benchmark, format_table, save_results
     from ..generation.tree import TreeConfig
+    from ..toys import build_tiny_setup
 
     for name in ("num_prompts", "max_new_tokens", "num_draft_tokens", "target_steps", "fit_steps", "hidden_size",
                  "num_layers"):

@@ -7,7 +7,6 @@ fine-tunes); the rest of the pipeline does not know the difference.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 from collections.abc import Sequence
@@ -15,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from ..data.io import atomic_directory
+from ..toys import train_lm  # noqa: F401  (public here before it moved to eda_adapters.toys)
 
 logger = logging.getLogger(__name__)
 
@@ -94,33 +93,6 @@ def pack_tokens(texts: Sequence[str], tokenizer: PreTrainedTokenizerFast, seq_le
     if n == 0:
         raise ValueError(f"Not enough text to fill one block of {seq_len} tokens.")
     return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
-
-
-def train_lm(
-    model: PreTrainedModel, blocks: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int = 0,
-    desc: str = "train LM",
-) -> list[float]:
-    """Plain next-token training with AdamW and a cosine schedule; returns the loss per step."""
-    model.train()
-    gen = torch.Generator().manual_seed(seed)
-    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
-    losses = []
-    for _ in (bar := tqdm(range(steps), desc=desc, leave=False)):
-        batch = blocks[torch.randint(0, blocks.shape[0], (batch_size,), generator=gen)]
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        sched.step()
-        optim.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
-    return losses
 
 
 def _atomic_save(obj, save_dir: str | os.PathLike) -> None:

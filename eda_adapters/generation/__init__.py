@@ -4,7 +4,6 @@ tree decoding, and acceptance statistics."""
 from .candidate_generator import EagleCandidateGenerator
 from .drafts import as_eagle_draft, prepare_draft
 from .hook import install_generate_hook
-from .quick_fit import greedy_continuations, quick_fit_assistant, quick_fit_draft
 from .stats import SpeculativeStats, compute_tau, track_acceptance
 from .tree import DraftTree, TreeConfig, TreeSpeculator, speculative_generate
 
@@ -18,11 +17,8 @@ __all__ = [
     "TreeSpeculator",
     "as_eagle_draft",
     "compute_tau",
-    "greedy_continuations",
     "install_generate_hook",
     "prepare_draft",
-    "quick_fit_assistant",
-    "quick_fit_draft",
     "speculative_generate",
     "track_acceptance",
 ]

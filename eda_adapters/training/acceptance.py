@@ -14,6 +14,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from ..generation.stats import track_acceptance
+
 
 def prompts_from_dataset(dataset: Iterable[dict[str, Any]], num_prompts: int) -> list[torch.LongTensor]:
     """The prompts of the first `num_prompts` samples of a draft-training dataset.
@@ -57,9 +59,6 @@ def greedy_acceptance_length(
         max_new_tokens: Tokens generated per prompt.
         show_progress: Show a progress bar over the prompts.
     """
-    # imported here: eda_adapters.generation itself imports the training losses
-    from ..generation import track_acceptance
-
     if num_draft_tokens < 1:
         raise ValueError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}.")
     device = target.get_input_embeddings().weight.device

@@ -15,12 +15,10 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 
-from ..models.eagle.modeling_eagle import EagleDraftModel
-from .quick_fit import greedy_continuations, quick_fit_assistant, quick_fit_draft
-from .stats import SpeculativeStats, active_recorders, track_acceptance
-from .tree import TreeConfig, speculative_generate
+from .generation.stats import SpeculativeStats, active_recorders, track_acceptance
+from .generation.tree import TreeConfig, speculative_generate
 
 
 @dataclass
@@ -34,78 +32,6 @@ class BenchResult:
     speedup: float
     tau: float
     matches_plain: bool
-
-
-@dataclass
-class TinySetup:
-    """A tiny target with a briefly fitted EAGLE draft and an equally fitted vanilla assistant of similar cost."""
-
-    target: PreTrainedModel
-    draft: EagleDraftModel
-    assistant: PreTrainedModel
-    prompts: list[torch.LongTensor]
-    description: str
-
-
-def _stdlib_bytes(max_bytes: int, skip_files: int = 0) -> torch.Tensor:
-    """Bytes of the Python standard library's source (offline text that exists everywhere), as tokens 0..255."""
-    files = sorted(Path(os.__file__).parent.glob("*.py"))[skip_files:]
-    data = bytearray()
-    for path in files:
-        data += path.read_bytes()
-        if len(data) >= max_bytes:
-            break
-    return torch.tensor(list(data[:max_bytes]), dtype=torch.long)
-
-
-def build_tiny_setup(
-    num_prompts: int = 8,
-    prompt_len: int = 48,
-    target_steps: int = 300,
-    fit_steps: int = 300,
-    seed: int = 0,
-    hidden_size: int = 256,
-    num_layers: int = 4,
-) -> TinySetup:
-    """A CPU-sized benchmark setup that means something, built offline in a minute or two.
-
-    The target is a byte-level Llama (vocab 256) trained for `target_steps` on Python standard-library source; the
-    EAGLE draft (1 layer) and a vanilla 1-layer Llama assistant of the same width are each fitted for `fit_steps` on
-    the target's own greedy continuations (EAGLE objective for the draft, distillation for the assistant). Prompts
-    are held-out byte windows of other standard-library files.
-    """
-    from ..demo.targets import train_lm  # plain next-token LM training, shared with the demo
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=256, hidden_size=hidden_size, intermediate_size=hidden_size * 11 // 4,
-        num_hidden_layers=num_layers, num_attention_heads=max(1, hidden_size // 64),
-        num_key_value_heads=max(1, hidden_size // 64), max_position_embeddings=1024, eos_token_id=None,
-        bos_token_id=None, pad_token_id=None,
-    )
-    target = LlamaForCausalLM(config)
-    text = _stdlib_bytes(1_500_000)
-    blocks = text[: len(text) // 128 * 128].view(-1, 128)
-    train_lm(target, blocks, target_steps, batch_size=16, lr=2e-3, seed=seed, desc="tiny target")
-    target.eval()
-
-    generator = torch.Generator().manual_seed(seed + 1)
-    starts = torch.randint(0, blocks.shape[0], (128,), generator=generator)
-    sequences = greedy_continuations(target, blocks[starts, :32], 64)
-    draft = EagleDraftModel.from_target(target)
-    quick_fit_draft(target, draft, sequences, steps=fit_steps, lr=3e-3, batch_size=16, seed=seed)
-    assistant = LlamaForCausalLM(LlamaConfig(**{**config.to_dict(), "num_hidden_layers": 1})).eval()
-    quick_fit_assistant(target, assistant, sequences, steps=fit_steps, lr=3e-3, batch_size=16, seed=seed)
-
-    held_out = _stdlib_bytes(200_000, skip_files=150)
-    offsets = torch.randint(0, len(held_out) - prompt_len, (num_prompts,), generator=generator)
-    prompts = [held_out[o : o + prompt_len][None] for o in offsets.tolist()]
-    description = (
-        f"byte-level Llama target (hidden {hidden_size}, {num_layers} layers, {target_steps} steps on Python stdlib "
-        f"source); EAGLE draft (1 layer) and vanilla Llama assistant (1 layer, same width) each fitted {fit_steps} "
-        "steps on 128 greedy continuations of the target"
-    )
-    return TinySetup(target, draft, assistant, prompts, description)
 
 
 def _synchronize(device: torch.device) -> None:
