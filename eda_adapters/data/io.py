@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict, load_from_disk
+
+from ..atomic import (  # noqa: F401  (re-exported: data.io is where these were first public)
+    atomic_directory,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+)
 
 # The file a regenerated or selected dataset directory holds (read with `datasets.Dataset.from_json`).
 DATA_FILE = "data.jsonl"
@@ -84,81 +89,27 @@ def check_token_ids(dataset: Dataset, vocab_size: int) -> None:
         )
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file and `os.replace`, so readers see the old or the new file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-
-
-@contextmanager
-def atomic_directory(output_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside `output_dir`; only if the block succeeds is it moved into place (replacing
-    what was there), so a crash never leaves a half-written directory."""
-    out = Path(output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def load_causal_lm(name_or_path: str, dtype: str = "auto", device: Any = None):
-    """Load a causal LM for data work (frozen, eval mode) with the normal transformers call; no remote code."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def load_causal_lm(name_or_path: str, dtype: str = "auto", device: Any = None, gguf_file: str | None = None):
+    """Load a frozen causal LM for data work: an HF folder, a `.gguf` file, a folder + `gguf_file`, or a packaged
+    name (see `eda_adapters.models.loading.load_target`); no remote code."""
+    from ..models.loading import load_target
 
-    if dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype)
-        )
-    except OSError as err:
-        raise FileNotFoundError(f"cannot load a model from {name_or_path!r}: {str(err).splitlines()[0]}") from err
-    if device is not None:
-        model = model.to(device)
-    return model.eval().requires_grad_(False)
+    return load_target(name_or_path, gguf_file=gguf_file, dtype=dtype, device=device)
 
 
-def load_tokenizer(name_or_path: str):
-    """`AutoTokenizer.from_pretrained` with a one-line error when there is nothing to load."""
-    from transformers import AutoTokenizer
+def load_tokenizer(name_or_path: str, gguf_file: str | None = None):
+    """The tokenizer of any target reference `load_causal_lm` accepts, with a one-line error when there is none."""
+    from ..models.loading import load_target_tokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path)
-    except OSError as err:
-        raise FileNotFoundError(f"cannot load a tokenizer from {name_or_path!r}: {str(err).splitlines()[0]}") from err
+    return load_target_tokenizer(name_or_path, gguf_file=gguf_file)
 
 
 def save_dataset_jsonl(dataset: Dataset, path: str | os.PathLike) -> None:
     """Write `dataset` as JSON lines through a temporary file (readers never see half of it)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    dataset.to_json(str(tmp), lines=True, force_ascii=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        dataset.to_json(str(tmp), lines=True, force_ascii=False)

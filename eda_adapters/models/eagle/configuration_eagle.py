@@ -35,7 +35,12 @@ class EagleDraftConfig(PretrainedConfig):
         target_name_or_path (`str`, *optional*): Name or path of that target, recorded for model cards and checks.
         save_target_heads (`bool`, defaults to `False`): Whether `save_pretrained` also writes the target's embedding
             and output head (normally they are re-attached from the target at load time).
-        tie_word_embeddings (`bool`, defaults to `False`): Whether the target ties its embedding and output head.
+        target_tie_word_embeddings (`bool`, defaults to `False`): Whether the target ties its embedding and output
+            head (SmolLM2, Qwen2.5-0.5B..3B, Llama-3.2, Gemma 3 do). Recorded for exports and checks; the draft itself
+            never ties modules it does not own.
+        tie_word_embeddings (`bool`, *optional*): The draft's own tying flag. It is derived (true only when the draft
+            saves the target's heads and the target ties them) and kept for older configs, which stored the target's
+            flag here.
     """
 
     model_type = "eagle_draft"
@@ -60,7 +65,8 @@ class EagleDraftConfig(PretrainedConfig):
         target_model_type: str | None = None,
         target_name_or_path: str | None = None,
         save_target_heads: bool = False,
-        tie_word_embeddings: bool = False,
+        target_tie_word_embeddings: bool | None = None,
+        tie_word_embeddings: bool | None = None,
         **kwargs: Any,
     ) -> None:
         for name, value in (
@@ -96,4 +102,12 @@ class EagleDraftConfig(PretrainedConfig):
         self.target_model_type = target_model_type
         self.target_name_or_path = target_name_or_path
         self.save_target_heads = save_target_heads
-        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+        if target_tie_word_embeddings is None:  # configs written before the field existed stored it in the tie flag
+            target_tie_word_embeddings = bool(tie_word_embeddings)
+        self.target_tie_word_embeddings = bool(target_tie_word_embeddings)
+        super().__init__(tie_word_embeddings=self.draft_ties_heads, **kwargs)
+
+    @property
+    def draft_ties_heads(self) -> bool:
+        """Whether the draft's own (saved) embedding and head are one tensor: only when it owns copies of them."""
+        return bool(self.save_target_heads and self.target_tie_word_embeddings)

@@ -291,36 +291,50 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
             "rope_parameters": dict(getattr(target_config, "rope_parameters", None) or {}),
             "target_model_type": target_config.model_type,
             "target_name_or_path": getattr(target_model.config, "_name_or_path", None) or None,
-            "tie_word_embeddings": bool(getattr(target_config, "tie_word_embeddings", False)),
+            "target_tie_word_embeddings": _ties_embeddings(target_model),
         }
         unknown = set(overrides) - set(EagleDraftConfig().to_dict()) - set(fields)
         if unknown:
             raise TypeError(f"EagleDraftModel.from_target got unknown config fields {sorted(unknown)}.")
         fields.update(overrides)
         save_heads = bool(fields.pop("save_target_heads", False))
+        # Built without heads of its own: the target's are attached below, and saved only when asked to.
         draft = cls(EagleDraftConfig(**fields))
         draft.config.save_target_heads = save_heads
+        draft.config.tie_word_embeddings = draft.config.draft_ties_heads
         if save_heads:
             draft._keys_to_ignore_on_save = set()
-        draft.to(device=target_model.device, dtype=target_model.get_input_embeddings().weight.dtype)
-        draft.attach_target(target_model)
-        return draft
+        return draft.attach_target(target_model)
 
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, target_model: PreTrainedModel | None = None,
         **kwargs: Any,
     ) -> EagleDraftModel:
-        """`PreTrainedModel.from_pretrained`, plus `target_model=` to attach the target's embedding and head."""
-        draft = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        """`PreTrainedModel.from_pretrained`, plus `target_model=` to attach the target's embedding and head.
+
+        Unlike the base method, a checkpoint that does not hold every weight of the draft (or holds weights the draft
+        does not have) is refused with a one-line `ValueError` instead of being completed with random values. With
+        `target_model=`, the draft follows the target's dtype and device.
+        """
+        wants_info = bool(kwargs.pop("output_loading_info", False))
+        draft, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        _check_loading_info(pretrained_model_name_or_path, info)
         if target_model is not None:
             draft.attach_target(target_model)
-        return draft
+        return (draft, info) if wants_info else draft
 
     def attach_target(self, target_model: PreTrainedModel) -> EagleDraftModel:
-        """Share (and freeze) the target's input embedding and output head; checks that the sizes match."""
+        """Share (and freeze) the target's input embedding and output head; checks that the sizes match.
+
+        The draft is moved to the device and dtype of the target's embedding, so that a draft saved in float32 runs
+        with a bfloat16 target on a GPU as it is.
+        """
         self.check_compatible(target_model)
         embed, head = target_model.get_input_embeddings(), target_model.get_output_embeddings()
+        self.to(device=embed.weight.device, dtype=embed.weight.dtype)
         for param in list(embed.parameters()) + list(head.parameters()):
             param.requires_grad_(False)
         # Plain attribute assignment registers them as submodules: the draft forwards through them and moves with
@@ -436,6 +450,33 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         from ...hub import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
+
+
+def _ties_embeddings(model: PreTrainedModel) -> bool:
+    """Whether the model's output head is its input embedding (the same tensor), whatever its config says."""
+    head = model.get_output_embeddings()
+    return head is not None and head.weight is model.get_input_embeddings().weight
+
+
+# Keys a draft checkpoint may lack without harm: the target's heads (attached at load time) and recomputed buffers.
+_OPTIONAL_KEYS = set(TARGET_HEAD_KEYS) | {"rotary_emb.inv_freq"}
+
+
+def _check_loading_info(path: str | os.PathLike, info: dict[str, Any]) -> None:
+    missing = sorted(set(info.get("missing_keys") or ()) - _OPTIONAL_KEYS)
+    unexpected = sorted(set(info.get("unexpected_keys") or ()) - _OPTIONAL_KEYS)
+    mismatched = sorted(str(item[0]) for item in info.get("mismatched_keys") or ())
+    problems = [
+        f"{label} {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
+        if keys
+    ]
+    if problems:
+        raise ValueError(
+            f"The draft checkpoint {str(path)!r} does not match its config.json ({'; '.join(problems)}): it is "
+            "damaged or in another layout; re-save it with draft.save_pretrained(), or import an EAGLE checkpoint "
+            "with EagleDraftModel.from_eagle_checkpoint()."
+        )
 
 
 def _check_causal_lm(model: Any) -> Any:
