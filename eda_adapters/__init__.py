@@ -24,7 +24,16 @@ from .generation import (
     track_acceptance,
 )
 from .hub import push_to_hub
-from .models import EagleDraftConfig, EagleDraftModel, EagleDraftOutput, EagleMLP
+from .models import (
+    PACKAGED_TARGETS,
+    EagleDraftConfig,
+    EagleDraftModel,
+    EagleDraftOutput,
+    EagleMLP,
+    convert_gguf,
+    load_target,
+    load_target_tokenizer,
+)
 from .tuners import EdaConfig, EdaLayer, EdaModel, draft_fingerprint, router_aux_loss
 from .training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig, NonFiniteLossError
 
@@ -61,6 +70,10 @@ __all__ = [
     "export_draft",
     "find_adapters",
     "merge_for_export",
+    "PACKAGED_TARGETS",
+    "convert_gguf",
+    "load_target",
+    "load_target_tokenizer",
     "push_to_hub",
     "router_aux_loss",
     "speculative_generate",

@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         + " Without --target it builds a tiny random Llama target with a briefly fitted EAGLE draft and an equally"
         " fitted 1-layer vanilla assistant (CPU-friendly; tiny models make the draft overhead large).",
     )
-    parser.add_argument("--target", help="Target causal LM (local path or Hub name, loaded with AutoModelForCausalLM).")
+    parser.add_argument("--target", help="Target causal LM: HF folder or Hub id, a .gguf file, or smollm2-135m-instruct.")
     parser.add_argument("--draft", help="EAGLE draft directory (EagleDraftModel.save_pretrained).")
     parser.add_argument("--adapter", help="Optional EDA adapter directory (PeftModel.save_pretrained) on --draft.")
     parser.add_argument("--assistant", help="Optional small vanilla causal LM for transformers' assisted generation.")
@@ -59,9 +59,8 @@ def _resolve(args: argparse.Namespace):
 
 def _load_real(args: argparse.Namespace, device, dtype):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from ..models import EagleDraftModel
+    from ..models.loading import load_target, load_target_tokenizer
 
     if not args.draft:
         raise ValueError("--target needs --draft (the EAGLE draft directory to benchmark).")
@@ -72,8 +71,8 @@ def _load_real(args: argparse.Namespace, device, dtype):
         raise FileNotFoundError(f"No prompt file at {prompts_path}.")
     if not (Path(args.draft) / "config.json").is_file():
         raise FileNotFoundError(f"No draft at {args.draft} (no config.json): pass a draft.save_pretrained directory.")
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.target)
-    target = AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype).to(device).eval()
+    tokenizer = load_target_tokenizer(args.tokenizer or args.target)
+    target = load_target(args.target, dtype=dtype, device=device)
     draft = EagleDraftModel.from_pretrained(args.draft, target_model=target, dtype=dtype).to(device).eval()
     if args.adapter:
         from peft import PeftModel
@@ -81,7 +80,7 @@ def _load_real(args: argparse.Namespace, device, dtype):
         draft = PeftModel.from_pretrained(draft, args.adapter).eval()
     assistant = None
     if args.assistant:
-        assistant = AutoModelForCausalLM.from_pretrained(args.assistant, dtype=dtype).to(device).eval()
+        assistant = load_target(args.assistant, dtype=dtype, device=device)
     lines = [line.strip() for line in prompts_path.read_text().splitlines() if line.strip()][: args.num_prompts]
     if not lines:
         raise ValueError(f"{prompts_path} has no non-empty line.")

@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--target is only used with --include-embeddings: drop it, or add --include-embeddings.")
     target = None
     if args.include_embeddings and args.target:
-        from transformers import AutoModelForCausalLM
+        from ..models.loading import load_target
 
-        target = AutoModelForCausalLM.from_pretrained(args.target)
+        target = load_target(args.target)
     draft = EagleDraftModel.from_pretrained(draft_dir, target_model=target)
     options = dict(
         format=args.format,

@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=HELP + " Writes OUTPUT_DIR/index.json + chunks/shard-*.safetensors; re-run to resume. Under "
         "`accelerate launch` every process extracts its share.",
     )
-    parser.add_argument("--model", required=True, help="The target the draft will serve: local path or Hub id.")
+    parser.add_argument("--model", required=True, help="The target the draft will serve: HF folder, Hub id, .gguf file or smollm2-135m-instruct.")
     parser.add_argument("--dataset", required=True,
                         help="Tokenized dataset (e.g. an `eda regenerate` output directory or its data.jsonl).")
     parser.add_argument(

@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=HELP + " Writes OUTPUT_DIR/data.jsonl (prompt, response, input_ids, loss_mask, ...); re-run the "
         "same command to resume an interrupted run. Under `accelerate launch` every process answers its share.",
     )
-    parser.add_argument("--model", required=True, help="The fine-tuned target: local path or Hub id.")
+    parser.add_argument("--model", required=True, help="The fine-tuned target: HF folder, Hub id, .gguf file or smollm2-135m-instruct.")
     parser.add_argument("--tokenizer", help="Tokenizer path or Hub id (default: the model's).")
     parser.add_argument(
         "--prompts", required=True,

@@ -28,8 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--method", choices=("shift", "random"), default="shift")
     parser.add_argument("--metric", choices=("cosine", "l2"), default="cosine",
                         help="Per-token shift: 1 - cosine similarity (default) or L2 distance of last hidden states.")
-    parser.add_argument("--base", help="The base target (path or Hub id); needed unless the dataset has scores.")
-    parser.add_argument("--finetuned", help="The fine-tuned target (path or Hub id).")
+    parser.add_argument("--base", help="The base target (HF folder, Hub id, .gguf file or smollm2-135m-instruct); needed unless the dataset has scores.")
+    parser.add_argument("--finetuned", help="The fine-tuned target (HF folder, Hub id, .gguf file or smollm2-135m-instruct).")
     parser.add_argument("--output-dir", required=True, help="Directory for the selection (must be new or empty).")
     parser.add_argument("--plot", action="store_true", help="Also save OUTPUT_DIR/shift_hist.png.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of --method random.")

@@ -288,7 +288,7 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
             "hidden_act": getattr(target_config, "hidden_act", "silu"),
             "max_position_embeddings": getattr(target_config, "max_position_embeddings", 4096),
             "rms_norm_eps": getattr(target_config, "rms_norm_eps", 1e-6),
-            "rope_parameters": dict(getattr(target_config, "rope_parameters", None) or {}),
+            "rope_parameters": _draft_rope_parameters(target_config),
             "target_model_type": target_config.model_type,
             "target_name_or_path": getattr(target_model.config, "_name_or_path", None) or None,
             "target_tie_word_embeddings": _ties_embeddings(target_model),
@@ -450,6 +450,20 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         from ...hub import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
+
+
+def _draft_rope_parameters(target_config: Any) -> dict[str, Any]:
+    """The target's rotary parameters as the draft uses them: one set for every draft layer.
+
+    Targets with several attention kinds (Gemma 3: sliding and full layers) keep one set per layer type; the draft
+    attends over the whole context, so it takes the full-attention set. The draft rotates whole heads, so a partial
+    rotary factor (GPT-NeoX, Phi) is not copied.
+    """
+    rope = dict(getattr(target_config, "rope_parameters", None) or {})
+    if rope and all(isinstance(value, dict) for value in rope.values()):
+        rope = dict(rope.get("full_attention") or next(iter(rope.values())))
+    rope.pop("partial_rotary_factor", None)
+    return rope
 
 
 def _ties_embeddings(model: PreTrainedModel) -> bool:
