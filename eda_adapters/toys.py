@@ -26,6 +26,8 @@ from .training.losses import add_feature_noise, eagle_loss, shift_for_draft
 __all__ = [
     "TinySetup",
     "build_tiny_setup",
+    "chat_continuations",
+    "encode_chat_prompts",
     "greedy_continuations",
     "quick_fit_assistant",
     "quick_fit_draft",
@@ -42,6 +44,37 @@ def greedy_continuations(target: PreTrainedModel, prompts: torch.LongTensor, max
     )
 
 
+def encode_chat_prompts(tokenizer: Any, prompts: list[str]) -> list[torch.LongTensor]:
+    """Each prompt as a one-turn user message through the tokenizer's chat template (plain text without one),
+    `[1, seq]` each."""
+    encoded = []
+    for prompt in prompts:
+        if getattr(tokenizer, "chat_template", None):
+            ids = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
+                return_dict=True,
+            )["input_ids"]
+        else:
+            ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        encoded.append(torch.as_tensor(ids).view(1, -1))
+    return encoded
+
+
+@torch.no_grad()
+def chat_continuations(
+    target: PreTrainedModel, prompts: list[torch.LongTensor], max_new_tokens: int
+) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """The target's greedy answers to prompts of any length, right-padded: `(sequences, attention_mask)`."""
+    rows = [target.generate(p, do_sample=False, max_new_tokens=max_new_tokens)[0] for p in prompts]
+    length = max(row.numel() for row in rows)
+    sequences = torch.zeros(len(rows), length, dtype=torch.long)
+    mask = torch.zeros_like(sequences)
+    for i, row in enumerate(rows):
+        sequences[i, : row.numel()] = row
+        mask[i, : row.numel()] = 1
+    return sequences, mask
+
+
 def quick_fit_draft(
     target: PreTrainedModel,
     draft: Any,
@@ -51,13 +84,15 @@ def quick_fit_draft(
     noise_std: float = 0.0,
     batch_size: int = 8,
     seed: int = 0,
+    attention_mask: torch.Tensor | None = None,
 ) -> list[float]:
     """Fit `draft` (an `EagleDraftModel` or a PEFT-wrapped one: only trainable parameters move) to `target` with the
-    EAGLE objective (`eagle_loss`) on `sequences` (e.g. from [`greedy_continuations`]). Returns the step losses."""
+    EAGLE objective (`eagle_loss`) on `sequences` (e.g. from [`greedy_continuations`] or, right-padded with an
+    `attention_mask`, from [`chat_continuations`]). Returns the step losses."""
     base = as_eagle_draft(draft)
     if base is None:
         raise TypeError(f"quick_fit_draft needs an EAGLE draft, got {type(draft).__name__}.")
-    mask = torch.ones_like(sequences)
+    mask = torch.ones_like(sequences) if attention_mask is None else attention_mask
     features, logits = compute_target_features(target, sequences, mask, return_logits=True)
     draft_ids, draft_features, target_features, loss_mask = shift_for_draft(sequences, features, mask)
     target_logits = logits[:, 1:]

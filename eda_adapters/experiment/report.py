@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..atomic import atomic_path, atomic_write_text
+
 #: Display order and labels of the compared methods.
 METHOD_LABELS: dict[str, str] = {
     "base_on_base": "base draft, base target",
@@ -123,11 +125,11 @@ def save_results(
         "tau_by_method": output_dir / "tau_by_method.png",
         "tau_vs_budget": output_dir / "tau_vs_budget.png",
     }
-    _write_text(
+    atomic_write_text(
         paths["json"],
         json.dumps({"methods": [asdict(r) for r in rows], "budgets": [asdict(p) for p in points]}, indent=2),
     )
-    _write_text(paths["markdown"], results_table(rows) + "\n\n" + budget_table(points) + "\n")
+    atomic_write_text(paths["markdown"], results_table(rows) + "\n\n" + budget_table(points) + "\n")
     plot_tau_by_method(rows, paths["tau_by_method"])
     if points:
         plot_tau_vs_budget(points, paths["tau_vs_budget"])
@@ -136,18 +138,11 @@ def save_results(
     return paths
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _save(fig, path: str | os.PathLike) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

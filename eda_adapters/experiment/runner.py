@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,15 +19,15 @@ from datasets import Dataset
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
-from ..data.feature_cache import dataset_fingerprint
-from ..data.io import atomic_write_json, load_causal_lm, load_rows, load_tokenizer
+from ..data.io import atomic_write_json, load_causal_lm, load_rows, load_tokenizer, save_dataset_jsonl
 from ..data.prompts import find_prompt_column, render_prompt, resolve_chat_template, to_messages
 from ..data.regenerate import regenerate
 from ..data.selection import add_shift_scores, resolve_budget, select_by_shift
+from ..fingerprints import dataset_tokens_fingerprint, draft_fingerprint
 from ..models import EagleDraftModel
 from ..training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
 from ..training.acceptance import greedy_acceptance_length, prompts_from_dataset
-from ..tuners import EdaConfig, draft_fingerprint
+from ..tuners import EdaConfig
 from .config import DomainConfig, ExperimentConfig
 from .report import BudgetPoint, MethodResult, results_table, save_results
 
@@ -198,9 +197,7 @@ class _Experiment:
             if len(scored) == len(pool):
                 return scored
         scored = add_shift_scores(pool, self.base, target, show_progress=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        scored.to_json(str(tmp))
-        os.replace(tmp, path)
+        save_dataset_jsonl(scored, path)
         return scored
 
     def _shared_draft(self, target: PreTrainedModel) -> EagleDraftModel:
@@ -246,7 +243,7 @@ class _Experiment:
         left by other data or settings is trained again rather than silently reused.
         """
         cost_file = run_dir / "train_cost.json"
-        key = {"data": dataset_fingerprint(data), **settings}
+        key = {"data": dataset_tokens_fingerprint(data), **settings}
         if cost_file.exists():
             saved = json.loads(cost_file.read_text())
             if saved.pop("key", None) == json.loads(json.dumps(key)):
