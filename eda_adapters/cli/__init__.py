@@ -26,6 +26,9 @@ SUBCOMMANDS: dict[str, str] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eda", description="Efficient Draft Adaptation for EAGLE speculative decoding.")
+    parser.add_argument(
+        "--debug", action="store_true", dest="_debug", help="Show the full traceback of input errors too (before COMMAND)."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
         module = importlib.import_module(module_name, __name__)
@@ -38,9 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        # Bad input is reported in one line naming the fix; programming errors still show their traceback.
-        print(f"eda {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        # The one error boundary: bad input is reported in one line naming the fix (exit 2); programming errors, and
+        # everything under --debug, keep their traceback.
+        from ..errors import print_input_error
+
+        if args._debug or not print_input_error(args.command, err):
+            raise
         return 2
 
 

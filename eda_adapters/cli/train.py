@@ -27,7 +27,12 @@ ADAPTER_FIELDS = (
     "private_intermediate_size",
     "router_aux_loss_coef",
     "init_private_weights",
+    "init_private_from",
+    "modules_to_save",
 )
+#: Fields of EdaConfig exposed as `eda train-draft --joint_private` flags (the stage-1 private expert's shape).
+JOINT_ADAPTER_FIELDS = ADAPTER_FIELDS[:5]
+
 
 
 @dataclass
@@ -52,6 +57,19 @@ class DraftScriptArguments:
 
 
 @dataclass
+class TrainDraftScriptArguments(DraftScriptArguments):
+    """Models and data of `eda train-draft`, and whether a private expert trains jointly with the shared draft."""
+
+    joint_private: bool = field(
+        default=False,
+        metadata={
+            "help": "The official EDA design's stage 1: train a private EDA expert jointly with the shared draft; "
+            "the shared draft is saved to output_dir, the stage-1 adapter to output_dir/stage1_adapter."
+        },
+    )
+
+
+@dataclass
 class AdaptScriptArguments(DraftScriptArguments):
     """Models and data of `eda adapt`."""
 
@@ -63,9 +81,9 @@ COMMANDS = {
     # name: (help, script arguments, trainer config, adapter fields)
     "train-draft": (
         "Stage 1: train a shared EAGLE draft for a base target (EagleTrainer).",
-        DraftScriptArguments,
+        TrainDraftScriptArguments,
         EagleTrainingConfig,
-        (),
+        JOINT_ADAPTER_FIELDS,
     ),
     "adapt": (
         "Stage 2: train a private EDA adapter of a shared draft for a fine-tuned target (EdaTrainer).",
@@ -115,17 +133,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     raise RuntimeError("train-draft and adapt are both registered already.")
 
 
-def _read_yaml(path: str) -> dict[str, Any]:
-    import yaml
+def _read_yaml(path: str, hints: dict[str, Any]) -> dict[str, Any]:
+    """The `--config` file's values, converted to the fields' types the way the same values given as flags are."""
+    from ..validation import coerce_config_values, read_yaml_mapping
 
-    try:
-        with open(path) as handle:
-            values = yaml.safe_load(handle) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Config file {path} does not exist.") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a YAML mapping of flag names to values, got {type(values).__name__}.")
-    return values
+    return coerce_config_values(read_yaml_mapping(path, "--config"), hints, f"--config {path}")
 
 
 def resolve_arguments(command: str, args: argparse.Namespace) -> tuple[Any, Any, EdaConfig | None]:
@@ -137,7 +149,12 @@ def resolve_arguments(command: str, args: argparse.Namespace) -> tuple[Any, Any,
         "config": [f.name for f in _dataclass_fields(config_cls)],
     }
     flags = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
-    values = _read_yaml(flags["config"]) if flags.get("config") else {}
+    hints = {
+        f.name: f.type
+        for cls, names in ((script_cls, None), (EdaConfig, adapter_fields), (config_cls, None))
+        for f in _dataclass_fields(cls, names)
+    }
+    values = _read_yaml(flags["config"], hints) if flags.get("config") else {}
     known = {name for names in groups.values() for name in names}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -150,8 +167,22 @@ def resolve_arguments(command: str, args: argparse.Namespace) -> tuple[Any, Any,
     for required in ("target", "dataset", "draft") if command == "adapt" else ("target", "dataset"):
         if getattr(script, required) is None:
             raise ValueError(f"eda {command} needs --{required} (a flag or a key of the --config YAML file).")
-    adapter = EdaConfig(**pick["adapter"]) if adapter_fields else None
+    wants_adapter = command == "adapt" or getattr(script, "joint_private", False)
+    if pick["adapter"] and not wants_adapter:
+        raise ValueError(f"{sorted(pick['adapter'])} shape the joint private expert: add --joint_private true.")
+    adapter = EdaConfig(**pick["adapter"]) if wants_adapter else None
     return script, config_cls(**pick["config"]), adapter
+
+def _check_inputs(script: Any, config: Any, stage: str) -> None:
+    """What can be checked before any model is loaded: damaged weights, a missing draft, an unusable output_dir."""
+    from ..training.run_signature import check_output_dir
+    from ..validation import check_model_dir, check_output_path
+
+    check_model_dir(script.target, "--target", "target model")
+    check_model_dir(script.draft, "--draft", "draft", required=True)
+    check_output_path(config.output_dir, "--output_dir")
+    check_output_dir(config.output_dir, {"stage": stage})  # the trainer compares the whole run signature later
+
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--{flag}: no dataset at {path!r}.")
     if config.dataset_name is None:
         config.dataset_name = script.dataset
+    _check_inputs(script, config, trainer_cls._stage)
     trainer_cls = EdaTrainer if args.command == "adapt" else EagleTrainer
     trainer = trainer_cls(
         model=script.draft, target_model=script.target, args=config, peft_config=adapter, **datasets

@@ -35,8 +35,16 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from ..validation import check_causal_lm
 from .features import compute_target_features
-from .io import DatasetLike, atomic_write_json, check_token_ids, load_rows, require_columns
+from .io import (
+    DatasetLike,
+    atomic_write_json,
+    check_row_lengths,
+    check_token_ids,
+    load_rows,
+    require_columns,
+)
 from .runs import ChunkedRun, process_state
 from .signature import IDENTITY_KEYS, check_target_signature, target_signature
 
@@ -106,10 +114,12 @@ def extract_features(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_causal_lm(target, "the target")
     rows = load_rows(dataset)
     require_columns(rows, ["input_ids"], "feature extraction")
     if len(rows) == 0:
         raise ValueError("the dataset is empty")
+    check_row_lengths(rows, f"the dataset {dataset}" if isinstance(dataset, (str, os.PathLike)) else "the dataset")
     rows = rows.select_columns(["input_ids"] + (["loss_mask"] if "loss_mask" in rows.column_names else []))
     dtype_name = _dtype_name(dtype, target)
     signature = target_signature(target)

@@ -56,7 +56,7 @@ def _load_path(path: Path, split: str) -> Dataset:
         raise FileNotFoundError(f"no dataset at {str(path)!r}")
     if path.is_dir():
         if (path / DATA_FILE).is_file():
-            return Dataset.from_json(str(path / DATA_FILE))
+            return _read_json(path / DATA_FILE)
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
             return load_rows(load_from_disk(str(path)), split)
         raise FileNotFoundError(
@@ -64,12 +64,30 @@ def _load_path(path: Path, split: str) -> Dataset:
         )
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        return Dataset.from_json(str(path))
+        return _read_json(path)
     if suffix == ".parquet":
         return Dataset.from_parquet(str(path))
     if suffix == ".arrow":
         return Dataset.from_file(str(path))
     raise ValueError(f"unknown dataset file type {suffix!r} for {str(path)!r}: use .jsonl, .json, .parquet or .arrow")
+
+
+def _read_json(path: Path) -> Dataset:
+    """`Dataset.from_json`, with a one-line error naming the file and line when it cannot be read (datasets raises an
+    80-line `DatasetGenerationError`, or `StopIteration` for an empty file)."""
+    from ..errors import EdaInputError
+    from ..validation import check_utf8, find_json_lines_problem
+
+    if path.stat().st_size == 0:
+        raise EdaInputError(f"{path} is empty: it needs one JSON object per line")
+    check_utf8(path)  # datasets would read invalid bytes without a word, and they fail later, far from the file
+    try:
+        return Dataset.from_json(str(path))
+    except Exception as err:
+        problem = find_json_lines_problem(path)
+        if problem is None:
+            raise
+        raise EdaInputError(problem) from err
 
 
 def require_columns(dataset: Dataset, columns: Iterable[str], what: str) -> None:
@@ -87,6 +105,19 @@ def check_token_ids(dataset: Dataset, vocab_size: int) -> None:
             f"token ids up to {largest} do not fit the target's vocabulary of {vocab_size}: the dataset was "
             "tokenized for another model"
         )
+
+
+def check_row_lengths(dataset: Dataset, what: str) -> None:
+    """Refuse rows whose `loss_mask` or `attention_mask` is not as long as their `input_ids`, naming the first one."""
+    for column in ("loss_mask", "attention_mask"):
+        if column not in dataset.column_names:
+            continue
+        for index, (ids, mask) in enumerate(zip(dataset["input_ids"], dataset[column])):
+            if len(mask) != len(ids):
+                raise ValueError(
+                    f"{what}: row {index} has {len(ids)} input_ids but a {column} of {len(mask)}; each row's "
+                    f"{column} must be as long as its input_ids"
+                )
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -29,6 +29,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..validation import check_causal_lm
 from .io import DATA_FILE, DatasetLike, atomic_write_jsonl, load_causal_lm, load_rows, load_tokenizer, read_jsonl
 from .prompts import find_prompt_column, render_prompt, resolve_chat_template, to_messages
 from .runs import ChunkedRun, process_state
@@ -145,6 +146,7 @@ def regenerate(
     if backend == "transformers" and target_path is not None:
         target = load_causal_lm(str(target_path), device=state.device)
     if backend == "transformers":
+        check_causal_lm(target, "the target")  # a masked LM would "generate" without a word
         target.eval()
         if len(tokenizer) > target.config.get_text_config().vocab_size:
             raise ValueError(

@@ -24,6 +24,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..validation import check_causal_lm
 from .feature_cache import pad_batch
 from .features import compute_target_features
 from .io import DatasetLike, check_token_ids, load_rows, require_columns
@@ -42,7 +43,14 @@ def check_same_tokens(
 ) -> None:
     """Representation shift compares the two targets on the same tokens: require equal hidden sizes, vocabularies
     and (when given) identical tokenizers. Raises a one-line `ValueError` otherwise."""
+    check_causal_lm(base, "the base target")
+    check_causal_lm(finetuned, "the fine-tuned target")
     base_cfg, ft_cfg = base.config.get_text_config(), finetuned.config.get_text_config()
+    if base_cfg.model_type != ft_cfg.model_type:
+        raise ValueError(
+            f"the base target is a {base_cfg.model_type} model but the fine-tuned target a {ft_cfg.model_type} one: "
+            "shift compares a fine-tune with its own base model; pass the model it was fine-tuned from"
+        )
     if base_cfg.hidden_size != ft_cfg.hidden_size:
         raise ValueError(
             f"the base target has hidden size {base_cfg.hidden_size} but the fine-tuned target has "

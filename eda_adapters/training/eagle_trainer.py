@@ -18,20 +18,23 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..data import CachedFeatureDataset, check_target_signature, compute_target_features, load_rows
 from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
 from ..data.signature import target_fingerprint
 from ..models import EagleDraftModel
-from ..tuners import router_aux_loss
+from ..tuners import EdaConfig, router_aux_loss
 from .acceptance import greedy_acceptance_length, prompts_from_dataset
 from .collator import FEATURES_KEY, DraftDataCollator
+from .joint import adapter_signature, joint_draft, load_joint_draft, save_joint_draft
 from .eagle_config import EagleTrainingConfig
 from .losses import add_feature_noise, eagle_loss, shift_for_draft
 from .run_signature import (
     SIGNATURE_HYPERPARAMETERS,
     check_run_signature,
+    check_output_dir,
     dataset_fingerprint,
     write_run_signature,
 )
@@ -96,7 +99,12 @@ class EagleTrainer(Trainer):
         tau_dataset: Held-out samples whose prompts are used to measure tau (see [`EagleTrainingConfig`]).
         data_collator: Defaults to [`DraftDataCollator`] with the config's `max_length`/`pad_to_multiple_of`.
         callbacks, optimizers: As in `transformers.Trainer`.
-        peft_config: Not accepted here (the whole draft trains in stage 1); use [`EdaTrainer`] for adapters.
+        peft_config (`EdaConfig`, *optional*):
+            The official EDA design's stage 1: the draft's MLP is a shared expert plus this private adapter from the
+            start, and both train jointly (everything but the target's heads), so the shared expert learns what is
+            common and the private one what is specific to the base target. `save_model` then writes the shared draft
+            to `output_dir` and the stage-1 adapter to `output_dir/stage1_adapter` (start a stage-2 adapter from it
+            with `EdaConfig(init_private_weights="copy", init_private_from=...)`). Without it the plain draft trains.
 
     Example:
 
@@ -184,10 +192,15 @@ class EagleTrainer(Trainer):
         self, model: nn.Module | str | None, target: PreTrainedModel, args: EagleTrainingConfig, peft_config: Any
     ) -> nn.Module:
         """Return the trainable draft attached to `target` (stage 1: the whole draft minus the target's heads)."""
-        if peft_config is not None:
+        if peft_config is not None and not isinstance(peft_config, EdaConfig):
             raise TypeError(
-                "EagleTrainer trains the whole shared draft (stage 1) and takes no peft_config: train an EDA adapter "
-                "with EdaTrainer(model=draft, peft_config=EdaConfig(...))."
+                f"EagleTrainer's peft_config is an EdaConfig (a private expert trained jointly with the shared draft), "
+                f"got {type(peft_config).__name__}: train other adapters with EdaTrainer or PEFT."
+            )
+        if peft_config is not None and (peft_config.modules_to_save or peft_config.init_private_weights == "copy"):
+            raise ValueError(
+                "Stage 1 trains the whole draft with its private expert: modules_to_save and init_private_weights="
+                "'copy' are stage-2 options (EdaTrainer); leave them unset here."
             )
         if model is None:
             model = EagleDraftModel.from_target(target, num_layers=args.draft_num_layers)
@@ -201,8 +214,15 @@ class EagleTrainer(Trainer):
         if not isinstance(model, EagleDraftModel):
             raise TypeError(f"model must be an EagleDraftModel, a path to one, or None; got {type(model).__name__}.")
         model.attach_target(target)
+        if peft_config is not None:
+            model = joint_draft(model, peft_config)
         self._upcast_trainable(model, args)
         return model
+
+    @property
+    def _joint(self) -> bool:
+        """Whether this stage-1 run trains the shared draft jointly with a private EDA adapter."""
+        return self._stage == "eagle" and hasattr(self.accelerator.unwrap_model(self.model), "peft_config")
 
     @staticmethod
     def _upcast_trainable(model: nn.Module, args: EagleTrainingConfig) -> None:
@@ -239,7 +259,12 @@ class EagleTrainer(Trainer):
             inputs["input_ids"], features, inputs["loss_mask"] * attention_mask
         )
         if mode == "train":
-            draft_features = add_feature_noise(draft_features, self.args.feature_noise_std)
+            draft_features = add_feature_noise(
+                draft_features,
+                self.args.feature_noise_std,
+                kind=self.args.feature_noise_type,
+                lengths=attention_mask.sum(-1),
+            )
         outputs = model(input_ids=draft_ids, hidden_states=draft_features, attention_mask=attention_mask[:, 1:])
         terms = eagle_loss(
             outputs.last_hidden_state,
@@ -271,7 +296,12 @@ class EagleTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _router_aux_loss_coef(self) -> float:
-        return 0.0  # stage 1 has no router
+        model = self.accelerator.unwrap_model(self.model)
+        if not hasattr(model, "peft_config"):
+            return 0.0  # a plain draft has no router
+        adapter = model.peft_config[model.active_adapter]
+        return adapter.router_aux_loss_coef if adapter.is_routed else 0.0
+
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Stop before the optimizer step if the loss is NaN/inf on any process (weights and checkpoints stay good)."""
@@ -373,10 +403,13 @@ class EagleTrainer(Trainer):
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     def _draft_signature(self, draft_config: Any) -> dict[str, Any]:
-        return {
+        signature = {
             key: getattr(draft_config, key)
             for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
         }
+        if self._joint:
+            signature["adapter"] = adapter_signature(self.accelerator.unwrap_model(self.model))
+        return signature
 
     def train(
         self,
@@ -398,6 +431,9 @@ class EagleTrainer(Trainer):
         if resume_from_checkpoint:
             if not os.path.isdir(resume_from_checkpoint):
                 raise FileNotFoundError(f"Checkpoint {resume_from_checkpoint} does not exist.")
+        if self.args.should_save:
+            check_output_dir(self.args.output_dir, signature)  # never train over another run's files
+        self._check_trainable_tokens()
             check_run_signature(resume_from_checkpoint, signature)
         self._signature = signature
         if self.args.should_save:
@@ -413,6 +449,42 @@ class EagleTrainer(Trainer):
             output.metrics["tau"] = tau
             self.log({"tau": tau})
         return output
+
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Joint stage 1 saves the shared draft to `output_dir` and the private adapter to `output_dir/stage1_adapter`."""
+        if not self._joint:
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        save_joint_draft(self.accelerator.unwrap_model(self.model), output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        if not self._joint:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_joint_draft(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+
+    def _check_trainable_tokens(self) -> None:
+        """Refuse a training set with no token to learn from (all loss masks zero within `max_length`)."""
+        data = self.train_dataset
+        if data is None or not hasattr(data, "__len__") or len(data) == 0:
+            return
+        limit = self.args.max_length
+        columns = getattr(data, "column_names", None)
+        if columns is not None and "loss_mask" not in columns:
+            masks = ([1] * len(ids) for ids in data["input_ids"])
+        elif columns is not None:
+            masks = iter(data["loss_mask"])
+        else:  # cached features: read the masks row by row
+            masks = (data[i]["loss_mask"].tolist() for i in range(len(data)))
+        for mask in masks:  # the first position has no previous feature: it is never a loss position
+            if any(mask[1:limit]):
+                return
+        where = f" within max_length={limit}" if limit is not None else ""
+        raise ValueError(
+            f"Nothing to train on: the {len(data)} training samples have 0 usable tokens (loss_mask is 0 everywhere"
+            f"{where}, the first token excepted): check the data's loss_mask, or raise max_length above the prompts' "
+            "length."
+        )
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)

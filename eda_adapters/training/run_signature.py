@@ -31,6 +31,7 @@ SIGNATURE_HYPERPARAMETERS = (
     "regression_weight",
     "ce_weight",
     "feature_noise_std",
+    "feature_noise_type",
     "max_length",
 )
 
@@ -96,4 +97,32 @@ def check_run_signature(checkpoint: str | os.PathLike, signature: dict[str, Any]
         raise ValueError(
             f"Cannot resume from {checkpoint}: it belongs to another run ({'; '.join(diffs)}). Resume with the same "
             "draft, target, data and hyperparameters, or start a new run in a fresh output_dir."
+        )
+
+
+def check_output_dir(output_dir: str | os.PathLike, signature: dict[str, Any]) -> None:
+    """Refuse to train into a non-empty `output_dir` that is not this run's own directory.
+
+    The directory is this run's own when its `run_signature.json` matches `signature` (then resuming, or training the
+    same run again, is allowed). A signature holding only `{"stage": ...}` makes an early check (before the models are
+    loaded) that compares the files' origin and the training stage only.
+    """
+    if not os.path.isdir(output_dir):
+        if os.path.exists(output_dir):
+            raise ValueError(f"output_dir {output_dir} is a file: pass a directory path")
+        return
+    if not os.listdir(output_dir):
+        return
+    found = read_run_signature(output_dir)
+    if found is None:
+        raise ValueError(
+            f"output_dir {output_dir} is not empty and was not written by an eda_adapters trainer: choose a new or "
+            "empty output_dir (nothing there is overwritten)"
+        )
+    expected = signature if len(signature) > 1 else {"stage": signature["stage"]}
+    diffs = _differences(expected, found if len(signature) > 1 else {"stage": found.get("stage")})
+    if diffs:
+        raise ValueError(
+            f"output_dir {output_dir} holds another run ({'; '.join(diffs[:4])}): choose a new output_dir, or run "
+            "with that run's draft, target, data and hyperparameters to resume it"
         )

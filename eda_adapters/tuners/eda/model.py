@@ -56,9 +56,26 @@ class EdaModel(BaseTuner):
                 f"{config.draft_intermediate_size}, but this draft's is {intermediate}: load it onto the draft it was "
                 f"trained with ({config.base_model_name_or_path or 'see adapter_config.json'})."
             )
+        if config.draft_fingerprint is not None and fingerprint is not None and config.draft_fingerprint != fingerprint:
+            from ...errors import DraftMismatchWarning
+
+            warnings.warn(
+                f"EDA adapter '{adapter_name}' was trained on another draft: its adapter_config.json records draft "
+                f"fingerprint {config.draft_fingerprint}, this draft's is {fingerprint} (same sizes, other shared "
+                f"weights), so its outputs will not be the trained ones; load it onto its own draft "
+                f"({config.base_model_name_or_path or 'see adapter_config.json'}).",
+                DraftMismatchWarning,
+                stacklevel=2,
+            )
         config.draft_hidden_size = config.draft_hidden_size or hidden
         config.draft_intermediate_size = config.draft_intermediate_size or intermediate
         config.draft_fingerprint = config.draft_fingerprint or fingerprint
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
+        config = self.peft_config[adapter_name]
+        if config.init_private_weights == "copy":
+            copy_private_weights(model, adapter_name, config.init_private_from)
 
     def _create_and_replace(
         self,
@@ -103,6 +120,51 @@ def router_aux_loss(model: nn.Module) -> torch.Tensor | None:
     return torch.stack(losses).sum() if losses else None
 
 
+def copy_private_weights(model: nn.Module, adapter_name: str, source: str | None) -> None:
+    """Start adapter `adapter_name`'s private experts (and router) from the saved EDA adapter at `source`.
+
+    `source` is typically the stage-1 adapter trained jointly with the shared draft (`<output_dir>/stage1_adapter` of
+    `EagleTrainer(peft_config=EdaConfig(...))`). A missing source only warns: when a saved adapter whose config says
+    "copy" is loaded again, its own weights replace these anyway (trainers check the path before creating one).
+    """
+    import os
+
+    from peft.utils import load_peft_weights
+
+    if not source or not os.path.isdir(source):
+        warnings.warn(
+            f"EDA adapter '{adapter_name}': init_private_from={source!r} is not a directory; its private experts keep "
+            "their random initialisation (expected only when loading a saved adapter, whose weights replace them)."
+        )
+        return
+    weights = load_peft_weights(source, device="cpu")
+    copied = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, EdaLayer) or adapter_name not in module.eda_gate_proj:
+            continue
+        for proj_name in EdaLayer.adapter_layer_names:
+            proj = getattr(module, proj_name)
+            if adapter_name not in proj:
+                continue
+            key = f"base_model.model.{name}.{proj_name}.weight"
+            if key not in weights:
+                raise ValueError(
+                    f"init_private_from={source!r} has no {key!r}: copy from an EDA adapter of this draft's layout "
+                    "(same target_modules and number of experts)."
+                )
+            weight = proj[adapter_name].weight
+            if tuple(weights[key].shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"init_private_from={source!r}: {key} has shape {tuple(weights[key].shape)}, this adapter's is "
+                    f"{tuple(weight.shape)}: use the same num_private_experts and private_intermediate_size."
+                )
+            with torch.no_grad():
+                weight.copy_(weights[key].to(weight.dtype))
+            copied += 1
+    if not copied:
+        raise ValueError(f"init_private_from={source!r}: no wrapped MLP of this draft matches its weights.")
+
+
 def draft_fingerprint(model: nn.Module) -> str | None:
     """A short, dtype-independent digest of a draft's shared weights (its `fc` fusion layer).
 
@@ -112,7 +174,9 @@ def draft_fingerprint(model: nn.Module) -> str | None:
     """
     import hashlib
 
-    weight = model.fc.weight.detach()
+    fc = model.fc
+    # with `modules_to_save=["fc"]` PEFT wraps fc; the shared draft's own fc is the wrapper's original module
+    weight = getattr(fc, "original_module", fc).weight.detach()
     if weight.is_meta:
         return None
     sample = weight.flatten()[:: max(1, weight.numel() // 4096)][:4096].float().cpu()
