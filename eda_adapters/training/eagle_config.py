@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .losses import FEATURE_NOISE_TYPES
+
 
 @dataclass
 class EagleTrainingConfig(TrainingArguments):
@@ -27,8 +29,12 @@ class EagleTrainingConfig(TrainingArguments):
             Weight of the cross-entropy between the draft's and the target's next-token distributions (both through the
             target's frozen output head).
         feature_noise_std (`float`, defaults to `0.1`):
-            Standard deviation of the uniform noise added to the target features the draft reads (training only; EAGLE's
-            robustness trick against its own prediction errors at inference time). `0` disables it.
+            Scale of the noise added to the target features the draft reads (training only; EAGLE's robustness trick
+            against its own prediction errors at inference time): the standard deviation for `"uniform"`/`"gaussian"`,
+            the authors' `std` for `"length_scaled"` (they use 0.2). `0` disables it.
+        feature_noise_type (`str`, defaults to `"uniform"`):
+            `"uniform"`, `"gaussian"`, or `"length_scaled"` (the authors' uniform noise of half-width
+            `feature_noise_std * 256 / sequence length`), see [`eda_adapters.training.add_feature_noise`].
 
         > Parameters of the data
 
@@ -72,7 +78,11 @@ class EagleTrainingConfig(TrainingArguments):
         default=0.1, metadata={"help": "Weight of the cross-entropy to the target's distribution."}
     )
     feature_noise_std: float = field(
-        default=0.1, metadata={"help": "Std of the uniform noise on the input target features (0 disables)."}
+        default=0.1, metadata={"help": "Scale of the noise on the input target features (0 disables)."}
+    )
+    feature_noise_type: str = field(
+        default="uniform",
+        metadata={"help": "Noise kind.", "choices": list(FEATURE_NOISE_TYPES)},
     )
 
     # -- data
@@ -98,6 +108,11 @@ class EagleTrainingConfig(TrainingArguments):
             raise ValueError(
                 f"{type(self).__name__}: regression_weight and ce_weight must be >= 0 and not both 0, got "
                 f"{self.regression_weight} and {self.ce_weight}."
+            )
+        if self.feature_noise_type not in FEATURE_NOISE_TYPES:
+            raise ValueError(
+                f"{type(self).__name__}.feature_noise_type must be one of {list(FEATURE_NOISE_TYPES)}, got "
+                f"{self.feature_noise_type!r}."
             )
         if self.feature_noise_std < 0:
             raise ValueError(f"{type(self).__name__}.feature_noise_std must be >= 0, got {self.feature_noise_std}.")

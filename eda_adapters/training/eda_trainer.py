@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from peft import PeftModel, get_peft_model
@@ -13,17 +14,7 @@ from ..tuners import EdaConfig, EdaLayer, draft_fingerprint
 from .eagle_config import EagleTrainingConfig
 from .eagle_trainer import EagleTrainer
 from .eda_config import EdaTrainingConfig
-
-#: EdaConfig fields that define the adapter being trained (part of the run signature).
-_ADAPTER_SIGNATURE_FIELDS = (
-    "target_modules",
-    "num_private_experts",
-    "num_experts_per_tok",
-    "private_intermediate_size",
-    "router_aux_loss_coef",
-    "init_private_weights",
-)
-
+from .joint import STAGE1_ADAPTER_DIR, adapter_signature
 
 class EdaTrainer(EagleTrainer):
     r"""Trainer for stage 2: only the private EDA adapter of a shared draft trains, for a fine-tuned target.
@@ -33,7 +24,11 @@ class EdaTrainer(EagleTrainer):
 
     - `model` is the shared stage-1 draft plus `peft_config=EdaConfig(...)` (wrapped with `peft.get_peft_model`, as TRL
       trainers do with a LoRA config), or a `PeftModel` that already holds a trainable EDA adapter.
-    - Only the active adapter's private parameters train; the shared draft and the target's heads stay bit-identical.
+    - Only the active adapter's private parameters train, plus PEFT's trained copies of the shared modules its
+      `EdaConfig.modules_to_save` declares (e.g. `["fc"]`, as the authors do); the shared draft's own tensors and the
+      target's heads stay bit-identical, and any other trainable parameter is refused.
+    - The private experts start as `EdaConfig.init_private_weights` says: zero down projection, random, or a copy of
+      the stage-1 private expert (`"copy"` with `init_private_from=<stage-1 output>/stage1_adapter`).
     - Routed adapters (`num_private_experts > 1`) add `EdaConfig.router_aux_loss_coef * eda_adapters.router_aux_loss`.
     - Checkpoints and `save_model` hold the adapter (PEFT format: `adapter_config.json` + `adapter_model.safetensors`),
       not the whole draft; load them with `PeftModel.from_pretrained(draft, path)`.
@@ -91,6 +86,11 @@ class EdaTrainer(EagleTrainer):
                 )
             if not isinstance(peft_config, EdaConfig):
                 raise TypeError(f"peft_config must be an EdaConfig, got {type(peft_config).__name__}.")
+            if peft_config.init_private_weights == "copy" and not os.path.isdir(peft_config.init_private_from):
+                raise FileNotFoundError(
+                    f"EdaConfig(init_private_from={peft_config.init_private_from!r}) is not a directory: pass the "
+                    f"stage-1 adapter saved by EagleTrainer(peft_config=...) as <output_dir>/{STAGE1_ADAPTER_DIR}."
+                )
             _check_shared_mlps(model, peft_config)
             model.attach_target(target)
             model = get_peft_model(model, peft_config)
@@ -100,27 +100,29 @@ class EdaTrainer(EagleTrainer):
                 "The adapter has no trainable parameters: load it with PeftModel.from_pretrained(draft, path, "
                 "is_trainable=True)."
             )
-        shared = [name for name in trainable if ".eda_" not in name]
+        adapter_name = model.active_adapter
+        declared = model.peft_config[adapter_name].modules_to_save or []
+        # the private experts, and PEFT's trained copies of the declared shared modules; nothing else may train
+        shared = [
+            name
+            for name in trainable
+            if ".eda_" not in name and f".modules_to_save.{adapter_name}." not in name
+        ]
         if shared:
             raise ValueError(
-                f"Stage 2 trains only private EDA parameters, but shared ones are trainable too ({shared[:3]}...): "
-                "freeze them (requires_grad_(False)) or train the whole draft with EagleTrainer."
+                f"Stage 2 trains the private EDA parameters and the declared modules_to_save {declared}, but other "
+                f"shared ones are trainable too ({shared[:3]}...): freeze them (requires_grad_(False)), declare them "
+                "in EdaConfig(modules_to_save=[...]), or train the whole draft with EagleTrainer."
             )
         self._upcast_trainable(model, args)
         return model
 
-    def _router_aux_loss_coef(self) -> float:
-        model = self.accelerator.unwrap_model(self.model)
-        adapter = model.peft_config[model.active_adapter]
-        return adapter.router_aux_loss_coef if adapter.is_routed else 0.0
-
     def _draft_signature(self, draft_config: Any) -> dict[str, Any]:
         model = self.accelerator.unwrap_model(self.model)
-        adapter = model.peft_config[model.active_adapter]
         return {
             **super()._draft_signature(draft_config),
             "shared_fingerprint": draft_fingerprint(model.get_base_model()),
-            "adapter": {key: getattr(adapter, key) for key in _ADAPTER_SIGNATURE_FIELDS},
+            "adapter": adapter_signature(model),
         }
 
     def model_card_info(self) -> dict[str, Any]:

@@ -19,12 +19,41 @@ class EagleLossOutput:
     num_tokens: int
 
 
-def add_feature_noise(features: torch.Tensor, noise_std: float) -> torch.Tensor:
-    """EAGLE's input noise on the target features: uniform, zero-mean, with standard deviation `noise_std`."""
+#: Feature-noise kinds of `add_feature_noise` (and of `EagleTrainingConfig.feature_noise_type`).
+FEATURE_NOISE_TYPES = ("uniform", "gaussian", "length_scaled")
+
+
+def add_feature_noise(
+    features: torch.Tensor,
+    noise_std: float,
+    kind: str = "uniform",
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """EAGLE's input noise on the target features the draft reads (training only).
+
+    Args:
+        features (`torch.Tensor`): `[B, S, H]` features.
+        noise_std (`float`): Scale of the noise; `0` disables it.
+        kind (`str`, defaults to `"uniform"`):
+            - `"uniform"`: zero-mean uniform noise with standard deviation `noise_std`.
+            - `"gaussian"`: zero-mean Gaussian noise with standard deviation `noise_std`.
+            - `"length_scaled"`: the EAGLE/EDA authors' training scripts: uniform on `[-a, a]` with
+              `a = noise_std * 256 / L`, `L` the length of each sequence (their `(rand - 0.5) * std * 512 / L`, used
+              with `std=0.2`), so short sequences get more noise.
+        lengths (`torch.Tensor`, *optional*): `[B]` sequence lengths for `"length_scaled"`; defaults to `S`.
+    """
     if noise_std <= 0:
         return features
-    # U(-a, a) has std a / sqrt(3)
-    half_width = noise_std * 3**0.5
+    if kind == "gaussian":
+        return features + torch.randn_like(features) * noise_std
+    if kind == "uniform":
+        half_width = noise_std * 3**0.5  # U(-a, a) has std a / sqrt(3)
+    elif kind == "length_scaled":
+        if lengths is None:
+            lengths = torch.full((features.shape[0],), features.shape[1], device=features.device)
+        half_width = (noise_std * 256.0 / lengths.to(features.dtype).clamp_min(1.0)).view(-1, 1, 1)
+    else:
+        raise ValueError(f"Unknown feature noise kind {kind!r}: use one of {list(FEATURE_NOISE_TYPES)}.")
     return features + (torch.rand_like(features) * 2 - 1) * half_width
 
 

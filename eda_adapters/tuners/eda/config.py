@@ -9,6 +9,10 @@ from peft.config import PeftConfig
 from peft.utils import PeftType
 
 
+#: Shared draft modules that `EdaConfig.modules_to_save` may declare trainable in stage 2.
+TRAINABLE_SHARED_MODULES = ("fc", "self_attn", "post_attention_layernorm", "input_layernorm")
+
+
 @dataclass
 class EdaConfig(PeftConfig):
     """Configuration of an EDA (Efficient Draft Adaptation) adapter: a *private* SwiGLU branch beside a draft's MLP.
@@ -33,8 +37,18 @@ class EdaConfig(PeftConfig):
         router_aux_loss_coef (`float`, defaults to 0.01):
             Weight of the Switch-style load-balancing loss that trainers add for routed adapters (0 disables it).
         init_private_weights (`str`, defaults to `"zero"`):
-            `"zero"` zero-initialises each expert's down projection so that a fresh adapter leaves the draft's output
-            unchanged (like LoRA's B=0); `"random"` initialises all private weights randomly.
+            How the private experts start. `"zero"` zero-initialises each expert's down projection so that a fresh
+            adapter leaves the draft's output unchanged (like LoRA's B=0); `"random"` initialises all private weights
+            randomly (the authors' stage 2); `"copy"` copies them from the stage-1 adapter at `init_private_from`
+            (the private expert trained jointly with the shared draft, see `EagleTrainer(peft_config=...)`).
+        init_private_from (`str`, *optional*):
+            With `init_private_weights="copy"`: a saved EDA adapter (directory with `adapter_model.safetensors`) of the
+            same shape whose private weights the new adapter starts from. Read only when the adapter is created.
+        modules_to_save (`list[str]`, *optional*):
+            Shared modules that train with the private experts in stage 2, e.g. `["fc"]` as the authors do, optionally
+            `"self_attn"` / `"post_attention_layernorm"`. PEFT's mechanism: the adapter holds a trained copy of each
+            (saved with it, used by `merge_and_unload` and `eda export`) and the shared draft's own tensors stay
+            untouched.
         draft_hidden_size (`int`, *optional*):
             Filled in when the adapter is created: the hidden size of the draft it belongs to, so that loading it onto
             another draft fails with a clear message.
@@ -54,8 +68,18 @@ class EdaConfig(PeftConfig):
         default=None, metadata={"help": "Width of each private expert; defaults to the shared MLP's width."}
     )
     router_aux_loss_coef: float = field(default=0.01, metadata={"help": "Load-balancing loss weight when routed."})
-    init_private_weights: Literal["zero", "random"] = field(
-        default="zero", metadata={"help": "'zero': the fresh adapter leaves outputs unchanged; 'random'."}
+    init_private_weights: Literal["zero", "random", "copy"] = field(
+        default="zero",
+        metadata={
+            "help": "'zero': the fresh adapter leaves outputs unchanged; 'random'; 'copy': from init_private_from."
+        },
+    )
+    init_private_from: str | None = field(
+        default=None, metadata={"help": "With init_private_weights='copy': the stage-1 adapter directory to copy."}
+    )
+    modules_to_save: list[str] | None = field(
+        default=None,
+        metadata={"help": "Shared modules trained with the adapter (saved as trained copies), e.g. fc."},
     )
     draft_hidden_size: int | None = field(default=None, metadata={"help": "Set automatically: the draft's hidden size."})
     draft_intermediate_size: int | None = field(
@@ -88,10 +112,23 @@ class EdaConfig(PeftConfig):
             )
         if self.router_aux_loss_coef < 0:
             raise ValueError(f"EdaConfig.router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef!r}.")
-        if self.init_private_weights not in ("zero", "random"):
+        if self.init_private_weights not in ("zero", "random", "copy"):
             raise ValueError(
-                f"EdaConfig.init_private_weights must be 'zero' or 'random', got {self.init_private_weights!r}."
+                f"EdaConfig.init_private_weights must be 'zero', 'random' or 'copy', got {self.init_private_weights!r}."
             )
+        if self.init_private_weights == "copy" and not self.init_private_from:
+            raise ValueError(
+                "EdaConfig(init_private_weights='copy') needs init_private_from=<stage-1 adapter directory> (saved by "
+                "EagleTrainer(peft_config=...) as <output_dir>/stage1_adapter)."
+            )
+        if isinstance(self.modules_to_save, str):
+            self.modules_to_save = [self.modules_to_save]
+        for name in self.modules_to_save or ():
+            if name not in TRAINABLE_SHARED_MODULES:
+                raise ValueError(
+                    f"EdaConfig.modules_to_save accepts {list(TRAINABLE_SHARED_MODULES)}, got {name!r}: the shared "
+                    "MLP itself stays frozen (the private experts are its trainable counterpart)."
+                )
 
     @property
     def is_routed(self) -> bool:

@@ -91,6 +91,7 @@ class EdaLayer(nn.Module, BaseTunerLayer):
             nn.init.uniform_(weight, -bound, bound)
         if init == "zero":
             nn.init.zeros_(self.eda_down_proj[adapter_name].weight)
+        # "copy": EdaModel.inject_adapter overwrites these random weights with the source adapter's
         if adapter_name in self.eda_router:
             nn.init.normal_(self.eda_router[adapter_name].weight, std=0.02)
 
