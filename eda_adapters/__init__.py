@@ -4,17 +4,11 @@ Importing the package registers the `eagle_draft` model type with transformers' 
 type with PEFT.
 """
 
-from .data import (
-    CachedFeatureDataset,
-    check_target_signature,
-    extract_features,
-    load_regenerated,
-    regenerate,
-    representation_shift,
-    select_by_shift,
-    target_signature,
-)
-from .export import eagle_layout, export_adapters, export_draft, find_adapters, merge_for_export
+from typing import TYPE_CHECKING
+
+# What `import eda_adapters` must do: register the draft with transformers' Auto classes (models), register the EDA
+# adapter type with PEFT (tuners) and install the `generate(assistant_model=draft)` hook (generation). These import
+# little beyond torch, transformers and peft; everything else (trainers, datasets, plots, export) loads on first use.
 from .generation import (
     EagleCandidateGenerator,
     SpeculativeStats,
@@ -23,7 +17,6 @@ from .generation import (
     speculative_generate,
     track_acceptance,
 )
-from .hub import push_to_hub
 from .models import (
     PACKAGED_TARGETS,
     EagleDraftConfig,
@@ -34,8 +27,49 @@ from .models import (
     load_target,
     load_target_tokenizer,
 )
+from .lazy import lazy_attributes
 from .tuners import EdaConfig, EdaLayer, EdaModel, draft_fingerprint, router_aux_loss
-from .training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig, NonFiniteLossError
+
+if TYPE_CHECKING:
+    from .data import (
+        CachedFeatureDataset,
+        check_target_signature,
+        extract_features,
+        load_regenerated,
+        regenerate,
+        representation_shift,
+        select_by_shift,
+        target_signature,
+    )
+    from .export import eagle_layout, export_adapters, export_draft, find_adapters, merge_for_export
+    from .hub import push_to_hub
+    from .training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig, NonFiniteLossError
+
+# public name -> module (relative to this package) that defines it, imported on first access (PEP 562)
+_LAZY_NAMES: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "CachedFeatureDataset",
+            "check_target_signature",
+            "extract_features",
+            "load_regenerated",
+            "regenerate",
+            "representation_shift",
+            "select_by_shift",
+            "target_signature",
+        ),
+        ".data",
+    ),
+    **dict.fromkeys(("eagle_layout", "export_adapters", "export_draft", "find_adapters", "merge_for_export"), ".export"),
+    "push_to_hub": ".hub",
+    **dict.fromkeys(
+        ("EagleTrainer", "EagleTrainingConfig", "EdaTrainer", "EdaTrainingConfig", "NonFiniteLossError"), ".training"
+    ),
+}
+# subpackages and modules reachable as attributes (`eda_adapters.data`) without an explicit import, as before
+_LAZY_MODULES = (
+    "atomic", "bench", "cli", "data", "demo", "experiment", "export", "fingerprints", "hub", "toys", "training"
+)
 
 __version__ = "0.1.0"
 
@@ -79,3 +113,6 @@ __all__ = [
     "speculative_generate",
     "track_acceptance",
 ]
+
+
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY_NAMES, _LAZY_MODULES)

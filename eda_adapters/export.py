@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data.io import atomic_directory
+from .atomic import atomic_directory
 from .models import EagleDraftModel
 from .tuners import EdaConfig, draft_fingerprint
 

@@ -1,13 +1,35 @@
 """Training EAGLE drafts: the shared objective, stage 1 (`EagleTrainer`: the whole shared draft for a base target)
 and stage 2 (`EdaTrainer`: only the private EDA adapter, for a fine-tuned target). See docs/training.md."""
 
-from .acceptance import greedy_acceptance_length, prompts_from_dataset
-from .collator import DraftDataCollator
-from .eagle_config import EagleTrainingConfig
-from .eagle_trainer import EagleTrainer, NonFiniteLossError
-from .eda_config import EdaTrainingConfig
-from .eda_trainer import EdaTrainer
-from .losses import EagleLossOutput, add_feature_noise, eagle_loss, shift_for_draft
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .acceptance import greedy_acceptance_length, prompts_from_dataset
+    from .collator import DraftDataCollator
+    from .eagle_config import EagleTrainingConfig
+    from .eagle_trainer import EagleTrainer, NonFiniteLossError
+    from .eda_config import EdaTrainingConfig
+    from .eda_trainer import EdaTrainer
+    from .losses import EagleLossOutput, add_feature_noise, eagle_loss, shift_for_draft
+
+# public name -> defining module, imported on first access: `training.eagle_config` (the CLI's option parser) must not
+# load the trainers
+_LAZY_NAMES = {
+    "greedy_acceptance_length": ".acceptance",
+    "prompts_from_dataset": ".acceptance",
+    "DraftDataCollator": ".collator",
+    "EagleTrainingConfig": ".eagle_config",
+    "EagleTrainer": ".eagle_trainer",
+    "NonFiniteLossError": ".eagle_trainer",
+    "EdaTrainingConfig": ".eda_config",
+    "EdaTrainer": ".eda_trainer",
+    "EagleLossOutput": ".losses",
+    "add_feature_noise": ".losses",
+    "eagle_loss": ".losses",
+    "shift_for_draft": ".losses",
+}
 
 __all__ = [
     "DraftDataCollator",
@@ -23,3 +45,5 @@ __all__ = [
     "prompts_from_dataset",
     "shift_for_draft",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY_NAMES)
