@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_directory
 from .models import EagleDraftModel
 from .tuners import EdaConfig, draft_fingerprint
+from .validation import check_disjoint, load_adapter_checked
 
 EXPORT_FORMATS = ("eagle", "hf")
 SERVING_ENGINES = ("vllm", "sglang")
@@ -452,6 +453,7 @@ def export_adapters(
     if not isinstance(draft, EagleDraftModel):
         raise TypeError(f"export_adapters needs the shared EagleDraftModel, got {type(draft).__name__}.")
     available = find_adapters(adapter_path)
+    check_disjoint(output_dir, {"adapter_path": adapter_path}, "output_dir")  # --overwrite would delete the adapter
     names = adapter_names or list(available)
     missing = [n for n in names if n not in available]
     if missing:
@@ -461,7 +463,10 @@ def export_adapters(
     with _atomic_output_dir(output_dir, overwrite) as tmp:
         for name in tqdm(names, desc="eda export", disable=len(names) < 2):
             copy_of_draft = _copy_without_target_heads(draft)
-            peft_model = PeftModel.from_pretrained(copy_of_draft, available[name], adapter_name=name)
+            # the fingerprint is checked (with its own override) by merge_for_export
+            peft_model = load_adapter_checked(
+                copy_of_draft, available[name], f"adapter {name!r}", allow_fingerprint_mismatch=True, adapter_name=name
+            )
             merged = merge_for_export(peft_model, name, allow_fingerprint_mismatch)
             info = {
                 "adapter_name": name,

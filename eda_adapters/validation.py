@@ -127,7 +127,7 @@ def check_model_dir(path: str | os.PathLike | None, flag: str, what: str, requir
     if path is None:
         return
     if Path(path).is_dir():
-        check_weight_files(path, f"{flag} {what}")
+        check_weight_files(path, flag)
     elif required:
         state = "is a file, not a directory" if Path(path).exists() else "does not exist"
         raise EdaInputError(f"{flag}: {path} {state}; pass the directory of a saved {what}")

@@ -20,6 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--target", help="Target causal LM: HF folder or Hub id, a .gguf file, or smollm2-135m-instruct.")
     parser.add_argument("--draft", help="EAGLE draft directory (EagleDraftModel.save_pretrained).")
     parser.add_argument("--adapter", help="Optional EDA adapter directory (PeftModel.save_pretrained) on --draft.")
+    parser.add_argument("--allow-fingerprint-mismatch", action="store_true",
+                        help="Use --adapter even if it records another draft's fingerprint.")
     parser.add_argument("--assistant", help="Optional small vanilla causal LM for transformers' assisted generation.")
     parser.add_argument("--prompts", help="Text file, one prompt per line (needed with --target).")
     parser.add_argument("--tokenizer", help="Tokenizer to encode the prompts (default: the one of --target).")
@@ -61,6 +63,7 @@ def _load_real(args: argparse.Namespace, device, dtype):
     import torch
     from ..models import EagleDraftModel
     from ..models.loading import load_target, load_target_tokenizer
+    from ..validation import check_model_dir, load_adapter_checked, read_text_file
 
     if not args.draft:
         raise ValueError("--target needs --draft (the EAGLE draft directory to benchmark).")
@@ -71,13 +74,15 @@ def _load_real(args: argparse.Namespace, device, dtype):
         raise FileNotFoundError(f"No prompt file at {prompts_path}.")
     if not (Path(args.draft) / "config.json").is_file():
         raise FileNotFoundError(f"No draft at {args.draft} (no config.json): pass a draft.save_pretrained directory.")
+    text = read_text_file(prompts_path, "--prompts")  # everything that can fail is checked before any model loads
+    for flag, path, what in (("--target", args.target, "target"), ("--draft", args.draft, "draft"),
+                             ("--assistant", args.assistant, "assistant")):
+        check_model_dir(path, flag, what)
     tokenizer = load_target_tokenizer(args.tokenizer or args.target)
     target = load_target(args.target, dtype=dtype, device=device)
     draft = EagleDraftModel.from_pretrained(args.draft, target_model=target, dtype=dtype).to(device).eval()
     if args.adapter:
-        from peft import PeftModel
-
-        draft = PeftModel.from_pretrained(draft, args.adapter).eval()
+        draft = load_adapter_checked(draft, args.adapter, "--adapter", args.allow_fingerprint_mismatch).eval()
     assistant = None
     if args.assistant:
         assistant = load_target(args.assistant, dtype=dtype, device=device)
@@ -105,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import benchmark, format_table, save_results
     from ..generation.tree import TreeConfig
     from ..toys import build_tiny_setup
+    from ..validation import check_output_path
+
+    check_output_path(args.output_dir, "--output-dir")  # not after the whole benchmark ran
 
     for name in ("num_prompts", "max_new_tokens", "num_draft_tokens", "target_steps", "fit_steps", "hidden_size",
                  "num_layers"):

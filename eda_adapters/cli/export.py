@@ -53,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..models import EagleDraftModel
+    from ..validation import check_disjoint, check_model_dir
 
     draft_dir = Path(args.draft)
     if not (draft_dir / "config.json").is_file():
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
             f"No draft at {draft_dir} (no config.json): pass the directory of draft.save_pretrained."
         )
     check_output_dir(args.out, args.overwrite)  # fail before loading anything
+    check_disjoint(args.out, {"--draft": args.draft, "--adapter": args.adapter, "--target": args.target}, "--out")
+    check_model_dir(draft_dir, "--draft", "draft")
     if args.target and not args.include_embeddings:
         raise ValueError("--target is only used with --include-embeddings: drop it, or add --include-embeddings.")
     target = None

@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data.feature_cache import extract_features
     from ..data.io import load_causal_lm
     from ..data.runs import process_state
+    from ..validation import check_model_dir
 
+    check_model_dir(args.model, "--model", "model")
     state = process_state()
     target = load_causal_lm(args.model, dtype=args.dtype, device=state.device)
     cached = extract_features(target, args.dataset, args.output_dir, batch_size=args.batch_size)

@@ -43,10 +43,12 @@ def run(args: argparse.Namespace) -> int:
     from ..data.io import load_causal_lm
     from ..data.regenerate import regenerate
     from ..data.runs import process_state
+    from ..validation import check_model_dir
 
     state = process_state()
     model = args.model
     if args.backend == "transformers":
+        check_model_dir(args.model, "--model", "model")
         model = load_causal_lm(args.model, dtype=args.dtype, device=state.device)
     try:
         dataset = regenerate(

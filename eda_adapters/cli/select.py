@@ -51,6 +51,7 @@ def _tokenizer_or_none(path: str):
 
 def run(args: argparse.Namespace) -> int:
     from ..data.io import atomic_write_json, load_causal_lm, load_rows, save_dataset_jsonl
+    from ..validation import check_model_dir
     from ..data.runs import process_state
     from ..data.selection import SCORE_COLUMN, add_shift_scores, resolve_budget, select_by_shift
     from ..data.signature import target_signature
@@ -70,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
                 f"the dataset has no {SCORE_COLUMN!r} column (columns found: {rows.column_names}): pass --base and "
                 "--finetuned to score it, or --method random"
             )
+        check_model_dir(args.base, "--base", "model")
+        check_model_dir(args.finetuned, "--finetuned", "model")
         base = load_causal_lm(args.base, dtype=args.dtype, device=state.device)
         finetuned = load_causal_lm(args.finetuned, dtype=args.dtype, device=state.device)
         rows = add_shift_scores(

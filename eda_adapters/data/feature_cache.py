@@ -35,7 +35,7 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from ..validation import check_causal_lm
+from ..validation import check_causal_lm, check_safetensors_file
 from .features import compute_target_features
 from .io import (
     DatasetLike,
@@ -222,6 +222,7 @@ class CachedFeatureDataset(TorchDataset):
             check_target_signature(self.index["target"], target, what=f"the cached features in {str(path)!r}")
         self._shard_of: dict[int, str] = {}
         for shard in self.index["shards"]:
+            check_safetensors_file(self.path / shard["file"], "cached feature shard")  # headers only: cheap
             for sample in shard["samples"]:
                 self._shard_of[int(sample)] = shard["file"]
         self._handles: dict[str, Any] = {}
