@@ -28,7 +28,7 @@ from .models import (
     load_target_tokenizer,
 )
 from .lazy import lazy_attributes
-from .tuners import EdaConfig, EdaLayer, EdaModel, draft_fingerprint, router_aux_loss
+from .tuners import EdaConfig, EdaLayer, EdaModel, draft_fingerprint, load_official_eda_checkpoint, router_aux_loss
 
 if TYPE_CHECKING:
     from .data import (
@@ -99,6 +99,7 @@ __all__ = [
     "TreeConfig",
     "compute_tau",
     "draft_fingerprint",
+    "load_official_eda_checkpoint",
     "eagle_layout",
     "export_adapters",
     "export_draft",

@@ -53,8 +53,14 @@ def rope(x, positions, theta):
     return x * cos + torch.cat((-x2, x1), -1) * sin
 
 
-def reference_eagle1(config, weights, embeds, features):
-    """hidden [seq, H] = EAGLE-1(embeds [seq, H], features [seq, H]) for one sequence, causal, positions 0..seq-1."""
+def swiglu_mlp(h, weights, prefix):
+    gate, up = linear(h, weights, f"{prefix}.mlp.gate_proj"), linear(h, weights, f"{prefix}.mlp.up_proj")
+    return linear(torch.nn.functional.silu(gate) * up, weights, f"{prefix}.mlp.down_proj")
+
+
+def reference_eagle1(config, weights, embeds, features, mlp=swiglu_mlp):
+    """hidden [seq, H] = EAGLE-1(embeds [seq, H], features [seq, H]) for one sequence, causal, positions 0..seq-1.
+    `mlp(h, weights, "layers.i")` computes a layer's MLP (another layout's mixture of experts, say)."""
     heads, kv_heads, head_dim = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
     eps, theta = config["rms_norm_eps"], config["rope_theta"]
     seq = embeds.shape[0]
@@ -73,9 +79,7 @@ def reference_eagle1(config, weights, embeds, features):
         scores = scores.masked_fill(torch.ones(seq, seq, dtype=torch.bool).triu(1), float("-inf"))
         attn = (scores.softmax(-1) @ v).transpose(0, 1).reshape(seq, heads * head_dim)
         x = x + linear(attn, weights, f"{p}.self_attn.o_proj")
-        h = rms_norm(x, weights[f"{p}.post_attention_layernorm.weight"], eps)
-        gate, up = linear(h, weights, f"{p}.mlp.gate_proj"), linear(h, weights, f"{p}.mlp.up_proj")
-        x = x + linear(torch.nn.functional.silu(gate) * up, weights, f"{p}.mlp.down_proj")
+        x = x + mlp(rms_norm(x, weights[f"{p}.post_attention_layernorm.weight"], eps), weights, p)
     return x  # EAGLE-1 has no final norm: the target's lm_head reads this directly
 
 

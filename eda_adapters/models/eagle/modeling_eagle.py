@@ -326,6 +326,17 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
             draft.attach_target(target_model)
         return (draft, info) if wants_info else draft
 
+    @classmethod
+    def from_eagle_checkpoint(
+        cls, path: str | os.PathLike, target_model: PreTrainedModel | None = None, dtype: torch.dtype | None = None
+    ) -> EagleDraftModel:
+        """Import an EAGLE-1 draft another tool wrote: the EAGLE project's layout (`fc.*`, `layers.N.*`, safetensors
+        or a plain-tensor `pytorch_model.bin`) or any `eda export` flavour. See `eda_adapters.models.eagle.checkpoints`.
+        """
+        from .checkpoints import load_eagle_checkpoint
+
+        return load_eagle_checkpoint(path, target_model=target_model, dtype=dtype)
+
     def attach_target(self, target_model: PreTrainedModel) -> EagleDraftModel:
         """Share (and freeze) the target's input embedding and output head; checks that the sizes match.
 

@@ -8,6 +8,7 @@ from aenum import extend_enum
 from peft.utils import PeftType
 from peft.utils.peft_types import register_peft_method
 
+from .checkpoints import load_official_eda_checkpoint
 from .config import EdaConfig
 from .layer import EdaLayer, ExpertLinear
 from .model import TRANSFORMERS_MODELS_TO_EDA_TARGET_MODULES_MAPPING, EdaModel, draft_fingerprint, router_aux_loss
@@ -32,5 +33,6 @@ __all__ = [
     "EdaModel",
     "ExpertLinear",
     "draft_fingerprint",
+    "load_official_eda_checkpoint",
     "router_aux_loss",
 ]
