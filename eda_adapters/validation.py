@@ -269,7 +269,7 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool):
             raise ValueError
-        return float(value) if isinstance(value, (int, float)) else float(str(value).strip())
+        return value if isinstance(value, (int, float)) else float(str(value).strip())  # an int stays a count
     if hint is str:
         if isinstance(value, (dict, list)):
             raise ValueError

@@ -86,7 +86,7 @@ def _load_real(args: argparse.Namespace, device, dtype):
     assistant = None
     if args.assistant:
         assistant = load_target(args.assistant, dtype=dtype, device=device)
-    lines = [line.strip() for line in prompts_path.read_text().splitlines() if line.strip()][: args.num_prompts]
+    lines = [line.strip() for line in text.splitlines() if line.strip()][: args.num_prompts]
     if not lines:
         raise ValueError(f"{prompts_path} has no non-empty line.")
     prompts = []

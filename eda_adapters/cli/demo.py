@@ -25,6 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+    from ..validation import check_output_path
+
+    check_output_path(args.cache_dir, "--cache-dir")
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     start = time.perf_counter()

@@ -7,7 +7,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 
 
 @dataclass
@@ -99,14 +98,74 @@ class ExperimentConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> ExperimentConfig:
         """Read a YAML file with the same field names (see `recipes/`); keyword overrides win."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"experiment config {path} not found")
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of ExperimentConfig fields")
+        from ..validation import coerce_config_values, dataclass_hints, read_yaml_mapping
+
+        values = read_yaml_mapping(path, "experiment config")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"{path}: unknown fields {sorted(unknown)}; known fields: {sorted(known)}")
         return cls(**{**values, **overrides})
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Refuse values no run could use, before any work (a bad budget used to fail only after stage 1)."""
+        import sys
+
+        from ..data.selection import resolve_budget
+
+        for name, value in [("budget", self.budget)] + [("budget_curve", b) for b in self.budget_curve]:
+            try:
+                resolve_budget(value, sys.maxsize)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"ExperimentConfig.{name}: {err}") from None
+        for domain in self.domains:
+            if isinstance(domain.num_eval_prompts, bool) or not isinstance(domain.num_eval_prompts, int) or (
+                domain.num_eval_prompts < 1
+            ):
+                raise ValueError(
+                    f"domain {domain.name}: num_eval_prompts must be an integer >= 1 (the held-out prompts tau is "
+                    f"measured on), got {domain.num_eval_prompts!r}"
+                )
+        positive = ("max_new_tokens", "regenerate_batch_size", "draft_num_layers", "train_batch_size", "max_length",
+                    "stage1_epochs", "stage1_learning_rate", "adapt_epochs", "adapt_learning_rate", "retrain_epochs",
+                    "eval_max_new_tokens", "num_draft_tokens")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"ExperimentConfig.{name} must be a number > 0, got {value!r}")
+
+    def check_inputs(self) -> None:
+        """Read every prompt set and check it fits the held-out prompts and the budgets; run before any training."""
+        from ..data.io import load_rows
+        from ..data.selection import resolve_budget
+        from ..validation import check_output_path
+
+        check_output_path(self.output_dir, "output_dir")
+        if len(load_rows(self.general_prompts)) == 0:
+            raise ValueError("general_prompts is empty: stage 1 needs prompts to train the shared draft on")
+        for domain in self.domains:
+            count = len(load_rows(domain.prompts))
+            pool = count - domain.num_eval_prompts
+            if pool < 1:
+                raise ValueError(
+                    f"domain {domain.name}: {count} prompts, but {domain.num_eval_prompts} are held out for tau "
+                    "(num_eval_prompts), which leaves none to train on; give more prompts or lower num_eval_prompts"
+                )
+            for name, value in [("budget", self.budget)] + [("budget_curve", b) for b in self.budget_curve]:
+                try:
+                    resolve_budget(value, pool)
+                except ValueError as err:
+                    raise ValueError(
+                        f"domain {domain.name}: {name} {value!r} does not fit its pool of {pool} prompts ({err})"
+                    ) from None
+        values = coerce_config_values(values, dataclass_hints(cls), str(path))
+        domains = values.get("domains")
+        if not isinstance(domains, list) or not all(isinstance(d, dict) for d in domains):
+            raise ValueError(f"{path}: domains must be a list of mappings (name, target, prompts, num_eval_prompts)")
+        domain_fields = dataclass_hints(DomainConfig)
+        for index, domain in enumerate(domains):
+            unknown = set(domain) - set(domain_fields)
+            if unknown:
+                raise ValueError(f"{path}: domains[{index}] has unknown fields {sorted(unknown)}")
+            domains[index] = coerce_config_values(domain, domain_fields, f"{path}: domains[{index}]")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ class ExperimentResults:
 
 def run_experiment(config: ExperimentConfig, log: Any = print) -> ExperimentResults:
     """Run every method of `config` and write `results.{json,md}` and the plots into `config.output_dir`."""
+    config.check_inputs()  # every prompt set, budget and held-out count, before any model is loaded
     return _Experiment(config, log).run()
 
 
@@ -249,6 +251,8 @@ class _Experiment:
             if saved.pop("key", None) == json.loads(json.dumps(key)):
                 return TrainCost(**saved)
             self.log(f"{run_dir}: data or settings changed since it was trained; training again")
+        if run_dir.exists():  # the experiment's own stale or unfinished run: trainers refuse to train over it
+            shutil.rmtree(run_dir)
         trainer = make_trainer()
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         start = time.perf_counter()

@@ -27,6 +27,7 @@ from ..data.signature import target_fingerprint
 from ..models import EagleDraftModel
 from ..tuners import EdaConfig, router_aux_loss
 from .acceptance import greedy_acceptance_length, prompts_from_dataset
+from ..validation import check_causal_lm
 from .collator import FEATURES_KEY, DraftDataCollator
 from .joint import adapter_signature, joint_draft, load_joint_draft, save_joint_draft
 from .eagle_config import EagleTrainingConfig
@@ -45,14 +46,14 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _load_target(target: PreTrainedModel | str) -> PreTrainedModel:
-    if isinstance(target, str):
-        if not os.path.exists(target) and os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise FileNotFoundError(f"Target {target!r} not found locally (HF_HUB_OFFLINE=1): pass a local path.")
-        return AutoModelForCausalLM.from_pretrained(target, dtype="auto")
+    if isinstance(target, (str, os.PathLike)):
+        # an HF folder or Hub id, a .gguf file, or a packaged name such as "smollm2-135m-instruct"
+        target = load_target(target)
     if not isinstance(target, PreTrainedModel):
         raise TypeError(
             f"target_model must be a transformers causal LM or a path to one, got {type(target).__name__}."
         )
+    check_causal_lm(target, "target_model")  # a masked LM loads as a "causal LM" (BertLMHeadModel) without a word
     return target
 
 
