@@ -173,6 +173,7 @@ def resolve_arguments(command: str, args: argparse.Namespace) -> tuple[Any, Any,
     adapter = EdaConfig(**pick["adapter"]) if wants_adapter else None
     return script, config_cls(**pick["config"]), adapter
 
+
 def _check_inputs(script: Any, config: Any, stage: str) -> None:
     """What can be checked before any model is loaded: damaged weights, a missing draft, an unusable output_dir."""
     from ..training.run_signature import check_output_dir
@@ -201,8 +202,8 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--{flag}: no dataset at {path!r}.")
     if config.dataset_name is None:
         config.dataset_name = script.dataset
-    _check_inputs(script, config, trainer_cls._stage)
     trainer_cls = EdaTrainer if args.command == "adapt" else EagleTrainer
+    _check_inputs(script, config, trainer_cls._stage)
     trainer = trainer_cls(
         model=script.draft, target_model=script.target, args=config, peft_config=adapter, **datasets
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -25,17 +25,18 @@ from ..data import CachedFeatureDataset, check_target_signature, compute_target_
 from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
 from ..data.signature import target_fingerprint
 from ..models import EagleDraftModel
+from ..models.loading import load_target
 from ..tuners import EdaConfig, router_aux_loss
-from .acceptance import greedy_acceptance_length, prompts_from_dataset
 from ..validation import check_causal_lm
+from .acceptance import greedy_acceptance_length, prompts_from_dataset
 from .collator import FEATURES_KEY, DraftDataCollator
 from .joint import adapter_signature, joint_draft, load_joint_draft, save_joint_draft
 from .eagle_config import EagleTrainingConfig
 from .losses import add_feature_noise, eagle_loss, shift_for_draft
 from .run_signature import (
     SIGNATURE_HYPERPARAMETERS,
-    check_run_signature,
     check_output_dir,
+    check_run_signature,
     dataset_fingerprint,
     write_run_signature,
 )
@@ -432,10 +433,10 @@ class EagleTrainer(Trainer):
         if resume_from_checkpoint:
             if not os.path.isdir(resume_from_checkpoint):
                 raise FileNotFoundError(f"Checkpoint {resume_from_checkpoint} does not exist.")
+            check_run_signature(resume_from_checkpoint, signature)
         if self.args.should_save:
             check_output_dir(self.args.output_dir, signature)  # never train over another run's files
         self._check_trainable_tokens()
-            check_run_signature(resume_from_checkpoint, signature)
         self._signature = signature
         if self.args.should_save:
             write_run_signature(self.args.output_dir, signature)
