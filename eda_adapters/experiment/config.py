@@ -94,18 +94,6 @@ class ExperimentConfig:
         unknown = set(self.methods) - set(METHOD_LABELS)
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; choose from {list(METHOD_LABELS)}")
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> ExperimentConfig:
-        """Read a YAML file with the same field names (see `recipes/`); keyword overrides win."""
-        from ..validation import coerce_config_values, dataclass_hints, read_yaml_mapping
-
-        values = read_yaml_mapping(path, "experiment config")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown fields {sorted(unknown)}; known fields: {sorted(known)}")
-        return cls(**{**values, **overrides})
         self._check_values()
 
     def _check_values(self) -> None:
@@ -159,6 +147,17 @@ class ExperimentConfig:
                     raise ValueError(
                         f"domain {domain.name}: {name} {value!r} does not fit its pool of {pool} prompts ({err})"
                     ) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> ExperimentConfig:
+        """Read a YAML file with the same field names (see `recipes/`); keyword overrides win."""
+        from ..validation import coerce_config_values, dataclass_hints, read_yaml_mapping
+
+        values = read_yaml_mapping(path, "experiment config")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown fields {sorted(unknown)}; known fields: {sorted(known)}")
         values = coerce_config_values(values, dataclass_hints(cls), str(path))
         domains = values.get("domains")
         if not isinstance(domains, list) or not all(isinstance(d, dict) for d in domains):
@@ -169,3 +168,4 @@ class ExperimentConfig:
             if unknown:
                 raise ValueError(f"{path}: domains[{index}] has unknown fields {sorted(unknown)}")
             domains[index] = coerce_config_values(domain, domain_fields, f"{path}: domains[{index}]")
+        return cls(**{**values, **overrides})
