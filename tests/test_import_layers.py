@@ -1,0 +1,146 @@
+"""The package imports only downward: every intra-package import of every module (top level, inside functions and
+under TYPE_CHECKING alike) goes to its own layer or to a layer it is allowed to use. See docs/development.md."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import eda_adapters
+
+PACKAGE_ROOT = Path(eda_adapters.__file__).parent
+
+# Top-level module or subpackage of eda_adapters -> its layer.
+LAYER_OF = {
+    "atomic": "base",
+    "errors": "base",
+    "fingerprints": "base",
+    "hub": "base",
+    "lazy": "base",
+    "models": "models",
+    "tuners": "tuners",
+    "validation": "validation",
+    "data": "data",
+    "generation": "generation",
+    "training": "training",
+    "export": "export",
+    "toys": "toys",
+    "bench": "bench",
+    "experiment": "experiment",
+    "demo": "demo",
+    "cli": "cli",
+    "__main__": "cli",
+    "__init__": "package",  # the public API re-exports everything (lazily)
+}
+
+# Layer -> the layers below it that it may import (besides itself). Bottom: base, then the model and the adapter
+# type; in the middle data and decoding (independent of each other), then training (uses both) and export; the toy
+# fixtures sit above training and decoding; the benchmark, the experiment and the demo on top; the CLI last.
+_BELOW_DATA = {"base", "models", "tuners", "validation"}
+_MIDDLE = _BELOW_DATA | {"data", "generation", "training", "export"}
+MAY_IMPORT: dict[str, set[str]] = {
+    "base": set(),
+    "models": {"base"},
+    "tuners": {"base", "models"},
+    "validation": {"base", "models", "tuners"},
+    "data": _BELOW_DATA,
+    "generation": {"base", "models", "tuners"},
+    "training": _BELOW_DATA | {"data", "generation"},
+    "export": _BELOW_DATA,
+    "toys": _MIDDLE,
+    "bench": _MIDDLE | {"toys"},
+    "experiment": _MIDDLE | {"toys"},
+    "demo": _MIDDLE | {"toys", "experiment"},
+    "cli": _MIDDLE | {"toys", "bench", "experiment", "demo"},
+    "package": _MIDDLE | {"toys", "bench", "experiment", "demo", "cli"},
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts)
+    return ".".join(parts)
+
+
+def _unit(module: str) -> str:
+    """`eda_adapters.data.io` -> `data`; the package itself -> `__init__`."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] != "__init__" else "__init__"
+
+
+def imported_modules(module: str, source: str) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import of eda_adapters code in `source`, the text of `module`."""
+    is_package = module.endswith(".__init__")
+    package = module.rsplit(".", 1)[0] if not is_package else module[: -len(".__init__")]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                prefix = ".".join(base)
+            else:
+                prefix = ""
+            target = ".".join(p for p in (prefix, node.module or "") if p)
+            if not target.startswith("eda_adapters"):
+                continue
+            if node.module is None or target == "eda_adapters":  # `from . import x` names modules
+                found += [(node.lineno, f"{target}.{alias.name}") for alias in node.names]
+            else:
+                found.append((node.lineno, target))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "eda_adapters"]
+    return found
+
+
+def upward_imports(module: str, source: str) -> list[str]:
+    """The imports of `module` that go to a layer it may not use, as readable lines."""
+    own = LAYER_OF[_unit(module)]
+    errors = []
+    for line, target in imported_modules(module, source):
+        unit = _unit(target)
+        if unit == _unit(module):
+            continue
+        layer = LAYER_OF.get(unit)
+        if layer != own and layer not in MAY_IMPORT[own]:
+            errors.append(f"{module}:{line} imports {target} (layer {layer!r}), but layer {own!r} may only use "
+                          f"{sorted(MAY_IMPORT[own]) or 'nothing'}")
+    return errors
+
+
+def _modules() -> list[tuple[str, Path]]:
+    return [(_module_name(p), p) for p in sorted(PACKAGE_ROOT.rglob("*.py"))]
+
+
+def test_every_module_has_a_layer():
+    unplaced = {_unit(name) for name, _ in _modules()} - set(LAYER_OF)
+    assert not unplaced, f"place these in LAYER_OF (and docs/development.md): {sorted(unplaced)}"
+
+
+def test_the_package_imports_only_downward():
+    errors = [e for name, path in _modules() for e in upward_imports(name, path.read_text())]
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("eda_adapters.generation.tree", "from ..training import EagleTrainer\n"),
+        ("eda_adapters.generation.hook", "def f():\n    from ..training.losses import eagle_loss\n"),
+        ("eda_adapters.models.loading", "import eda_adapters.data.io\n"),
+        ("eda_adapters.tuners.eda.model", "from ...generation import TreeConfig\n"),
+        ("eda_adapters.data.io", "from .. import toys\n"),
+        ("eda_adapters.training.losses", "from eda_adapters.experiment import run_experiment\n"),
+        ("eda_adapters.experiment.runner", "from ..demo import run_demo\n"),
+        ("eda_adapters.fingerprints", "from .models import EagleDraftModel\n"),
+    ],
+)
+def test_an_upward_import_is_caught(module, source):
+    assert len(upward_imports(module, source)) == 1
+
+
+def test_downward_and_sibling_imports_pass():
+    assert upward_imports("eda_adapters.training.acceptance", "from ..generation.stats import track_acceptance\n") == []
+    assert upward_imports("eda_adapters.generation.tree", "from ..models.eagle import EagleDraftModel\n") == []
+    assert upward_imports("eda_adapters.data.io", "from .prompts import render_prompt\nimport json\n") == []
+    assert upward_imports("eda_adapters.tuners.eda.model", "from ...fingerprints import draft_fingerprint\n") == []
