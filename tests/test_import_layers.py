@@ -144,3 +144,36 @@ def test_downward_and_sibling_imports_pass():
     assert upward_imports("eda_adapters.generation.tree", "from ..models.eagle import EagleDraftModel\n") == []
     assert upward_imports("eda_adapters.data.io", "from .prompts import render_prompt\nimport json\n") == []
     assert upward_imports("eda_adapters.tuners.eda.model", "from ...fingerprints import draft_fingerprint\n") == []
+
+
+HEAVY = (
+    "datasets", "matplotlib", "transformers.trainer", "eda_adapters.data", "eda_adapters.training.eagle_trainer",
+    "eda_adapters.toys", "eda_adapters.experiment", "eda_adapters.demo",
+)
+
+
+def test_import_and_cli_parser_load_nothing_heavy():
+    """`import eda_adapters` and building the `eda` parser (all `--help` texts) leave trainers, datasets, plotting,
+    the toy fixtures and the demo unloaded; the first access to a lazy name loads it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, eda_adapters\n"
+        "from eda_adapters.cli import build_parser\n"
+        "build_parser()\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+        "eda_adapters.EagleTrainer, eda_adapters.regenerate\n"
+        "print('eda_adapters.training.eagle_trainer' in sys.modules and 'eda_adapters.data' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]", f"loaded at import / parser build: {out[0]}"
+    assert out[1] == "True"
+
+
+def test_every_public_name_resolves():
+    for name in eda_adapters.__all__:
+        assert getattr(eda_adapters, name) is not None
+    assert set(eda_adapters.__all__) <= set(dir(eda_adapters))
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        eda_adapters.not_a_name  # noqa: B018
