@@ -80,12 +80,26 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
 
     assert {(r.domain, r.method) for r in results.methods} == {(d, m) for d in ("math", "code") for m in METHOD_LABELS}
     for row in results.methods:
-        assert 1.0 <= row.tau <= 4.0  # at least the bonus token, at most 3 drafted + 1 per target forward
+        # at least the bonus token, at most k drafted + 1 (chain k=3) / depth + 1 (tree depth 5) per target forward
+        assert 1.0 <= row.tau_chain <= 4.0 and 1.0 <= row.tau_tree <= 6.0
+        assert row.ci95_chain[0] <= row.tau_chain <= row.ci95_chain[1]
+        assert row.ci95_tree[0] <= row.tau_tree <= row.ci95_tree[1]
+        assert len(row.acceptance_chain) == 3 and len(row.acceptance_tree) == 5 and row.num_eval_prompts == 4
+        assert all(a >= b for a, b in zip(row.acceptance_chain, row.acceptance_chain[1:]))
     by = {(r.domain, r.method): r for r in results.methods}
-    eda, full = by["math", "eda_shift"], by["math", "full_retrain"]
+    eda, full = by["math", "eda_shift"], by["math", "full_retrain_converged"]
     assert eda.samples == 5 and full.samples == 10  # half of the 10-prompt pool vs all of it
     assert 0 < eda.trainable_params < full.trainable_params
     assert by["math", "direct_transfer"].trainable_params == 0
+    # equal tokens seen: every trained row but the converged retraining runs the EDA adapter's steps x batch
+    equal = ("full_retrain", "full_finetune", "lora", "eda_shift", "eda_random", "eda_original", "eda_official")
+    assert {by["math", m].steps for m in equal} == {eda.steps} and full.steps > eda.steps
+    assert {by["math", m].samples for m in ("full_retrain", "full_finetune", "lora", "eda_official")} == {5}
+    assert all(by["math", m].train_tokens > 0 and by["math", m].train_flops > 0 for m in equal)
+    assert by["math", "full_retrain"].trainable_params > eda.trainable_params
+    lora = by["math", "lora"].trainable_params
+    assert 0.5 * eda.trainable_params < lora < 2 * eda.trainable_params  # rank matched to EDA's parameters
+    assert by["math", "eda_official"].trainable_params > eda.trainable_params  # + fc
     assert {(p.selection, p.samples) for p in results.budgets if p.domain == "code"} == {
         ("shift", 2), ("random", 2), ("shift", 5), ("random", 5)
     }
@@ -93,8 +107,14 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
         assert results.files[key].stat().st_size > 0
     assert results.files["tau_by_method"].read_bytes()[:4] == b"\x89PNG"
     saved = json.loads(results.files["json"].read_text())
-    assert [m["tau"] for m in saved["methods"]] == [r.tau for r in results.methods]
+    assert [m["tau"] for m in saved["methods"]] == [r.tau_chain for r in results.methods]
+    for domain in ("math", "code"):
+        for method, row in saved["domains"][domain].items():
+            assert {"tau_chain", "tau_tree", "ci95_chain", "ci95_tree", "trainable_params", "train_tokens",
+                    "train_seconds", "train_flops"} <= set(row)
+            assert row["tau_tree"] == by[domain, method].tau_tree
     assert "EDA, regenerated + shift-selected" in results.table()
+    assert (tmp_path / "exp" / "stage1" / "joint-draft" / "stage1_adapter" / "adapter_model.safetensors").exists()
 
     # a second run reuses regenerations and trained models (same data and settings): nothing is trained again
     adapter = tmp_path / "exp" / "math" / "eda-shift-5" / "adapter_model.safetensors"

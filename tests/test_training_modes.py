@@ -278,3 +278,26 @@ def test_cli_joint_stage1_then_official_stage2(world, tmp_path, capsys):
     assert main(["train-draft", "--target", str(tmp_path / "base"), "--output_dir", str(tmp_path / "s3"),
                  "--num_private_experts", "2", *common]) == 2  # adapter flags without --joint_private
     assert "--joint_private" in capsys.readouterr().err
+
+
+def test_lora_baseline_trains_only_its_factors(joint, world, tmp_path):
+    from peft import LoraConfig
+
+    from eda_adapters.experiment.evaluation import LORA_TARGET_MODULES, eda_trainable_parameters, lora_rank_matching
+
+    draft = EagleDraftModel.from_pretrained(joint[0].args.output_dir, target_model=world["finetuned"])
+    before = {k: v.clone() for k, v in draft.state_dict().items()}
+    rank = lora_rank_matching(draft, EdaConfig())
+    trainer = EdaTrainer(
+        model=draft, target_model=world["finetuned"], args=config(EdaTrainingConfig, tmp_path),
+        train_dataset=sequences(1, 11), peft_config=LoraConfig(r=rank, target_modules=LORA_TARGET_MODULES),
+    )
+    trainable = {n: p.numel() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n for n in trainable)
+    eda = eda_trainable_parameters(draft, EdaConfig())
+    assert abs(sum(trainable.values()) - eda) < sum(trainable.values()) / rank  # within one rank step of EDA's
+    trainer.train()
+    base = trainer.model.get_base_model().state_dict()
+    for name, tensor in before.items():
+        key = name if name in base else name.replace(".weight", ".base_layer.weight")
+        assert torch.equal(base[key], tensor), name

@@ -37,11 +37,21 @@ class ExperimentConfig:
     representation shift, and adapters / drafts are trained and measured (tau on held-out domain prompts):
 
     - `base_on_base`, `direct_transfer`: the stage-1 draft with the base / fine-tuned target;
-    - `eda_shift`: an EDA adapter on the top-`budget` shift samples; `eda_random`: same size, random samples;
-    - `eda_original`: same size, random samples of the original `reference` answers instead of regenerated ones;
-    - `full_retrain`: a new draft trained from scratch on the whole regenerated pool.
+    - `eda_shift`: an EDA adapter (`eda` settings) on the top-`budget` shift samples; `eda_random`: same size, random
+      samples; `eda_original`: same size, random samples of the original `reference` answers instead of regenerated
+      ones;
+    - `eda_official`: the authors' design: a second shared draft trained jointly with a private expert (stage 1), then
+      a stage-2 adapter with `official` settings (fc trained, random private init, length-scaled noise), shift data;
+    - `full_finetune`: the whole shared draft fine-tuned (warm start) on the shift data; `lora`: PEFT's LoRA on every
+      linear layer of the draft, rank chosen so its trainable parameters match the EDA adapter's, shift data;
+    - `full_retrain`: a new draft trained from scratch on the shift data; `full_retrain_converged`: a new draft trained
+      on the whole regenerated pool for `retrain_epochs` (its own budget, labelled as such).
 
-    `budget_curve` repeats shift vs random selection at several budgets (fractions of the pool or counts).
+    Every trained row except `full_retrain_converged` sees the same number of tokens: the optimizer steps of the EDA
+    adapter at `budget` (`adapt_epochs` over the selected samples) times `train_batch_size`. `budget_curve` repeats
+    shift vs random selection at several budgets (fractions of the pool or counts), `adapt_epochs` each.
+    tau is measured at T=0 on the held-out prompts with chain drafting (`num_draft_tokens`) and, when `eval_tree`,
+    EAGLE-2 tree decoding (`tree_depth`, `tree_top_k`, `tree_total_tokens`), with 95% bootstrap intervals over prompts.
     `device="auto"` puts the targets on CUDA when there is one; `dtype` is how they are loaded (`bfloat16` on GPU).
     """
 
@@ -67,16 +77,31 @@ class ExperimentConfig:
     adapt_learning_rate: float = 3e-3
     retrain_epochs: float | None = None
     feature_noise_std: float = 0.0
+    feature_noise_type: str = "uniform"
     eda: dict[str, Any] = field(default_factory=dict)
+    #: The official design's stage 2: EdaConfig fields, plus feature_noise_type / feature_noise_std (also used by its
+    #: joint stage 1).
+    official: dict[str, Any] = field(
+        default_factory=lambda: {
+            "modules_to_save": ["fc"], "init_private_weights": "random", "feature_noise_type": "length_scaled",
+            "feature_noise_std": 0.2,
+        }
+    )
+    finetune_learning_rate: float | None = None
     # selection
     budget: float = 0.3
-    budget_curve: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6])
+    budget_curve: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 1.0])
     # evaluation
     eval_max_new_tokens: int = 48
-    num_draft_tokens: int = 4
+    num_draft_tokens: int = 5
+    eval_tree: bool = True
+    tree_depth: int = 5
+    tree_top_k: int = 10
+    tree_total_tokens: int = 60
     methods: list[str] = field(
         default_factory=lambda: [
-            "base_on_base", "direct_transfer", "eda_shift", "eda_random", "eda_original", "full_retrain",
+            "base_on_base", "direct_transfer", "full_retrain_converged", "full_retrain", "full_finetune", "lora",
+            "eda_shift", "eda_random", "eda_original", "eda_official",
         ]
     )
 
@@ -89,6 +114,8 @@ class ExperimentConfig:
             raise ValueError(f"domain names must be unique, got {names}")
         if self.retrain_epochs is None:
             self.retrain_epochs = self.stage1_epochs
+        if self.finetune_learning_rate is None:
+            self.finetune_learning_rate = self.adapt_learning_rate
         from .report import METHOD_LABELS
 
         unknown = set(self.methods) - set(METHOD_LABELS)

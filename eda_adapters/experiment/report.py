@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_path, atomic_write_text
@@ -14,57 +14,122 @@ from ..atomic import atomic_path, atomic_write_text
 METHOD_LABELS: dict[str, str] = {
     "base_on_base": "base draft, base target",
     "direct_transfer": "base draft, fine-tuned target (direct transfer)",
+    "full_retrain_converged": "full retraining from scratch, whole pool (own converged budget)",
+    "full_retrain": "full retraining from scratch",
+    "full_finetune": "full fine-tuning of the shared draft (warm start)",
+    "lora": "LoRA on the draft (params matched to EDA)",
     "eda_shift": "EDA, regenerated + shift-selected",
     "eda_random": "EDA, regenerated + random selection",
     "eda_original": "EDA, original (not regenerated) texts",
-    "full_retrain": "full draft retraining, regenerated data",
+    "eda_official": "EDA official design (joint stage 1, fc trained, random init, length-scaled noise)",
 }
+
+#: Rows trained at their own budget rather than at the experiment's equal-token budget.
+OWN_BUDGET_METHODS = ("base_on_base", "full_retrain_converged")
 
 
 @dataclass
 class MethodResult:
-    """One row of the results table: one method on one domain."""
+    """One row of the results table: one method on one domain.
+
+    `tau_chain` / `tau_tree`: tokens per target forward (bonus included) with chain / EAGLE-2 tree drafting at T=0 on
+    the held-out prompts, `ci95_*` their 95% bootstrap intervals over prompts, `acceptance_*[i]` the share of
+    verification steps that accepted at least `i + 1` drafted tokens. `train_flops` is an estimate (see
+    `eda_adapters.experiment.evaluation.training_flops`); `budget` says which token budget the row was trained at.
+    """
 
     domain: str
     method: str
-    tau: float
+    tau_chain: float
+    ci95_chain: tuple[float, float] = (0.0, 0.0)
+    tau_tree: float | None = None
+    ci95_tree: tuple[float, float] | None = None
+    acceptance_chain: list[float] = field(default_factory=list)
+    acceptance_tree: list[float] = field(default_factory=list)
+    num_eval_prompts: int = 0
     trainable_params: int = 0
     samples: int = 0
+    steps: int = 0
+    train_tokens: int = 0
     train_seconds: float = 0.0
-    step_seconds: float = 0.0
+    train_flops: float = 0.0
+    budget: str = "equal tokens"
+
+    @property
+    def tau(self) -> float:
+        """The chain tau (the number older results called tau)."""
+        return self.tau_chain
 
 
 @dataclass
 class BudgetPoint:
-    """One point of the tau-vs-budget curve."""
+    """One point of the tau-vs-budget curve (chain tau, with its 95% bootstrap interval)."""
 
     domain: str
     selection: str
     budget: float
     samples: int
     tau: float
+    ci95: tuple[float, float] = (0.0, 0.0)
+    tau_tree: float | None = None
+
+
+def _interval(tau: float | None, ci: Sequence[float] | None) -> str:
+    if tau is None:
+        return "-"
+    return f"{tau:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{tau:.2f}"
 
 
 def results_table(rows: Sequence[MethodResult]) -> str:
     """A markdown table, domains as row groups, methods in `METHOD_LABELS` order."""
     lines = [
-        "| domain | method | tau | trainable params | samples | train time (s) | s/step |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| domain | method | tau chain [95% CI] | tau tree [95% CI] | trainable params | samples | tokens seen | "
+        "train FLOPs | train time (s) | budget |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     order = {m: i for i, m in enumerate(METHOD_LABELS)}
     for row in sorted(rows, key=lambda r: (r.domain, order.get(r.method, len(order)))):
         lines.append(
-            f"| {row.domain} | {METHOD_LABELS.get(row.method, row.method)} | {row.tau:.3f} | "
-            f"{row.trainable_params:,} | {row.samples:,} | {row.train_seconds:.1f} | {row.step_seconds:.3f} |"
+            f"| {row.domain} | {METHOD_LABELS.get(row.method, row.method)} | {_interval(row.tau_chain, row.ci95_chain)} "
+            f"| {_interval(row.tau_tree, row.ci95_tree)} | {row.trainable_params:,} | {row.samples:,} | "
+            f"{row.train_tokens:,} | {row.train_flops:.2e} | {row.train_seconds:.1f} | "
+            f"{row.budget if row.trainable_params else '-'} |"
         )
     return "\n".join(lines)
 
 
-def budget_table(points: Sequence[BudgetPoint]) -> str:
-    lines = ["| domain | selection | budget | samples | tau |", "|---|---|---:|---:|---:|"]
-    for p in sorted(points, key=lambda p: (p.domain, p.selection, p.budget)):
-        lines.append(f"| {p.domain} | {p.selection} | {p.budget:g} | {p.samples:,} | {p.tau:.3f} |")
+def acceptance_table(rows: Sequence[MethodResult]) -> str:
+    """Per-position acceptance: the share of verification steps that accepted at least i drafted tokens."""
+    depth = max((len(r.acceptance_chain) for r in rows), default=0)
+    tree_depth = max((len(r.acceptance_tree) for r in rows), default=0)
+    header = [f"chain >={i}" for i in range(1, depth + 1)] + [f"tree >={i}" for i in range(1, tree_depth + 1)]
+    lines = ["| domain | method | " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(header)]
+    order = {m: i for i, m in enumerate(METHOD_LABELS)}
+    for row in sorted(rows, key=lambda r: (r.domain, order.get(r.method, len(order)))):
+        values = [f"{v:.2f}" for v in row.acceptance_chain] + ["-"] * (depth - len(row.acceptance_chain))
+        values += [f"{v:.2f}" for v in row.acceptance_tree] + ["-"] * (tree_depth - len(row.acceptance_tree))
+        lines.append(f"| {row.domain} | {row.method} | " + " | ".join(values) + " |")
     return "\n".join(lines)
+
+
+def budget_table(points: Sequence[BudgetPoint]) -> str:
+    lines = ["| domain | selection | budget | samples | tau chain [95% CI] | tau tree |", "|---|---|---:|---:|---:|---:|"]
+    for p in sorted(points, key=lambda p: (p.domain, p.selection, p.budget)):
+        tree = f"{p.tau_tree:.2f}" if p.tau_tree is not None else "-"
+        lines.append(
+            f"| {p.domain} | {p.selection} | {p.budget:g} | {p.samples:,} | {_interval(p.tau, p.ci95)} | {tree} |"
+        )
+    return "\n".join(lines)
+
+
+def results_by_domain(rows: Sequence[MethodResult]) -> dict[str, dict[str, dict]]:
+    """`{domain: {method: row fields}}`, the machine-readable form of the table."""
+    out: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        fields = asdict(row)
+        del fields["domain"], fields["method"]
+        out.setdefault(row.domain, {})[row.method] = fields
+    return out
 
 
 def plot_tau_by_method(rows: Sequence[MethodResult], path: str | os.PathLike) -> Path:
@@ -79,12 +144,17 @@ def plot_tau_by_method(rows: Sequence[MethodResult], path: str | os.PathLike) ->
     width = 0.8 / max(1, len(methods))
     fig, ax = plt.subplots(figsize=(max(6, 2.5 * len(domains) + 2), 4))
     for i, method in enumerate(methods):
-        values = [next((r.tau for r in rows if r.domain == d and r.method == method), 0.0) for d in domains]
+        found = [next((r for r in rows if r.domain == d and r.method == method), None) for d in domains]
+        values = [r.tau_chain if r else 0.0 for r in found]
+        errors = [
+            [r.tau_chain - r.ci95_chain[0] if r else 0.0 for r in found],
+            [r.ci95_chain[1] - r.tau_chain if r else 0.0 for r in found],
+        ]
         xs = [d + (i - (len(methods) - 1) / 2) * width for d in range(len(domains))]
-        ax.bar(xs, values, width, label=METHOD_LABELS[method])
+        ax.bar(xs, values, width, yerr=errors, capsize=2, label=METHOD_LABELS[method])
     ax.set_xticks(range(len(domains)), domains)
-    ax.set_ylabel("tau (tokens per target forward)")
-    ax.set_title("Acceptance length per method")
+    ax.set_ylabel("tau, chain (tokens per target forward)")
+    ax.set_title("Acceptance length per method (95% bootstrap intervals over held-out prompts)")
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
@@ -104,7 +174,9 @@ def plot_tau_vs_budget(points: Sequence[BudgetPoint], path: str | os.PathLike) -
         for selection, style in (("shift", "o-"), ("random", "s--")):
             pts = sorted((p for p in points if p.domain == domain and p.selection == selection), key=lambda p: p.budget)
             if pts:
-                ax.plot([p.samples for p in pts], [p.tau for p in pts], style, label=selection)
+                errors = [[p.tau - p.ci95[0] for p in pts], [p.ci95[1] - p.tau for p in pts]]
+                ax.errorbar([p.samples for p in pts], [p.tau for p in pts], yerr=errors, fmt=style, capsize=3,
+                            label=selection)
         ax.set_title(domain)
         ax.set_xlabel("training samples (budget)")
         ax.set_ylabel("tau")
@@ -125,11 +197,17 @@ def save_results(
         "tau_by_method": output_dir / "tau_by_method.png",
         "tau_vs_budget": output_dir / "tau_vs_budget.png",
     }
+    payload = {
+        "domains": results_by_domain(rows),
+        "methods": [{**asdict(r), "tau": r.tau_chain} for r in rows],
+        "budgets": [asdict(p) for p in points],
+        "labels": {m: METHOD_LABELS[m] for m in METHOD_LABELS if any(r.method == m for r in rows)},
+    }
+    atomic_write_text(paths["json"], json.dumps(payload, indent=2))
     atomic_write_text(
-        paths["json"],
-        json.dumps({"methods": [asdict(r) for r in rows], "budgets": [asdict(p) for p in points]}, indent=2),
+        paths["markdown"],
+        results_table(rows) + "\n\n" + acceptance_table(rows) + "\n\n" + budget_table(points) + "\n",
     )
-    atomic_write_text(paths["markdown"], results_table(rows) + "\n\n" + budget_table(points) + "\n")
     plot_tau_by_method(rows, paths["tau_by_method"])
     if points:
         plot_tau_vs_budget(points, paths["tau_vs_budget"])

@@ -7,8 +7,10 @@ Only tau is measured again each time (it is cheap and it is the result).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from peft import PeftModel
+from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from ..data.io import atomic_write_json, load_causal_lm, load_rows, load_tokenizer, save_dataset_jsonl
@@ -26,10 +28,21 @@ from ..data.regenerate import regenerate
 from ..data.selection import add_shift_scores, resolve_budget, select_by_shift
 from ..fingerprints import dataset_tokens_fingerprint, draft_fingerprint
 from ..models import EagleDraftModel
+from ..generation import TreeConfig
 from ..training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
-from ..training.acceptance import greedy_acceptance_length, prompts_from_dataset
+from ..training.acceptance import prompts_from_dataset
+from ..training.joint import STAGE1_ADAPTER_DIR
 from ..tuners import EdaConfig
 from .config import DomainConfig, ExperimentConfig
+from .evaluation import (
+    LORA_TARGET_MODULES,
+    TauMeasurement,
+    count_parameters,
+    forward_parameters,
+    lora_rank_matching,
+    measure_tau,
+    training_flops,
+)
 from .report import BudgetPoint, MethodResult, results_table, save_results
 
 logger = logging.getLogger(__name__)
@@ -43,10 +56,8 @@ class TrainCost:
     samples: int
     steps: int
     train_seconds: float
-
-    @property
-    def step_seconds(self) -> float:
-        return self.train_seconds / max(1, self.steps)
+    tokens: int = 0
+    flops: float = 0.0
 
 
 @dataclass
@@ -78,19 +89,19 @@ class _Experiment:
         cfg = self.config
         set_seed(cfg.seed)
         self.out.mkdir(parents=True, exist_ok=True)
-        general = self._regenerate(self.base, cfg.general_prompts, self.out / "stage1" / "regenerated")
+        self.general = self._regenerate(self.base, cfg.general_prompts, self.out / "stage1" / "regenerated")
         self.draft_dir = self.out / "stage1" / "draft"
-        stage1_settings = {**self._settings(cfg.stage1_epochs, cfg.stage1_learning_rate), "target": cfg.base_target}
-        stage1_cost = self._train(
-            self.draft_dir, general, stage1_settings,
-            lambda: EagleTrainer(
-                target_model=self.base, train_dataset=general,
-                args=self._args(EagleTrainingConfig, self.draft_dir, cfg.stage1_epochs, cfg.stage1_learning_rate),
-            ),
+        self.draft_fingerprint = None
+        self._fingerprints: dict[Path, str | None] = {}
+        stage1_cost = self._full(
+            self.draft_dir, self.base, cfg.base_target, self.general,
+            self._steps(len(self.general), cfg.stage1_epochs), cfg.stage1_learning_rate,
         )
         # the shared draft is frozen from here on: fingerprint it once, it keys every adapter run
         self.draft_fingerprint = draft_fingerprint(self._shared_draft(self.base))
         self.log(f"stage 1: shared draft trained on {stage1_cost.samples} samples in {stage1_cost.train_seconds:.1f}s")
+        if "eda_official" in cfg.methods:
+            self._joint_draft()
 
         methods: list[MethodResult] = []
         budgets: list[BudgetPoint] = []
@@ -111,6 +122,7 @@ class _Experiment:
                 f"domain {domain.name}: {len(prompts)} prompts, but {domain.num_eval_prompts} are held out for tau; "
                 "give more prompts or lower num_eval_prompts"
             )
+        # the first prompts are held out: never trained on, never scored for selection
         eval_rows = prompts.select(range(domain.num_eval_prompts))
         pool_rows = prompts.select(range(domain.num_eval_prompts, len(prompts)))
         eval_prompts = prompts_from_dataset(
@@ -118,29 +130,39 @@ class _Experiment:
         )
         pool = self._regenerate(target, pool_rows, out / "regenerated")
         scored = self._scores(pool, target, out / "scores.jsonl")
-
-        def tau(draft: torch.nn.Module, on: PreTrainedModel) -> float:
-            return greedy_acceptance_length(
-                draft, on, eval_prompts, num_draft_tokens=cfg.num_draft_tokens, max_new_tokens=cfg.eval_max_new_tokens
-            )
-
+        measure = functools.partial(self._measure, prompts=eval_prompts)
         results: list[MethodResult] = []
 
-        def record(method: str, value: float, cost: TrainCost | None = None) -> None:
-            row = MethodResult(domain.name, method, value)
+        def record(method: str, draft: torch.nn.Module, on: PreTrainedModel, cost: TrainCost | None = None,
+                   budget: str = "equal tokens") -> tuple[TauMeasurement, TauMeasurement | None]:
+            chain, tree = measure(draft, on)
+            row = MethodResult(
+                domain.name, method, chain.tau, chain.ci95, tree.tau if tree else None, tree.ci95 if tree else None,
+                chain.acceptance_by_position, tree.acceptance_by_position if tree else [], chain.num_prompts,
+                budget=budget,
+            )
             if cost is not None:
-                row.trainable_params, row.samples = cost.trainable_params, cost.samples
-                row.train_seconds, row.step_seconds = cost.train_seconds, cost.step_seconds
+                row.trainable_params, row.samples, row.steps = cost.trainable_params, cost.samples, cost.steps
+                row.train_tokens, row.train_seconds, row.train_flops = cost.tokens, cost.train_seconds, cost.flops
             results.append(row)
-            self.log(f"[{domain.name}] {method}: tau {value:.3f}" + (f" ({cost.samples} samples)" if cost else ""))
+            tree_text = f", tree {tree.tau:.3f} [{tree.ci95[0]:.2f}, {tree.ci95[1]:.2f}]" if tree else ""
+            self.log(
+                f"[{domain.name}] {method}: tau chain {chain.tau:.3f} [{chain.ci95[0]:.2f}, {chain.ci95[1]:.2f}]"
+                f"{tree_text}" + (f" ({cost.samples} samples, {cost.tokens} tokens)" if cost else "")
+            )
+            return chain, tree
 
         if "base_on_base" in cfg.methods:
-            record("base_on_base", tau(self._shared_draft(self.base), self.base), stage1_cost)
+            record("base_on_base", self._shared_draft(self.base), self.base, stage1_cost, budget="stage 1")
         if "direct_transfer" in cfg.methods:
-            record("direct_transfer", tau(self._shared_draft(target), target))
+            record("direct_transfer", self._shared_draft(target), target)
 
-        # EDA adapters: shift vs random at every budget of the curve (the main budget included)
+        # every trained row sees as many tokens as the EDA adapter at the main budget: same steps x batch
         main_count = resolve_budget(cfg.budget, len(scored))
+        steps = self._steps(main_count, cfg.adapt_epochs)
+        shift_data = select_by_shift(scored, main_count, method="shift", seed=cfg.seed)
+
+        # EDA adapters: shift vs random at every budget of the curve (adapt_epochs each; the main budget included)
         curve: list[BudgetPoint] = []
         for budget in sorted({*cfg.budget_curve, cfg.budget}):
             count = resolve_budget(budget, len(scored))
@@ -148,33 +170,74 @@ class _Experiment:
                 if f"eda_{selection}" not in cfg.methods:
                     continue
                 subset = select_by_shift(scored, count, method=selection, seed=cfg.seed)
-                model, cost = self._adapter(target, subset, out / f"eda-{selection}-{count}")
-                value = tau(model, target)
-                curve.append(BudgetPoint(domain.name, selection, float(budget), count, value))
+                model, cost = self._adapter(target, subset, out / f"eda-{selection}-{count}", self._steps(count))
                 if count == main_count:
-                    record(f"eda_{selection}", value, cost)
+                    chain, tree = record(f"eda_{selection}", model, target, cost)
+                else:
+                    chain, tree = measure(model, target)
+                curve.append(BudgetPoint(domain.name, selection, float(budget), count, chain.tau, chain.ci95,
+                                         tree.tau if tree else None))
 
         if "eda_original" in cfg.methods:
             original = self._original_texts(pool_rows)
             if len(original) >= main_count:
                 subset = select_by_shift(original, main_count, method="random", seed=cfg.seed)
-                model, cost = self._adapter(target, subset, out / f"eda-original-{main_count}")
-                record("eda_original", tau(model, target), cost)
+                model, cost = self._adapter(target, subset, out / f"eda-original-{main_count}", steps)
+                record("eda_original", model, target, cost)
             else:
                 self.log(f"[{domain.name}] eda_original skipped: {len(original)} prompts have a reference answer")
 
-        if "full_retrain" in cfg.methods:
-            run_dir = out / "full-retrain"
-            settings = {**self._settings(cfg.retrain_epochs, cfg.stage1_learning_rate), "target": domain.target}
-            cost = self._train(
-                run_dir, scored, settings,
-                lambda: EagleTrainer(
-                    target_model=target, train_dataset=scored,
-                    args=self._args(EagleTrainingConfig, run_dir, cfg.retrain_epochs, cfg.stage1_learning_rate),
-                ),
+        if "eda_official" in cfg.methods:
+            official = dict(cfg.official)
+            noise = {k: official.pop(k) for k in ("feature_noise_type", "feature_noise_std") if k in official}
+            model, cost = self._adapter(
+                target, shift_data, out / f"eda-official-{main_count}", steps, eda={**cfg.eda, **official},
+                draft_dir=self._joint_draft(), noise=noise,
             )
-            record("full_retrain", tau(EagleDraftModel.from_pretrained(run_dir, target_model=target), target), cost)
+            record("eda_official", model, target, cost)
+
+        if "lora" in cfg.methods:
+            model, cost = self._lora(target, shift_data, out / f"lora-{main_count}", steps)
+            record("lora", model, target, cost)
+
+        if "full_finetune" in cfg.methods:
+            run_dir = out / f"full-finetune-{main_count}"
+            cost = self._full(run_dir, target, domain.target, shift_data, steps, cfg.finetune_learning_rate, warm=True)
+            record("full_finetune", EagleDraftModel.from_pretrained(run_dir, target_model=target), target, cost)
+
+        if "full_retrain" in cfg.methods:
+            run_dir = out / f"full-retrain-{main_count}"
+            cost = self._full(run_dir, target, domain.target, shift_data, steps, cfg.stage1_learning_rate)
+            record("full_retrain", EagleDraftModel.from_pretrained(run_dir, target_model=target), target, cost)
+
+        if "full_retrain_converged" in cfg.methods:
+            run_dir = out / "full-retrain"
+            cost = self._full(
+                run_dir, target, domain.target, scored, self._steps(len(scored), cfg.retrain_epochs),
+                cfg.stage1_learning_rate,
+            )
+            record("full_retrain_converged", EagleDraftModel.from_pretrained(run_dir, target_model=target), target,
+                   cost, budget=f"own ({cfg.retrain_epochs:g} epochs over the whole pool)")
         return results, curve
+
+    # ------------------------------------------------------------------ measuring
+    def _measure(
+        self, draft: torch.nn.Module, target: PreTrainedModel, prompts: list[torch.LongTensor]
+    ) -> tuple[TauMeasurement, TauMeasurement | None]:
+        """tau with chain drafting and (when `eval_tree`) EAGLE-2 tree decoding, T=0, on the held-out prompts."""
+        cfg = self.config
+        common = dict(max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
+        chain = measure_tau(draft, target, prompts, num_draft_tokens=cfg.num_draft_tokens, **common)
+        tree = None
+        if cfg.eval_tree:
+            shape = TreeConfig(depth=cfg.tree_depth, top_k=cfg.tree_top_k, total_tokens=cfg.tree_total_tokens)
+            tree = measure_tau(draft, target, prompts, tree=shape, **common)
+        return chain, tree
+
+    def _steps(self, samples: int, epochs: float | None = None) -> int:
+        """Optimizer steps of `epochs` (default `adapt_epochs`) over `samples` samples."""
+        epochs = self.config.adapt_epochs if epochs is None else epochs
+        return max(1, math.ceil(epochs * math.ceil(samples / self.config.train_batch_size)))
 
     # ------------------------------------------------------------------ pieces
     def _load_target(self, name_or_path: str) -> PreTrainedModel:
@@ -202,40 +265,114 @@ class _Experiment:
         save_dataset_jsonl(scored, path)
         return scored
 
-    def _shared_draft(self, target: PreTrainedModel) -> EagleDraftModel:
-        return EagleDraftModel.from_pretrained(self.draft_dir, target_model=target).eval()
+    def _shared_draft(self, target: PreTrainedModel, draft_dir: Path | None = None) -> EagleDraftModel:
+        return EagleDraftModel.from_pretrained(draft_dir or self.draft_dir, target_model=target).eval()
 
-    def _adapter(self, target: PreTrainedModel, data: Dataset, run_dir: Path) -> tuple[PeftModel, TrainCost]:
+    def _fingerprint(self, draft_dir: Path | None) -> str | None:
+        """Fingerprint of a frozen shared draft, computed once per directory (it keys every adapter run on it)."""
+        if draft_dir is None or draft_dir == self.draft_dir:
+            return self.draft_fingerprint
+        if draft_dir not in self._fingerprints:
+            self._fingerprints[draft_dir] = draft_fingerprint(self._shared_draft(self.base, draft_dir))
+        return self._fingerprints[draft_dir]
+
+    def _joint_draft(self) -> Path:
+        """The official design's stage 1 (trained once): a shared draft trained jointly with a private expert."""
         cfg = self.config
+        run_dir = self.out / "stage1" / "joint-draft"
+        noise = {k: cfg.official[k] for k in ("feature_noise_type", "feature_noise_std") if k in cfg.official}
+        steps = self._steps(len(self.general), cfg.stage1_epochs)
+        settings = {**self._settings(steps, cfg.stage1_learning_rate, noise), "joint": cfg.eda, "target": cfg.base_target}
+        private = {k: v for k, v in cfg.eda.items() if k not in ("modules_to_save", "init_private_weights",
+                                                                  "init_private_from")}
+        cost = self._train(
+            run_dir, self.general, settings,
+            lambda: EagleTrainer(
+                target_model=self.base, train_dataset=self.general,
+                peft_config=EdaConfig(**private, init_private_weights="random"),
+                args=self._args(EagleTrainingConfig, run_dir, steps, cfg.stage1_learning_rate, noise),
+            ),
+        )
+        self.log(f"stage 1 (official design, joint): trained in {cost.train_seconds:.1f}s")
+        return run_dir
+
+    def _adapter(
+        self, target: PreTrainedModel, data: Dataset, run_dir: Path, steps: int, eda: dict[str, Any] | None = None,
+        draft_dir: Path | None = None, noise: dict[str, Any] | None = None,
+    ) -> tuple[PeftModel, TrainCost]:
+        """An EDA adapter (`eda` settings, default the config's) of the shared draft at `draft_dir` (default stage 1)."""
+        cfg = self.config
+        eda = cfg.eda if eda is None else eda
+        if eda.get("init_private_weights") == "copy" and not eda.get("init_private_from"):
+            eda = {**eda, "init_private_from": str((draft_dir or self.draft_dir) / STAGE1_ADAPTER_DIR)}
         settings = {
-            **self._settings(cfg.adapt_epochs, cfg.adapt_learning_rate), "eda": cfg.eda,
-            "target": target.name_or_path, "draft": self.draft_fingerprint,
+            **self._settings(steps, cfg.adapt_learning_rate, noise), "eda": eda, "target": target.name_or_path,
+            "draft": self._fingerprint(draft_dir),
         }
         cost = self._train(
             run_dir, data, settings,
             lambda: EdaTrainer(
+                model=self._shared_draft(target, draft_dir), target_model=target, train_dataset=data,
+                peft_config=EdaConfig(**eda),
+                args=self._args(EdaTrainingConfig, run_dir, steps, cfg.adapt_learning_rate, noise),
+            ),
+        )
+        return PeftModel.from_pretrained(self._shared_draft(target, draft_dir), run_dir).eval(), cost
+
+    def _lora(self, target: PreTrainedModel, data: Dataset, run_dir: Path, steps: int) -> tuple[PeftModel, TrainCost]:
+        """PEFT's LoRA on every linear layer of the shared draft, rank matched to the EDA adapter's parameters."""
+        cfg = self.config
+        rank = lora_rank_matching(self._shared_draft(target), EdaConfig(**cfg.eda))
+        lora = dict(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGET_MODULES, lora_dropout=0.0)
+        settings = {**self._settings(steps, cfg.adapt_learning_rate), "lora": lora, "target": target.name_or_path,
+                    "draft": self.draft_fingerprint}
+        cost = self._train(
+            run_dir, data, settings,
+            lambda: EdaTrainer(
                 model=self._shared_draft(target), target_model=target, train_dataset=data,
-                peft_config=EdaConfig(**cfg.eda),
-                args=self._args(EdaTrainingConfig, run_dir, cfg.adapt_epochs, cfg.adapt_learning_rate),
+                peft_config=LoraConfig(**lora),
+                args=self._args(EdaTrainingConfig, run_dir, steps, cfg.adapt_learning_rate),
             ),
         )
         return PeftModel.from_pretrained(self._shared_draft(target), run_dir).eval(), cost
 
-    def _settings(self, epochs: float, lr: float) -> dict[str, Any]:
+    def _full(
+        self, run_dir: Path, target: PreTrainedModel, target_name: str, data: Dataset, steps: int, lr: float,
+        warm: bool = False,
+    ) -> TrainCost:
+        """A whole draft for `target`: from scratch, or warm-started from the shared draft (`warm`)."""
+        settings = {**self._settings(steps, lr), "target": target_name, "warm": self.draft_fingerprint if warm else None}
+        return self._train(
+            run_dir, data, settings,
+            lambda: EagleTrainer(
+                model=self._shared_draft(target) if warm else None, target_model=target, train_dataset=data,
+                args=self._args(EagleTrainingConfig, run_dir, steps, lr),
+            ),
+        )
+
+    def _settings(self, steps: int, lr: float, noise: dict[str, Any] | None = None) -> dict[str, Any]:
         cfg = self.config
         return {
-            "epochs": epochs, "lr": lr, "batch_size": cfg.train_batch_size, "max_length": cfg.max_length,
-            "noise": cfg.feature_noise_std, "layers": cfg.draft_num_layers, "seed": cfg.seed,
+            "steps": steps, "lr": lr, "batch_size": cfg.train_batch_size, "max_length": cfg.max_length,
+            "noise": self._noise(noise), "layers": cfg.draft_num_layers, "seed": cfg.seed,
         }
 
-    def _args(self, config_cls: type, run_dir: Path, epochs: float, lr: float) -> EagleTrainingConfig:
+    def _noise(self, noise: dict[str, Any] | None) -> dict[str, Any]:
+        cfg = self.config
+        return {"feature_noise_type": cfg.feature_noise_type, "feature_noise_std": cfg.feature_noise_std,
+                **(noise or {})}
+
+    def _args(
+        self, config_cls: type, run_dir: Path, steps: int, lr: float, noise: dict[str, Any] | None = None
+    ) -> EagleTrainingConfig:
         cfg = self.config
         return config_cls(
-            output_dir=str(run_dir), num_train_epochs=epochs, learning_rate=lr,
+            output_dir=str(run_dir), max_steps=steps, learning_rate=lr,
             per_device_train_batch_size=cfg.train_batch_size, max_length=cfg.max_length,
-            feature_noise_std=cfg.feature_noise_std, draft_num_layers=cfg.draft_num_layers,
+            draft_num_layers=cfg.draft_num_layers, **self._noise(noise),
             lr_scheduler_type="cosine", warmup_steps=0.05, save_strategy="no", report_to=[], logging_steps=50,
             seed=cfg.seed, disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available(),
+            include_num_input_tokens_seen="non_padding",
         )
 
     def _train(self, run_dir: Path, data: Dataset, settings: dict[str, Any], make_trainer: Any) -> TrainCost:
@@ -254,12 +391,16 @@ class _Experiment:
         if run_dir.exists():  # the experiment's own stale or unfinished run: trainers refuse to train over it
             shutil.rmtree(run_dir)
         trainer = make_trainer()
-        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        trainable = count_parameters(trainer.model, trainable_only=True)
         start = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - start
         trainer.save_model(str(run_dir))
-        cost = TrainCost(trainable, len(data), int(output.global_step), seconds)
+        tokens = int(trainer.state.num_input_tokens_seen)
+        flops = training_flops(
+            tokens, forward_parameters(trainer.target_model), forward_parameters(trainer.model), trainable
+        )
+        cost = TrainCost(trainable, len(data), int(output.global_step), seconds, tokens, flops)
         atomic_write_json(cost_file, {**asdict(cost), "key": key})
         return cost
 

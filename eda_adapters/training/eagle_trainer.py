@@ -302,7 +302,7 @@ class EagleTrainer(Trainer):
         if not hasattr(model, "peft_config"):
             return 0.0  # a plain draft has no router
         adapter = model.peft_config[model.active_adapter]
-        return adapter.router_aux_loss_coef if adapter.is_routed else 0.0
+        return adapter.router_aux_loss_coef if getattr(adapter, "is_routed", False) else 0.0
 
 
     def _check_finite(self, loss: torch.Tensor) -> None:

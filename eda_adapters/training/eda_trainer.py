@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from peft import PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -27,6 +27,8 @@ class EdaTrainer(EagleTrainer):
     - Only the active adapter's private parameters train, plus PEFT's trained copies of the shared modules its
       `EdaConfig.modules_to_save` declares (e.g. `["fc"]`, as the authors do); the shared draft's own tensors and the
       target's heads stay bit-identical, and any other trainable parameter is refused.
+    - `peft_config=LoraConfig(...)` trains PEFT's own LoRA on the draft instead (the baseline EDA is compared with);
+      the same rule holds: only the adapter's tensors train.
     - The private experts start as `EdaConfig.init_private_weights` says: zero down projection, random, or a copy of
       the stage-1 private expert (`"copy"` with `init_private_from=<stage-1 output>/stage1_adapter`).
     - Routed adapters (`num_private_experts > 1`) add `EdaConfig.router_aux_loss_coef * eda_adapters.router_aux_loss`.
@@ -68,10 +70,10 @@ class EdaTrainer(EagleTrainer):
                     "peft_config=, not both."
                 )
             adapter = model.peft_config[model.active_adapter]
-            if not isinstance(adapter, EdaConfig):
+            if not isinstance(adapter, (EdaConfig, LoraConfig)):
                 raise TypeError(
-                    f"EdaTrainer trains EDA adapters; the active adapter {model.active_adapter!r} is "
-                    f"{type(adapter).__name__}: wrap the draft with EdaConfig(...) instead."
+                    f"EdaTrainer trains EDA adapters (and LoRA, the baseline); the active adapter "
+                    f"{model.active_adapter!r} is {type(adapter).__name__}: wrap the draft with EdaConfig(...) instead."
                 )
             model.get_base_model().attach_target(target)
         else:
@@ -84,14 +86,17 @@ class EdaTrainer(EagleTrainer):
                     "EdaTrainer trains only a private EDA adapter: pass peft_config=EdaConfig(...) (or a PeftModel). "
                     "To train the whole draft use EagleTrainer."
                 )
-            if not isinstance(peft_config, EdaConfig):
-                raise TypeError(f"peft_config must be an EdaConfig, got {type(peft_config).__name__}.")
-            if peft_config.init_private_weights == "copy" and not os.path.isdir(peft_config.init_private_from):
+            if not isinstance(peft_config, (EdaConfig, LoraConfig)):
+                raise TypeError(
+                    f"peft_config must be an EdaConfig (or a LoraConfig, the baseline), got {type(peft_config).__name__}."
+                )
+            if isinstance(peft_config, EdaConfig) and peft_config.init_private_weights == "copy" and not os.path.isdir(peft_config.init_private_from):
                 raise FileNotFoundError(
                     f"EdaConfig(init_private_from={peft_config.init_private_from!r}) is not a directory: pass the "
                     f"stage-1 adapter saved by EagleTrainer(peft_config=...) as <output_dir>/{STAGE1_ADAPTER_DIR}."
                 )
-            _check_shared_mlps(model, peft_config)
+            if isinstance(peft_config, EdaConfig):
+                _check_shared_mlps(model, peft_config)
             model.attach_target(target)
             model = get_peft_model(model, peft_config)
         trainable = [name for name, param in model.named_parameters() if param.requires_grad]
@@ -102,12 +107,9 @@ class EdaTrainer(EagleTrainer):
             )
         adapter_name = model.active_adapter
         declared = model.peft_config[adapter_name].modules_to_save or []
-        # the private experts, and PEFT's trained copies of the declared shared modules; nothing else may train
-        shared = [
-            name
-            for name in trainable
-            if ".eda_" not in name and f".modules_to_save.{adapter_name}." not in name
-        ]
+        # the adapter's own tensors (private experts or LoRA factors, and PEFT's trained copies of the declared
+        # modules_to_save) are keyed by the adapter name; nothing else may train
+        shared = [name for name in trainable if f".{adapter_name}." not in name]
         if shared:
             raise ValueError(
                 f"Stage 2 trains the private EDA parameters and the declared modules_to_save {declared}, but other "

@@ -39,6 +39,8 @@ ADAPTER_SIGNATURE_FIELDS = (
 def adapter_signature(model: PeftModel) -> dict[str, Any]:
     """The fields of the active EDA adapter's config that define the run (see `ADAPTER_SIGNATURE_FIELDS`)."""
     adapter = model.peft_config[model.active_adapter]
+    if not isinstance(adapter, EdaConfig):  # the LoRA baseline
+        return {"peft_type": str(adapter.peft_type), "r": adapter.r, "target_modules": adapter.target_modules}
     return {key: getattr(adapter, key) for key in ADAPTER_SIGNATURE_FIELDS}
 
 

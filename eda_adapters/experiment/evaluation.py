@@ -1,0 +1,153 @@
+"""How the experiment measures drafts: tau with chain and EAGLE-2 tree decoding per held-out prompt, bootstrap
+intervals over prompts, per-position acceptance rates, and an estimate of training FLOPs."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..generation import TreeConfig, speculative_generate
+from ..generation.stats import compute_tau
+from ..tuners import EdaConfig
+
+
+@dataclass
+class TauMeasurement:
+    """tau of one draft on a set of prompts, with a 95% bootstrap interval over prompts.
+
+    `tau` is the pooled mean over all verification steps (tokens per target forward, bonus included); `ci95` the 2.5
+    and 97.5 percentiles of the same statistic over prompts resampled with replacement. `acceptance_by_position[i]`
+    is the share of steps that accepted at least `i + 1` drafted tokens.
+    """
+
+    tau: float
+    ci95: tuple[float, float]
+    acceptance_by_position: list[float]
+    num_prompts: int
+    num_steps: int
+    per_prompt: list[list[int]] = field(default_factory=list, repr=False)
+
+
+def summarize(per_prompt: Sequence[Sequence[int]], depth: int, seed: int = 0, resamples: int = 1000) -> TauMeasurement:
+    """Pool the accepted lengths of each prompt's verification steps into a [`TauMeasurement`]."""
+    steps = [n for lengths in per_prompt for n in lengths]
+    if not steps:
+        raise ValueError("No verification step ran on the evaluation prompts: raise eval_max_new_tokens.")
+    rng = random.Random(seed)
+    sums = [(sum(n + 1 for n in lengths), len(lengths)) for lengths in per_prompt]
+    stats = []
+    for _ in range(resamples):
+        picks = [sums[rng.randrange(len(sums))] for _ in sums]
+        total = sum(count for _, count in picks)
+        if total:
+            stats.append(sum(tokens for tokens, _ in picks) / total)
+    stats.sort()
+    low, high = stats[int(0.025 * (len(stats) - 1))], stats[int(round(0.975 * (len(stats) - 1)))]
+    by_position = [sum(n >= i for n in steps) / len(steps) for i in range(1, depth + 1)]
+    return TauMeasurement(compute_tau(steps), (low, high), by_position, len(per_prompt), len(steps),
+                          [list(lengths) for lengths in per_prompt])
+
+
+@torch.no_grad()
+def measure_tau(
+    draft: nn.Module,
+    target: PreTrainedModel,
+    prompts: Sequence[torch.LongTensor],
+    *,
+    tree: TreeConfig | None = None,
+    num_draft_tokens: int = 5,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+) -> TauMeasurement:
+    """Greedy (T=0) speculative decoding of every prompt, one at a time: chain drafting of `num_draft_tokens` tokens
+    (`tree=None`, through `target.generate`) or EAGLE-2 tree decoding (`tree=TreeConfig(...)`)."""
+    device = target.get_input_embeddings().weight.device
+    generation = target.generation_config
+    pad = generation.pad_token_id if generation.pad_token_id is not None else generation.eos_token_id
+    pad = (pad[0] if isinstance(pad, list) else pad) or 0
+    chain = dict(
+        num_assistant_tokens=num_draft_tokens, num_assistant_tokens_schedule="constant", do_sample=False,
+        pad_token_id=pad,
+    )
+    was_training = draft.training
+    draft.eval()
+    per_prompt = []
+    try:
+        for prompt in prompts:
+            ids = prompt.to(device).view(1, -1)
+            _, stats = speculative_generate(
+                target, draft, ids, tree=tree, max_new_tokens=max_new_tokens, return_stats=True,
+                attention_mask=torch.ones_like(ids), **({} if tree is not None else chain),
+            )
+            per_prompt.append(stats.accepted_lengths)
+    finally:
+        draft.train(was_training)
+    return summarize(per_prompt, tree.depth if tree is not None else num_draft_tokens, seed=seed)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Parameters of `module` (each tensor once, shared ones included once)."""
+    seen, total = set(), 0
+    for param in module.parameters():
+        if id(param) in seen or (trainable_only and not param.requires_grad):
+            continue
+        seen.add(id(param))
+        total += param.numel()
+    return total
+
+
+def training_flops(tokens: int, target_params: int, draft_compute_params: int, trainable_params: int) -> float:
+    """Estimated FLOPs of draft training on `tokens` tokens with online target features.
+
+    Per token: `2 * target_params` for the target's forward (features), `2 * draft_compute_params` for the draft's
+    forward and as much again for the backward through its activations (the draft's layers and the target's output
+    head it runs, embedding lookups excluded), plus `2 * trainable_params` for the weight gradients. This is the usual
+    6N rule with weight gradients counted only for what trains.
+    """
+    return float(tokens) * (2 * target_params + 4 * draft_compute_params + 2 * trainable_params)
+
+
+def forward_parameters(model: nn.Module) -> int:
+    """Parameters a forward pass multiplies with: all but the input embedding (a lookup), the output head counted
+    even when it is tied to the embedding. Works for causal LMs, EAGLE drafts (whose head is the target's) and
+    `PeftModel`s around them."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    embed = getattr(base, "embed_tokens", None) or base.get_input_embeddings()
+    head = getattr(base, "lm_head", None) or base.get_output_embeddings()
+    skip = {id(p) for p in embed.parameters()} if embed is not None else set()
+    total = count_parameters(base) - sum(p.numel() for p in embed.parameters()) if embed is not None else (
+        count_parameters(base)
+    )
+    if head is not None and id(head.weight) in skip:
+        total += head.weight.numel()
+    return total
+
+
+#: Linear layers of an EAGLE draft that the LoRA baseline adapts (all of them).
+LORA_TARGET_MODULES = ["fc", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def eda_trainable_parameters(draft: nn.Module, eda: EdaConfig) -> int:
+    """Trainable parameters of an EDA adapter with config `eda` (wrapping every layer's MLP) on `draft`."""
+    total = 0
+    for layer in draft.layers:
+        hidden, width = layer.mlp.gate_proj.in_features, eda.private_intermediate_size or layer.mlp.gate_proj.out_features
+        total += eda.num_private_experts * 3 * hidden * width + (hidden * eda.num_private_experts if eda.is_routed else 0)
+    for name in eda.modules_to_save or ():
+        total += sum(p.numel() for n, m in draft.named_modules() if n.split(".")[-1] == name for p in m.parameters())
+    return total
+
+
+def lora_rank_matching(draft: nn.Module, eda: EdaConfig) -> int:
+    """The LoRA rank on `LORA_TARGET_MODULES` whose trainable parameters come closest to an EDA adapter's (`eda`)."""
+    per_rank = sum(
+        module.in_features + module.out_features
+        for name, module in draft.named_modules()
+        if isinstance(module, nn.Linear) and name.split(".")[-1] in LORA_TARGET_MODULES
+    )
+    return max(1, round(eda_trainable_parameters(draft, eda) / per_rank))
