@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from .atomic import atomic_path, atomic_write_text
 from .generation.stats import SpeculativeStats, active_recorders, track_acceptance
 from .generation.tree import TreeConfig, speculative_generate
 
@@ -138,18 +138,9 @@ def format_table(results: Sequence[BenchResult]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def save_results(results: Sequence[BenchResult], output_dir: str | os.PathLike, info: dict[str, Any]) -> list[Path]:
+def save_bench_results(
+    results: Sequence[BenchResult], output_dir: str | os.PathLike, info: dict[str, Any]
+) -> list[Path]:
     """Write `bench.json`, `bench.md` and `bench.png` (speedup and tau per method) into `output_dir`."""
     import matplotlib
 
@@ -161,13 +152,9 @@ def save_results(results: Sequence[BenchResult], output_dir: str | os.PathLike, 
     payload = {"info": info, "results": [asdict(r) for r in results]}
     paths = [out / "bench.json", out / "bench.md", out / "bench.png"]
 
-    def write_json(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(payload, indent=2) + "\n")
-
-    def write_md(tmp: str) -> None:
-        Path(tmp).write_text(format_table(results) + "\n")
-
-    def write_png(tmp: str) -> None:
+    atomic_write_text(paths[0], json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(paths[1], format_table(results) + "\n")
+    with atomic_path(paths[2]) as tmp:
         names = [r.method for r in results]
         fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * len(names) + 1.6))
         axes[0].barh(names, [r.speedup for r in results], color="tab:blue")
@@ -182,7 +169,4 @@ def save_results(results: Sequence[BenchResult], output_dir: str | os.PathLike, 
         fig.tight_layout()
         fig.savefig(tmp, format="png", dpi=120)
         plt.close(fig)
-
-    for path, write in zip(paths, (write_json, write_md, write_png)):
-        _atomic_write(path, write)
     return paths

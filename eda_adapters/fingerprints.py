@@ -26,9 +26,11 @@ __all__ = [
 
 DIGEST_CHARS = 16
 
-# Modules a draft borrows from its target (never saved with the draft), and PEFT's prefix for EDA adapter weights.
+# Modules a draft borrows from its target (never saved with the draft); how PEFT names adapter weights and wrappers.
 _TARGET_HEAD_MODULES = frozenset({"embed_tokens", "lm_head"})
 _ADAPTER_PREFIX = "eda_"
+_ADAPTER_COPIES = "modules_to_save"
+_WRAPPER_LEVELS = frozenset({"base_layer", "original_module"})
 # Values hashed per update, so a large tensor is never copied to the CPU at once.
 _CHUNK = 1 << 24
 
@@ -60,14 +62,19 @@ def target_fingerprint(model: nn.Module, values_per_tensor: int = 64) -> str:
 
 
 def _draft_own_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters a draft owns and saves, by name as in a bare draft (a PEFT-wrapped MLP's `base_layer` level
-    dropped), leaving out the target's embedding and head and any EDA adapter weight."""
+    """The shared parameters a draft owns and saves, by their name in a bare draft, leaving out the target's embedding
+    and head and everything an adapter adds: EDA weights (`eda_*`) and PEFT's per-adapter trained copies
+    (`modules_to_save`). PEFT's wrapping levels (`base_layer`, `original_module`) are dropped from the names."""
     params = {}
     for name, param in model.named_parameters():
         parts = name.split(".")
-        if _TARGET_HEAD_MODULES.intersection(parts) or any(p.startswith(_ADAPTER_PREFIX) for p in parts):
+        if (
+            _TARGET_HEAD_MODULES.intersection(parts)
+            or _ADAPTER_COPIES in parts
+            or any(p.startswith(_ADAPTER_PREFIX) for p in parts)
+        ):
             continue
-        params[".".join(p for p in parts if p != "base_layer")] = param
+        params[".".join(p for p in parts if p not in _WRAPPER_LEVELS)] = param
     return params
 
 
@@ -111,7 +118,8 @@ def dataset_sample_fingerprint(dataset: Any, num_rows: int = 32) -> dict[str, An
     except TypeError:
         return {"num_rows": None, "digest": type(dataset).__name__}
     parts = [str(size)]
-    for index in sorted({int(i * size / num_rows) for i in range(min(num_rows, size))}):
+    count = min(num_rows, size)
+    for index in sorted({int(i * size / count) for i in range(count)}):
         row = dataset[index]
         for key in ("input_ids", "loss_mask"):
             if key in row:

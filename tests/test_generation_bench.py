@@ -12,7 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from eda_adapters import EagleDraftModel, TreeConfig
 from eda_adapters.cli import main
-from eda_adapters.bench import benchmark, format_table, save_results
+from eda_adapters.bench import benchmark, format_table, save_bench_results
 
 
 
@@ -35,7 +35,7 @@ def test_benchmark_runs_every_method(tmp_path):
     table = format_table(results)
     assert table.count("\n") == len(results) + 1
 
-    paths = save_results(results, tmp_path / "out", {"setup": "test"})
+    paths = save_bench_results(results, tmp_path / "out", {"setup": "test"})
     payload = json.loads(paths[0].read_text())
     assert [r["method"] for r in payload["results"]] == names
     assert paths[2].read_bytes()[:4] == b"\x89PNG"

@@ -107,7 +107,7 @@ def _load_real(args: argparse.Namespace, device, dtype):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..bench import benchmark, format_table, save_results
+    from ..bench import benchmark, format_table, save_bench_results
     from ..generation.tree import TreeConfig
     from ..toys import build_tiny_setup
     from ..validation import check_output_path
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         "platform": platform.platform(),
         "torch": torch.__version__,
     }
-    paths = save_results(results, args.output_dir, info)
+    paths = save_bench_results(results, args.output_dir, info)
     print(f"{setup}\ndevice {info['device']} ({info['dtype']}, {info['threads']} threads), {len(prompts)} prompts x "
           f"{args.max_new_tokens} new tokens, greedy\n")
     print(format_table(results))

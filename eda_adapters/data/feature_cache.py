@@ -21,7 +21,6 @@ Samples are numbered by their row in the dataset given to `extract_features`. Lo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -35,6 +34,8 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from ..atomic import atomic_path
+from ..fingerprints import dataset_tokens_fingerprint
 from ..validation import check_causal_lm, check_safetensors_file
 from .features import compute_target_features
 from .io import (
@@ -60,15 +61,6 @@ def _dtype_name(dtype: torch.dtype | str | None, target: PreTrainedModel) -> str
     if name not in _DTYPES:
         raise ValueError(f"cannot store features as {name!r}; choose one of {sorted(_DTYPES)}")
     return name
-
-
-def dataset_fingerprint(dataset: Dataset) -> str:
-    """Digest of the token ids (and loss masks) of a dataset, to tie cached features to the samples they describe."""
-    digest = hashlib.sha256()
-    has_mask = "loss_mask" in dataset.column_names
-    for row in dataset.select_columns(["input_ids"] + (["loss_mask"] if has_mask else [])):
-        digest.update(json.dumps([row["input_ids"], row.get("loss_mask")]).encode())
-    return digest.hexdigest()[:16]
 
 
 def pad_batch(samples: list[dict[str, Any]], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
@@ -132,7 +124,7 @@ def extract_features(
         config={
             "format": FORMAT,
             "target": {key: signature[key] for key in IDENTITY_KEYS},
-            "dataset": {"num_samples": len(rows), "fingerprint": dataset_fingerprint(rows)},
+            "dataset": {"num_samples": len(rows), "fingerprint": dataset_tokens_fingerprint(rows)},
             "dtype": dtype_name,
         },
         state=state,
@@ -163,9 +155,8 @@ def extract_features(
             tensors[f"{index}.hidden_states"] = hidden[row, :length].to(_DTYPES[dtype_name]).cpu().clone()
         name = f"shard-{indices[0]:09d}.safetensors"
         path = run.chunk_path(name)
-        tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT})
         run.commit(name, indices)
         progress.update(len(indices))
     progress.close()

@@ -18,8 +18,6 @@ Read it back with `load_regenerated(dir)` or `datasets.Dataset.from_json(f"{dir}
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -29,6 +27,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..fingerprints import json_fingerprint, tokenizer_fingerprint
 from ..validation import check_causal_lm
 from .io import DATA_FILE, DatasetLike, atomic_write_jsonl, load_causal_lm, load_rows, load_tokenizer, read_jsonl
 from .prompts import find_prompt_column, render_prompt, resolve_chat_template, to_messages
@@ -63,12 +62,6 @@ def load_regenerated(output_dir: str | os.PathLike) -> Dataset:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{str(output_dir)!r} holds no finished regeneration ({DATA_FILE} is missing)")
     return Dataset.from_json(path)
-
-
-def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    vocab = sorted(tokenizer.get_vocab().items())
-    payload = json.dumps([vocab, getattr(tokenizer, "chat_template", None), tokenizer.all_special_tokens])
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _eos_ids(target: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -162,7 +155,7 @@ def regenerate(
         raise ValueError("the prompt dataset is empty")
     rendered = [render_prompt(tokenizer, messages, chat) for messages in conversations]
 
-    prompts_digest = hashlib.sha256(json.dumps(conversations, sort_keys=True).encode()).hexdigest()[:16]
+    prompts_digest = json_fingerprint(conversations)
     # the weights identify a loaded target (a copy at another path is the same target); vLLM gets a path or Hub id
     if backend == "transformers":
         signature = target_signature(target)
@@ -176,7 +169,7 @@ def regenerate(
             "format": FORMAT,
             "prompts": {"num_prompts": len(conversations), "fingerprint": prompts_digest, "chat_template": chat},
             "target": target_id,
-            "tokenizer": _tokenizer_fingerprint(tokenizer),
+            "tokenizer": tokenizer_fingerprint(tokenizer),
             "decoding": asdict(decoding),
             "backend": backend,
         },

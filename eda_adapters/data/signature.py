@@ -7,33 +7,15 @@ draft is never trained on the hidden states of another model.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..fingerprints import target_fingerprint
+
 # Keys of a signature that must agree for two targets to be "the same target" (name and dtype may differ).
 IDENTITY_KEYS = ("fingerprint", "hidden_size", "vocab_size")
-
-
-def target_fingerprint(model: nn.Module, values_per_tensor: int = 64) -> str:
-    """A short digest of a target's weights that is cheap on a 7B model and independent of its dtype.
-
-    It reads the first `values_per_tensor` values of every parameter (rounded through bfloat16, so an fp32 and a bf16
-    copy of the same checkpoint agree), which is enough to tell a fine-tuned target from its base: fine-tuning moves
-    (almost) every tensor. Parameters that are not materialised here (meta tensors, ZeRO-3 shards) are skipped, and
-    a wrapper (DDP, `accelerator.prepare`) gives the same digest as the bare model.
-    """
-    digest = hashlib.sha256()
-    for name, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        if param.is_meta or param.numel() == 0:
-            continue
-        head = param.detach().reshape(-1)[:values_per_tensor].to(torch.bfloat16).float().cpu()
-        # names only order the tensors: a wrapper's prefix (DDP's `module.`) must not change the digest
-        digest.update(f"{tuple(param.shape)}:".encode())
-        digest.update(head.numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def target_signature(model: nn.Module) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..data import CachedFeatureDataset, check_target_signature, compute_target_features, load_rows
 from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
-from ..data.signature import target_fingerprint
+from ..fingerprints import dataset_sample_fingerprint, target_fingerprint
 from ..models import EagleDraftModel
 from ..models.loading import load_target
 from ..tuners import EdaConfig, router_aux_loss
@@ -37,7 +37,6 @@ from .run_signature import (
     SIGNATURE_HYPERPARAMETERS,
     check_output_dir,
     check_run_signature,
-    dataset_fingerprint,
     write_run_signature,
 )
 
@@ -395,7 +394,7 @@ class EagleTrainer(Trainer):
                 "model_type": target.config.model_type,
                 "fingerprint": target_fingerprint(target),
             },
-            "data": dataset_fingerprint(self.train_dataset) if self.train_dataset is not None else None,
+            "data": dataset_sample_fingerprint(self.train_dataset) if self.train_dataset is not None else None,
             "hyperparameters": hyper,
         }
         return json.loads(json.dumps(signature, default=str))  # the form it takes once read back from disk

@@ -7,14 +7,12 @@ current run's and raises one `ValueError` listing every difference.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 import warnings
 from typing import Any
 
-import torch
+from ..atomic import atomic_write_json
 
 SIGNATURE_NAME = "run_signature.json"
 
@@ -36,32 +34,10 @@ SIGNATURE_HYPERPARAMETERS = (
 )
 
 
-def _digest(parts: list[str]) -> str:
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def dataset_fingerprint(dataset: Any, num_rows: int = 32) -> dict[str, Any]:
-    """Size and a content digest (of up to `num_rows` evenly spaced rows' tokens and masks) of a training dataset."""
-    try:
-        size = len(dataset)
-    except TypeError:  # an iterable dataset: only its type is known up front
-        return {"num_rows": None, "digest": type(dataset).__name__}
-    parts = [str(size)]
-    for index in sorted({int(i * size / num_rows) for i in range(min(num_rows, size))}):
-        row = dataset[index]
-        for key in ("input_ids", "loss_mask"):
-            if key in row:
-                parts.append(f"{index}:{key}:{torch.as_tensor(row[key]).flatten().tolist()}")
-    return {"num_rows": size, "digest": _digest(parts)}
-
-
 def write_run_signature(directory: str | os.PathLike, signature: dict[str, Any]) -> None:
     """Write `signature` as `directory/run_signature.json` (atomically)."""
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".run_signature.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(signature, handle, indent=2, sort_keys=True)
-    os.replace(tmp, os.path.join(directory, SIGNATURE_NAME))
+    atomic_write_json(os.path.join(directory, SIGNATURE_NAME), signature)
 
 
 def read_run_signature(directory: str | os.PathLike) -> dict[str, Any] | None:

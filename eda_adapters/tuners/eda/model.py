@@ -9,6 +9,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
+from ...fingerprints import draft_fingerprint
 from .config import EdaConfig
 from .layer import EdaLayer
 
@@ -163,27 +164,6 @@ def copy_private_weights(model: nn.Module, adapter_name: str, source: str | None
             copied += 1
     if not copied:
         raise ValueError(f"init_private_from={source!r}: no wrapped MLP of this draft matches its weights.")
-
-
-def draft_fingerprint(model: nn.Module) -> str | None:
-    """A short, dtype-independent digest of a draft's shared weights (its `fc` fusion layer).
-
-    Two drafts with the same shapes but different training give different fingerprints, so an adapter can tell
-    whether it is being loaded onto the draft it was trained on. Values are rounded to 3 significant digits in float32
-    first, so a bf16 copy of the same draft gives the same fingerprint. `None` for a draft without data (meta device).
-    """
-    import hashlib
-
-    fc = model.fc
-    # with `modules_to_save=["fc"]` PEFT wraps fc; the shared draft's own fc is the wrapper's original module
-    weight = getattr(fc, "original_module", fc).weight.detach()
-    if weight.is_meta:
-        return None
-    sample = weight.flatten()[:: max(1, weight.numel() // 4096)][:4096].float().cpu()
-    # bf16 keeps ~3 significant digits: compare a coarse summary rather than raw bits
-    rounded = [f"{v:.2e}" for v in sample.to(torch.bfloat16).float().tolist()]
-    digest = hashlib.sha256((str(tuple(weight.shape)) + ",".join(rounded)).encode()).hexdigest()
-    return digest[:16]
 
 
 def _sync_intermediate_size(model: nn.Module) -> None:
