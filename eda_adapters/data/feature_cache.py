@@ -31,7 +31,6 @@ from datasets import Dataset
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset as TorchDataset
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..atomic import atomic_path
@@ -135,12 +134,8 @@ def extract_features(
 
     target.eval()
     lengths = [len(ids) for ids in rows["input_ids"]]
-    # batches of similar lengths pad less; sample numbering is unaffected
-    todo = sorted(run.todo(len(rows)), key=lambda i: (lengths[i], i))
-    progress = tqdm(total=len(todo), desc="extracting features", unit="sample",
-                    disable=not (show_progress and state.is_main_process))
-    for start in range(0, len(todo), batch_size):
-        indices = todo[start : start + batch_size]
+
+    def write_shard(indices: list[int]) -> str:
         samples = [rows[i] for i in indices]
         batch = pad_batch(samples)
         hidden, _ = compute_target_features(
@@ -154,17 +149,13 @@ def extract_features(
             # clone: each tensor gets its own storage (a slice of the batch would share it)
             tensors[f"{index}.hidden_states"] = hidden[row, :length].to(_DTYPES[dtype_name]).cpu().clone()
         name = f"shard-{indices[0]:09d}.safetensors"
-        path = run.chunk_path(name)
-        with atomic_path(path) as tmp:
+        with atomic_path(run.chunk_path(name)) as tmp:
             save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        run.commit(name, indices)
-        progress.update(len(indices))
-    progress.close()
+        return name
 
-    state.wait_for_everyone()
-    if state.is_main_process:
+    def write_index(chunks: dict[str, list[int]]) -> None:
         shards = []
-        for name, indices in run.completed_chunks(len(rows)).items():
+        for name, indices in chunks.items():
             num_tokens = sum(lengths[i] for i in indices)
             shards.append({"file": f"{run.chunk_path(name).parent.name}/{name}", "samples": indices,
                            "num_tokens": num_tokens})
@@ -181,7 +172,10 @@ def extract_features(
                 "shards": shards,
             },
         )
-    state.wait_for_everyone()
+
+    # batches of similar lengths pad less; sample numbering is unaffected
+    run.execute(len(rows), batch_size, write_shard, write_index, sort_key=lambda i: (lengths[i], i),
+                desc="extracting features", show_progress=show_progress)
     return CachedFeatureDataset(output_dir, target=signature)
 
 

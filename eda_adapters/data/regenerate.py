@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..fingerprints import json_fingerprint, tokenizer_fingerprint
@@ -179,18 +178,12 @@ def regenerate(
     if run.final_path.is_file():
         return load_regenerated(output_dir)
 
-    todo = run.todo(len(conversations))
-    if sort_by_length:
-        todo.sort(key=lambda i: (len(rendered[i][1]), i))
-    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     if backend == "vllm":
         generate_fn = _VllmGenerator(str(target_path or target), tokenizer, decoding)
     else:
         generate_fn = _TransformersGenerator(target, tokenizer, decoding)
-    progress = tqdm(
-        total=len(todo), desc="regenerating", unit="prompt", disable=not (show_progress and state.is_main_process)
-    )
-    for batch in batches:
+
+    def write_chunk(batch: list[int]) -> str:
         outputs = generate_fn([rendered[i][1] for i in batch], first_index=batch[0])
         rows = []
         for i, (response_ids, finish_reason) in zip(batch, outputs):
@@ -211,19 +204,21 @@ def regenerate(
             )
         name = f"chunk-{batch[0]:09d}.jsonl"
         atomic_write_jsonl(run.chunk_path(name), rows)
-        run.commit(name, batch)
-        progress.update(len(batch))
-    progress.close()
+        return name
 
-    state.wait_for_everyone()
-    if state.is_main_process:
+    def merge(chunks: dict[str, list[int]]) -> None:
         merged = []
-        for name, indices in run.completed_chunks(len(conversations)).items():
+        for name, indices in chunks.items():
             wanted = set(indices)
             merged.extend(row for row in read_jsonl(run.chunk_path(name)) if row["index"] in wanted)
         merged.sort(key=lambda row: row["index"])
         atomic_write_jsonl(run.final_path, merged)
-    state.wait_for_everyone()
+
+    run.execute(
+        len(conversations), batch_size, write_chunk, merge,
+        sort_key=(lambda i: (len(rendered[i][1]), i)) if sort_by_length else None,
+        desc="regenerating", unit="prompt", show_progress=show_progress,
+    )
     return load_regenerated(output_dir)
 
 

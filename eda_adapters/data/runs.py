@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import PartialState
+from tqdm.auto import tqdm
 
 from .io import atomic_write_json
 
@@ -135,6 +137,39 @@ class ChunkedRun:
             f.write(line.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
+
+    def execute(
+        self,
+        num_samples: int,
+        batch_size: int,
+        write_chunk: Callable[[list[int]], str],
+        merge: Callable[[dict[str, list[int]]], None],
+        *,
+        sort_key: Callable[[int], Any] | None = None,
+        desc: str,
+        unit: str = "sample",
+        show_progress: bool = True,
+    ) -> None:
+        """Drive the run: this process computes its share of the samples not done yet, `batch_size` at a time
+        (ordered by `sort_key` if given), then the main process merges once every process has finished.
+
+        `write_chunk(indices)` computes those samples, writes them completely to `chunk_path(name)` and returns `name`;
+        the driver then commits it. `merge(chunks)` (main process only) writes the final output from
+        `completed_chunks`.
+        """
+        todo = self.todo(num_samples)
+        if sort_key is not None:
+            todo.sort(key=sort_key)
+        disable = not (show_progress and self.state.is_main_process)
+        with tqdm(total=len(todo), desc=desc, unit=unit, disable=disable) as progress:
+            for start in range(0, len(todo), batch_size):
+                indices = todo[start : start + batch_size]
+                self.commit(write_chunk(indices), indices)
+                progress.update(len(indices))
+        self.state.wait_for_everyone()
+        if self.state.is_main_process:
+            merge(self.completed_chunks(num_samples))
+        self.state.wait_for_everyone()
 
     def completed_chunks(self, num_samples: int) -> dict[str, list[int]]:
         """Chunk name -> the indices to take from it; raises if a sample is missing (call once every process ended)."""
