@@ -41,7 +41,7 @@ if TYPE_CHECKING:
         select_by_shift,
         target_signature,
     )
-    from .export import eagle_layout, export_adapters, export_draft, find_adapters, merge_for_export
+    from .export import ExportOptions, eagle_layout, export_adapters, export_draft, find_adapters, merge_for_export
     from .hub import push_to_hub
     from .training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig, NonFiniteLossError
 
@@ -60,7 +60,10 @@ _LAZY_NAMES: dict[str, str] = {
         ),
         ".data",
     ),
-    **dict.fromkeys(("eagle_layout", "export_adapters", "export_draft", "find_adapters", "merge_for_export"), ".export"),
+    **dict.fromkeys(
+        ("ExportOptions", "eagle_layout", "export_adapters", "export_draft", "find_adapters", "merge_for_export"),
+        ".export",
+    ),
     "push_to_hub": ".hub",
     **dict.fromkeys(
         ("EagleTrainer", "EagleTrainingConfig", "EdaTrainer", "EdaTrainingConfig", "NonFiniteLossError"), ".training"
@@ -100,6 +103,7 @@ __all__ = [
     "compute_tau",
     "draft_fingerprint",
     "load_official_eda_checkpoint",
+    "ExportOptions",
     "eagle_layout",
     "export_adapters",
     "export_draft",

@@ -13,6 +13,10 @@ result is expressible in the chosen layout and writes it:
   | `"vllm"`   | `["LlamaForCausalLM"]`      | never written: vLLM's `EagleLlamaForCausalLM` builds `fc` without bias |
   | `"sglang"` | `["LlamaForCausalLMEagle"]` | always written (zeros when the draft has none): SGLang's `fc` has one |
 
+  Both write `"bias"` (whether `fc.bias` is in the weights) for the EAGLE reference loader, which otherwise builds
+  `fc` with a random bias, and the rope settings under transformers 5's `rope_parameters` as well as the older
+  `rope_theta` + `rope_scaling` (with both `rope_type` and the pre-4.45 `type`).
+
   A non-zero `fc` bias cannot be written for vLLM; `fold_fc_bias=True` folds it exactly into layer 0's attention
   biases instead (layer 0 has no input norm, so `fc` output `Wx + b` reaches the q/k/v projections and the residual
   unchanged: `b_q += W_q b`, `b_k += W_k b`, `b_v += W_v b`, `b_o += b`), which turns on `attention_bias`.
@@ -25,10 +29,12 @@ leaves a half-written output.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +55,54 @@ EAGLE_ARCHITECTURES = {"vllm": "LlamaForCausalLM", "sglang": "LlamaForCausalLMEa
 #: Extra file written beside each export recording where it came from (engines ignore it).
 EXPORT_INFO_NAME = "eda_export.json"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How [`export_draft`], [`export_adapters`] and `eda export` write a servable draft (checked on creation).
+
+    Args:
+        format: `"eagle"` (EAGLE-1 layout for serving engines) or `"hf"` (this library's `save_pretrained` format).
+        engine: Flavour of the EAGLE-1 layout, `"vllm"` or `"sglang"`.
+        include_embeddings: Also write the target's input embedding as `embed_tokens.weight` (needs it attached).
+        dtype: `"float32"`, `"float16"`, `"bfloat16"` (or a torch dtype); default keeps the draft's dtype.
+        fold_fc_bias: vLLM only: fold a non-zero `fc` bias into layer 0's attention biases (exact) instead of refusing.
+        overwrite: Replace a non-empty output directory.
+        allow_fingerprint_mismatch: Export an adapter that records another draft's fingerprint.
+    """
+
+    format: Literal["eagle", "hf"] = "eagle"
+    engine: Literal["vllm", "sglang"] = "vllm"
+    include_embeddings: bool = False
+    dtype: str | torch.dtype | None = None
+    fold_fc_bias: bool = False
+    overwrite: bool = False
+    allow_fingerprint_mismatch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in EXPORT_FORMATS:
+            raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {self.format!r}.")
+        if self.format == "hf" and self.include_embeddings:
+            raise ValueError(
+                "include_embeddings applies to format='eagle'; the hf format re-attaches the target's embedding at "
+                "load time (EagleDraftModel.from_pretrained(path, target_model=target))."
+            )
+        if self.engine not in SERVING_ENGINES:
+            raise ValueError(f"engine must be one of {SERVING_ENGINES}, got {self.engine!r}.")
+        if isinstance(self.dtype, str) and self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}.")
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        return _DTYPES[self.dtype] if isinstance(self.dtype, str) else self.dtype
+
+    @classmethod
+    def build(cls, options: ExportOptions | None = None, **fields: Any) -> ExportOptions:
+        """`options` (default: the defaults) with `fields` replaced; an unknown field is a one-line `TypeError`."""
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"Unknown export option(s) {unknown}: the options are the fields of ExportOptions.")
+        return dataclasses.replace(options or cls(), **fields)
 
 
 # ---------------------------------------------------------------------------------------------------------- merging
@@ -219,7 +273,7 @@ def eagle_layout(
         tensors["embed_tokens.weight"] = embed_weight.detach()
     out_dtype = dtype or params["fc.weight"].dtype
     tensors = {name: t.to(out_dtype).contiguous() for name, t in sorted(tensors.items())}
-    return _llama_config_dict(config, engine, attention_bias, out_dtype), tensors
+    return _llama_config_dict(config, engine, attention_bias, "fc.bias" in tensors, out_dtype), tensors
 
 
 def _expected_draft_keys(config: Any) -> set[str]:
@@ -246,14 +300,20 @@ def _fold_fc_bias(tensors: dict[str, torch.Tensor], fc_bias: torch.Tensor) -> No
     tensors[f"{attn}.o_proj.bias"] = (b + (old_o.float() if old_o is not None else 0.0)).to(fc_bias.dtype)
 
 
-def _llama_config_dict(config: Any, engine: str, attention_bias: bool, dtype: torch.dtype) -> dict[str, Any]:
-    """A `config.json` that transformers' `LlamaConfig` (4.x and 5.x) and the engines' config readers understand."""
+def _llama_config_dict(
+    config: Any, engine: str, attention_bias: bool, fc_bias: bool, dtype: torch.dtype
+) -> dict[str, Any]:
+    """A `config.json` that transformers' `LlamaConfig` (4.x and 5.x), the engines' config readers and the EAGLE
+    reference code understand. `fc_bias` says whether `fc.bias` is in the weights: the EAGLE reference loader builds
+    `fc` with a bias unless `"bias": false` says otherwise (and would keep a random one)."""
     rope = dict(config.rope_parameters)
     rope_theta = float(rope.get("rope_theta", 10000.0))
     # transformers 4.x (which engines pin) reads `rope_theta` + `rope_scaling`; 5.x reads `rope_parameters`.
+    # transformers < 4.45 and the EAGLE reference code read the scaling kind as `rope_scaling["type"]`
     rope_scaling = None
     if rope.get("rope_type", "default") != "default":
         rope_scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+        rope_scaling["type"] = rope_scaling["rope_type"]
     dtype_name = str(dtype).removeprefix("torch.")
     return {
         "architectures": [EAGLE_ARCHITECTURES[engine]],
@@ -272,6 +332,7 @@ def _llama_config_dict(config: Any, engine: str, attention_bias: bool, dtype: to
         "rope_scaling": rope_scaling,
         "rope_parameters": rope,
         "attention_bias": attention_bias,
+        "bias": fc_bias,
         "mlp_bias": False,
         "tie_word_embeddings": False,
         "torch_dtype": dtype_name,
@@ -302,43 +363,24 @@ def _atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Iterat
 def _write_one(
     merged: EagleDraftModel,
     directory: Path,
-    format: str,
-    engine: str,
+    options: ExportOptions,
     embed_weight: torch.Tensor | None,
-    fold_fc_bias: bool,
-    dtype: torch.dtype | None,
     info: dict[str, Any],
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
+    format, engine, dtype = options.format, options.engine, options.torch_dtype
     if format == "hf":
         if dtype is not None:
             merged.to(dtype)
         merged.save_pretrained(directory)
     else:
-        config, tensors = eagle_layout(merged, engine, embed_weight, fold_fc_bias=fold_fc_bias, dtype=dtype)
+        config, tensors = eagle_layout(merged, engine, embed_weight, fold_fc_bias=options.fold_fc_bias, dtype=dtype)
         save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
         (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         folded = bool(config["attention_bias"] and not merged.config.attention_bias)
         info = {**info, "engine": engine, "fc_bias_folded": folded}
     info = {**info, "format": format, "intermediate_size": merged.config.intermediate_size}
     (directory / EXPORT_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
-
-
-def _resolve(format: str, engine: str, dtype: str | torch.dtype | None, include_embeddings: bool) -> torch.dtype | None:
-    if format not in EXPORT_FORMATS:
-        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {format!r}.")
-    if format == "hf" and include_embeddings:
-        raise ValueError(
-            "include_embeddings applies to format='eagle'; the hf format re-attaches the target's embedding at load "
-            "time (EagleDraftModel.from_pretrained(path, target_model=target))."
-        )
-    if engine not in SERVING_ENGINES:
-        raise ValueError(f"engine must be one of {SERVING_ENGINES}, got {engine!r}.")
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
-        return _DTYPES[dtype]
-    return dtype
 
 
 def _embedding_of(model: nn.Module, include_embeddings: bool) -> torch.Tensor | None:
@@ -358,13 +400,8 @@ def export_draft(
     output_dir: str | os.PathLike,
     *,
     adapter_name: str | None = None,
-    format: Literal["eagle", "hf"] = "eagle",
-    engine: Literal["vllm", "sglang"] = "vllm",
-    include_embeddings: bool = False,
-    dtype: str | torch.dtype | None = None,
-    fold_fc_bias: bool = False,
-    overwrite: bool = False,
-    allow_fingerprint_mismatch: bool = False,
+    options: ExportOptions | None = None,
+    **option_fields: Any,
 ) -> Path:
     """Merge one EDA adapter into its draft and write a servable draft to `output_dir`.
 
@@ -373,13 +410,9 @@ def export_draft(
             modified.
         output_dir: Where to write; must be missing or empty unless `overwrite=True`.
         adapter_name: Which adapter to merge (defaults to the active one).
-        format: `"eagle"` (EAGLE-1 layout for serving engines) or `"hf"` (this library's `save_pretrained` format).
-        engine: Flavour of the EAGLE-1 layout, `"vllm"` or `"sglang"`.
-        include_embeddings: Also write the target's input embedding as `embed_tokens.weight` (needs it attached).
-        dtype: `"float32"`, `"float16"`, `"bfloat16"` (or a torch dtype); default keeps the draft's dtype.
-        fold_fc_bias: vLLM only: fold a non-zero `fc` bias into layer 0's attention biases (exact) instead of refusing.
-        overwrite: Replace a non-empty `output_dir`.
-        allow_fingerprint_mismatch: Export an adapter that records another draft's fingerprint.
+        options: How to write it ([`ExportOptions`]).
+        option_fields: Fields of [`ExportOptions`] given as keywords (`format=`, `engine=`, `include_embeddings=`,
+            `dtype=`, `fold_fc_bias=`, `overwrite=`, `allow_fingerprint_mismatch=`), replacing those of `options`.
 
     Returns:
         The output directory.
@@ -391,14 +424,14 @@ def export_draft(
     >>> export_draft(peft_draft, "out/qwen-math-eagle", engine="vllm", dtype="bfloat16")
     ```
     """
-    torch_dtype = _resolve(format, engine, dtype, include_embeddings)
+    options = ExportOptions.build(options, **option_fields)
     if isinstance(model, PeftModel):
         adapter_name = adapter_name or _single_active_adapter(model)
-    with _atomic_output_dir(output_dir, overwrite) as tmp:
-        merged = merge_for_export(model, adapter_name, allow_fingerprint_mismatch)
+    with _atomic_output_dir(output_dir, options.overwrite) as tmp:
+        merged = merge_for_export(model, adapter_name, options.allow_fingerprint_mismatch)
         info = {"adapter_name": adapter_name, "draft_fingerprint": draft_fingerprint(merged)}
-        embed = _embedding_of(model, include_embeddings)
-        _write_one(merged, tmp, format, engine, embed, fold_fc_bias, torch_dtype, info)
+        embed = _embedding_of(model, options.include_embeddings)
+        _write_one(merged, tmp, options, embed, info)
     return Path(output_dir)
 
 
@@ -431,25 +464,21 @@ def export_adapters(
     output_dir: str | os.PathLike,
     *,
     adapter_names: list[str] | None = None,
-    format: Literal["eagle", "hf"] = "eagle",
-    engine: Literal["vllm", "sglang"] = "vllm",
-    include_embeddings: bool = False,
-    dtype: str | torch.dtype | None = None,
-    fold_fc_bias: bool = False,
-    overwrite: bool = False,
-    allow_fingerprint_mismatch: bool = False,
+    options: ExportOptions | None = None,
+    **option_fields: Any,
 ) -> dict[str, Path]:
     """Write one servable draft per saved EDA adapter of one shared `draft`.
 
     `adapter_path` is a directory written by `PeftModel.save_pretrained` (see [`find_adapters`]); `adapter_names`
     picks some of its adapters (default: all). With one adapter the draft is written to `output_dir` itself, with
     several to `output_dir/<adapter name>/`. Every adapter is checked (routing, sizes, fingerprint) before anything is
-    moved into place, so one bad adapter leaves no output at all. Other arguments are those of [`export_draft`].
+    moved into place, so one bad adapter leaves no output at all. `options` and the option keywords are those of
+    [`export_draft`] ([`ExportOptions`]).
 
     Returns:
         Adapter name -> directory written.
     """
-    torch_dtype = _resolve(format, engine, dtype, include_embeddings)
+    options = ExportOptions.build(options, **option_fields)
     if not isinstance(draft, EagleDraftModel):
         raise TypeError(f"export_adapters needs the shared EagleDraftModel, got {type(draft).__name__}.")
     available = find_adapters(adapter_path)
@@ -458,23 +487,23 @@ def export_adapters(
     missing = [n for n in names if n not in available]
     if missing:
         raise ValueError(f"No adapter named {missing} in {adapter_path} (found {sorted(available)}).")
-    embed = _embedding_of(draft, include_embeddings)
+    embed = _embedding_of(draft, options.include_embeddings)
     written = {}
-    with _atomic_output_dir(output_dir, overwrite) as tmp:
+    with _atomic_output_dir(output_dir, options.overwrite) as tmp:
         for name in tqdm(names, desc="eda export", disable=len(names) < 2):
             copy_of_draft = _copy_without_target_heads(draft)
             # the fingerprint is checked (with its own override) by merge_for_export
             peft_model = load_adapter_checked(
                 copy_of_draft, available[name], f"adapter {name!r}", allow_fingerprint_mismatch=True, adapter_name=name
             )
-            merged = merge_for_export(peft_model, name, allow_fingerprint_mismatch)
+            merged = merge_for_export(peft_model, name, options.allow_fingerprint_mismatch)
             info = {
                 "adapter_name": name,
                 "adapter_path": str(available[name]),
                 "draft_fingerprint": draft_fingerprint(merged),
             }
             subdir = name if len(names) > 1 else ""
-            _write_one(merged, tmp / subdir, format, engine, embed, fold_fc_bias, torch_dtype, info)
+            _write_one(merged, tmp / subdir, options, embed, info)
             written[name] = Path(output_dir) / subdir
             del copy_of_draft, peft_model, merged
     return written

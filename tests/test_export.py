@@ -15,6 +15,7 @@ from transformers import LlamaConfig
 from eda_adapters import (
     EagleDraftModel,
     EdaConfig,
+    ExportOptions,
     eagle_layout,
     export_adapters,
     export_draft,
@@ -84,12 +85,12 @@ def reference_eagle1(config, weights, embeds, features, mlp=swiglu_mlp):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def adapted(target, seed=0, adapter_seed=1, draft_kwargs=None, **eda_kwargs):
+def adapted(target, seed=0, adapter_seed=1, draft_kwargs=None, fc_bias_std=0.5, **eda_kwargs):
     """A random draft for `target` with a random (non-zero) single-expert EDA adapter."""
     torch.manual_seed(seed)
     draft = EagleDraftModel.from_target(target, **(draft_kwargs or {}))
     if draft.fc.bias is not None:
-        torch.nn.init.normal_(draft.fc.bias, std=0.5)
+        torch.nn.init.normal_(draft.fc.bias, std=fc_bias_std)
     for name, param in draft.named_parameters():
         if name.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias", "o_proj.bias")):
             torch.nn.init.normal_(param, std=0.1)
@@ -186,8 +187,8 @@ def test_vllm_refuses_nonzero_fc_bias_unless_folded(tmp_path):
 
 def test_vllm_drops_an_all_zero_fc_bias(tmp_path):
     target = make_target("llama")
-    model = adapted(target, draft_kwargs=dict(fc_bias=True))
-    torch.nn.init.zeros_(model.get_base_model().fc.bias)
+    model = adapted(target, draft_kwargs=dict(fc_bias=True), fc_bias_std=0.0)  # before the adapter records the draft
+    assert not model.get_base_model().fc.bias.any()
     out = export_draft(model, tmp_path / "eagle")
     config, weights = assert_round_trip(out, model, target)
     assert "fc.bias" not in weights and config["attention_bias"] is False
@@ -260,8 +261,39 @@ def test_layout_of_a_meta_draft_needs_no_memory_and_keeps_rope_scaling():
     assert layout["intermediate_size"] == 64 and "lm_head.weight" not in tensors
     # transformers 4.x readers (the engines) use rope_theta + rope_scaling, 5.x rope_parameters: both say the same
     assert layout["rope_theta"] == 5e5 and layout["rope_scaling"]["factor"] == 8.0
-    assert layout["rope_scaling"]["rope_type"] == "llama3"
-    assert LlamaConfig(**layout).rope_parameters == rope
+    assert layout["rope_scaling"]["rope_type"] == layout["rope_scaling"]["type"] == "llama3"  # pre-4.45 readers: type
+    read_back = LlamaConfig(**layout).rope_parameters
+    assert {k: v for k, v in read_back.items() if k != "type"} == rope
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+@pytest.mark.parametrize("fc_bias", [False, True])
+def test_every_eagle_flavour_says_whether_fc_has_a_bias(tmp_path, engine, fc_bias):
+    """The EAGLE reference loader builds `fc` with a bias unless config.json says `"bias": false` (a missing key
+    means True there): the key must be written and agree with the weights, in every flavour."""
+    target = make_target("llama")
+    model = adapted(target, draft_kwargs=dict(fc_bias=fc_bias), fc_bias_std=0.0)
+    out = export_draft(model, tmp_path / "out", engine=engine)
+    config, weights = load_layout(out)
+    assert isinstance(config["bias"], bool)
+    assert config["bias"] == ("fc.bias" in weights) == (engine == "sglang")
+    # default rope: the older readers get rope_theta and no scaling, the newer rope_parameters
+    assert config["rope_scaling"] is None and config["rope_theta"] == config["rope_parameters"]["rope_theta"]
+
+
+def test_export_options_are_one_checked_set(tmp_path):
+    target = make_target("llama")
+    model = adapted(target)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        ExportOptions(engine="tgi")
+    with pytest.raises(TypeError, match="Unknown export option.*'engin'"):
+        export_draft(model, tmp_path / "typo", engin="sglang")
+    options = ExportOptions(engine="sglang", dtype="bfloat16")
+    out = export_draft(model, tmp_path / "out", options=options, dtype="float16")  # a keyword replaces a field
+    config, _ = load_layout(out)
+    assert config["architectures"] == ["LlamaForCausalLMEagle"] and config["torch_dtype"] == "float16"
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("fc.weight").dtype == torch.float16
 
 
 def test_cli_shared_draft_alone_with_target_embeddings(tmp_path):

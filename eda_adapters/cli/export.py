@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..export import EXPORT_FORMATS, SERVING_ENGINES, check_output_dir, export_adapters, export_draft
+from ..export import (
+    EXPORT_FORMATS,
+    SERVING_ENGINES,
+    ExportOptions,
+    check_output_dir,
+    export_adapters,
+    export_draft,
+)
 
 HELP = "Merge EDA adapters into their shared draft and write drafts vLLM/SGLang load (one per adapter)."
 
@@ -71,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
         target = load_target(args.target)
     draft = EagleDraftModel.from_pretrained(draft_dir, target_model=target)
-    options = dict(
+    options = ExportOptions(
         format=args.format,
         engine=args.engine,
         include_embeddings=args.include_embeddings,
@@ -83,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
     if args.adapter is None:
         if args.adapter_names:
             raise ValueError("--adapter-name needs --adapter DIR (the directory the adapters were saved in).")
-        written = {"(shared draft)": export_draft(draft, args.out, **options)}
+        written = {"(shared draft)": export_draft(draft, args.out, options=options)}
     else:
-        written = export_adapters(draft, args.adapter, args.out, adapter_names=args.adapter_names, **options)
+        written = export_adapters(draft, args.adapter, args.out, adapter_names=args.adapter_names, options=options)
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0
