@@ -14,7 +14,9 @@ result is expressible in the chosen layout and writes it:
   | `"sglang"` | `["LlamaForCausalLMEagle"]` | always written (zeros when the draft has none): SGLang's `fc` has one |
 
   Both write `"bias"` (whether `fc.bias` is in the weights) for the EAGLE reference loader, which otherwise builds
-  `fc` with a random bias, and the rope settings under transformers 5's `rope_parameters` as well as the older
+  `fc` with a random bias; since vLLM's and SGLang's Llama layers read `"bias": true` as "attention projections have
+  biases", the SGLang flavour also writes attention biases (zeros where the draft has none). They write the rope
+  settings under transformers 5's `rope_parameters` as well as the older
   `rope_theta` + `rope_scaling` (with both `rope_type` and the pre-4.45 `type`).
 
   A non-zero `fc` bias cannot be written for vLLM; `fold_fc_bias=True` folds it exactly into layer 0's attention
@@ -248,6 +250,9 @@ def eagle_layout(
     fc_bias_nonzero = fc_bias is not None and (fc_bias.is_meta or bool(fc_bias.count_nonzero()))
     if engine == "sglang":
         tensors["fc.bias"] = fc_bias if fc_bias is not None else params["fc.weight"].new_zeros(config.hidden_size)
+        # config.json then says `"bias": true` (for the EAGLE reference loader's fc), which the engines' Llama layers
+        # also read as "attention projections have biases": write them (zeros where the draft has none; exact)
+        attention_bias = True
     elif fc_bias_nonzero and not fold_fc_bias:
         raise ValueError(
             "This draft's fc layer has a non-zero bias, which vLLM's EAGLE-1 draft class cannot express (it builds fc "

@@ -277,6 +277,10 @@ def test_every_eagle_flavour_says_whether_fc_has_a_bias(tmp_path, engine, fc_bia
     config, weights = load_layout(out)
     assert isinstance(config["bias"], bool)
     assert config["bias"] == ("fc.bias" in weights) == (engine == "sglang")
+    # the engines' Llama layers read `bias: true` as attention biases: then they are written (zeros here)
+    if config["bias"]:
+        assert config["attention_bias"] is True and not weights["layers.0.self_attn.q_proj.bias"].any()
+    assert_round_trip(out, model, target)
     # default rope: the older readers get rope_theta and no scaling, the newer rope_parameters
     assert config["rope_scaling"] is None and config["rope_theta"] == config["rope_parameters"]["rope_theta"]
 
