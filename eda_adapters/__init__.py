@@ -27,6 +27,7 @@ from .models import (
     load_target,
     load_target_tokenizer,
 )
+from .errors import DraftMismatchWarning, EdaInputError
 from .lazy import lazy_attributes
 from .tuners import EdaConfig, EdaLayer, EdaModel, draft_fingerprint, load_official_eda_checkpoint, router_aux_loss
 
@@ -95,6 +96,8 @@ __all__ = [
     "EagleDraftModel",
     "EagleDraftOutput",
     "EagleMLP",
+    "DraftMismatchWarning",
+    "EdaInputError",
     "EdaConfig",
     "EdaLayer",
     "EdaModel",
