@@ -60,12 +60,15 @@ def tiny_family(tmp_path_factory):
         rows = (math if name == "math" else code).prompt_rows(14)
         (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "general.jsonl").write_text("".join(json.dumps(r) + "\n" for r in general.prompt_rows(16)))
+    held = general.prompt_rows(20)[16:]  # never used in stage 1
+    (root / "general-eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held))
     return root
 
 
 def _config(root, output_dir, **overrides) -> ExperimentConfig:
     values = dict(
         base_target=str(root / "base"), tokenizer=str(root / "tokenizer"), general_prompts=str(root / "general.jsonl"),
+        general_eval_prompts=str(root / "general-eval.jsonl"),
         domains=[{"name": n, "target": str(root / n), "prompts": str(root / f"{n}.jsonl"), "num_eval_prompts": 4}
                  for n in ("math", "code")],
         output_dir=str(output_dir), max_new_tokens=8, eval_max_new_tokens=8, stage1_epochs=1, adapt_epochs=1,
@@ -78,13 +81,15 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
     lines: list[str] = []
     results = run_experiment(_config(tiny_family, tmp_path / "exp"), log=lines.append)
 
-    assert {(r.domain, r.method) for r in results.methods} == {(d, m) for d in ("math", "code") for m in METHOD_LABELS}
+    expected = {(d, m) for d in ("math", "code") for m in METHOD_LABELS} | {("general", "base_on_base")}
+    assert {(r.domain, r.method) for r in results.methods} == expected
     for row in results.methods:
         # at least the bonus token, at most k drafted + 1 (chain k=3) / depth + 1 (tree depth 5) per target forward
         assert 1.0 <= row.tau_chain <= 4.0 and 1.0 <= row.tau_tree <= 6.0
         assert row.ci95_chain[0] <= row.tau_chain <= row.ci95_chain[1]
         assert row.ci95_tree[0] <= row.tau_tree <= row.ci95_tree[1]
-        assert len(row.acceptance_chain) == 3 and len(row.acceptance_tree) == 5 and row.num_eval_prompts == 4
+        assert len(row.acceptance_chain) == 3 and len(row.acceptance_tree) == 5
+        assert row.num_eval_prompts == 4  # the held-out prompts: 4 per domain, the 4 general-eval ones
         assert all(a >= b for a, b in zip(row.acceptance_chain, row.acceptance_chain[1:]))
     by = {(r.domain, r.method): r for r in results.methods}
     eda, full = by["math", "eda_shift"], by["math", "full_retrain_converged"]
@@ -156,3 +161,14 @@ def test_tiny_lm_training_lowers_the_loss(tmp_path):
     assert sum(losses[-5:]) / 5 < losses[0] - 1.0
     assert tokenizer("Tom has")["input_ids"][0] == tokenizer.bos_token_id
     assert not model.training and torch.isfinite(torch.tensor(losses)).all()
+
+
+def test_window_prompts_cover_a_paragraph_with_its_rest_as_reference():
+    from eda_adapters.demo.corpus import window_prompt_rows
+
+    paragraph = " ".join(f"w{i}" for i in range(40))
+    rows = window_prompt_rows([paragraph], stride=12, prompt_words=8, min_reference_words=8)
+    assert [r["prompt"].split()[0] for r in rows] == ["w0", "w12", "w24"]  # w36 would leave fewer than 8 words
+    for row in rows:
+        assert paragraph.endswith(row["prompt"] + " " + row["reference"])
+        assert len(row["prompt"].split()) == 8 and len(row["reference"].split()) >= 8

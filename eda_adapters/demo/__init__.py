@@ -16,7 +16,7 @@ from typing import Any
 
 from ..data.io import atomic_write_text
 from ..experiment import ExperimentConfig, ExperimentResults, run_experiment
-from .corpus import code_corpus, general_corpus, math_corpus
+from .corpus import code_corpus, general_corpus, math_corpus, window_prompt_rows
 from .targets import TinyLMSpec, build_targets
 
 
@@ -30,18 +30,22 @@ class DemoSize:
             seq_len=128, base_steps=1500, finetune_steps=600,
         )
     )
-    general_prompts: int = 700
+    #: General prompts (several per documentation paragraph, see `window_prompt_rows`) for stage 1.
+    general_prompts: int = 2000
+    #: Held-out general prompts (other paragraphs) on which the shared draft is measured with the base target.
+    general_eval_prompts: int = 100
     domain_prompts: int = 300
-    num_eval_prompts: int = 32
+    num_eval_prompts: int = 100
     max_new_tokens: int = 64
     eval_max_new_tokens: int = 64
-    stage1_epochs: float = 20.0
+    stage1_epochs: float = 10.0
     adapt_epochs: float = 10.0
     budget: float = 0.3
-    budget_curve: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)
+    budget_curve: tuple[float, ...] = (0.1, 0.3, 0.5, 1.0)
     #: Share of general prompts mixed into each domain's training pool (after the held-out domain eval prompts),
-    #: as in a real prompt collection: selection has to find the samples worth training on.
-    general_share_of_pool: float = 0.3
+    #: as in a real prompt collection: most of it is not worth training on (the fine-tune replays general text and
+    #: barely moved there), so a random budget is mostly wasted and selection has something to find.
+    general_share_of_pool: float = 0.7
 
     def __post_init__(self) -> None:
         if not 0 <= self.general_share_of_pool < 1:
@@ -51,15 +55,15 @@ class DemoSize:
     def quick(cls) -> DemoSize:
         return cls(
             lm=TinyLMSpec(base_steps=600, finetune_steps=300),
-            general_prompts=400,
-            domain_prompts=216,
-            num_eval_prompts=24,
+            general_prompts=2000,
+            general_eval_prompts=40,
+            domain_prompts=200,
+            num_eval_prompts=40,
             max_new_tokens=48,
             eval_max_new_tokens=48,
-            stage1_epochs=10.0,
+            stage1_epochs=8.0,
             adapt_epochs=10.0,
             budget_curve=(0.1, 0.3, 1.0),
-            general_share_of_pool=0.5,
         )
 
 
@@ -75,19 +79,28 @@ def build_demo(
 
     prompt_dir = cache_dir / "prompts"
     prompt_dir.mkdir(parents=True, exist_ok=True)
-    general_rows = general.prompt_rows()
-    files = {"general": general_rows[: size.general_prompts]}
-    spare_general = general_rows[size.general_prompts :]  # never seen in stage 1
+    # general prompts by paragraph, so held-out, stage-1 and pool prompts never share a paragraph
+    held_general, stage1_general, spare_general = [], [], []
+    for paragraph in general.train:
+        rows = window_prompt_rows([paragraph])
+        if len(held_general) < size.general_eval_prompts:
+            held_general += rows
+        elif len(stage1_general) < size.general_prompts:
+            stage1_general += rows
+        else:
+            spare_general += rows  # never seen in stage 1: the general part of each domain's pool
+    files = {"general": stage1_general[: size.general_prompts], "general-eval": held_general[: size.general_eval_prompts]}
     for corpus in (code, math):
         domain_rows = corpus.prompt_rows(size.domain_prompts)
         eval_rows, pool = domain_rows[: size.num_eval_prompts], domain_rows[size.num_eval_prompts :]
         num_general = round(len(pool) * size.general_share_of_pool / (1 - size.general_share_of_pool))
         if num_general > len(spare_general):
             raise ValueError(
-                f"not enough general prompts to mix {num_general} into the {corpus.name} pool: lower domain_prompts, "
-                "general_prompts or general_share_of_pool"
+                f"not enough general prompts to mix {num_general} into the {corpus.name} pool (only "
+                f"{len(spare_general)} are left after stage 1): lower domain_prompts, general_prompts or "
+                "general_share_of_pool"
             )
-        mixed = pool + [spare_general.pop() for _ in range(num_general)]
+        mixed = pool + random.Random(seed).sample(spare_general, num_general)
         random.Random(seed).shuffle(mixed)
         files[corpus.name] = eval_rows + mixed
     for name, rows in files.items():
@@ -96,6 +109,7 @@ def build_demo(
         base_target=str(paths["base"]),
         tokenizer=str(paths["tokenizer"]),
         general_prompts=str(prompt_dir / "general.jsonl"),
+        general_eval_prompts=str(prompt_dir / "general-eval.jsonl"),
         domains=[
             {"name": name, "target": str(paths[name]), "prompts": str(prompt_dir / f"{name}.jsonl"),
              "num_eval_prompts": size.num_eval_prompts}

@@ -62,6 +62,23 @@ def general_corpus(seed: int = 0) -> DomainCorpus:
     return DomainCorpus("general", paragraphs, prompts, references)
 
 
+def window_prompt_rows(
+    paragraphs: list[str], stride: int = 12, prompt_words: int = 8, min_reference_words: int = 8
+) -> list[dict[str, str]]:
+    """Several prompts per paragraph: the `prompt_words` words starting every `stride` words (as long as at least
+    `min_reference_words` follow), each with the rest of its paragraph as `reference`. A tiny corpus yields enough
+    prompts this way to train a credible shared draft."""
+    rows = []
+    for paragraph in paragraphs:
+        words = paragraph.split()
+        for start in range(0, len(words) - prompt_words - min_reference_words + 1, stride):
+            rows.append({
+                "prompt": " ".join(words[start : start + prompt_words]),
+                "reference": " ".join(words[start + prompt_words :]),
+            })
+    return rows
+
+
 def code_corpus(seed: int = 0) -> DomainCorpus:
     """Functions from the standard library and HumanEval solutions; prompts are HumanEval signatures+docstrings."""
     functions: list[str] = []

@@ -59,6 +59,9 @@ class ExperimentConfig:
     general_prompts: Any
     domains: list[DomainConfig]
     output_dir: str
+    #: Optional held-out general prompts (never trained on): the shared draft is also measured on them with the base
+    #: target, its own setting (row `base_on_base` of domain `general`).
+    general_eval_prompts: Any = None
     tokenizer: str | None = None
     dtype: str = "float32"
     device: str = "auto"

@@ -100,10 +100,14 @@ class _Experiment:
         # the shared draft is frozen from here on: fingerprint it once, it keys every adapter run
         self.draft_fingerprint = draft_fingerprint(self._shared_draft(self.base))
         self.log(f"stage 1: shared draft trained on {stage1_cost.samples} samples in {stage1_cost.train_seconds:.1f}s")
+        methods: list[MethodResult] = []
+        if cfg.general_eval_prompts is not None and "base_on_base" in cfg.methods:
+            held = self._regenerate(self.base, cfg.general_eval_prompts, self.out / "stage1" / "eval-regenerated")
+            chain, tree = self._measure(self._shared_draft(self.base), self.base, prompts_from_dataset(held, len(held)))
+            methods.append(self._row("general", "base_on_base", chain, tree, stage1_cost, "stage 1"))
         if "eda_official" in cfg.methods:
             self._joint_draft()
 
-        methods: list[MethodResult] = []
         budgets: list[BudgetPoint] = []
         for domain in cfg.domains:
             domain_methods, domain_budgets = self._run_domain(domain, stage1_cost)
@@ -136,20 +140,7 @@ class _Experiment:
         def record(method: str, draft: torch.nn.Module, on: PreTrainedModel, cost: TrainCost | None = None,
                    budget: str = "equal tokens") -> tuple[TauMeasurement, TauMeasurement | None]:
             chain, tree = measure(draft, on)
-            row = MethodResult(
-                domain.name, method, chain.tau, chain.ci95, tree.tau if tree else None, tree.ci95 if tree else None,
-                chain.acceptance_by_position, tree.acceptance_by_position if tree else [], chain.num_prompts,
-                budget=budget,
-            )
-            if cost is not None:
-                row.trainable_params, row.samples, row.steps = cost.trainable_params, cost.samples, cost.steps
-                row.train_tokens, row.train_seconds, row.train_flops = cost.tokens, cost.train_seconds, cost.flops
-            results.append(row)
-            tree_text = f", tree {tree.tau:.3f} [{tree.ci95[0]:.2f}, {tree.ci95[1]:.2f}]" if tree else ""
-            self.log(
-                f"[{domain.name}] {method}: tau chain {chain.tau:.3f} [{chain.ci95[0]:.2f}, {chain.ci95[1]:.2f}]"
-                f"{tree_text}" + (f" ({cost.samples} samples, {cost.tokens} tokens)" if cost else "")
-            )
+            results.append(self._row(domain.name, method, chain, tree, cost, budget))
             return chain, tree
 
         if "base_on_base" in cfg.methods:
@@ -221,6 +212,26 @@ class _Experiment:
         return results, curve
 
     # ------------------------------------------------------------------ measuring
+    def _row(
+        self, domain: str, method: str, chain: TauMeasurement, tree: TauMeasurement | None, cost: TrainCost | None,
+        budget: str,
+    ) -> MethodResult:
+        """One results row (logged as it is made)."""
+        row = MethodResult(
+            domain, method, chain.tau, chain.ci95, tree.tau if tree else None, tree.ci95 if tree else None,
+            chain.acceptance_by_position, tree.acceptance_by_position if tree else [], chain.num_prompts,
+            budget=budget,
+        )
+        if cost is not None:
+            row.trainable_params, row.samples, row.steps = cost.trainable_params, cost.samples, cost.steps
+            row.train_tokens, row.train_seconds, row.train_flops = cost.tokens, cost.train_seconds, cost.flops
+        tree_text = f", tree {tree.tau:.3f} [{tree.ci95[0]:.2f}, {tree.ci95[1]:.2f}]" if tree else ""
+        self.log(
+            f"[{domain}] {method}: tau chain {chain.tau:.3f} [{chain.ci95[0]:.2f}, {chain.ci95[1]:.2f}]{tree_text}"
+            + (f" ({cost.samples} samples, {cost.tokens} tokens)" if cost else "")
+        )
+        return row
+
     def _measure(
         self, draft: torch.nn.Module, target: PreTrainedModel, prompts: list[torch.LongTensor]
     ) -> tuple[TauMeasurement, TauMeasurement | None]:
