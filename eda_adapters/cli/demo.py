@@ -13,7 +13,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="Run the whole EDA pipeline on tiny offline models (CPU, no download) and print the results table.",
         description=(
             "Trains a tiny base LM on the Python docs, fine-tunes it for code and math, trains the shared EAGLE draft, "
-            "then compares direct transfer, EDA (shift / random selection, original texts) and full retraining. "
+            "then compares direct transfer, full retraining (equal tokens and converged), full fine-tuning, LoRA, EDA "
+            "(shift / random selection, original texts) and the authors' EDA design, with chain and tree tau and "
+            "bootstrap intervals. "
             "Everything is cached under --cache-dir; a second run reuses it."
         ),
     )
