@@ -121,15 +121,23 @@ def check_weight_files(directory: str | os.PathLike, what: str) -> None:
             check_safetensors_file(file, what)
 
 
-def check_model_dir(path: str | os.PathLike | None, flag: str, what: str, required: bool = False) -> None:
+def check_model_dir(
+    path: str | os.PathLike | None, flag: str, what: str, required: bool = False, config_file: str = "config.json"
+) -> None:
     """Refuse damaged weights in a model, draft or adapter directory before anything is loaded; with `required`, the
-    directory must exist (drafts and adapters are directories, never Hub ids or single files)."""
+    directory must exist and hold `config_file` (drafts and adapters are directories, never Hub ids or single files)."""
     if path is None:
         return
-    if Path(path).is_dir():
+    path = Path(path)
+    if path.is_dir():
+        if required and not (path / config_file).is_file():
+            found = "an EDA adapter" if (path / "adapter_config.json").is_file() else (
+                "a model or draft" if (path / "config.json").is_file() else "no saved model")
+            raise EdaInputError(f"{flag}: {path} has no {config_file} (it holds {found}); pass the directory of a saved "
+                                f"{what}")
         check_weight_files(path, flag)
     elif required:
-        state = "is a file, not a directory" if Path(path).exists() else "does not exist"
+        state = "is a file, not a directory" if path.exists() else "does not exist"
         raise EdaInputError(f"{flag}: {path} {state}; pass the directory of a saved {what}")
 
 
@@ -196,9 +204,7 @@ def load_adapter_checked(
 
     from .errors import draft_mismatch_refused
 
-    check_model_dir(adapter_path, flag, "adapter", required=True)
-    if not (Path(adapter_path) / "adapter_config.json").is_file():
-        raise EdaInputError(f"{flag}: no adapter_config.json in {adapter_path}; pass a PeftModel.save_pretrained directory")
+    check_model_dir(adapter_path, flag, "adapter (PeftModel.save_pretrained)", True, "adapter_config.json")
     with draft_mismatch_refused(allow_fingerprint_mismatch):
         try:
             return PeftModel.from_pretrained(draft, str(adapter_path), **kwargs)
@@ -220,7 +226,8 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str
     import yaml
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} file {path} does not exist")
+        state = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
+        raise FileNotFoundError(f"{what} file {path} {state}")
     try:
         with open(path, encoding="utf-8") as handle:
             values = yaml.safe_load(handle)
@@ -298,7 +305,11 @@ def coerce_config_values(values: dict[str, Any], hints: dict[str, Any], source: 
     out = dict(values)
     for key, value in values.items():
         hint = hints.get(key)
-        if hint is None or value is None:
+        if hint is None:
+            continue
+        if value is None:
+            if type(None) not in typing.get_args(hint) and hint is not Any:
+                raise EdaInputError(f"{source}: {key} has no value; give it {_type_name(hint)} or remove the key")
             continue
         try:
             out[key] = _coerce(value, hint)

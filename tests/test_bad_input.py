@@ -394,3 +394,23 @@ def test_adapter_on_another_draft_of_the_same_shape(files, tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DraftMismatchWarning)
         PeftModel.from_pretrained(own, files / "adapter")  # its own draft: no warning
+
+
+# ------------------------------------------------------------------------------------------------ found on the way
+def test_other_bad_input_found_while_trying(files, tmp_path, capsys):
+    data = str(files / "data.jsonl")
+    adapt = ["adapt", "--target", str(files / "ft"), "--dataset", data, "--output_dir", str(tmp_path / "a"), *TRAIN]
+    # an adapter directory given as the draft used to end in a Hub connection error
+    error(capsys, [*adapt, "--draft", str(files / "adapter")], files / "adapter", "holds an EDA adapter")
+    # a YAML key without a value used to fail deep in TrainingArguments ("'<=' not supported ...")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"draft: {files / 'draft'}\nlearning_rate:\n")
+    error(capsys, [*adapt, "--config", str(config)], config, "learning_rate has no value")
+    error(capsys, [*adapt, "--config", str(tmp_path)], tmp_path, "is a directory")
+    # zero training steps used to save an untrained draft with exit code 0
+    error(capsys, ["train-draft", "--target", str(files / "base"), "--dataset", data, "--output_dir",
+                   str(tmp_path / "d"), "--max_steps", "-1", "--num_train_epochs", "0", *TRAIN], "0 training steps")
+    assert not (tmp_path / "d" / "model.safetensors").exists()
+    # a masked LM as the benchmark target used to crash in generate ("'NoneType' object has no attribute 'crop'")
+    error(capsys, ["bench", "--target", str(files / "bert"), "--draft", str(files / "draft"), "--prompts",
+                   str(files / "prompts.txt"), "--output-dir", str(tmp_path / "b")], files / "bert", "causal LM")

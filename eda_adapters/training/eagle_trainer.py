@@ -433,8 +433,8 @@ class EagleTrainer(Trainer):
             if not os.path.isdir(resume_from_checkpoint):
                 raise FileNotFoundError(f"Checkpoint {resume_from_checkpoint} does not exist.")
             check_run_signature(resume_from_checkpoint, signature)
-        if self.args.should_save:
-            check_output_dir(self.args.output_dir, signature)  # never train over another run's files
+        # every process checks (they see the same directory), so none is left waiting for the others
+        check_output_dir(self.args.output_dir, signature)  # never train over another run's files
         self._check_trainable_tokens()
         self._signature = signature
         if self.args.should_save:
@@ -465,7 +465,13 @@ class EagleTrainer(Trainer):
         load_joint_draft(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
 
     def _check_trainable_tokens(self) -> None:
-        """Refuse a training set with no token to learn from (all loss masks zero within `max_length`)."""
+        """Refuse a run with nothing to learn: no training step, or no token with a loss (all loss masks zero within
+        `max_length`)."""
+        if self.args.max_steps <= 0 and self.args.num_train_epochs <= 0:
+            raise ValueError(
+                f"Nothing to train: max_steps={self.args.max_steps} and num_train_epochs={self.args.num_train_epochs} "
+                "make 0 training steps; set max_steps or num_train_epochs above 0."
+            )
         data = self.train_dataset
         if data is None or not hasattr(data, "__len__") or len(data) == 0:
             return
