@@ -343,14 +343,18 @@ def test_python_trainer_refuses_another_runs_output_dir(files, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ silent case 3
-@pytest.mark.parametrize("case", ["zero-masks", "max-length-below-prompts"])
+@pytest.mark.parametrize("case", ["zero-masks", "zero-masks-cached-features", "max-length-below-prompts"])
 def test_nothing_to_train_on(files, tmp_path, capsys, case):
     data = files / "data.jsonl"
     extra = ["--max_length", "4"]  # every row's first 4 tokens are prompt
-    if case == "zero-masks":
+    if case.startswith("zero-masks"):
         data = tmp_path / "zero.jsonl"
         data.write_text(json.dumps({"input_ids": list(range(5, 17)), "loss_mask": [0] * 12}) + "\n")
         extra = []
+    if case == "zero-masks-cached-features":
+        assert main(["extract-features", "--model", str(files / "ft"), "--dataset", str(data), "--output-dir",
+                     str(tmp_path / "features")]) == 0
+        data = tmp_path / "features"
     out = tmp_path / "adapter"
     error(capsys, ["adapt", "--target", str(files / "ft"), "--draft", str(files / "draft"), "--dataset", str(data),
                    "--output_dir", str(out), "--max_steps", "1", *extra, *TRAIN], "0 usable tokens")

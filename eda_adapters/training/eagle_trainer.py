@@ -41,6 +41,26 @@ from .run_signature import (
 )
 
 
+def _loss_masks(data: Any) -> Any:
+    """Each training row's loss mask (all ones where a row has none), read lazily: a datasets.Dataset in batches of
+    one column, any other map-style dataset (e.g. cached features) row by row."""
+    columns = getattr(data, "column_names", None)
+    if columns is not None and hasattr(data, "iter"):
+        if "input_ids" not in columns:
+            return
+        column = "loss_mask" if "loss_mask" in columns else "input_ids"
+        for batch in data.select_columns([column]).iter(batch_size=256):
+            for values in batch[column]:
+                yield values if column == "loss_mask" else [1] * len(values)
+        return
+    for index in range(len(data)):
+        row = data[index]
+        mask = row.get("loss_mask") if hasattr(row, "get") else None
+        if mask is None:
+            mask = [1] * len(row["input_ids"])
+        yield mask.tolist() if hasattr(mask, "tolist") else list(mask)
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training stopped because the loss became NaN or infinite (the last good checkpoint is kept)."""
 
@@ -476,16 +496,9 @@ class EagleTrainer(Trainer):
         if data is None or not hasattr(data, "__len__") or len(data) == 0:
             return
         limit = self.args.max_length
-        columns = getattr(data, "column_names", None)
-        if columns is not None and "loss_mask" not in columns:
-            masks = ([1] * len(ids) for ids in data["input_ids"])
-        elif columns is not None:
-            masks = iter(data["loss_mask"])
-        else:  # cached features: read the masks row by row
-            masks = (data[i]["loss_mask"].tolist() for i in range(len(data)))
-        for mask in masks:  # the first position has no previous feature: it is never a loss position
+        for mask in _loss_masks(data):  # the first position has no previous feature: it is never a loss position
             if any(mask[1:limit]):
-                return
+                return  # usually the first row: the scan stops at once
         where = f" within max_length={limit}" if limit is not None else ""
         raise ValueError(
             f"Nothing to train on: the {len(data)} training samples have 0 usable tokens (loss_mask is 0 everywhere"
