@@ -208,14 +208,8 @@ def load_adapter_checked(
     with draft_mismatch_refused(allow_fingerprint_mismatch):
         try:
             return PeftModel.from_pretrained(draft, str(adapter_path), **kwargs)
-        except RuntimeError as err:
-            if "size mismatch" not in str(err):
-                raise
-            detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), "")
-            raise EdaInputError(
-                f"{flag} {adapter_path}: its adapter_config.json disagrees with its weights ({detail.rstrip('.')}); "
-                "the config was edited or belongs to other weights: save the adapter again"
-            ) from None
+        except EdaInputError as err:  # e.g. weights that disagree with adapter_config.json: name the adapter
+            raise EdaInputError(f"{flag} {adapter_path}: {err}") from None
 
 
 # ------------------------------------------------------------------------------------------------------ YAML configs

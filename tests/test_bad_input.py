@@ -271,10 +271,10 @@ def test_adapter_config_disagreeing_with_its_weights(files, tmp_path, capsys, fi
     config[field] = value
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     error(capsys, ["export", "--draft", str(files / "draft"), "--adapter", str(adapter), "--out", str(tmp_path / "e")],
-          adapter, "adapter_config.json disagrees with its weights")
+          adapter, "weights do not match its adapter_config.json")
     error(capsys, ["bench", "--target", str(files / "ft"), "--draft", str(files / "draft"), "--adapter", str(adapter),
                    "--prompts", str(files / "prompts.txt"), "--output-dir", str(tmp_path / "b")],
-          adapter, "disagrees with its weights")
+          adapter, "weights do not match its adapter_config.json")
     assert not (tmp_path / "e").exists() and not (tmp_path / "b").exists()
 
 
@@ -418,3 +418,14 @@ def test_other_bad_input_found_while_trying(files, tmp_path, capsys):
     # a masked LM as the benchmark target used to crash in generate ("'NoneType' object has no attribute 'crop'")
     error(capsys, ["bench", "--target", str(files / "bert"), "--draft", str(files / "draft"), "--prompts",
                    str(files / "prompts.txt"), "--output-dir", str(tmp_path / "b")], files / "bert", "causal LM")
+
+
+def test_python_load_of_an_adapter_whose_config_disagrees_with_its_weights(files, tmp_path):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(files / "adapter", adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["num_private_experts"] = 2  # the weights hold one expert
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    draft = EagleDraftModel.from_pretrained(files / "draft", target_model=make_target("llama"))
+    with pytest.raises(ValueError, match="do not match its adapter_config.json.*eda_"):
+        PeftModel.from_pretrained(draft, adapter)

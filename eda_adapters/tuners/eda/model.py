@@ -37,6 +37,9 @@ class EdaModel(BaseTuner):
 
     def _pre_injection_hook(self, model: nn.Module, config: EdaConfig, adapter_name: str) -> None:
         """Record which draft the adapter belongs to, or check it when loading a saved adapter."""
+        if not getattr(self, "_checks_loaded_shapes", False):
+            self.register_load_state_dict_pre_hook(_check_loaded_shapes)
+            self._checks_loaded_shapes = True
         draft_config = getattr(model, "config", None)
         hidden = getattr(draft_config, "hidden_size", None)
         intermediate = getattr(draft_config, "intermediate_size", None)
@@ -113,6 +116,22 @@ class EdaModel(BaseTuner):
     def router_aux_loss(self) -> torch.Tensor | None:
         """Load-balancing loss of the last forward, summed over wrapped MLPs (None when no adapter is routed)."""
         return router_aux_loss(self.model)
+
+
+def _check_loaded_shapes(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
+    """Refuse saved EDA weights whose shapes disagree with the adapter's config in one line (an edited
+    adapter_config.json, or weights of another adapter), instead of torch's `size mismatch` RuntimeError."""
+    params = dict(module.named_parameters())
+    for key, value in state_dict.items():
+        param = params.get(key[len(prefix):]) if key.startswith(prefix) and ".eda_" in key else None
+        if param is not None and tuple(param.shape) != tuple(value.shape):
+            from ...errors import EdaInputError
+
+            raise EdaInputError(
+                f"The saved EDA adapter's weights do not match its adapter_config.json: {key} has shape "
+                f"{tuple(value.shape)}, but the config (num_private_experts, private_intermediate_size) makes "
+                f"{tuple(param.shape)}; the config was edited or belongs to other weights: save the adapter again."
+            )
 
 
 def router_aux_loss(model: nn.Module) -> torch.Tensor | None:
