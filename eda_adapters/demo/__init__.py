@@ -89,7 +89,10 @@ def build_demo(
             stage1_general += rows
         else:
             spare_general += rows  # never seen in stage 1: the general part of each domain's pool
-    files = {"general": stage1_general[: size.general_prompts], "general-eval": held_general[: size.general_eval_prompts]}
+    files = {
+        "general": stage1_general[: size.general_prompts],
+        "general-eval": held_general[: size.general_eval_prompts],
+    }
     for corpus in (code, math):
         domain_rows = corpus.prompt_rows(size.domain_prompts)
         eval_rows, pool = domain_rows[: size.num_eval_prompts], domain_rows[size.num_eval_prompts :]

@@ -136,8 +136,10 @@ def eda_trainable_parameters(draft: nn.Module, eda: EdaConfig) -> int:
     """Trainable parameters of an EDA adapter with config `eda` (wrapping every layer's MLP) on `draft`."""
     total = 0
     for layer in draft.layers:
-        hidden, width = layer.mlp.gate_proj.in_features, eda.private_intermediate_size or layer.mlp.gate_proj.out_features
-        total += eda.num_private_experts * 3 * hidden * width + (hidden * eda.num_private_experts if eda.is_routed else 0)
+        hidden = layer.mlp.gate_proj.in_features
+        width = eda.private_intermediate_size or layer.mlp.gate_proj.out_features
+        experts = eda.num_private_experts
+        total += experts * 3 * hidden * width + (hidden * experts if eda.is_routed else 0)
     for name in eda.modules_to_save or ():
         total += sum(p.numel() for n, m in draft.named_modules() if n.split(".")[-1] == name for p in m.parameters())
     return total

@@ -90,8 +90,8 @@ def results_table(rows: Sequence[MethodResult]) -> str:
     order = {m: i for i, m in enumerate(METHOD_LABELS)}
     for row in sorted(rows, key=lambda r: (r.domain, order.get(r.method, len(order)))):
         lines.append(
-            f"| {row.domain} | {METHOD_LABELS.get(row.method, row.method)} | {_interval(row.tau_chain, row.ci95_chain)} "
-            f"| {_interval(row.tau_tree, row.ci95_tree)} | {row.trainable_params:,} | {row.samples:,} | "
+            f"| {row.domain} | {METHOD_LABELS.get(row.method, row.method)} | "
+            f"{_interval(row.tau_chain, row.ci95_chain)} | {_interval(row.tau_tree, row.ci95_tree)} | {row.trainable_params:,} | {row.samples:,} | "
             f"{row.train_tokens:,} | {row.train_flops:.2e} | {row.train_seconds:.1f} | "
             f"{row.budget if row.trainable_params else '-'} |"
         )
@@ -113,7 +113,10 @@ def acceptance_table(rows: Sequence[MethodResult]) -> str:
 
 
 def budget_table(points: Sequence[BudgetPoint]) -> str:
-    lines = ["| domain | selection | budget | samples | tau chain [95% CI] | tau tree |", "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| domain | selection | budget | samples | tau chain [95% CI] | tau tree |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for p in sorted(points, key=lambda p: (p.domain, p.selection, p.budget)):
         tree = f"{p.tau_tree:.2f}" if p.tau_tree is not None else "-"
         lines.append(

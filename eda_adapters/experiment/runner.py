@@ -293,7 +293,9 @@ class _Experiment:
         run_dir = self.out / "stage1" / "joint-draft"
         noise = {k: cfg.official[k] for k in ("feature_noise_type", "feature_noise_std") if k in cfg.official}
         steps = self._steps(len(self.general), cfg.stage1_epochs)
-        settings = {**self._settings(steps, cfg.stage1_learning_rate, noise), "joint": cfg.eda, "target": cfg.base_target}
+        settings = {
+            **self._settings(steps, cfg.stage1_learning_rate, noise), "joint": cfg.eda, "target": cfg.base_target,
+        }
         private = {k: v for k, v in cfg.eda.items() if k not in ("modules_to_save", "init_private_weights",
                                                                   "init_private_from")}
         cost = self._train(
@@ -311,7 +313,7 @@ class _Experiment:
         self, target: PreTrainedModel, data: Dataset, run_dir: Path, steps: int, eda: dict[str, Any] | None = None,
         draft_dir: Path | None = None, noise: dict[str, Any] | None = None,
     ) -> tuple[PeftModel, TrainCost]:
-        """An EDA adapter (`eda` settings, default the config's) of the shared draft at `draft_dir` (default stage 1)."""
+        """An EDA adapter (`eda` settings, default the config's) of the shared draft at `draft_dir`."""
         cfg = self.config
         eda = cfg.eda if eda is None else eda
         if eda.get("init_private_weights") == "copy" and not eda.get("init_private_from"):
@@ -352,7 +354,8 @@ class _Experiment:
         warm: bool = False,
     ) -> TrainCost:
         """A whole draft for `target`: from scratch, or warm-started from the shared draft (`warm`)."""
-        settings = {**self._settings(steps, lr), "target": target_name, "warm": self.draft_fingerprint if warm else None}
+        warm_from = self.draft_fingerprint if warm else None
+        settings = {**self._settings(steps, lr), "target": target_name, "warm": warm_from}
         return self._train(
             run_dir, data, settings,
             lambda: EagleTrainer(

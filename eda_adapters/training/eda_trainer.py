@@ -88,9 +88,11 @@ class EdaTrainer(EagleTrainer):
                 )
             if not isinstance(peft_config, (EdaConfig, LoraConfig)):
                 raise TypeError(
-                    f"peft_config must be an EdaConfig (or a LoraConfig, the baseline), got {type(peft_config).__name__}."
+                    "peft_config must be an EdaConfig (or a LoraConfig, the baseline), got "
+                    f"{type(peft_config).__name__}."
                 )
-            if isinstance(peft_config, EdaConfig) and peft_config.init_private_weights == "copy" and not os.path.isdir(peft_config.init_private_from):
+            copies = isinstance(peft_config, EdaConfig) and peft_config.init_private_weights == "copy"
+            if copies and not os.path.isdir(peft_config.init_private_from):
                 raise FileNotFoundError(
                     f"EdaConfig(init_private_from={peft_config.init_private_from!r}) is not a directory: pass the "
                     f"stage-1 adapter saved by EagleTrainer(peft_config=...) as <output_dir>/{STAGE1_ADAPTER_DIR}."
