@@ -227,6 +227,12 @@ def eagle_layout(
     if engine not in SERVING_ENGINES:
         raise ValueError(f"engine must be one of {SERVING_ENGINES}, got {engine!r}.")
     config = draft.config
+    if getattr(config, "draft_vocab_size", None) is not None:
+        raise ValueError(
+            "This draft has a reduced draft vocabulary (its own head over draft_vocab_size tokens and a d2t map), "
+            "which the EAGLE-1 layouts have no field for: export with format='hf' (--format hf) and serve it with "
+            "eda_adapters, or build the draft without draft_vocab for vLLM/SGLang."
+        )
     if config.hidden_act != "silu":
         raise ValueError(
             f"This draft's MLP uses hidden_act={config.hidden_act!r}; the engines' EAGLE-1 (Llama) layers only run "

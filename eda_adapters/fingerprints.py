@@ -8,6 +8,7 @@ only torch), so the adapter type, the data pipeline and the trainers all share i
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from typing import Any
 
@@ -66,7 +67,9 @@ def _draft_own_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     and head and everything an adapter adds: EDA weights (`eda_*`) and PEFT's per-adapter trained copies
     (`modules_to_save`). PEFT's wrapping levels (`base_layer`, `original_module`) are dropped from the names."""
     params = {}
-    for name, param in model.named_parameters():
+    # a reduced draft vocabulary's id map (`d2t`) is part of what the draft computes, though it is a buffer
+    vocab_maps = ((name, b) for name, b in model.named_buffers() if name.split(".")[-1] == "d2t")
+    for name, param in itertools.chain(model.named_parameters(), vocab_maps):
         parts = name.split(".")
         if (
             _TARGET_HEAD_MODULES.intersection(parts)
@@ -95,8 +98,10 @@ def draft_fingerprint(model: nn.Module) -> str | None:
         values = params[name].detach().reshape(-1)
         hasher.update(f"{tuple(params[name].shape)}:".encode())
         for start in range(0, values.numel(), _CHUNK):
-            chunk = values[start : start + _CHUNK].to(torch.bfloat16).cpu().view(torch.int16)
-            hasher.update(chunk.numpy().tobytes())
+            chunk = values[start : start + _CHUNK]
+            if chunk.is_floating_point():  # integer tensors (token ids) are hashed exactly
+                chunk = chunk.to(torch.bfloat16).view(torch.int16)
+            hasher.update(chunk.cpu().numpy().tobytes())
     return _short(hasher)
 
 

@@ -1,3 +1,4 @@
+from .draft_vocab import count_tokens, most_frequent_tokens
 from .feature_cache import CachedFeatureDataset, extract_features, load_feature_index, pad_batch
 from .features import compute_target_features
 from .io import load_rows
@@ -19,10 +20,12 @@ __all__ = [
     "check_same_tokens",
     "check_target_signature",
     "compute_target_features",
+    "count_tokens",
     "extract_features",
     "load_feature_index",
     "load_regenerated",
     "load_rows",
+    "most_frequent_tokens",
     "pad_batch",
     "plot_shift_histogram",
     "regenerate",

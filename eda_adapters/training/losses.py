@@ -72,15 +72,20 @@ def eagle_loss(
     All tensors are aligned so that position `i` of the draft output predicts position `i` of the targets:
     `draft_hidden`/`target_hidden` `[B, S, H]`, `draft_logits`/`target_logits` `[B, S, V]`, `loss_mask` `[B, S]`
     (1 where the position counts, e.g. response tokens). Returns the masked means and top-1 agreement (draft argmax
-    == target argmax).
+    == target argmax). `-inf` draft logits (tokens outside a reduced draft vocabulary) are left out of the
+    cross-entropy, whose target distribution is renormalised over the tokens the draft scores.
     """
     mask = loss_mask.to(draft_hidden.dtype)
     num_tokens = int(mask.sum().item())
     denom = mask.sum().clamp_min(1.0)
     regression = F.smooth_l1_loss(draft_hidden.float(), target_hidden.float(), reduction="none").mean(-1)
     regression = (regression * mask).sum() / denom
-    target_probs = torch.softmax(target_logits.float(), dim=-1)
-    ce = -(target_probs * torch.log_softmax(draft_logits.float(), dim=-1)).sum(-1)
+    draft_logp = torch.log_softmax(draft_logits.float(), dim=-1)
+    # A draft with a reduced vocabulary scores only its tokens (-inf elsewhere): the target distribution is
+    # renormalised over them, as EAGLE-3 trains its reduced head.
+    scored = torch.isfinite(draft_logp)
+    target_probs = torch.softmax(target_logits.float().masked_fill(~scored, float("-inf")), dim=-1)
+    ce = -(target_probs * draft_logp.masked_fill(~scored, 0.0)).sum(-1)
     ce = (ce * mask).sum() / denom
     agree = (draft_logits.argmax(-1) == target_logits.argmax(-1)).to(mask.dtype)
     accuracy = (agree * mask).sum() / denom

@@ -33,6 +33,13 @@ class EagleDraftConfig(PretrainedConfig):
         fc_bias (`bool`, defaults to `False`): Bias on the fusion layer `fc` (EAGLE-1 checkpoints have one).
         target_model_type (`str`, *optional*): `model_type` of the target the draft was built for.
         target_name_or_path (`str`, *optional*): Name or path of that target, recorded for model cards and checks.
+        draft_vocab_size (`int`, *optional*): Size of a reduced draft vocabulary (as EAGLE-3 and FR-Spec use): the draft
+            then scores only these tokens with its own head `draft_head` `[draft_vocab_size, hidden]` (initialised from
+            the target head's rows) and the buffer `d2t` maps draft ids to target ids. Other tokens get logit `-inf`,
+            so the draft never proposes them; the target still verifies, so outputs stay exact. `None`: the target's
+            full head. Set by `EagleDraftModel.from_target(..., draft_vocab=token_ids)`.
+        draft_head_trainable (`bool`, defaults to `True`): Whether the reduced head trains (otherwise its rows stay
+            the target's).
         save_target_heads (`bool`, defaults to `False`): Whether `save_pretrained` also writes the target's embedding
             and output head (normally they are re-attached from the target at load time).
         target_tie_word_embeddings (`bool`, defaults to `False`): Whether the target ties its embedding and output
@@ -64,6 +71,8 @@ class EagleDraftConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         target_model_type: str | None = None,
         target_name_or_path: str | None = None,
+        draft_vocab_size: int | None = None,
+        draft_head_trainable: bool = True,
         save_target_heads: bool = False,
         target_tie_word_embeddings: bool | None = None,
         tie_word_embeddings: bool | None = None,
@@ -101,6 +110,13 @@ class EagleDraftConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.target_model_type = target_model_type
         self.target_name_or_path = target_name_or_path
+        if draft_vocab_size is not None and not (isinstance(draft_vocab_size, int) and 0 < draft_vocab_size <= vocab_size):
+            raise ValueError(
+                f"EagleDraftConfig.draft_vocab_size must be an integer in [1, vocab_size={vocab_size}], got "
+                f"{draft_vocab_size!r}."
+            )
+        self.draft_vocab_size = draft_vocab_size
+        self.draft_head_trainable = draft_head_trainable
         self.save_target_heads = save_target_heads
         if target_tie_word_embeddings is None:  # configs written before the field existed stored it in the tie flag
             target_tie_word_embeddings = bool(tie_word_embeddings)

@@ -251,6 +251,12 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         self.fc = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=config.fc_bias)
         self.layers = nn.ModuleList(EagleDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.rotary_emb = EagleRotaryEmbedding(config)
+        # Reduced draft vocabulary: the draft's own head over `d2t` (draft id -> target id), see `draft_logits_to_vocab`.
+        self.draft_head: nn.Linear | None = None
+        self.register_buffer("d2t", None)
+        if config.draft_vocab_size is not None:
+            self.draft_head = nn.Linear(config.hidden_size, config.draft_vocab_size, bias=False)
+            self.register_buffer("d2t", torch.arange(config.draft_vocab_size, dtype=torch.long))
         if config.save_target_heads:
             self.embed_tokens: nn.Embedding | None = nn.Embedding(config.vocab_size, config.hidden_size)
             self.lm_head: nn.Linear | None = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -258,6 +264,8 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
             self.embed_tokens = None
             self.lm_head = None
         self.post_init()
+        if self.draft_head is not None:
+            self.draft_head.weight.requires_grad_(bool(config.draft_head_trainable))
         if not config.save_target_heads:
             self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | set(TARGET_HEAD_KEYS)
 
@@ -267,6 +275,7 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         cls,
         target_model: PreTrainedModel,
         num_layers: int = 1,
+        draft_vocab: Any = None,
         **overrides: Any,
     ) -> EagleDraftModel:
         """Build a fresh draft sized for `target_model` (any Hugging Face decoder-only causal LM).
@@ -274,6 +283,11 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         Sizes (hidden, heads, MLP width, rotary parameters, norm epsilon) are read from the target's config; any
         `EagleDraftConfig` field can be overridden by keyword (e.g. `intermediate_size=...`, `fc_bias=True`). The
         target's input embedding and output head are shared with the draft and frozen.
+
+        `draft_vocab` (target token ids, e.g. the most frequent ones of the training data, see
+        `eda_adapters.data.most_frequent_tokens`) gives the draft a reduced vocabulary: its own head over these
+        tokens, initialised from the target head's rows, which makes each draft step several times cheaper on
+        large-vocabulary targets.
         """
         target_config = _check_causal_lm(target_model).get_text_config()
         vocab_size = target_model.get_input_embeddings().weight.shape[0]
@@ -297,6 +311,10 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         if unknown:
             raise TypeError(f"EagleDraftModel.from_target got unknown config fields {sorted(unknown)}.")
         fields.update(overrides)
+        vocab_ids = None
+        if draft_vocab is not None:
+            vocab_ids = _draft_vocab_ids(draft_vocab, vocab_size)
+            fields["draft_vocab_size"] = int(vocab_ids.numel())
         save_heads = bool(fields.pop("save_target_heads", False))
         # Built without heads of its own: the target's are attached below, and saved only when asked to.
         draft = cls(EagleDraftConfig(**fields))
@@ -304,7 +322,10 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         draft.config.tie_word_embeddings = draft.config.draft_ties_heads
         if save_heads:
             draft._keys_to_ignore_on_save = set()
-        return draft.attach_target(target_model)
+        draft.attach_target(target_model)
+        if vocab_ids is not None:
+            draft.set_draft_vocab(vocab_ids)
+        return draft
 
     @classmethod
     def from_pretrained(
@@ -353,6 +374,31 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         self.embed_tokens = embed
         self.lm_head = head
         return self
+
+    @torch.no_grad()
+    def set_draft_vocab(self, token_ids: Any) -> EagleDraftModel:
+        """Point the reduced head at `token_ids` (target ids) and copy the attached target head's rows into it."""
+        if self.draft_head is None:
+            raise ValueError(
+                "This draft scores the target's full vocabulary: build it with "
+                "EagleDraftModel.from_target(target, draft_vocab=token_ids) for a reduced one."
+            )
+        self._require_heads()
+        ids = _draft_vocab_ids(token_ids, self.config.vocab_size).to(self.d2t.device)
+        if ids.numel() != self.config.draft_vocab_size:
+            raise ValueError(f"Expected {self.config.draft_vocab_size} token ids, got {ids.numel()}.")
+        head = self.lm_head
+        if getattr(head, "bias", None) is not None:
+            raise ValueError("A reduced draft vocabulary needs a target head without bias.")
+        self.d2t.copy_(ids)
+        self.draft_head.weight.copy_(head.weight[ids.to(head.weight.device)].to(self.draft_head.weight))
+        return self
+
+    def draft_logits_to_vocab(self, draft_logits: torch.Tensor) -> torch.Tensor:
+        """Reduced-head logits `[..., draft_vocab_size]` as target-vocabulary logits `[..., vocab_size]`: the draft's
+        tokens at their target ids, `-inf` elsewhere (probability 0, never proposed)."""
+        full = draft_logits.new_full((*draft_logits.shape[:-1], self.config.vocab_size), float("-inf"))
+        return full.index_copy(-1, self.d2t, draft_logits)
 
     def check_compatible(self, target_model: PreTrainedModel) -> None:
         """Raise a one-line `ValueError` if `target_model` does not fit this draft (hidden size, vocabulary)."""
@@ -451,7 +497,7 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         logits = None
         if compute_logits:
             self._require_heads()
-            logits = self.lm_head(x)
+            logits = self.lm_head(x) if self.draft_head is None else self.draft_logits_to_vocab(self.draft_head(x))
         return EagleDraftOutput(
             last_hidden_state=x, logits=logits, past_key_values=past_key_values if use_cache else None
         )
@@ -461,6 +507,18 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         from ...hub import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
+
+
+def _draft_vocab_ids(token_ids: Any, vocab_size: int) -> torch.Tensor:
+    """Validated reduced-vocabulary ids: a 1-D long tensor of distinct target ids in [0, vocab_size)."""
+    ids = torch.as_tensor(token_ids, dtype=torch.long).flatten().cpu()
+    if ids.numel() == 0:
+        raise ValueError("draft_vocab is empty: pass the target token ids the draft should score.")
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+        raise ValueError(f"draft_vocab has ids outside the target's vocabulary [0, {vocab_size}).")
+    if ids.unique().numel() != ids.numel():
+        raise ValueError("draft_vocab has repeated ids: each target token may appear once.")
+    return ids
 
 
 def _draft_rope_parameters(target_config: Any) -> dict[str, Any]:
