@@ -90,3 +90,29 @@ def test_bad_vocabulary_ids_are_refused(setup):
     for ids, message in (([], "empty"), ([1, 1], "repeated"), ([97], "outside")):
         with pytest.raises(ValueError, match=message):
             EagleDraftModel.from_target(target, draft_vocab=ids)
+
+
+def test_stage1_trainer_builds_and_trains_a_reduced_draft(setup, tmp_path):
+    from datasets import Dataset
+
+    from eda_adapters import EagleTrainer, EagleTrainingConfig
+
+    target, sequences, _ = setup
+    loss_mask = torch.zeros_like(sequences)
+    loss_mask[:, 6:] = 1
+    data = Dataset.from_dict({"input_ids": sequences.tolist(), "loss_mask": loss_mask.tolist()})
+    config = EagleTrainingConfig(
+        output_dir=str(tmp_path / "run"), per_device_train_batch_size=8, learning_rate=3e-3, max_steps=20,
+        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, draft_vocab_size=24,
+    )
+    trainer = EagleTrainer(target_model=target, args=config, train_dataset=data)
+    draft = trainer.model
+    counts = torch.bincount(sequences[:, 7:].flatten(), minlength=97)  # label tokens of the masked responses
+    assert draft.config.draft_vocab_size == 24
+    assert set(draft.d2t.tolist()) >= set(counts.argsort(descending=True)[:10].tolist())
+    before = draft.draft_head.weight.detach().clone()
+    trainer.train()
+    assert not torch.equal(draft.draft_head.weight, before)  # the head trains unless frozen
+    trainer.save_model()
+    reloaded = EagleDraftModel.from_pretrained(tmp_path / "run", target_model=target)
+    assert torch.equal(reloaded.d2t, draft.d2t)

@@ -34,12 +34,14 @@ ADAPTER_FIELDS = (
 JOINT_ADAPTER_FIELDS = ADAPTER_FIELDS[:5]
 
 
-
 @dataclass
 class DraftScriptArguments:
     """Models and data of `eda train-draft`."""
 
-    target: str | None = field(default=None, metadata={"help": "Base target: local path or Hub id (required)."})
+    target: str | None = field(
+        default=None,
+        metadata={"help": "Base target: HF folder, Hub id, .gguf file or smollm2-135m-instruct (required)."},
+    )
     dataset: str | None = field(
         default=None,
         metadata={
@@ -73,7 +75,9 @@ class TrainDraftScriptArguments(DraftScriptArguments):
 class AdaptScriptArguments(DraftScriptArguments):
     """Models and data of `eda adapt`."""
 
-    target: str | None = field(default=None, metadata={"help": "Fine-tuned target: local path or Hub id (required)."})
+    target: str | None = field(
+        default=None, metadata={"help": "Fine-tuned target: HF folder, Hub id, .gguf file or packaged name (required)."}
+    )
     draft: str | None = field(default=None, metadata={"help": "The shared stage-1 draft directory (required)."})
 
 
@@ -183,7 +187,6 @@ def _check_inputs(script: Any, config: Any, stage: str) -> None:
     check_model_dir(script.draft, "--draft", "draft", required=True)
     check_output_path(config.output_dir, "--output_dir")
     check_output_dir(config.output_dir, {"stage": stage})  # the trainer compares the whole run signature later
-
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,6 +50,13 @@ class EagleTrainingConfig(TrainingArguments):
         draft_num_layers (`int`, defaults to `1`):
             Decoder layers of the draft built with `EagleDraftModel.from_target(target, num_layers=...)` when the
             trainer is given no `model`.
+        draft_vocab_size (`int` or `None`, defaults to `None`):
+            Give the built draft a reduced vocabulary: its own head over the `draft_vocab_size` most frequent label
+            tokens of the training data (plus the target's EOS), initialised from the target head's rows
+            (`eda_adapters.data.most_frequent_tokens`). Draft steps then cost a fraction of a full-vocabulary head's
+            on large-vocabulary targets. `None`: the target's full head.
+        freeze_draft_head (`bool`, defaults to `False`):
+            Keep the reduced head's rows equal to the target head's (only with `draft_vocab_size`).
 
         > Parameters of the acceptance-length evaluation
 
@@ -94,6 +101,10 @@ class EagleTrainingConfig(TrainingArguments):
 
     # -- draft construction
     draft_num_layers: int = field(default=1, metadata={"help": "Layers of a draft built from the target."})
+    draft_vocab_size: int | None = field(
+        default=None, metadata={"help": "Reduced draft vocabulary: the N most frequent training tokens (None: full)."}
+    )
+    freeze_draft_head: bool = field(default=False, metadata={"help": "Keep the reduced head's target rows frozen."})
 
     # -- tau evaluation
     tau_eval_steps: int | None = field(
@@ -121,6 +132,8 @@ class EagleTrainingConfig(TrainingArguments):
                 f"{type(self).__name__}.max_length must be >= 2 (the draft predicts position t+1 from t), "
                 f"got {self.max_length}."
             )
+        if self.draft_vocab_size is not None and self.draft_vocab_size < 1:
+            raise ValueError(f"{type(self).__name__}.draft_vocab_size must be >= 1 or None, got {self.draft_vocab_size}.")
         if self.draft_num_layers < 1:
             raise ValueError(f"{type(self).__name__}.draft_num_layers must be >= 1, got {self.draft_num_layers}.")
         if self.tau_eval_steps is not None and self.tau_eval_steps < 1:

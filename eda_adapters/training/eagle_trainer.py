@@ -22,6 +22,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..data import CachedFeatureDataset, check_target_signature, compute_target_features, load_rows
+from ..data.draft_vocab import most_frequent_tokens
 from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
 from ..fingerprints import dataset_sample_fingerprint, target_fingerprint
 from ..models import EagleDraftModel
@@ -111,7 +112,7 @@ class EagleTrainer(Trainer):
             num_layers=args.draft_num_layers)`. The draft is attached to `target_model` (its embedding and output head
             are the target's, frozen).
         target_model (`PreTrainedModel` or `str`):
-            The frozen target (or its path, loaded with `AutoModelForCausalLM.from_pretrained(path, dtype="auto")`).
+            The frozen target, or a reference `eda_adapters.load_target` accepts (HF folder, `.gguf`, packaged name).
         args ([`EagleTrainingConfig`]): Training configuration.
         train_dataset, eval_dataset: Samples with `input_ids` (+ optional `loss_mask`, `attention_mask`) for online
             features, or cached features (`CachedFeatureDataset`, or the path of a directory written by
@@ -166,8 +167,8 @@ class EagleTrainer(Trainer):
         target = _load_target(target_model)
         target.requires_grad_(False)
         target.eval()
-        model = self._prepare_draft(model, target, args, peft_config)
         train_dataset = resolve_dataset(train_dataset, target, "training data")
+        model = self._prepare_draft(model, target, args, peft_config, train_dataset=train_dataset)
         eval_dataset = resolve_dataset(eval_dataset, target, "evaluation data")
         tau_dataset = resolve_dataset(tau_dataset, target, "tau data")
         if data_collator is None:
@@ -209,8 +210,25 @@ class EagleTrainer(Trainer):
     def _default_config(self) -> EagleTrainingConfig:
         return self._default_config_class()(output_dir=f"{self._stage}-draft")
 
+    @staticmethod
+    def _draft_vocab(target: PreTrainedModel, args: EagleTrainingConfig, train_dataset: Any) -> torch.Tensor | None:
+        """The reduced vocabulary of a draft built here: the most frequent label tokens of the training data."""
+        if args.draft_vocab_size is None:
+            return None
+        if train_dataset is None:
+            raise ValueError("draft_vocab_size needs a train_dataset to count token frequencies on.")
+        eos = getattr(target.generation_config, "eos_token_id", None)
+        always = [eos] if isinstance(eos, int) else list(eos or [])
+        vocab_size = target.get_input_embeddings().weight.shape[0]
+        return most_frequent_tokens(iter(train_dataset), args.draft_vocab_size, vocab_size, always=always)
+
     def _prepare_draft(
-        self, model: nn.Module | str | None, target: PreTrainedModel, args: EagleTrainingConfig, peft_config: Any
+        self,
+        model: nn.Module | str | None,
+        target: PreTrainedModel,
+        args: EagleTrainingConfig,
+        peft_config: Any,
+        train_dataset: Any = None,
     ) -> nn.Module:
         """Return the trainable draft attached to `target` (stage 1: the whole draft minus the target's heads)."""
         if peft_config is not None and not isinstance(peft_config, EdaConfig):
@@ -224,7 +242,12 @@ class EagleTrainer(Trainer):
                 "'copy' are stage-2 options (EdaTrainer); leave them unset here."
             )
         if model is None:
-            model = EagleDraftModel.from_target(target, num_layers=args.draft_num_layers)
+            model = EagleDraftModel.from_target(
+                target,
+                num_layers=args.draft_num_layers,
+                draft_vocab=self._draft_vocab(target, args, train_dataset),
+                draft_head_trainable=not args.freeze_draft_head,
+            )
         elif isinstance(model, str):
             model = EagleDraftModel.from_pretrained(model, target_model=target)
         elif hasattr(model, "peft_config"):
@@ -322,7 +345,6 @@ class EagleTrainer(Trainer):
             return 0.0  # a plain draft has no router
         adapter = model.peft_config[model.active_adapter]
         return adapter.router_aux_loss_coef if getattr(adapter, "is_routed", False) else 0.0
-
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Stop before the optimizer step if the loss is NaN/inf on any process (weights and checkpoints stay good)."""

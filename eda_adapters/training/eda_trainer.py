@@ -54,7 +54,12 @@ class EdaTrainer(EagleTrainer):
         return EdaTrainingConfig
 
     def _prepare_draft(
-        self, model: nn.Module | str | None, target: PreTrainedModel, args: EagleTrainingConfig, peft_config: Any
+        self,
+        model: nn.Module | str | None,
+        target: PreTrainedModel,
+        args: EagleTrainingConfig,
+        peft_config: Any,
+        train_dataset: Any = None,
     ) -> nn.Module:
         if model is None:
             raise ValueError(
