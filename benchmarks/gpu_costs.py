@@ -234,6 +234,8 @@ def build_models(tiny: bool, draft_vocab: int, device: torch.device, dtype: torc
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Build the models, take every measurement, and return the report (times in seconds)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)  # tiny CPU models: one thread is fastest and least hit by other load
     dtype = torch.float32 if args.tiny else torch.bfloat16
     torch.manual_seed(0)
     target, full, reduced = build_models(args.tiny, args.draft_vocab, device, dtype)
@@ -273,7 +275,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "eda_adapters": eda_adapters.__version__},
         "shapes": {
-            "target": "tiny" if args.tiny else "Qwen2.5-7B (random weights)",
+            "target": "tiny (smoke test, not a speed figure)" if args.tiny else "Qwen2.5-7B (random weights)",
             "hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
             "num_attention_heads": config.num_attention_heads, "num_key_value_heads": config.num_key_value_heads,
             "intermediate_size": config.intermediate_size, "vocab_size": config.vocab_size,
@@ -343,6 +345,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--generate-repeats", type=int, default=3, help="timed pairs of decoding runs")
     parser.add_argument("--short-run", type=int, default=8, help="new tokens of the short decoding run")
     parser.add_argument("--long-run", type=int, default=40, help="new tokens of the long decoding run")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (CPU runs only)")
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     args = parser.parse_args(argv)
     if args.tiny and args.draft_vocab == parser.get_default("draft_vocab"):
@@ -357,6 +360,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     report = measure(args)
     print(format_report(report))
+    noisy = [name for name, t in report["overhead_s"].items() if t < 0]
+    if noisy:
+        print(f"warning: negative overhead for {', '.join(noisy)}: the step timings are noisy (other load?); rerun "
+              "with more --repeats / --generate-repeats.")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
