@@ -172,3 +172,15 @@ def test_window_prompts_cover_a_paragraph_with_its_rest_as_reference():
     for row in rows:
         assert paragraph.endswith(row["prompt"] + " " + row["reference"])
         assert len(row["prompt"].split()) == 8 and len(row["reference"].split()) >= 8
+
+
+def test_experiment_config_refuses_bad_adapter_settings(tiny_family, tmp_path):
+    with pytest.raises(ValueError, match="ExperimentConfig.eda: .*unexpected keyword argument 'num_privat_experts'"):
+        _config(tiny_family, tmp_path, eda={"num_privat_experts": 2})
+    with pytest.raises(ValueError, match="ExperimentConfig.official: .*modules_to_save accepts"):
+        _config(tiny_family, tmp_path, official={"modules_to_save": ["mlp"]})
+    with pytest.raises(ValueError, match="official.feature_noise_type must be one of"):
+        _config(tiny_family, tmp_path, official={"feature_noise_type": "pink"})
+    with pytest.raises(ValueError, match="tree_depth must be a number > 0"):
+        _config(tiny_family, tmp_path, tree_depth=0)
+    assert _config(tiny_family, tmp_path, official={"init_private_weights": "copy"}).official

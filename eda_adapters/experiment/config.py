@@ -147,11 +147,35 @@ class ExperimentConfig:
                 )
         positive = ("max_new_tokens", "regenerate_batch_size", "draft_num_layers", "train_batch_size", "max_length",
                     "stage1_epochs", "stage1_learning_rate", "adapt_epochs", "adapt_learning_rate", "retrain_epochs",
-                    "eval_max_new_tokens", "num_draft_tokens")
+                    "eval_max_new_tokens", "num_draft_tokens", "finetune_learning_rate", "tree_depth", "tree_top_k",
+                    "tree_total_tokens")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"ExperimentConfig.{name} must be a number > 0, got {value!r}")
+        self._check_adapter_settings()
+
+    def _check_adapter_settings(self) -> None:
+        """`eda` and `official` must build an EdaConfig (`official` also holds the noise keys); checked before work."""
+        from ..training.losses import FEATURE_NOISE_TYPES
+        from ..tuners import EdaConfig
+
+        noise_keys = ("feature_noise_type", "feature_noise_std")
+        for name, settings, extra in (("eda", self.eda, ()), ("official", self.official, noise_keys)):
+            if not isinstance(settings, dict):
+                raise ValueError(f"ExperimentConfig.{name} must be a mapping of EdaConfig fields, got {settings!r}")
+            fields = {k: v for k, v in settings.items() if k not in extra}
+            if fields.get("init_private_weights") == "copy":
+                fields.setdefault("init_private_from", "<the joint stage-1 adapter>")  # filled in by the runner
+            try:
+                EdaConfig(**fields)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"ExperimentConfig.{name}: {err}") from None
+        noise_type = self.official.get("feature_noise_type", self.feature_noise_type)
+        kinds = (("feature_noise_type", self.feature_noise_type), ("official.feature_noise_type", noise_type))
+        for where, kind in kinds:
+            if kind not in FEATURE_NOISE_TYPES:
+                raise ValueError(f"ExperimentConfig.{where} must be one of {list(FEATURE_NOISE_TYPES)}, got {kind!r}")
 
     def check_inputs(self) -> None:
         """Read every prompt set and check it fits the held-out prompts and the budgets; run before any training."""

@@ -91,7 +91,8 @@ def results_table(rows: Sequence[MethodResult]) -> str:
     for row in sorted(rows, key=lambda r: (r.domain, order.get(r.method, len(order)))):
         lines.append(
             f"| {row.domain} | {METHOD_LABELS.get(row.method, row.method)} | "
-            f"{_interval(row.tau_chain, row.ci95_chain)} | {_interval(row.tau_tree, row.ci95_tree)} | {row.trainable_params:,} | {row.samples:,} | "
+            f"{_interval(row.tau_chain, row.ci95_chain)} | {_interval(row.tau_tree, row.ci95_tree)} | "
+            f"{row.trainable_params:,} | {row.samples:,} | "
             f"{row.train_tokens:,} | {row.train_flops:.2e} | {row.train_seconds:.1f} | "
             f"{row.budget if row.trainable_params else '-'} |"
         )
