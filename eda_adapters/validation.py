@@ -180,17 +180,9 @@ def check_causal_lm(model: Any, what: str = "the model") -> None:
     from .models.eagle.modeling_eagle import _check_causal_lm
 
     try:
-        config = _check_causal_lm(model)
+        _check_causal_lm(model)
     except TypeError as err:
         raise EdaInputError(f"{what}: {err}") from None
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
-        name = getattr(config, "_name_or_path", "") or config.model_type
-        raise EdaInputError(
-            f"{what} {name} is a {config.model_type} model (architectures {getattr(config, 'architectures', None)}), "
-            "not a decoder-only causal LM: pass a causal LM such as Llama, Qwen2 or Mistral"
-        )
 
 
 def load_adapter_checked(

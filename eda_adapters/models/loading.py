@@ -20,8 +20,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..atomic import atomic_directory
 from .eagle.modeling_eagle import _check_causal_lm
 
 GGUF_SOURCE_FILE = "eda_gguf_source.json"
@@ -145,18 +144,11 @@ def convert_gguf(gguf: str | os.PathLike, output_dir: str | os.PathLike | None =
     untied = [key for key in missing if not (clean.config.tie_word_embeddings and key.endswith("lm_head.weight"))]
     if untied or unexpected:
         raise ValueError(f"GGUF conversion of {gguf.name} lost weights (missing {untied}, unexpected {unexpected}).")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:  # replaces a stale folder without the marker (an interrupted copy by hand)
         clean.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         source = {"gguf_file": str(gguf.resolve()), "size": gguf.stat().st_size, "model_type": config.get("model_type")}
         (tmp / GGUF_SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
-        if out.exists():  # a stale folder without the marker: an interrupted copy by hand
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -197,7 +189,10 @@ def load_target(
         raise
     except OSError as err:
         raise FileNotFoundError(f"cannot load a model from {str(name_or_path)!r}: {_first_line(err)}") from err
-    _check_causal_lm(model)
+    try:
+        _check_causal_lm(model)
+    except TypeError as err:
+        raise TypeError(f"{str(name_or_path)!r}: {err}") from None
     if device is not None:
         model = model.to(device)
     return model.eval().requires_grad_(False)

@@ -25,7 +25,10 @@ from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
 from transformers.utils import ModelOutput
 
 from .configuration_eagle import EagleDraftConfig
@@ -566,8 +569,15 @@ def _check_causal_lm(model: Any) -> Any:
     """Return the model's config, or raise `TypeError` if it is not a decoder-only causal LM."""
     config = getattr(model, "config", None)
     causal_lm_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    # a masked LM (BERT, RoBERTa, ...) also loads through AutoModelForCausalLM, but attends both ways
+    bidirectional = (
+        config is not None
+        and getattr(config, "model_type", None) in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not getattr(config, "is_decoder", False)
+    )
     if (
-        not isinstance(model, PreTrainedModel)
+        bidirectional
+        or not isinstance(model, PreTrainedModel)
         or config is None
         or not (type(model).__name__ in causal_lm_classes or type(model).__name__.endswith("ForCausalLM"))
         or getattr(config, "is_encoder_decoder", False)
@@ -576,8 +586,11 @@ def _check_causal_lm(model: Any) -> Any:
         or model.get_input_embeddings() is None
         or not hasattr(config.get_text_config(), "hidden_size")
     ):
+        kind = type(model).__name__
+        if bidirectional:
+            kind += f" (a bidirectional {config.model_type} model, not a decoder-only causal LM)"
         raise TypeError(
-            f"Expected a decoder-only causal LM (e.g. AutoModelForCausalLM.from_pretrained(...)), got "
-            f"{type(model).__name__}: load the target with AutoModelForCausalLM."
+            f"Expected a decoder-only causal LM (e.g. AutoModelForCausalLM.from_pretrained(...)), got {kind}: pass a "
+            "causal LM such as Llama, Qwen2 or Mistral."
         )
     return config
