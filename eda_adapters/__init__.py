@@ -27,7 +27,7 @@ from .models import (
     load_target,
     load_target_tokenizer,
 )
-from .errors import DraftMismatchWarning, EdaInputError
+from .errors import DraftMismatchWarning, EdaInputError, MissingExtraError
 from .lazy import lazy_attributes
 from .tuners import EdaConfig, EdaLayer, EdaModel, draft_fingerprint, load_official_eda_checkpoint, router_aux_loss
 
@@ -98,6 +98,7 @@ __all__ = [
     "EagleMLP",
     "DraftMismatchWarning",
     "EdaInputError",
+    "MissingExtraError",
     "EdaConfig",
     "EdaLayer",
     "EdaModel",

@@ -16,6 +16,10 @@ class EdaInputError(ValueError):
     """Bad input (a file, a model, a config value), reported in one line that names the input and the fix."""
 
 
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the install command."""
+
+
 class DraftMismatchWarning(UserWarning):
     """An EDA adapter was loaded onto a draft other than the one it was trained with (same shapes, other weights)."""
 
@@ -40,7 +44,7 @@ _FOREIGN_INPUT_ERRORS = {
     "huggingface_hub.errors.HFValidationError": "not a local path nor a valid Hub id",
 }
 #: Always bad input (their messages name the input): the standard kinds our own checks raise.
-_INPUT_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
+_INPUT_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, MissingExtraError)
 
 
 def _foreign_kind(err: BaseException) -> str | None:

