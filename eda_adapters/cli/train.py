@@ -19,17 +19,10 @@ from transformers import HfArgumentParser
 from ..training.eagle_config import EagleTrainingConfig
 from ..training.eda_config import EdaTrainingConfig
 from ..tuners import EdaConfig
+from ..tuners.eda.config import USER_FIELDS
 
 #: Fields of EdaConfig exposed as `eda adapt` flags (the rest is filled in by PEFT or set automatically).
-ADAPTER_FIELDS = (
-    "num_private_experts",
-    "num_experts_per_tok",
-    "private_intermediate_size",
-    "router_aux_loss_coef",
-    "init_private_weights",
-    "init_private_from",
-    "modules_to_save",
-)
+ADAPTER_FIELDS = USER_FIELDS
 #: Fields of EdaConfig exposed as `eda train-draft --joint_private` flags (the stage-1 private expert's shape).
 JOINT_ADAPTER_FIELDS = ADAPTER_FIELDS[:5]
 

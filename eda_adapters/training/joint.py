@@ -19,21 +19,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..tuners import EdaConfig, draft_fingerprint
+from ..tuners.eda.config import USER_FIELDS
 
 #: Sub-folder of a joint stage-1 output directory that holds the stage-1 private adapter.
 STAGE1_ADAPTER_DIR = "stage1_adapter"
 
 #: EdaConfig fields that define an adapter being trained (part of the run signatures).
-ADAPTER_SIGNATURE_FIELDS = (
-    "target_modules",
-    "num_private_experts",
-    "num_experts_per_tok",
-    "private_intermediate_size",
-    "router_aux_loss_coef",
-    "init_private_weights",
-    "init_private_from",
-    "modules_to_save",
-)
+ADAPTER_SIGNATURE_FIELDS = ("target_modules", *USER_FIELDS)
 
 
 def adapter_signature(model: PeftModel) -> dict[str, Any]:

@@ -9,6 +9,18 @@ from peft.config import PeftConfig
 from peft.utils import PeftType
 
 
+#: The EdaConfig fields a user chooses (the rest is filled in by PEFT or set automatically): the `eda adapt` flags
+#: and, with `target_modules`, what a trainer's run signature records of the adapter.
+USER_FIELDS = (
+    "num_private_experts",
+    "num_experts_per_tok",
+    "private_intermediate_size",
+    "router_aux_loss_coef",
+    "init_private_weights",
+    "init_private_from",
+    "modules_to_save",
+)
+
 #: Shared draft modules that `EdaConfig.modules_to_save` may declare trainable in stage 2.
 TRAINABLE_SHARED_MODULES = ("fc", "self_attn", "post_attention_layernorm", "input_layernorm")
 
