@@ -335,7 +335,8 @@ class _Experiment:
     def _lora(self, target: PreTrainedModel, data: Dataset, run_dir: Path, steps: int) -> tuple[PeftModel, TrainCost]:
         """PEFT's LoRA on every linear layer of the shared draft, rank matched to the EDA adapter's parameters."""
         cfg = self.config
-        rank = lora_rank_matching(self._shared_draft(target), EdaConfig(**cfg.eda))
+        shape = {k: v for k, v in cfg.eda.items() if k not in ("init_private_weights", "init_private_from")}
+        rank = lora_rank_matching(self._shared_draft(target), EdaConfig(**shape))
         lora = dict(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGET_MODULES, lora_dropout=0.0)
         settings = {**self._settings(steps, cfg.adapt_learning_rate), "lora": lora, "target": target.name_or_path,
                     "draft": self.draft_fingerprint}
