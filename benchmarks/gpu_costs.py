@@ -219,12 +219,17 @@ def predict_speedups(costs: dict[str, Any], taus: Sequence[float], k: int, depth
     return rows
 
 
-def build_models(tiny: bool, draft_vocab: int, device: torch.device, dtype: torch.dtype
+def build_models(tiny: bool, draft_vocab: int, device: torch.device, dtype: torch.dtype, target_name: str | None = None
                  ) -> tuple[PreTrainedModel, EagleDraftModel, EagleDraftModel]:
-    """A random Qwen2.5-7B-shaped (or tiny) target in eval mode, and its full-head and reduced-head drafts."""
+    """A random Qwen2.5-7B-shaped (or tiny) target in eval mode, or the real `target_name` (anything
+    `eda_adapters.load_target` accepts), and its full-head and reduced-head drafts."""
     config = Qwen2Config(**(TINY if tiny else QWEN25_7B))
     with torch.device(device):
-        target = Qwen2ForCausalLM._from_config(config, dtype=dtype).eval()
+        if target_name is not None:
+            target = eda_adapters.load_target(target_name, dtype=dtype, device=device)
+            config = target.config
+        else:
+            target = Qwen2ForCausalLM._from_config(config, dtype=dtype).eval()
         full = EagleDraftModel.from_target(target).to(device=device, dtype=dtype).eval()
         reduced = EagleDraftModel.from_target(target, draft_vocab=torch.arange(min(draft_vocab, config.vocab_size)))
         reduced = reduced.to(device=device, dtype=dtype).eval()
@@ -236,9 +241,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cpu":
         torch.set_num_threads(args.threads)  # tiny CPU models: one thread is fastest and least hit by other load
-    dtype = torch.float32 if args.tiny else torch.bfloat16
+    dtype = torch.float32 if args.tiny or (args.target and device.type == "cpu") else torch.bfloat16
     torch.manual_seed(0)
-    target, full, reduced = build_models(args.tiny, args.draft_vocab, device, dtype)
+    target, full, reduced = build_models(args.tiny, args.draft_vocab, device, dtype, args.target)
     tree = TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_total_tokens)
     k, repeats = args.k, args.repeats
     target_times, tree_time = target_forward_times(target, args.context, (1, k + 1, tree.total_tokens),
@@ -275,7 +280,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "eda_adapters": eda_adapters.__version__},
         "shapes": {
-            "target": "tiny (smoke test, not a speed figure)" if args.tiny else "Qwen2.5-7B (random weights)",
+            "target": args.target or ("tiny (smoke test, not a speed figure)" if args.tiny
+                                      else "Qwen2.5-7B (random weights)"),
             "hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
             "num_attention_heads": config.num_attention_heads, "num_key_value_heads": config.num_key_value_heads,
             "intermediate_size": config.intermediate_size, "vocab_size": config.vocab_size,
@@ -334,6 +340,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny float32 shapes (CPU smoke test; not a speed figure)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--target", default=None,
+                        help="a real target instead of the random Qwen2.5-7B shape, e.g. smollm2-135m-instruct "
+                             "(float32 on CPU)")
     parser.add_argument("--tau", type=float, default=None, help="a measured tau to predict the speedup for")
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--k", type=int, default=5, help="draft tokens per chain step")

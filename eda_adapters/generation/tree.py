@@ -213,12 +213,13 @@ class TreeSpeculator:
             path.append(row)
         new_tokens = [int(t) for t in tokens[path[1:]]] + [int(predicted[row])]
 
-        # keep only the accepted path in the target cache
+        # keep only the accepted path in the target cache: move its rows up behind the (untouched) prefix, then crop
         path_rows = torch.tensor(path, device=device)
-        keep = torch.cat((torch.arange(self.num_done, device=device), self.num_done + path_rows))
+        accepted, kept = self.num_done + path_rows, self.num_done + len(path)
         for layer in self.target_cache.layers:
-            layer.keys = layer.keys.index_select(-2, keep)
-            layer.values = layer.values.index_select(-2, keep)
+            layer.keys[..., self.num_done : kept, :] = layer.keys.index_select(-2, accepted)
+            layer.values[..., self.num_done : kept, :] = layer.values.index_select(-2, accepted)
+        self.target_cache.crop(-(self.target_cache.get_seq_length() - kept))
         # the draft re-reads the accepted tokens with the target's true features
         self._draft_consume(torch.tensor(new_tokens, device=device), features[path_rows])
         self.num_done += len(path)
