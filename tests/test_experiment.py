@@ -184,3 +184,17 @@ def test_experiment_config_refuses_bad_adapter_settings(tiny_family, tmp_path):
     with pytest.raises(ValueError, match="tree_depth must be a number > 0"):
         _config(tiny_family, tmp_path, tree_depth=0)
     assert _config(tiny_family, tmp_path, official={"init_private_weights": "copy"}).official
+
+
+def test_tau_summary_pools_steps_and_bootstraps_over_prompts():
+    from eda_adapters.experiment.evaluation import summarize
+
+    # prompt A: steps accepting 4 and 2 drafted tokens; prompt B: 0, 0, 0
+    summary = summarize([[4, 2], [0, 0, 0]], depth=5, seed=0)
+    assert summary.tau == (5 + 3 + 1 + 1 + 1) / 5  # pooled over the 5 verification steps, bonus token included
+    assert summary.acceptance_by_position == [2 / 5, 2 / 5, 1 / 5, 1 / 5, 0.0]
+    low, high = summary.ci95
+    assert 1.0 <= low < summary.tau < high <= 4.0  # resampling prompts: all-B gives 1.0, all-A gives 4.0
+    assert summarize([[1, 1], [1, 1]], depth=2).ci95 == (2.0, 2.0)  # identical prompts: no spread
+    with pytest.raises(ValueError, match="No verification step"):
+        summarize([[], []], depth=2)
