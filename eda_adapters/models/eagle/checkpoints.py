@@ -169,10 +169,7 @@ def load_eagle_checkpoint(path: str | os.PathLike, target_model: Any = None, dty
             f"{str(folder)!r} holds an EDA draft with shared and private experts: import it with "
             "eda_adapters.load_official_eda_checkpoint(path), which splits it into a shared draft and an adapter."
         )
-    draft = draft_from_eagle1_tensors(checkpoint_config, tensors, folder, dtype)
-    if target_model is not None:
-        draft.attach_target(target_model)
-    return draft.eval()
+    return draft_from_eagle1_tensors(checkpoint_config, tensors, folder, dtype, target_model).eval()
 
 
 def read_checkpoint_config(folder: Path) -> dict[str, Any]:
@@ -187,9 +184,13 @@ def read_checkpoint_config(folder: Path) -> dict[str, Any]:
 
 
 def draft_from_eagle1_tensors(
-    checkpoint_config: dict[str, Any], tensors: dict[str, torch.Tensor], source: Path, dtype: torch.dtype | None
+    checkpoint_config: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    source: Path,
+    dtype: torch.dtype | None,
+    target_model: Any = None,
 ) -> Any:
-    """A plain `EagleDraftModel` holding EAGLE-1 `tensors` (no target attached)."""
+    """A plain `EagleDraftModel` holding EAGLE-1 `tensors`, attached to `target_model` when one is given."""
     from .modeling_eagle import EagleDraftModel
 
     if "fc.weight" not in tensors or "layers.0.self_attn.q_proj.weight" not in tensors:
@@ -204,7 +205,8 @@ def draft_from_eagle1_tensors(
         draft.load_state_dict(state, strict=False)  # strictness is checked by eagle1_state_dict (heads are absent)
     except RuntimeError as err:
         raise ValueError(f"The weights in {str(source)!r} disagree with its config.json: {_first_line(err)}") from err
-    return draft.to(dtype or state["fc.weight"].dtype)
+    draft.to(dtype or state["fc.weight"].dtype)
+    return draft if target_model is None else draft.attach_target(target_model)
 
 
 def _first_line(err: BaseException) -> str:

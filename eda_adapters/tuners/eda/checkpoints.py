@@ -93,9 +93,7 @@ def load_official_eda_checkpoint(
             f"{str(folder)!r} has {num_shared} shared experts per layer; an EAGLE-1 draft has one shared MLP, so only "
             "checkpoints with num_shared_experts=1 (the authors' reference configuration) can be imported."
         )
-    draft = draft_from_eagle1_tensors(checkpoint_config, plain, folder, dtype)
-    if target_model is not None:
-        draft.attach_target(target_model)
+    draft = draft_from_eagle1_tensors(checkpoint_config, plain, folder, dtype, target_model)
     first = private[0]
     num_experts, width = first["gate"].shape[0], first["gate"].shape[1]
     config = EdaConfig(
