@@ -113,6 +113,29 @@ def test_num_draft_tokens_constant_default_and_heuristic(llama_target, draft, mo
     assert min(stats.drafted_lengths) < 6
 
 
+def test_confidence_threshold_stops_an_unsure_chain(llama_target, draft, monkeypatch):
+    made = _spy_generators(monkeypatch)
+    prompt = _prompt(seed=5)
+    reference = llama_target.generate(prompt, do_sample=False, max_new_tokens=20)
+    # transformers' placeholder default counts as unset: full chains
+    with track_acceptance() as stats:
+        llama_target.generate(prompt, assistant_model=draft, max_new_tokens=20, num_assistant_tokens=4)
+    assert made[-1].confidence_threshold == 0.0 and stats.drafted_lengths[0] == 4
+    # a random draft over 97 tokens is never 99% sure: one drafted token per step, output unchanged
+    with track_acceptance() as stats:
+        out = llama_target.generate(prompt, assistant_model=draft, max_new_tokens=20, num_assistant_tokens=4,
+                                    assistant_confidence_threshold=0.99)
+    assert torch.equal(out, reference)
+    assert max(stats.drafted_lengths) == 1  # (0 only at the length limit)
+    # with sampling too the chain stops at the first unsure token
+    with track_acceptance() as stats:
+        llama_target.generate(prompt, assistant_model=draft, max_new_tokens=8, num_assistant_tokens=4,
+                              assistant_confidence_threshold=0.99, do_sample=True)
+    assert max(stats.drafted_lengths) == 1  # (0 only at the length limit)
+    with pytest.raises(ValueError, match="assistant_confidence_threshold"):
+        llama_target.generate(prompt, assistant_model=draft, max_new_tokens=4, assistant_confidence_threshold=1.5)
+
+
 def test_draft_without_heads_gets_the_target_heads(llama_target, draft, tmp_path):
     draft.save_pretrained(tmp_path)
     reloaded = EagleDraftModel.from_pretrained(tmp_path)

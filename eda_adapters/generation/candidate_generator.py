@@ -15,7 +15,9 @@ from .drafts import prepare_draft
 # Number of draft tokens per step when the caller leaves transformers' `num_assistant_tokens` at its placeholder
 # default (20, tuned for small vanilla LMs): EAGLE chains are usually verified 4-8 tokens at a time.
 DEFAULT_NUM_DRAFT_TOKENS = 5
-_TRANSFORMERS_DEFAULT_NUM_ASSISTANT_TOKENS = GenerationConfig._get_default_generation_params()["num_assistant_tokens"]
+_TRANSFORMERS_DEFAULTS = GenerationConfig._get_default_generation_params()
+_TRANSFORMERS_DEFAULT_NUM_ASSISTANT_TOKENS = _TRANSFORMERS_DEFAULTS["num_assistant_tokens"]
+_TRANSFORMERS_DEFAULT_CONFIDENCE = _TRANSFORMERS_DEFAULTS.get("assistant_confidence_threshold")
 SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 
 
@@ -28,6 +30,22 @@ def resolve_num_draft_tokens(generation_config: GenerationConfig, target: PreTra
     if int(requested) < 1:
         raise ValueError(f"num_assistant_tokens must be >= 1, got {requested}.")
     return int(requested)
+
+
+def resolve_confidence_threshold(generation_config: GenerationConfig, target: PreTrainedModel) -> float:
+    """Stop a chain early once the draft's probability of its own token falls below this (0: never).
+
+    `generate(assistant_confidence_threshold=p)` sets it; transformers' placeholder default (tuned for vanilla
+    assistants) counts as unset, as for `num_assistant_tokens`. Each draft token the target verifies costs time (on a
+    CPU, 5 verified tokens cost 1.6x one), so an unsure draft should hand over early.
+    """
+    requested = getattr(generation_config, "assistant_confidence_threshold", None)
+    set_on_target = getattr(getattr(target, "generation_config", None), "assistant_confidence_threshold", None)
+    if requested is None or (requested == _TRANSFORMERS_DEFAULT_CONFIDENCE and set_on_target is None):
+        return 0.0
+    if not 0.0 <= float(requested) <= 1.0:
+        raise ValueError(f"assistant_confidence_threshold must be in [0, 1], got {requested}.")
+    return float(requested)
 
 
 class EagleCandidateGenerator(CandidateGenerator):
@@ -68,6 +86,7 @@ class EagleCandidateGenerator(CandidateGenerator):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"num_assistant_tokens_schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
         self.num_assistant_tokens = resolve_num_draft_tokens(generation_config, target)
+        self.confidence_threshold = resolve_confidence_threshold(generation_config, target)
         # the caller asked for all hidden states: keep them all (the last one is still what the draft reads)
         if generation_config.output_hidden_states:
             self.model_kwargs_overrides = {"output_hidden_states": True}
@@ -129,6 +148,10 @@ class EagleCandidateGenerator(CandidateGenerator):
                 token = logits.argmax(dim=-1, keepdim=True)
             all_logits.append(logits)
             candidate_ids = torch.cat((candidate_ids, token), dim=-1)
+            if self.confidence_threshold:
+                confidence = float(torch.softmax(logits, dim=-1).gather(-1, token))
+                if confidence < self.confidence_threshold:
+                    break  # the draft is unsure: let the target verify what it has
             if i + 1 < num_tokens:
                 out = self.draft(
                     input_ids=token,
@@ -137,6 +160,7 @@ class EagleCandidateGenerator(CandidateGenerator):
                     past_key_values=self.cache,
                     use_cache=True,
                 )
+        self.num_candidates = len(all_logits)
         return candidate_ids, torch.stack(all_logits, dim=1)
 
     def update_candidate_strategy(self, input_ids: torch.LongTensor, scores: torch.Tensor, num_matches: int) -> None:
