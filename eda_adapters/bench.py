@@ -32,6 +32,7 @@ class BenchResult:
     speedup: float
     tau: float
     matches_plain: bool
+    num_steps: int = 0  # target forwards (verification steps; plain decoding: one per token)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -49,29 +50,31 @@ def benchmark(
     tree: TreeConfig | None = None,
     prompt_lookup: bool = True,
     show_progress: bool = True,
+    early_exit_layers: int | None = None,
 ) -> list[BenchResult]:
-    """Time every available method on `prompts` (each `[1, seq]`), same target, same run. Greedy decoding."""
+    """Time every available method on `prompts` (each `[1, seq]`), same target, same run. Greedy decoding.
+
+    `draft` is one EAGLE draft or a dict `{label: draft}` (e.g. full and reduced vocabulary): each gets a chain and a
+    tree row. `early_exit_layers=n` adds transformers' early-exit assisted generation (the target's first `n` layers
+    and its head as the assistant).
+    """
     device = target.get_input_embeddings().weight.device
     common = {"do_sample": False, "max_new_tokens": max_new_tokens}
     methods: dict[str, Callable[[torch.LongTensor], torch.LongTensor]] = {
         "plain generate": lambda ids: target.generate(ids, **common),
     }
-    if draft is not None:
-        methods["EAGLE chain (generate hook)"] = lambda ids: target.generate(
-            ids, assistant_model=draft, num_assistant_tokens=num_draft_tokens, **common
+    drafts = draft if isinstance(draft, dict) else ({} if draft is None else {"": draft})
+    tree = tree or TreeConfig()
+    for label, one_draft in drafts.items():
+        suffix = f", {label}" if label else ""
+        methods[f"EAGLE chain (generate hook{suffix})"] = _chain_runner(target, one_draft, num_draft_tokens, common)
+        methods[f"EAGLE-2 tree (d{tree.depth} k{tree.top_k} n{tree.total_tokens}{suffix})"] = _tree_runner(
+            target, one_draft, tree, max_new_tokens
         )
-        tree = tree or TreeConfig()
-
-        def run_tree(ids: torch.LongTensor) -> torch.LongTensor:
-            # tree decoding does not go through `generate`: report its steps to the active recorders ourselves
-            out, stats = speculative_generate(target, draft, ids, tree=tree, max_new_tokens=max_new_tokens,
-                                              return_stats=True)
-            for recorder in active_recorders():
-                for accepted, drafted in zip(stats.accepted_lengths, stats.drafted_lengths):
-                    recorder.record(accepted, drafted)
-            return out
-
-        methods[f"EAGLE-2 tree (d{tree.depth} k{tree.top_k} n{tree.total_tokens})"] = run_tree
+    if early_exit_layers is not None:
+        methods[f"early-exit assistant ({early_exit_layers} target layers)"] = lambda ids: target.generate(
+            ids, assistant_early_exit=early_exit_layers, num_assistant_tokens=num_draft_tokens, **common
+        )
     if assistant is not None:
         assistant.generation_config.num_assistant_tokens = num_draft_tokens
         assistant.generation_config.num_assistant_tokens_schedule = "constant"
@@ -119,9 +122,47 @@ def benchmark(
                 speedup=elapsed[plain] / elapsed[name],
                 tau=stats[name].tau if stats[name].num_steps else 1.0,  # plain decoding: one token per forward
                 matches_plain=all(torch.equal(a, b) for a, b in zip(outputs[name], outputs[plain])),
+                num_steps=stats[name].num_steps or new_tokens,
             )
         )
     return results
+
+
+def _chain_runner(target: PreTrainedModel, draft: Any, num_draft_tokens: int, common: dict[str, Any]
+                  ) -> Callable[[torch.LongTensor], torch.LongTensor]:
+    return lambda ids: target.generate(ids, assistant_model=draft, num_assistant_tokens=num_draft_tokens, **common)
+
+
+def _tree_runner(target: PreTrainedModel, draft: Any, tree: TreeConfig, max_new_tokens: int
+                 ) -> Callable[[torch.LongTensor], torch.LongTensor]:
+    def run_tree(ids: torch.LongTensor) -> torch.LongTensor:
+        # tree decoding does not go through `generate`: report its steps to the active recorders ourselves
+        out, stats = speculative_generate(target, draft, ids, tree=tree, max_new_tokens=max_new_tokens,
+                                          return_stats=True)
+        for recorder in active_recorders():
+            for accepted, drafted in zip(stats.accepted_lengths, stats.drafted_lengths):
+                recorder.record(accepted, drafted)
+        return out
+
+    return run_tree
+
+
+def combine_results(parts: Sequence[Sequence[BenchResult]]) -> list[BenchResult]:
+    """One result per method over several benchmark runs of the same methods (e.g. one run per prompt kind)."""
+    combined = []
+    for rows in zip(*parts):
+        wall = sum(r.wall_time_s for r in rows)
+        tokens = sum(r.new_tokens for r in rows)
+        steps = sum(r.num_steps for r in rows)
+        combined.append(BenchResult(
+            method=rows[0].method, wall_time_s=wall, new_tokens=tokens, tokens_per_s=tokens / wall, speedup=0.0,
+            tau=sum(r.tau * r.num_steps for r in rows) / steps if steps else 1.0,
+            matches_plain=all(r.matches_plain for r in rows), num_steps=steps,
+        ))
+    plain_wall = combined[0].wall_time_s
+    for result in combined:
+        result.speedup = plain_wall / result.wall_time_s
+    return combined
 
 
 def format_table(results: Sequence[BenchResult]) -> str:

@@ -99,3 +99,27 @@ def test_bench_cli_with_saved_models(tmp_path, capsys):
     assert main(["bench", "--target", str(tmp_path / "target"), "--draft", str(tmp_path / "nope"),
                  "--prompts", str(tmp_path / "prompts.txt"), "--output-dir", str(tmp_path / "out2")]) == 2
     assert "No draft at" in capsys.readouterr().err
+
+
+def test_benchmark_several_drafts_early_exit_and_combined_kinds():
+    from eda_adapters.bench import combine_results
+
+    target = make_target("llama")
+    torch.manual_seed(0)
+    drafts = {"full head": EagleDraftModel.from_target(target),
+              "reduced head": EagleDraftModel.from_target(target, draft_vocab=torch.arange(40))}
+    kinds = [[torch.randint(3, 97, (1, 6), generator=torch.Generator().manual_seed(i))] for i in range(2)]
+    parts = [benchmark(target, prompts, 5, draft=drafts, num_draft_tokens=2, tree=TreeConfig(2, 2, 3),
+                       prompt_lookup=False, early_exit_layers=1, show_progress=False) for prompts in kinds]
+    names = [r.method for r in parts[0]]
+    assert names == ["plain generate", "EAGLE chain (generate hook, full head)", "EAGLE-2 tree (d2 k2 n3, full head)",
+                     "EAGLE chain (generate hook, reduced head)", "EAGLE-2 tree (d2 k2 n3, reduced head)",
+                     "early-exit assistant (1 target layers)"]
+    assert all(r.matches_plain for part in parts for r in part)
+    combined = combine_results(parts)
+    for i, row in enumerate(combined):
+        assert row.new_tokens == parts[0][i].new_tokens + parts[1][i].new_tokens
+        assert row.num_steps == parts[0][i].num_steps + parts[1][i].num_steps
+        assert row.tau == pytest.approx((parts[0][i].tau * parts[0][i].num_steps + parts[1][i].tau
+                                         * parts[1][i].num_steps) / row.num_steps)
+    assert combined[0].speedup == pytest.approx(1.0) and combined[0].tau == 1.0
