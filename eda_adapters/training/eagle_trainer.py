@@ -479,6 +479,9 @@ class EagleTrainer(Trainer):
         check_output_dir(self.args.output_dir, signature)  # never train over another run's files
         self._check_trainable_tokens()
         self._signature = signature
+        # every process has looked at the directory before the main one writes into it (else a slower rank sees the
+        # signature's temporary file and takes the directory for another run's)
+        self.accelerator.wait_for_everyone()
         if self.args.should_save:
             write_run_signature(self.args.output_dir, signature)
         output = super().train(

@@ -83,12 +83,14 @@ def check_output_dir(output_dir: str | os.PathLike, signature: dict[str, Any]) -
     same run again, is allowed). A signature holding only `{"stage": ...}` makes an early check (before the models are
     loaded) that compares the files' origin and the training stage only.
     """
-    if not os.path.isdir(output_dir):
-        if os.path.exists(output_dir):
-            raise ValueError(f"output_dir {output_dir} is a file: pass a directory path")
+    # one listing, no exists-then-isdir pair: under DDP another rank may create the directory between two calls
+    try:
+        if not os.listdir(output_dir):
+            return
+    except FileNotFoundError:
         return
-    if not os.listdir(output_dir):
-        return
+    except NotADirectoryError:
+        raise ValueError(f"output_dir {output_dir} is a file: pass a directory path") from None
     found = read_run_signature(output_dir)
     if found is None:
         raise ValueError(
