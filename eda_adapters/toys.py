@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from .data.features import compute_target_features
+from .data.prompts import render_prompt
 from .generation.drafts import as_eagle_draft
 from .models import EagleDraftModel
 from .training.losses import add_feature_noise, eagle_loss, shift_for_draft
@@ -45,19 +46,13 @@ def greedy_continuations(target: PreTrainedModel, prompts: torch.LongTensor, max
 
 
 def encode_chat_prompts(tokenizer: Any, prompts: list[str]) -> list[torch.LongTensor]:
-    """Each prompt as a one-turn user message through the tokenizer's chat template (plain text without one),
-    `[1, seq]` each."""
-    encoded = []
-    for prompt in prompts:
-        if getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
-                return_dict=True,
-            )["input_ids"]
-        else:
-            ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-        encoded.append(torch.as_tensor(ids).view(1, -1))
-    return encoded
+    """Each prompt as a one-turn user message, rendered as regeneration renders it (the chat template when the
+    tokenizer has one, plain text otherwise), `[1, seq]` each."""
+    use_template = bool(getattr(tokenizer, "chat_template", None))
+    return [
+        torch.tensor([render_prompt(tokenizer, [{"role": "user", "content": prompt}], use_template)[1]])
+        for prompt in prompts
+    ]
 
 
 @torch.no_grad()

@@ -60,9 +60,9 @@ def _resolve(args: argparse.Namespace):
 
 
 def _load_real(args: argparse.Namespace, device, dtype):
-    import torch
     from ..models import EagleDraftModel
     from ..models.loading import load_target, load_target_tokenizer
+    from ..toys import encode_chat_prompts
     from ..validation import check_causal_lm, check_model_dir, load_adapter_checked, read_text_file
 
     if not args.draft:
@@ -91,17 +91,10 @@ def _load_real(args: argparse.Namespace, device, dtype):
     lines = [line.strip() for line in text.splitlines() if line.strip()][: args.num_prompts]
     if not lines:
         raise ValueError(f"{prompts_path} has no non-empty line.")
-    prompts = []
-    for line in lines:
-        if getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": line}], add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)["input_ids"]
-        else:
-            ids = tokenizer(line, return_tensors="pt")["input_ids"]
-        ids = torch.as_tensor(ids).view(1, -1)
+    prompts = encode_chat_prompts(tokenizer, lines)
+    for line, ids in zip(lines, prompts):
         if ids.numel() == 0:
             raise ValueError(f"Prompt {line[:40]!r} encodes to no token with this tokenizer: check --tokenizer.")
-        prompts.append(ids)
     return target, draft, assistant, prompts, f"{args.target} with draft {args.draft}" + (
         f" + adapter {args.adapter}" if args.adapter else "")
 
