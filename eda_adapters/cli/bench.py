@@ -63,7 +63,7 @@ def _load_real(args: argparse.Namespace, device, dtype):
     from ..models import EagleDraftModel
     from ..models.loading import load_target, load_target_tokenizer
     from ..toys import encode_chat_prompts
-    from ..validation import check_causal_lm, check_model_dir, load_adapter_checked, read_text_file
+    from ..validation import check_model_dir, load_adapter_checked, read_text_file
 
     if not args.draft:
         raise ValueError("--target needs --draft (the EAGLE draft directory to benchmark).")
@@ -79,15 +79,13 @@ def _load_real(args: argparse.Namespace, device, dtype):
                              ("--assistant", args.assistant, "assistant")):
         check_model_dir(path, flag, what)
     tokenizer = load_target_tokenizer(args.tokenizer or args.target)
-    target = load_target(args.target, dtype=dtype, device=device)
-    check_causal_lm(target, "--target")
+    target = load_target(args.target, dtype=dtype, device=device)  # refuses a masked LM, naming it
     draft = EagleDraftModel.from_pretrained(args.draft, target_model=target, dtype=dtype).to(device).eval()
     if args.adapter:
         draft = load_adapter_checked(draft, args.adapter, "--adapter", args.allow_fingerprint_mismatch).eval()
     assistant = None
     if args.assistant:
         assistant = load_target(args.assistant, dtype=dtype, device=device)
-        check_causal_lm(assistant, "--assistant")
     lines = [line.strip() for line in text.splitlines() if line.strip()][: args.num_prompts]
     if not lines:
         raise ValueError(f"{prompts_path} has no non-empty line.")
