@@ -12,6 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..generation import TreeConfig, speculative_generate
+from ..generation.replay import GreedyReference, greedy_reference, replay_acceptance
 from ..generation.stats import compute_tau
 from ..tuners import EdaConfig
 
@@ -53,6 +54,11 @@ def summarize(per_prompt: Sequence[Sequence[int]], depth: int, seed: int = 0, re
                           [list(lengths) for lengths in per_prompt])
 
 
+#: How tau is measured: "replay" computes decoding's accepted lengths from the target's greedy answers in batched
+#: draft forwards (`eda_adapters.generation.replay`; same numbers, much faster), "decode" runs speculative decoding.
+EVAL_METHODS = ("replay", "decode")
+
+
 @torch.no_grad()
 def measure_tau(
     draft: nn.Module,
@@ -63,9 +69,27 @@ def measure_tau(
     num_draft_tokens: int = 5,
     max_new_tokens: int = 64,
     seed: int = 0,
+    method: str = "decode",
+    references: Sequence[GreedyReference] | None = None,
 ) -> TauMeasurement:
-    """Greedy (T=0) speculative decoding of every prompt, one at a time: chain drafting of `num_draft_tokens` tokens
-    (`tree=None`, through `target.generate`) or EAGLE-2 tree decoding (`tree=TreeConfig(...)`)."""
+    """Greedy (T=0) acceptance of `draft` on every prompt: chain drafting of `num_draft_tokens` tokens (`tree=None`,
+    through `target.generate`) or EAGLE-2 tree decoding (`tree=TreeConfig(...)`).
+
+    `method="decode"` decodes each prompt; `method="replay"` replays the same steps from the target's greedy answers
+    (`references`, one per prompt from [`greedy_reference`]; computed here when not given, so pass them to measure
+    several drafts on the same target and prompts).
+    """
+    if method not in EVAL_METHODS:
+        raise ValueError(f"method must be one of {EVAL_METHODS}, got {method!r}")
+    depth = tree.depth if tree is not None else num_draft_tokens
+    if method == "replay":
+        if references is None:
+            references = [greedy_reference(target, prompt, max_new_tokens) for prompt in prompts]
+        per_prompt = [
+            replay_acceptance(draft, target, ref, tree=tree, num_draft_tokens=num_draft_tokens).accepted_lengths
+            for ref in references
+        ]
+        return summarize(per_prompt, depth, seed=seed)
     device = target.get_input_embeddings().weight.device
     generation = target.generation_config
     pad = generation.pad_token_id if generation.pad_token_id is not None else generation.eos_token_id
@@ -87,7 +111,7 @@ def measure_tau(
             per_prompt.append(stats.accepted_lengths)
     finally:
         draft.train(was_training)
-    return summarize(per_prompt, tree.depth if tree is not None else num_draft_tokens, seed=seed)
+    return summarize(per_prompt, depth, seed=seed)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

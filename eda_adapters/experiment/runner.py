@@ -29,6 +29,7 @@ from ..data.selection import add_shift_scores, resolve_budget, select_by_shift
 from ..fingerprints import dataset_tokens_fingerprint, draft_fingerprint
 from ..models import EagleDraftModel
 from ..generation import TreeConfig
+from ..generation.replay import GreedyReference, greedy_reference
 from ..training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
 from ..training.acceptance import prompts_from_dataset
 from ..training.joint import STAGE1_ADAPTER_DIR
@@ -83,6 +84,7 @@ class _Experiment:
         self.out = Path(config.output_dir)
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(config.tokenizer or config.base_target)
         self.base = self._load_target(config.base_target)
+        self._reference_cache: dict[tuple[int, int], tuple[Any, Any, list[GreedyReference]]] = {}
 
     # ------------------------------------------------------------------ the experiment
     def run(self) -> ExperimentResults:
@@ -119,6 +121,7 @@ class _Experiment:
     def _run_domain(self, domain: DomainConfig, stage1_cost: TrainCost) -> tuple[list[MethodResult], list[BudgetPoint]]:
         cfg = self.config
         out = self.out / domain.name
+        self._reference_cache.clear()  # greedy answers of the previous domain's targets: not needed again
         target = self._load_target(domain.target)
         prompts = load_rows(domain.prompts)
         if len(prompts) <= domain.num_eval_prompts:
@@ -237,13 +240,23 @@ class _Experiment:
     ) -> tuple[TauMeasurement, TauMeasurement | None]:
         """tau with chain drafting and (when `eval_tree`) EAGLE-2 tree decoding, T=0, on the held-out prompts."""
         cfg = self.config
-        common = dict(max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
+        common = dict(max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed, method=cfg.eval_method)
+        if cfg.eval_method == "replay":
+            common["references"] = self._references(target, prompts)
         chain = measure_tau(draft, target, prompts, num_draft_tokens=cfg.num_draft_tokens, **common)
         tree = None
         if cfg.eval_tree:
             shape = TreeConfig(depth=cfg.tree_depth, top_k=cfg.tree_top_k, total_tokens=cfg.tree_total_tokens)
             tree = measure_tau(draft, target, prompts, tree=shape, **common)
         return chain, tree
+
+    def _references(self, target: PreTrainedModel, prompts: list[torch.LongTensor]) -> list[GreedyReference]:
+        """The target's greedy answers to the held-out prompts, computed once per target and prompt set."""
+        key = (id(target), id(prompts))
+        if key not in self._reference_cache:  # the entry holds target and prompts, so their ids stay theirs
+            refs = [greedy_reference(target, prompt, self.config.eval_max_new_tokens) for prompt in prompts]
+            self._reference_cache[key] = (target, prompts, refs)
+        return self._reference_cache[key][2]
 
     def _steps(self, samples: int, epochs: float | None = None) -> int:
         """Optimizer steps of `epochs` (default `adapt_epochs`) over `samples` samples."""

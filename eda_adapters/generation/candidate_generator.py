@@ -48,6 +48,17 @@ def resolve_confidence_threshold(generation_config: GenerationConfig, target: Pr
     return float(requested)
 
 
+def _eos_token_ids(generation_config: GenerationConfig, target: PreTrainedModel) -> set[int]:
+    """The tokens that end this `generate` call: the call's own, else the target's generation config's."""
+    prepared = getattr(generation_config, "_eos_token_tensor", None)  # set by generate() from every source
+    if prepared is not None:
+        return {int(t) for t in prepared.flatten().tolist()}
+    eos = generation_config.eos_token_id
+    if eos is None:
+        eos = getattr(getattr(target, "generation_config", None), "eos_token_id", None)
+    return set([eos] if isinstance(eos, int) else (eos or []))
+
+
 class EagleCandidateGenerator(CandidateGenerator):
     """Propose a chain of tokens with an EAGLE draft that reads the target's last hidden states.
 
@@ -87,6 +98,7 @@ class EagleCandidateGenerator(CandidateGenerator):
             raise ValueError(f"num_assistant_tokens_schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
         self.num_assistant_tokens = resolve_num_draft_tokens(generation_config, target)
         self.confidence_threshold = resolve_confidence_threshold(generation_config, target)
+        self.eos_token_ids = _eos_token_ids(generation_config, target)
         # the caller asked for all hidden states: keep them all (the last one is still what the draft reads)
         if generation_config.output_hidden_states:
             self.model_kwargs_overrides = {"output_hidden_states": True}
@@ -148,6 +160,10 @@ class EagleCandidateGenerator(CandidateGenerator):
                 token = logits.argmax(dim=-1, keepdim=True)
             all_logits.append(logits)
             candidate_ids = torch.cat((candidate_ids, token), dim=-1)
+            if int(token) in self.eos_token_ids:
+                # drafting past the end would let `generate` accept tokens after EOS, which plain decoding never
+                # produces; with EOS last, `generate` lets the target emit it itself and stops
+                break
             if self.confidence_threshold:
                 confidence = float(torch.softmax(logits, dim=-1).gather(-1, token))
                 if confidence < self.confidence_threshold:

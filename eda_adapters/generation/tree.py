@@ -293,10 +293,12 @@ def speculative_generate(
         `[1, seq + new]` token ids (prompt included), and the stats if `return_stats`.
     """
     if tree is None:
+        if eos_token_id is not None:  # None must not reach generate(): it would switch off the target's own EOS
+            generate_kwargs["eos_token_id"] = eos_token_id
         with track_acceptance() as stats:
             output = target.generate(
                 input_ids, attention_mask=attention_mask, assistant_model=draft, max_new_tokens=max_new_tokens,
-                eos_token_id=eos_token_id, **generate_kwargs,
+                **generate_kwargs,
             )
         return (output, stats) if return_stats else output
     if generate_kwargs.get("do_sample"):
