@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from .atomic import atomic_path, atomic_write_text
+from .generation.drafts import as_eagle_draft
 from .generation.stats import SpeculativeStats, active_recorders, track_acceptance
 from .generation.tree import TreeConfig, speculative_generate
 
@@ -33,6 +35,8 @@ class BenchResult:
     tau: float
     matches_plain: bool
     num_steps: int = 0  # target forwards (verification steps; plain decoding: one per token)
+    draft: str | None = None  # label of the EAGLE draft the method ran with, if any
+    draft_step_ms: float | None = None  # chain rows: median time of a one-token draft forward while decoding
 
 
 def _synchronize(device: torch.device) -> None:
@@ -51,12 +55,20 @@ def benchmark(
     prompt_lookup: bool = True,
     show_progress: bool = True,
     early_exit_layers: int | None = None,
+    assistants: dict[str, PreTrainedModel] | None = None,
+    measure_draft_steps: bool = True,
 ) -> list[BenchResult]:
     """Time every available method on `prompts` (each `[1, seq]`), same target, same run. Greedy decoding.
 
     `draft` is one EAGLE draft or a dict `{label: draft}` (e.g. full and reduced vocabulary): each gets a chain and a
-    tree row. `early_exit_layers=n` adds transformers' early-exit assisted generation (the target's first `n` layers
-    and its head as the assistant).
+    tree row. `assistant` (row "assisted generation (vanilla LM)") or `assistants={label: model}` are small vanilla
+    causal LMs of the target's tokenizer (e.g. from `eda_adapters.toys.assistant_from_target`) for transformers'
+    assisted generation, `k` tokens per step on a constant schedule. `early_exit_layers=n` adds transformers'
+    early-exit assisted generation (the target's first `n` layers and its head as the assistant).
+
+    With `measure_draft_steps`, each draft's chain row also gets `draft_step_ms`: the median time of its one-token
+    forwards (head included) in one extra, untimed chain run on the first prompt, the cost that a reduced draft
+    vocabulary cuts (see [`draft_vocab_comparison`]).
     """
     device = target.get_input_embeddings().weight.device
     common = {"do_sample": False, "max_new_tokens": max_new_tokens}
@@ -64,23 +76,24 @@ def benchmark(
         "plain generate": lambda ids: target.generate(ids, **common),
     }
     drafts = draft if isinstance(draft, dict) else ({} if draft is None else {"": draft})
+    draft_of: dict[str, str] = {}  # method -> draft label
+    chain_of: dict[str, str] = {}  # draft label -> its chain method
     tree = tree or TreeConfig()
     for label, one_draft in drafts.items():
         suffix = f", {label}" if label else ""
-        methods[f"EAGLE chain (generate hook{suffix})"] = _chain_runner(target, one_draft, num_draft_tokens, common)
-        methods[f"EAGLE-2 tree (d{tree.depth} k{tree.top_k} n{tree.total_tokens}{suffix})"] = _tree_runner(
-            target, one_draft, tree, max_new_tokens
-        )
+        chain_of[label] = f"EAGLE chain (generate hook{suffix})"
+        methods[chain_of[label]] = _chain_runner(target, one_draft, num_draft_tokens, common)
+        tree_name = f"EAGLE-2 tree (d{tree.depth} k{tree.top_k} n{tree.total_tokens}{suffix})"
+        methods[tree_name] = _tree_runner(target, one_draft, tree, max_new_tokens)
+        draft_of[chain_of[label]] = draft_of[tree_name] = label
     if early_exit_layers is not None:
         methods[f"early-exit assistant ({early_exit_layers} target layers)"] = lambda ids: target.generate(
             ids, assistant_early_exit=early_exit_layers, num_assistant_tokens=num_draft_tokens, **common
         )
-    if assistant is not None:
-        assistant.generation_config.num_assistant_tokens = num_draft_tokens
-        assistant.generation_config.num_assistant_tokens_schedule = "constant"
-        methods["assisted generation (vanilla LM)"] = lambda ids: target.generate(
-            ids, assistant_model=assistant, **common
-        )
+    for label, small_lm in (({"vanilla LM": assistant} if assistant is not None else {}) | (assistants or {})).items():
+        small_lm.generation_config.num_assistant_tokens = num_draft_tokens
+        small_lm.generation_config.num_assistant_tokens_schedule = "constant"
+        methods[f"assisted generation ({label})"] = _chain_runner(target, small_lm, num_draft_tokens, common)
     if prompt_lookup:
         methods["prompt lookup decoding"] = lambda ids: target.generate(
             ids, prompt_lookup_num_tokens=num_draft_tokens, **common
@@ -108,6 +121,8 @@ def benchmark(
             stats[name].drafted_lengths += step_stats.drafted_lengths
             progress.update(1)
     progress.close()
+    step_ms = {chain_of[label]: _draft_step_ms(one_draft, methods[chain_of[label]], prompts[0], device)
+               for label, one_draft in drafts.items()} if measure_draft_steps else {}
 
     plain = next(iter(methods))
     results = []
@@ -123,9 +138,39 @@ def benchmark(
                 tau=stats[name].tau if stats[name].num_steps else 1.0,  # plain decoding: one token per forward
                 matches_plain=all(torch.equal(a, b) for a, b in zip(outputs[name], outputs[plain])),
                 num_steps=stats[name].num_steps or new_tokens,
+                draft=draft_of.get(name),
+                draft_step_ms=step_ms.get(name),
             )
         )
     return results
+
+
+def _draft_step_ms(draft: Any, run: Callable[[torch.LongTensor], torch.LongTensor], prompt: torch.LongTensor,
+                   device: torch.device) -> float | None:
+    """Median milliseconds of the draft's one-token forwards during one (untimed) `run(prompt)`."""
+    base = as_eagle_draft(draft)
+    times: list[float] = []
+    started: list[float] = []
+
+    def before(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        _synchronize(device)
+        started.append(time.perf_counter())
+
+    def after(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        _synchronize(device)
+        elapsed = time.perf_counter() - started.pop()
+        if kwargs.get("input_ids", args[0] if args else None).shape[-1] == 1:
+            times.append(elapsed)
+
+    handles = [base.register_forward_pre_hook(before, with_kwargs=True),
+               base.register_forward_hook(after, with_kwargs=True)]
+    try:
+        with torch.no_grad():
+            run(prompt)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return 1000 * statistics.median(times) if times else None
 
 
 def _chain_runner(target: PreTrainedModel, draft: Any, num_draft_tokens: int, common: dict[str, Any]
@@ -148,7 +193,8 @@ def _tree_runner(target: PreTrainedModel, draft: Any, tree: TreeConfig, max_new_
 
 
 def combine_results(parts: Sequence[Sequence[BenchResult]]) -> list[BenchResult]:
-    """One result per method over several benchmark runs of the same methods (e.g. one run per prompt kind)."""
+    """One result per method over several benchmark runs of the same methods (e.g. one run per prompt kind);
+    `draft_step_ms` is the mean of the runs' medians."""
     combined = []
     for rows in zip(*parts):
         wall = sum(r.wall_time_s for r in rows)
@@ -157,12 +203,68 @@ def combine_results(parts: Sequence[Sequence[BenchResult]]) -> list[BenchResult]
         combined.append(BenchResult(
             method=rows[0].method, wall_time_s=wall, new_tokens=tokens, tokens_per_s=tokens / wall, speedup=0.0,
             tau=sum(r.tau * r.num_steps for r in rows) / steps if steps else 1.0,
-            matches_plain=all(r.matches_plain for r in rows), num_steps=steps,
+            matches_plain=all(r.matches_plain for r in rows), num_steps=steps, draft=rows[0].draft,
+            draft_step_ms=statistics.fmean(step_ms) if (step_ms := [r.draft_step_ms for r in rows
+                                                                    if r.draft_step_ms is not None]) else None,
         ))
     plain_wall = combined[0].wall_time_s
     for result in combined:
         result.speedup = plain_wall / result.wall_time_s
     return combined
+
+
+def draft_vocab_comparison(results: Sequence[BenchResult], vocab_sizes: dict[str, int | None]) -> list[dict[str, Any]]:
+    """Each reduced-vocabulary draft against the first full-vocabulary one of the same run.
+
+    `vocab_sizes` maps draft labels to their `draft_vocab_size` (`None` = full head). Per pair: the draft step cost
+    ratio reduced / full (from the chain rows' `draft_step_ms`), and per decoding method (chain, tree) both taus and
+    the tau drop in percent of the full draft's tau."""
+    full = next((label for label, size in vocab_sizes.items() if size is None), None)
+    rows = {(r.draft, r.method.split(" (")[0]): r for r in results if r.draft is not None}
+    comparisons = []
+    for label, size in vocab_sizes.items():
+        if size is None or full is None:
+            continue
+        entry: dict[str, Any] = {"reduced": label, "full": full, "draft_vocab_size": size}
+        steps = [rows.get((name, "EAGLE chain")) for name in (label, full)]
+        if all(r is not None and r.draft_step_ms for r in steps):
+            entry["draft_step_ms"] = {"reduced": steps[0].draft_step_ms, "full": steps[1].draft_step_ms}
+            entry["step_cost_ratio"] = steps[0].draft_step_ms / steps[1].draft_step_ms
+        for method in ("EAGLE chain", "EAGLE-2 tree"):
+            reduced_row, full_row = rows.get((label, method)), rows.get((full, method))
+            if reduced_row is not None and full_row is not None:
+                entry[method] = {"tau_reduced": reduced_row.tau, "tau_full": full_row.tau,
+                                 "tau_drop_percent": 100 * (full_row.tau - reduced_row.tau) / full_row.tau}
+        comparisons.append(entry)
+    return comparisons
+
+
+def format_draft_vocab_comparison(comparisons: Sequence[dict[str, Any]]) -> str:
+    """The [`draft_vocab_comparison`] entries as text, one line per reduced draft."""
+    lines = []
+    for c in comparisons:
+        parts = [f"{c['reduced']} ({c['draft_vocab_size']} tokens) vs {c['full']}:"]
+        if "step_cost_ratio" in c:
+            ms = c["draft_step_ms"]
+            parts.append(f"draft step {ms['reduced']:.2f} / {ms['full']:.2f} ms = cost ratio {c['step_cost_ratio']:.2f};")
+        for method in ("EAGLE chain", "EAGLE-2 tree"):
+            if method in c:
+                m = c[method]
+                parts.append(f"{method} tau {m['tau_reduced']:.2f} vs {m['tau_full']:.2f} "
+                             f"(drop {m['tau_drop_percent']:.1f}%);")
+        lines.append(" ".join(parts).rstrip(";"))
+    return "\n".join(lines)
+
+
+def per_kind_report(parts: dict[str, Sequence[BenchResult]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """`{method: {part: {tau, tokens_per_s, speedup, lossless, ...}}}` from results per part (e.g. per prompt kind
+    and `all`), every part holding the same methods in the same order."""
+    report: dict[str, dict[str, dict[str, Any]]] = {}
+    for part, results in parts.items():
+        for result in results:
+            fields = {key: value for key, value in asdict(result).items() if key != "method"}
+            report.setdefault(result.method, {})[part] = fields | {"lossless": result.matches_plain}
+    return report
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
@@ -179,10 +281,33 @@ def format_table(results: Sequence[BenchResult]) -> str:
     return "\n".join(lines)
 
 
+def format_report(
+    results: Sequence[BenchResult],
+    per_kind: dict[str, Sequence[BenchResult]] | None = None,
+    comparisons: Sequence[dict[str, Any]] = (),
+) -> str:
+    """The results as Markdown: one table per prompt kind when given, then one over all prompts, then the
+    [`draft_vocab_comparison`] lines."""
+    if not per_kind:
+        text = format_table(results)
+    else:
+        text = "\n\n".join(f"## {kind}\n{format_table(rows)}" for kind, rows in {**per_kind, "all": results}.items())
+    if comparisons:
+        text += "\n\nReduced vs full draft vocabulary (all prompts):\n" + format_draft_vocab_comparison(comparisons)
+    return text
+
+
 def save_bench_results(
-    results: Sequence[BenchResult], output_dir: str | os.PathLike, info: dict[str, Any]
+    results: Sequence[BenchResult],
+    output_dir: str | os.PathLike,
+    info: dict[str, Any],
+    per_kind: dict[str, Sequence[BenchResult]] | None = None,
+    comparisons: Sequence[dict[str, Any]] = (),
 ) -> list[Path]:
-    """Write `bench.json`, `bench.md` and `bench.png` (speedup and tau per method) into `output_dir`."""
+    """Write `bench.json`, `bench.md` and `bench.png` (speedup and tau per method) into `output_dir`.
+
+    `results` are over all prompts; with `per_kind` (results per prompt kind), `bench.json` also holds `methods`:
+    [`per_kind_report`] over the kinds and `all`. `comparisons` ([`draft_vocab_comparison`]) go into both files."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,11 +315,15 @@ def save_bench_results(
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"info": info, "results": [asdict(r) for r in results]}
+    payload: dict[str, Any] = {"info": info, "results": [asdict(r) for r in results]}
+    if per_kind:
+        payload["methods"] = per_kind_report({**per_kind, "all": results})
+    if comparisons:
+        payload["draft_vocab_comparison"] = list(comparisons)
     paths = [out / "bench.json", out / "bench.md", out / "bench.png"]
 
     atomic_write_text(paths[0], json.dumps(payload, indent=2) + "\n")
-    atomic_write_text(paths[1], format_table(results) + "\n")
+    atomic_write_text(paths[1], format_report(results, per_kind, comparisons) + "\n")
     with atomic_path(paths[2]) as tmp:
         names = [r.method for r in results]
         fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * len(names) + 1.6))

@@ -26,6 +26,7 @@ from .training.losses import add_feature_noise, eagle_loss, shift_for_draft
 
 __all__ = [
     "TinySetup",
+    "assistant_from_target",
     "build_tiny_setup",
     "chat_continuations",
     "encode_chat_prompts",
@@ -101,6 +102,25 @@ def quick_fit_draft(
     return _fit(draft, batch_loss, sequences.shape[0], steps, lr, batch_size, seed)
 
 
+def assistant_from_target(target: PreTrainedModel, num_layers: int = 1) -> PreTrainedModel:
+    """A small vanilla causal LM of `target`'s own class and tokenizer for transformers' assisted generation: the
+    target's config with `num_layers` decoder layers, initialised from the target's embedding, first `num_layers`
+    layers, final norm and head (a truncated target; fit it with [`quick_fit_assistant`] before use)."""
+    total = target.config.num_hidden_layers
+    if not 1 <= num_layers <= total:
+        raise ValueError(f"num_layers must be between 1 and the target's {total} layers, got {num_layers}.")
+    values = {**target.config.to_dict(), "num_hidden_layers": num_layers}
+    if values.get("layer_types") is not None:  # per-layer attention kinds (e.g. Qwen2's sliding layers)
+        values["layer_types"] = values["layer_types"][:num_layers]
+    config = type(target.config)(**values)
+    assistant = type(target)(config).to(dtype=target.dtype, device=target.device)
+    kept = {f"layers.{i}." for i in range(num_layers)}
+    state = {key: value for key, value in target.state_dict().items()
+             if ".layers." not in key or any(f".{prefix}" in key for prefix in kept)}
+    assistant.load_state_dict(state, strict=True)
+    return assistant.eval()
+
+
 def quick_fit_assistant(
     target: PreTrainedModel,
     assistant: PreTrainedModel,
@@ -109,18 +129,25 @@ def quick_fit_assistant(
     lr: float = 1e-2,
     batch_size: int = 8,
     seed: int = 0,
+    attention_mask: torch.Tensor | None = None,
+    loss_mask: torch.Tensor | None = None,
 ) -> list[float]:
     """Distil `target` into a small vanilla causal LM `assistant` (KL to the target's next-token distribution) on the
-    same data, so that benchmarks compare EAGLE drafts against an equally trained classic assistant."""
-    with torch.no_grad():
-        target_logits = target(input_ids=sequences).logits
+    same data, so that benchmarks compare EAGLE drafts against an equally trained classic assistant.
+
+    `sequences` may be right-padded (`attention_mask`, 0 on padding); `loss_mask` (default: `attention_mask`) picks
+    the positions whose next-token distribution counts, e.g. the response tokens of regenerated chat data. The
+    target's logits are computed per batch, so real vocabularies fit in memory. Returns the step losses."""
+    attention_mask = torch.ones_like(sequences) if attention_mask is None else attention_mask
+    weights = (attention_mask if loss_mask is None else loss_mask * attention_mask).float()
 
     def batch_loss(rows: torch.Tensor) -> torch.Tensor:
-        logits = assistant(input_ids=sequences[rows]).logits
-        return F.kl_div(
-            F.log_softmax(logits.float(), -1), F.log_softmax(target_logits[rows].float(), -1),
-            log_target=True, reduction="batchmean",
-        ) / sequences.shape[1]
+        ids, mask, weight = sequences[rows], attention_mask[rows], weights[rows]
+        with torch.no_grad():
+            target_logp = F.log_softmax(target(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        logp = F.log_softmax(assistant(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        per_position = F.kl_div(logp, target_logp, log_target=True, reduction="none").sum(-1)
+        return (per_position * weight).sum() / weight.sum().clamp(min=1.0)
 
     return _fit(assistant, batch_loss, sequences.shape[0], steps, lr, batch_size, seed)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 HELP = "Benchmark speculative decoding methods side by side (wall time, tokens/s, speedup, tau)."
 
@@ -18,12 +21,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         " fitted 1-layer vanilla assistant (CPU-friendly; tiny models make the draft overhead large).",
     )
     parser.add_argument("--target", help="Target causal LM: HF folder or Hub id, a .gguf file, or smollm2-135m-instruct.")
-    parser.add_argument("--draft", help="EAGLE draft directory (EagleDraftModel.save_pretrained).")
-    parser.add_argument("--adapter", help="Optional EDA adapter directory (PeftModel.save_pretrained) on --draft.")
+    parser.add_argument("--draft", action="append", default=[],
+                        help="EAGLE draft directory (EagleDraftModel.save_pretrained). Repeatable: every draft gets a "
+                             "chain and a tree row, and each reduced-vocabulary draft is compared with the first "
+                             "full-vocabulary one (draft step cost ratio, tau drop).")
+    parser.add_argument("--draft-label", action="append", default=[],
+                        help="Row label of the n-th --draft (repeatable; default: its directory name).")
+    parser.add_argument("--adapter", help="Optional EDA adapter directory (PeftModel.save_pretrained) on --draft "
+                                          "(one --draft only).")
     parser.add_argument("--allow-fingerprint-mismatch", action="store_true",
                         help="Use --adapter even if it records another draft's fingerprint.")
-    parser.add_argument("--assistant", help="Optional small vanilla causal LM for transformers' assisted generation.")
-    parser.add_argument("--prompts", help="Text file, one prompt per line (needed with --target).")
+    parser.add_argument("--assistant", action="append", default=[],
+                        help="Small vanilla causal LM of the target's tokenizer for transformers' assisted generation "
+                             "(repeatable; e.g. from benchmarks/fit_assistant.py).")
+    parser.add_argument("--assistant-label", action="append", default=[],
+                        help="Row label of the n-th --assistant (default: 'vanilla LM', or its directory name).")
+    parser.add_argument("--early-exit-layers", type=int, default=None,
+                        help="Add transformers' early-exit assisted generation with the target's first N layers.")
+    prompts = parser.add_mutually_exclusive_group()
+    prompts.add_argument("--prompts", help="Text file, one prompt per line (with --target).")
+    prompts.add_argument("--prompt-kinds",
+                         help="Held-out chat prompts of these kinds, comma-separated from prose,code,math "
+                              "(eda_adapters.demo.chat_prompts.benchmark_chat_prompts; with --target): results per "
+                              "kind and over all.")
+    parser.add_argument("--per-kind", type=int, default=11, help="Prompts per kind with --prompt-kinds (default: 11).")
     parser.add_argument("--tokenizer", help="Tokenizer to encode the prompts (default: the one of --target).")
     parser.add_argument("--num-prompts", type=int, default=8, help="Prompts to decode (default: 8).")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="Tokens generated per prompt (default: 64).")
@@ -44,6 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="auto: bfloat16 on CUDA, float32 on CPU.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="bench_out", help="Where bench.json/.md/.png go (default: bench_out).")
+    parser.add_argument("--json", help="Also write bench.json here (e.g. docs/benchmarks/real_cpu.json).")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     return parser
 
@@ -59,58 +81,151 @@ def _resolve(args: argparse.Namespace):
     return device, getattr(torch, dtype_name)
 
 
+def _labels(paths: list[str], labels: list[str], flag: str, single: str) -> list[str]:
+    """One unique row label per path: the given ones, then `single` for a lone path, else directory names."""
+    if len(labels) > len(paths):
+        raise ValueError(f"{len(labels)} {flag}-label for {len(paths)} {flag}: give at most one label per {flag}.")
+    defaults = [single] if len(paths) == 1 else [Path(p).name for p in paths]
+    result = labels + defaults[len(labels):]
+    if len(set(result)) < len(result):
+        raise ValueError(f"Two {flag} rows would share a label ({result}): give each a distinct {flag}-label.")
+    return result
+
+
+def _prompt_kinds(args: argparse.Namespace) -> list[str]:
+    from ..demo.chat_prompts import PROMPT_KINDS
+
+    kinds = [kind.strip() for kind in args.prompt_kinds.split(",") if kind.strip()]
+    unknown = [kind for kind in kinds if kind not in PROMPT_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"--prompt-kinds {args.prompt_kinds!r}: choose from {','.join(PROMPT_KINDS)}.")
+    if args.per_kind < 1:
+        raise ValueError("--per-kind must be >= 1.")
+    return list(dict.fromkeys(kinds))
+
+
+def _read_prompt_groups(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The prompt texts, grouped by kind (`--prompt-kinds`) or as one group `all` (`--prompts`)."""
+    from ..validation import read_text_file
+
+    if args.prompt_kinds:
+        from ..demo.chat_prompts import benchmark_chat_prompts
+
+        rows = benchmark_chat_prompts(args.per_kind)
+        return {kind: [row["prompt"] for row in rows if row["kind"] == kind] for kind in _prompt_kinds(args)}
+    if not args.prompts:
+        raise ValueError("--target needs --prompts (a text file with one prompt per line) or --prompt-kinds.")
+    prompts_path = Path(args.prompts)
+    if not prompts_path.is_file():
+        raise FileNotFoundError(f"No prompt file at {prompts_path}.")
+    text = read_text_file(prompts_path, "--prompts")
+    lines = [line.strip() for line in text.splitlines() if line.strip()][: args.num_prompts]
+    if not lines:
+        raise ValueError(f"{prompts_path} has no non-empty line.")
+    return {"all": lines}
+
+
 def _load_real(args: argparse.Namespace, device, dtype):
     from ..models import EagleDraftModel
     from ..models.loading import load_target, load_target_tokenizer
     from ..toys import encode_chat_prompts
-    from ..validation import check_model_dir, load_adapter_checked, read_text_file
+    from ..validation import check_model_dir, load_adapter_checked
 
     if not args.draft:
         raise ValueError("--target needs --draft (the EAGLE draft directory to benchmark).")
-    if not args.prompts:
-        raise ValueError("--target needs --prompts (a text file with one prompt per line).")
-    prompts_path = Path(args.prompts)
-    if not prompts_path.is_file():
-        raise FileNotFoundError(f"No prompt file at {prompts_path}.")
-    if not (Path(args.draft) / "config.json").is_file():
-        raise FileNotFoundError(f"No draft at {args.draft} (no config.json): pass a draft.save_pretrained directory.")
-    text = read_text_file(prompts_path, "--prompts")  # everything that can fail is checked before any model loads
-    for flag, path, what in (("--target", args.target, "target"), ("--draft", args.draft, "draft"),
-                             ("--assistant", args.assistant, "assistant")):
+    if args.adapter and len(args.draft) > 1:
+        raise ValueError("--adapter applies to one draft: pass a single --draft with it.")
+    draft_labels = _labels(args.draft, args.draft_label, "--draft", "")
+    assistant_labels = _labels(args.assistant, args.assistant_label, "--assistant", "vanilla LM")
+    for path in args.draft:
+        if not (Path(path) / "config.json").is_file():
+            raise FileNotFoundError(f"No draft at {path} (no config.json): pass a draft.save_pretrained directory.")
+    groups = _read_prompt_groups(args)  # everything that can fail is checked before any model loads
+    checks = [("--target", args.target, "target")] + [("--draft", p, "draft") for p in args.draft]
+    for flag, path, what in checks + [("--assistant", p, "assistant") for p in args.assistant]:
         check_model_dir(path, flag, what)
     tokenizer = load_target_tokenizer(args.tokenizer or args.target)
     target = load_target(args.target, dtype=dtype, device=device)  # refuses a masked LM, naming it
-    draft = EagleDraftModel.from_pretrained(args.draft, target_model=target, dtype=dtype).to(device).eval()
+    if args.early_exit_layers is not None and not 1 <= args.early_exit_layers < target.config.num_hidden_layers:
+        raise ValueError(f"--early-exit-layers must be between 1 and {target.config.num_hidden_layers - 1} (the "
+                         "target's layers minus one).")
+    drafts = {label: EagleDraftModel.from_pretrained(path, target_model=target, dtype=dtype).to(device).eval()
+              for label, path in zip(draft_labels, args.draft)}
     if args.adapter:
-        draft = load_adapter_checked(draft, args.adapter, "--adapter", args.allow_fingerprint_mismatch).eval()
-    assistant = None
-    if args.assistant:
-        assistant = load_target(args.assistant, dtype=dtype, device=device)
-    lines = [line.strip() for line in text.splitlines() if line.strip()][: args.num_prompts]
-    if not lines:
-        raise ValueError(f"{prompts_path} has no non-empty line.")
-    prompts = encode_chat_prompts(tokenizer, lines)
-    for line, ids in zip(lines, prompts):
-        if ids.numel() == 0:
-            raise ValueError(f"Prompt {line[:40]!r} encodes to no token with this tokenizer: check --tokenizer.")
-    return target, draft, assistant, prompts, f"{args.target} with draft {args.draft}" + (
-        f" + adapter {args.adapter}" if args.adapter else "")
+        label = draft_labels[0]
+        drafts[label] = load_adapter_checked(drafts[label], args.adapter, "--adapter",
+                                             args.allow_fingerprint_mismatch).eval()
+    assistants = {label: load_target(path, dtype=dtype, device=device)
+                  for label, path in zip(assistant_labels, args.assistant)}
+    prompt_groups = {}
+    for kind, lines in groups.items():
+        prompt_groups[kind] = encode_chat_prompts(tokenizer, lines)
+        for line, ids in zip(lines, prompt_groups[kind]):
+            if ids.numel() == 0:
+                raise ValueError(f"Prompt {line[:40]!r} encodes to no token with this tokenizer: check --tokenizer.")
+    setup = f"{args.target} with draft {', '.join(args.draft)}" + (f" + adapter {args.adapter}" if args.adapter else "")
+    return target, drafts, assistants, prompt_groups, setup
+
+
+def _draft_vocab_sizes(drafts: dict[str, Any], vocab_size: int) -> dict[str, int | None]:
+    """`draft_vocab_size` per draft label, `None` for a full-vocabulary head."""
+    from ..generation.drafts import as_eagle_draft
+
+    sizes = {}
+    for label, draft in drafts.items():
+        size = as_eagle_draft(draft).config.draft_vocab_size
+        sizes[label] = size if size is not None and size < vocab_size else None
+    return sizes
+
+
+def _info(args: argparse.Namespace, setup: str, device, dtype, target, drafts, prompt_groups, tree) -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {
+        "setup": setup,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "dtype": str(dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                     "eda_adapters": __version__},
+        "target": args.target,
+        "drafts": {label: {"path": path, "draft_vocab_size": size} for (label, size), path in
+                   zip(_draft_vocab_sizes(drafts, target.config.vocab_size).items(), args.draft or ["tiny"])},
+        "assistants": dict(zip(_labels(args.assistant, args.assistant_label, "--assistant", "vanilla LM"),
+                               args.assistant)),
+        "prompts": sum(len(group) for group in prompt_groups.values()),
+        "prompts_per_kind": {kind: len(group) for kind, group in prompt_groups.items()} if args.prompt_kinds else None,
+        "max_new_tokens": args.max_new_tokens,
+        "num_draft_tokens": args.num_draft_tokens,
+        "tree": vars(tree),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..bench import benchmark, format_table, save_bench_results
+    from ..bench import benchmark, combine_results, draft_vocab_comparison, format_report, save_bench_results
     from ..generation.tree import TreeConfig
     from ..toys import build_tiny_setup
     from ..validation import check_output_path
 
     check_output_path(args.output_dir, "--output-dir")  # not after the whole benchmark ran
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(f"--json {args.json} is a directory: pass a file path such as {args.json}/bench.json.")
 
     for name in ("num_prompts", "max_new_tokens", "num_draft_tokens", "target_steps", "fit_steps", "hidden_size",
                  "num_layers"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1.")
+    if not args.target:
+        for flag in ("draft", "adapter", "assistant", "prompt_kinds", "prompts", "early_exit_layers"):
+            if getattr(args, flag):
+                raise ValueError(f"--{flag.replace('_', '-')} needs --target (the tiny mode builds its own models).")
     tree = TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_total_tokens)
     device, dtype = _resolve(args)
     threads = args.threads or (None if args.target else 1)
@@ -120,33 +235,40 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
     torch.manual_seed(args.seed)
     if args.target:
-        target, draft, assistant, prompts, setup = _load_real(args, device, dtype)
+        target, drafts, assistants, prompt_groups, setup = _load_real(args, device, dtype)
     else:
         tiny = build_tiny_setup(
             num_prompts=args.num_prompts, target_steps=args.target_steps, fit_steps=args.fit_steps, seed=args.seed,
             hidden_size=args.hidden_size, num_layers=args.num_layers,
         )
         target, draft, assistant = (m.to(device=device, dtype=dtype) for m in (tiny.target, tiny.draft, tiny.assistant))
-        prompts, setup = tiny.prompts, tiny.description
-    results = benchmark(
-        target, prompts, args.max_new_tokens, draft=draft, assistant=assistant, num_draft_tokens=args.num_draft_tokens,
-        tree=tree, show_progress=not args.no_progress,
-    )
-    info = {
-        "setup": setup,
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "dtype": str(dtype).replace("torch.", ""),
-        "threads": torch.get_num_threads(),
-        "prompts": len(prompts),
-        "max_new_tokens": args.max_new_tokens,
-        "num_draft_tokens": args.num_draft_tokens,
-        "tree": vars(tree),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
+        drafts, assistants = {"": draft}, {"vanilla LM": assistant}
+        prompt_groups, setup = {"all": tiny.prompts}, tiny.description
+
+    start = time.perf_counter()
+    parts = {
+        kind: benchmark(
+            target, prompts, args.max_new_tokens, draft=drafts, assistants=assistants,
+            num_draft_tokens=args.num_draft_tokens, tree=tree, early_exit_layers=args.early_exit_layers,
+            show_progress=not args.no_progress,
+        )
+        for kind, prompts in prompt_groups.items()
     }
-    paths = save_bench_results(results, args.output_dir, info)
-    print(f"{setup}\ndevice {info['device']} ({info['dtype']}, {info['threads']} threads), {len(prompts)} prompts x "
+    per_kind = parts if args.prompt_kinds else None
+    results = combine_results(list(parts.values())) if per_kind else parts["all"]
+    comparisons = draft_vocab_comparison(results, _draft_vocab_sizes(drafts, target.config.vocab_size))
+    info = _info(args, setup, device, dtype, target, drafts, prompt_groups, tree)
+    info["seconds"] = round(time.perf_counter() - start, 1)
+    paths = save_bench_results(results, args.output_dir, info, per_kind=per_kind, comparisons=comparisons)
+    if args.json:
+        from ..atomic import atomic_path
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.json) as tmp:
+            shutil.copyfile(paths[0], tmp)
+        paths.append(Path(args.json))
+    print(f"{setup}\ndevice {info['device']} ({info['dtype']}, {info['threads']} threads), {info['prompts']} prompts x "
           f"{args.max_new_tokens} new tokens, greedy\n")
-    print(format_table(results))
+    print(format_report(results, per_kind, comparisons))
     print(f"\nwrote {', '.join(str(p) for p in paths)}")
     return 0
