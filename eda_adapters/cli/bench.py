@@ -179,11 +179,11 @@ def _draft_vocab_sizes(drafts: dict[str, Any], vocab_size: int) -> dict[str, int
 
 
 def _info(args: argparse.Namespace, setup: str, device, dtype, target, drafts, prompt_groups, tree) -> dict[str, Any]:
+    from importlib.metadata import version
+
     import peft
     import torch
     import transformers
-
-    from .. import __version__
 
     return {
         "setup": setup,
@@ -192,7 +192,7 @@ def _info(args: argparse.Namespace, setup: str, device, dtype, target, drafts, p
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-                     "eda_adapters": __version__},
+                     "eda_adapters": version("eda_adapters")},
         "target": args.target,
         "drafts": {label: {"path": path, "draft_vocab_size": size} for (label, size), path in
                    zip(_draft_vocab_sizes(drafts, target.config.vocab_size).items(), args.draft or ["tiny"])},
