@@ -119,6 +119,9 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
                     "train_seconds", "train_flops"} <= set(row)
             assert row["tau_tree"] == by[domain, method].tau_tree
     assert "EDA, regenerated + shift-selected" in results.table()
+    run = saved["run"]
+    assert run["config"]["eval_method"] == "replay" and run["config"]["budget"] == 0.5
+    assert run["wall_seconds"] > 0 and run["versions"]["torch"] == torch.__version__
     assert (tmp_path / "exp" / "stage1" / "joint-draft" / "stage1_adapter" / "adapter_model.safetensors").exists()
 
     # a second run reuses regenerations and trained models (same data and settings): nothing is trained again
@@ -127,7 +130,15 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
     again = run_experiment(_config(tiny_family, tmp_path / "exp"), log=lines.append)
     assert adapter.stat().st_mtime_ns == stamp
     assert [r.trainable_params for r in again.methods] == [r.trainable_params for r in results.methods]
+    assert [(r.tau_chain, r.tau_tree) for r in again.methods] == [(r.tau_chain, r.tau_tree) for r in results.methods]
     assert not any("training again" in line for line in lines)
+
+    # decoding itself measures the same acceptance as the replay the experiment uses by default
+    decoded = run_experiment(_config(tiny_family, tmp_path / "exp", eval_method="decode",
+                                     methods=["base_on_base", "direct_transfer", "eda_shift"], budget_curve=[]),
+                             log=lines.append)
+    for row in decoded.methods:
+        assert (row.tau_chain, row.tau_tree) == (by[row.domain, row.method].tau_chain, by[row.domain, row.method].tau_tree)
 
     # other training settings are not silently reused
     run_experiment(_config(tiny_family, tmp_path / "exp", adapt_learning_rate=1e-3, methods=["eda_shift"],

@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..atomic import atomic_path, atomic_write_text
 
@@ -190,9 +191,12 @@ def plot_tau_vs_budget(points: Sequence[BudgetPoint], path: str | os.PathLike) -
 
 
 def save_results(
-    rows: Sequence[MethodResult], points: Sequence[BudgetPoint], output_dir: str | os.PathLike
+    rows: Sequence[MethodResult], points: Sequence[BudgetPoint], output_dir: str | os.PathLike,
+    run: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write `results.json`, `results.md` and the two PNG plots into `output_dir`; returns their paths."""
+    """Write `results.json`, `results.md` and the two PNG plots into `output_dir`; returns their paths.
+
+    `run` (optional) is stored as `results.json["run"]`: the configuration, machine, versions and wall time."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -206,6 +210,7 @@ def save_results(
         "methods": [{**asdict(r), "tau": r.tau_chain} for r in rows],
         "budgets": [asdict(p) for p in points],
         "labels": {m: METHOD_LABELS[m] for m in METHOD_LABELS if any(r.method == m for r in rows)},
+        **({"run": run} if run is not None else {}),
     }
     atomic_write_text(paths["json"], json.dumps(payload, indent=2))
     atomic_write_text(

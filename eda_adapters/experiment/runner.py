@@ -7,10 +7,12 @@ Only tau is measured again each time (it is cheap and it is the result).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -81,6 +83,7 @@ class _Experiment:
     def __init__(self, config: ExperimentConfig, log: Any) -> None:
         self.config = config
         self.log = log
+        self.started = time.perf_counter()
         self.out = Path(config.output_dir)
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(config.tokenizer or config.base_target)
         self.base = self._load_target(config.base_target)
@@ -115,8 +118,27 @@ class _Experiment:
             domain_methods, domain_budgets = self._run_domain(domain, stage1_cost)
             methods += domain_methods
             budgets += domain_budgets
-        files = save_results(methods, budgets, self.out)
+        files = save_results(methods, budgets, self.out, self._run_record())
         return ExperimentResults(methods, budgets, files)
+
+    def _run_record(self) -> dict[str, Any]:
+        """What `results.json` says about the run: its configuration, the machine, versions and wall time."""
+        import platform
+
+        import peft
+        import transformers
+
+        from .. import __version__
+
+        return {
+            "config": json.loads(json.dumps(dataclasses.asdict(self.config), default=str)),
+            "wall_seconds": round(time.perf_counter() - self.started, 1),
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                        "device": str(self.base.device)},
+            "versions": {"eda_adapters": __version__, "torch": torch.__version__,
+                         "transformers": transformers.__version__, "peft": peft.__version__},
+        }
 
     def _run_domain(self, domain: DomainConfig, stage1_cost: TrainCost) -> tuple[list[MethodResult], list[BudgetPoint]]:
         cfg = self.config
