@@ -139,6 +139,7 @@ def test_bench_cli_prompt_kinds_several_drafts_and_assistant(saved, tmp_path, ca
     assert info["prompts_per_kind"] == {"prose": 2, "math": 2} and info["dtype"] == "float32"
     assert info["drafts"]["reduced"]["draft_vocab_size"] == 30 and info["drafts"]["full head"]["draft_vocab_size"] is None
     assert {"torch", "transformers", "peft", "eda_adapters"} <= set(info["versions"]) and info["threads"] >= 1
+    assert info["assistants"] == {"vanilla LM": str(saved / "assistant")} and info["machine"]["processor"]
     (comparison,) = payload["draft_vocab_comparison"]
     assert comparison["reduced"] == "reduced" and comparison["full"] == "full head"
 

@@ -178,7 +178,20 @@ def _draft_vocab_sizes(drafts: dict[str, Any], vocab_size: int) -> dict[str, int
     return sizes
 
 
-def _info(args: argparse.Namespace, setup: str, device, dtype, target, drafts, prompt_groups, tree) -> dict[str, Any]:
+def _cpu_name() -> str:
+    """The CPU model as the OS names it (`platform.processor()` is often empty on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _info(args: argparse.Namespace, setup: str, device, dtype, target, drafts, assistants, prompt_groups, tree
+          ) -> dict[str, Any]:
     from importlib.metadata import version
 
     import peft
@@ -188,16 +201,15 @@ def _info(args: argparse.Namespace, setup: str, device, dtype, target, drafts, p
     return {
         "setup": setup,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "machine": {"platform": platform.platform(), "processor": _cpu_name()},
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
                      "eda_adapters": version("eda_adapters")},
         "target": args.target,
         "drafts": {label: {"path": path, "draft_vocab_size": size} for (label, size), path in
-                   zip(_draft_vocab_sizes(drafts, target.config.vocab_size).items(), args.draft or ["tiny"])},
-        "assistants": dict(zip(_labels(args.assistant, args.assistant_label, "--assistant", "vanilla LM"),
-                               args.assistant)),
+                   zip(_draft_vocab_sizes(drafts, target.config.vocab_size).items(), args.draft or ["tiny mode"])},
+        "assistants": dict(zip(assistants, args.assistant or ["tiny mode"])),
         "prompts": sum(len(group) for group in prompt_groups.values()),
         "prompts_per_kind": {kind: len(group) for kind, group in prompt_groups.items()} if args.prompt_kinds else None,
         "max_new_tokens": args.max_new_tokens,
@@ -257,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
     per_kind = parts if args.prompt_kinds else None
     results = combine_results(list(parts.values())) if per_kind else parts["all"]
     comparisons = draft_vocab_comparison(results, _draft_vocab_sizes(drafts, target.config.vocab_size))
-    info = _info(args, setup, device, dtype, target, drafts, prompt_groups, tree)
+    info = _info(args, setup, device, dtype, target, drafts, assistants, prompt_groups, tree)
     info["seconds"] = round(time.perf_counter() - start, 1)
     paths = save_bench_results(results, args.output_dir, info, per_kind=per_kind, comparisons=comparisons)
     if args.json:
