@@ -124,11 +124,10 @@ class _Experiment:
     def _run_record(self) -> dict[str, Any]:
         """What `results.json` says about the run: its configuration, the machine, versions and wall time."""
         import platform
+        from importlib.metadata import version
 
         import peft
         import transformers
-
-        from .. import __version__
 
         return {
             "config": json.loads(json.dumps(dataclasses.asdict(self.config), default=str)),
@@ -136,7 +135,7 @@ class _Experiment:
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "device": str(self.base.device)},
-            "versions": {"eda_adapters": __version__, "torch": torch.__version__,
+            "versions": {"eda_adapters": version("eda_adapters"), "torch": torch.__version__,
                          "transformers": transformers.__version__, "peft": peft.__version__},
         }
 
