@@ -40,17 +40,22 @@ def test_registered_with_peft_and_wraps_every_mlp(target):
     assert wrapped == ["base_model.model.layers.0.mlp", "base_model.model.layers.1.mlp"]
 
 
-def test_only_private_parameters_train(target, capsys):
+def test_only_private_parameters_and_fc_copy_train(target, capsys):
     model = get_peft_model(_draft(target), EdaConfig(private_intermediate_size=16))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {
+    private = {
         "base_model.model.layers.0.mlp.eda_gate_proj.default.weight",
         "base_model.model.layers.0.mlp.eda_up_proj.default.weight",
         "base_model.model.layers.0.mlp.eda_down_proj.default.weight",
     }
+    # the default trains the adapter's own copy of fc with the private expert (modules_to_save=["fc"])
+    assert trainable == private | {"base_model.model.fc.modules_to_save.default.weight"}
     model.print_trainable_parameters()
     hidden = target.config.hidden_size
-    assert f"trainable params: {3 * 16 * hidden:,}" in capsys.readouterr().out
+    assert f"trainable params: {3 * 16 * hidden + 2 * hidden * hidden:,}" in capsys.readouterr().out
+    for nothing in (None, [], ["none"]):  # ["none"]: what `--modules_to_save none` gives on the command line
+        alone = get_peft_model(_draft(target), EdaConfig(private_intermediate_size=16, modules_to_save=nothing))
+        assert {n for n, p in alone.named_parameters() if p.requires_grad} == private
 
 
 def test_fresh_adapter_leaves_output_unchanged_and_training_touches_only_private(target):
@@ -58,7 +63,7 @@ def test_fresh_adapter_leaves_output_unchanged_and_training_touches_only_private
     inputs = _inputs(target)
     shared_before = {k: v.clone() for k, v in draft.state_dict().items()}
     reference = _logits(draft, inputs)
-    model = get_peft_model(draft, EdaConfig())
+    model = get_peft_model(draft, EdaConfig())  # private expert + the adapter's own copy of fc
     torch.testing.assert_close(_logits(model, inputs), reference, rtol=0, atol=0)
 
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -70,8 +75,9 @@ def test_fresh_adapter_leaves_output_unchanged_and_training_touches_only_private
     assert not torch.allclose(_logits(model, inputs), reference)
     base_state = model.get_base_model().state_dict()
     for key, before in shared_before.items():
-        wrapped_key = key.replace(".mlp.", ".mlp.base_layer.")
+        wrapped_key = key.replace(".mlp.", ".mlp.base_layer.").replace("fc.", "fc.original_module.")
         assert torch.equal(base_state[wrapped_key], before), key
+    assert not torch.equal(base_state["fc.modules_to_save.default.weight"], shared_before["fc.weight"])
     with model.disable_adapter():
         torch.testing.assert_close(_logits(model, inputs), reference, rtol=0, atol=0)
 
@@ -84,7 +90,8 @@ def test_save_and_load_round_trip(tmp_path, target):
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["peft_type"] == "EDA" and config["draft_hidden_size"] == target.config.hidden_size
     keys = set(load_file(tmp_path / "adapter_model.safetensors"))
-    assert keys == {f"base_model.model.layers.0.mlp.eda_{p}.weight" for p in ("gate_proj", "up_proj", "down_proj")}
+    private = {f"base_model.model.layers.0.mlp.eda_{p}.weight" for p in ("gate_proj", "up_proj", "down_proj")}
+    assert keys == private | {"base_model.model.fc.weight"}  # PEFT saves the trained fc copy under its plain name
 
     loaded = PeftModel.from_pretrained(_draft(target), tmp_path)
     assert torch.equal(_logits(loaded, inputs), expected)

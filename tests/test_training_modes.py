@@ -115,10 +115,15 @@ def test_joint_stage1_resumes_from_its_checkpoint(joint, world, tmp_path):
         assert torch.equal(param, dict(resumed.model.named_parameters())[name]), name
 
 
-def test_stage1_refuses_stage2_options(world, tmp_path):
-    for bad in (EdaConfig(modules_to_save=["fc"]), EdaConfig(init_private_weights="copy", init_private_from="x")):
-        with pytest.raises(ValueError, match="stage-2 options"):
-            EagleTrainer(target_model=world["base"], args=config(EagleTrainingConfig, tmp_path), peft_config=bad)
+def test_stage1_refuses_copy_init_and_drops_modules_to_save(world, tmp_path):
+    bad = EdaConfig(init_private_weights="copy", init_private_from="x")
+    with pytest.raises(ValueError, match="stage-2 option"):
+        EagleTrainer(target_model=world["base"], args=config(EagleTrainingConfig, tmp_path), peft_config=bad)
+    # stage 1 trains fc (and everything shared) anyway: the stage-1 adapter holds no copy of it
+    trainer = EagleTrainer(target_model=world["base"], args=config(EagleTrainingConfig, tmp_path),
+                           peft_config=EdaConfig(init_private_weights="random", modules_to_save=["fc"]))
+    assert not any("modules_to_save" in n for n, _ in trainer.model.named_parameters())
+    assert trainer.model.get_base_model().fc.weight.requires_grad
 
 
 @pytest.fixture(scope="module")
@@ -288,13 +293,13 @@ def test_lora_baseline_trains_only_its_factors(joint, world, tmp_path):
     draft = EagleDraftModel.from_pretrained(joint[0].args.output_dir, target_model=world["finetuned"])
     before = {k: v.clone() for k, v in draft.state_dict().items()}
     rank = lora_rank_matching(draft, EdaConfig())
+    eda = eda_trainable_parameters(draft, EdaConfig())  # before LoRA wraps the draft's modules in place
     trainer = EdaTrainer(
         model=draft, target_model=world["finetuned"], args=config(EdaTrainingConfig, tmp_path),
         train_dataset=sequences(1, 11), peft_config=LoraConfig(r=rank, target_modules=LORA_TARGET_MODULES),
     )
     trainable = {n: p.numel() for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_" in n for n in trainable)
-    eda = eda_trainable_parameters(draft, EdaConfig())
     assert abs(sum(trainable.values()) - eda) < sum(trainable.values()) / rank  # within one rank step of EDA's
     trainer.train()
     base = trainer.model.get_base_model().state_dict()

@@ -49,7 +49,9 @@ def _train_on_two_processes(output_dir: str) -> None:
     private = [p.detach() for n, p in stage2.model.named_parameters() if "eda_down_proj" in n][0]
     gathered = stage2.accelerator.gather(private[None])
     assert torch.equal(gathered[0], gathered[1])
-    assert torch.equal(draft.fc.weight, weights)  # shared weights untouched by stage 2
+    assert torch.equal(draft.fc.original_module.weight, weights)  # shared weights untouched by stage 2
+    fc_copy = draft.fc.modules_to_save["default"].weight.detach()  # the adapter's own fc (default) trained
+    assert not torch.equal(fc_copy, weights) and torch.equal(*stage2.accelerator.gather(fc_copy[None]))
     if stage2.is_world_process_zero():
         logs = [row for row in stage1.state.log_history + stage2.state.log_history if "accuracy" in row]
         with open(os.path.join(output_dir, "result.json"), "w") as handle:

@@ -10,6 +10,7 @@ second model prepared with `accelerator.prepare_model(target, evaluation_mode=Tr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import defaultdict
@@ -236,11 +237,14 @@ class EagleTrainer(Trainer):
                 f"EagleTrainer's peft_config is an EdaConfig (a private expert trained jointly with the shared draft), "
                 f"got {type(peft_config).__name__}: train other adapters with EdaTrainer or PEFT."
             )
-        if peft_config is not None and (peft_config.modules_to_save or peft_config.init_private_weights == "copy"):
+        if peft_config is not None and peft_config.init_private_weights == "copy":
             raise ValueError(
-                "Stage 1 trains the whole draft with its private expert: modules_to_save and init_private_weights="
-                "'copy' are stage-2 options (EdaTrainer); leave them unset here."
+                "Stage 1 trains the whole draft with its private expert: init_private_weights='copy' is a stage-2 "
+                "option (EdaTrainer); use 'random' or 'zero' here."
             )
+        if peft_config is not None and peft_config.modules_to_save:
+            # every shared module trains in stage 1 anyway: the stage-1 adapter holds the private expert alone
+            peft_config = dataclasses.replace(peft_config, modules_to_save=None)
         if model is None:
             model = EagleDraftModel.from_target(
                 target,

@@ -56,9 +56,10 @@ class EdaConfig(PeftConfig):
         init_private_from (`str`, *optional*):
             With `init_private_weights="copy"`: a saved EDA adapter (directory with `adapter_model.safetensors`) of the
             same shape whose private weights the new adapter starts from. Read only when the adapter is created.
-        modules_to_save (`list[str]`, *optional*):
-            Shared modules that train with the private experts in stage 2, e.g. `["fc"]` as the authors do, optionally
-            `"self_attn"` / `"post_attention_layernorm"`. PEFT's mechanism: the adapter holds a trained copy of each
+        modules_to_save (`list[str]`, *optional*, defaults to `["fc"]`):
+            Shared modules that train with the private experts in stage 2: `["fc"]` by default, as the authors do
+            (the demo's experiments show it is what lifts EDA, see docs/training.md); `None` or `[]` trains the
+            private experts alone; `"self_attn"` / `"post_attention_layernorm"` may be added. PEFT's mechanism: the adapter holds a trained copy of each
             (saved with it, used by `merge_and_unload` and `eda export`) and the shared draft's own tensors stay
             untouched.
         draft_hidden_size (`int`, *optional*):
@@ -90,8 +91,8 @@ class EdaConfig(PeftConfig):
         default=None, metadata={"help": "With init_private_weights='copy': the stage-1 adapter directory to copy."}
     )
     modules_to_save: list[str] | None = field(
-        default=None,
-        metadata={"help": "Shared modules trained with the adapter (saved as trained copies), e.g. fc."},
+        default_factory=lambda: ["fc"],
+        metadata={"help": "Shared modules trained with the adapter (saved as trained copies); default fc; none: no module."},
     )
     draft_hidden_size: int | None = field(default=None, metadata={"help": "Set automatically: the draft's hidden size."})
     draft_intermediate_size: int | None = field(
@@ -135,6 +136,8 @@ class EdaConfig(PeftConfig):
             )
         if isinstance(self.modules_to_save, str):
             self.modules_to_save = [self.modules_to_save]
+        if self.modules_to_save is not None and [m.lower() for m in self.modules_to_save] in ([], ["none"]):
+            self.modules_to_save = None  # `--modules_to_save none` on the command line: the private experts alone
         for name in self.modules_to_save or ():
             if name not in TRAINABLE_SHARED_MODULES:
                 raise ValueError(
