@@ -100,6 +100,7 @@ def load_official_eda_checkpoint(
         num_private_experts=num_experts,
         num_experts_per_tok=int(checkpoint_config.get("top_k_private", 1)) if num_experts > 1 else 1,
         private_intermediate_size=width,
+        modules_to_save=None,  # the checkpoint's own fc is loaded into the shared draft part
     )
     model = get_peft_model(draft, config, adapter_name=adapter_name)
     with torch.no_grad():
