@@ -160,12 +160,13 @@ def _fit(
     generator = torch.Generator().manual_seed(seed)
     losses = []
     model.train()
-    for _ in range(steps):
+    for _ in (bar := tqdm(range(steps), desc=f"fit {type(model).__name__}", leave=False)):
         loss = batch_loss(torch.randperm(num_rows, generator=generator)[:batch_size])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses
 
