@@ -109,7 +109,7 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
     assert {(p.selection, p.samples) for p in results.budgets if p.domain == "code"} == {
         ("shift", 2), ("random", 2), ("shift", 5), ("random", 5)
     }
-    for key in ("json", "markdown", "tau_by_method", "tau_vs_budget"):
+    for key in ("json", "markdown", "tau_by_method", "tau_vs_budget", "tau_vs_cost"):
         assert results.files[key].stat().st_size > 0
     assert results.files["tau_by_method"].read_bytes()[:4] == b"\x89PNG"
     saved = json.loads(results.files["json"].read_text())

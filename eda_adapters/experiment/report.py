@@ -137,8 +137,16 @@ def results_by_domain(rows: Sequence[MethodResult]) -> dict[str, dict[str, dict]
     return out
 
 
+def _method_colors() -> dict[str, Any]:
+    """One colour per method, the same in every plot."""
+    import matplotlib.pyplot as plt
+
+    palette = plt.get_cmap("tab10" if len(METHOD_LABELS) <= 10 else "tab20")
+    return {method: palette(i) for i, method in enumerate(METHOD_LABELS)}
+
+
 def plot_tau_by_method(rows: Sequence[MethodResult], path: str | os.PathLike) -> Path:
-    """Grouped bars: tau per method, one group per domain."""
+    """Grouped bars with 95% intervals: tau per method, one group per domain; chain and (when measured) tree."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,23 +154,57 @@ def plot_tau_by_method(rows: Sequence[MethodResult], path: str | os.PathLike) ->
 
     domains = sorted({r.domain for r in rows})
     methods = [m for m in METHOD_LABELS if any(r.method == m for r in rows)]
-    width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(max(6, 2.5 * len(domains) + 2), 4))
-    for i, method in enumerate(methods):
-        found = [next((r for r in rows if r.domain == d and r.method == method), None) for d in domains]
-        values = [r.tau_chain if r else 0.0 for r in found]
-        errors = [
-            [r.tau_chain - r.ci95_chain[0] if r else 0.0 for r in found],
-            [r.ci95_chain[1] - r.tau_chain if r else 0.0 for r in found],
-        ]
-        xs = [d + (i - (len(methods) - 1) / 2) * width for d in range(len(domains))]
-        ax.bar(xs, values, width, yerr=errors, capsize=2, label=METHOD_LABELS[method])
-    ax.set_xticks(range(len(domains)), domains)
-    ax.set_ylabel("tau, chain (tokens per target forward)")
-    ax.set_title("Acceptance length per method (95% bootstrap intervals over held-out prompts)")
-    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    colors = _method_colors()
+    kinds = [("chain", "tau_chain", "ci95_chain")]
+    if any(r.ci95_tree is not None for r in rows):
+        kinds.append(("tree", "tau_tree", "ci95_tree"))
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(max(7, 3 * len(domains) + 2), 3.2 * len(kinds) + 1.6),
+                             squeeze=False)
+    width = 0.8 / max(1, max(sum(1 for r in rows if r.domain == d) for d in domains))
+    for ax, (kind, value_key, ci_key) in zip(axes[:, 0], kinds):
+        for d, domain in enumerate(domains):
+            present = [r for m in methods for r in rows if r.domain == domain and r.method == m
+                       and getattr(r, ci_key) is not None]
+            for i, row in enumerate(present):  # only the rows this domain has, packed around its tick
+                value, (low, high) = getattr(row, value_key), getattr(row, ci_key)
+                x = d + (i - (len(present) - 1) / 2) * width
+                ax.bar(x, value, width, yerr=[[value - low], [high - value]], capsize=2, color=colors[row.method],
+                       label=METHOD_LABELS[row.method])
+        ax.set_xticks(range(len(domains)), domains)
+        ax.set_ylabel(f"tau, {kind}")
+        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    axes[0, 0].set_title("Tokens per target forward per method (95% bootstrap intervals over held-out prompts)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    axes[-1, 0].legend(unique.values(), unique.keys(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                       ncol=2)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_tau_vs_cost(rows: Sequence[MethodResult], path: str | os.PathLike) -> Path:
+    """Scatter per domain: tau (chain, with 95% interval) against the estimated training FLOPs of each trained row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = [r for r in rows if r.train_flops and r.method != "base_on_base"]
+    domains = sorted({r.domain for r in trained})
+    colors = _method_colors()
+    fig, axes = plt.subplots(1, max(1, len(domains)), figsize=(5 * max(1, len(domains)), 4.2), squeeze=False)
+    for ax, domain in zip(axes[0], domains):
+        for row in (r for r in trained if r.domain == domain):
+            low, high = row.ci95_chain
+            ax.errorbar(row.train_flops, row.tau_chain, yerr=[[row.tau_chain - low], [high - row.tau_chain]],
+                        fmt="o", capsize=3, color=colors[row.method], label=METHOD_LABELS[row.method])
+        ax.set_xscale("log")
+        ax.set_xlabel("estimated training FLOPs")
+        ax.set_ylabel("tau, chain")
+        ax.set_title(domain)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2)
+    fig.tight_layout(rect=(0, 0.22, 1, 1))
     return _save(fig, path)
 
 
@@ -204,6 +246,7 @@ def save_results(
         "markdown": output_dir / "results.md",
         "tau_by_method": output_dir / "tau_by_method.png",
         "tau_vs_budget": output_dir / "tau_vs_budget.png",
+        "tau_vs_cost": output_dir / "tau_vs_cost.png",
     }
     payload = {
         "domains": results_by_domain(rows),
@@ -218,6 +261,10 @@ def save_results(
         results_table(rows) + "\n\n" + acceptance_table(rows) + "\n\n" + budget_table(points) + "\n",
     )
     plot_tau_by_method(rows, paths["tau_by_method"])
+    if any(r.train_flops and r.method != "base_on_base" for r in rows):
+        plot_tau_vs_cost(rows, paths["tau_vs_cost"])
+    else:
+        del paths["tau_vs_cost"]
     if points:
         plot_tau_vs_budget(points, paths["tau_vs_budget"])
     else:
