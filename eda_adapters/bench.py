@@ -57,6 +57,7 @@ def benchmark(
     early_exit_layers: int | None = None,
     assistants: dict[str, PreTrainedModel] | None = None,
     measure_draft_steps: bool = True,
+    assistant_confidence_threshold: float | None = None,
 ) -> list[BenchResult]:
     """Time every available method on `prompts` (each `[1, seq]`), same target, same run. Greedy decoding.
 
@@ -65,6 +66,8 @@ def benchmark(
     causal LMs of the target's tokenizer (e.g. from `eda_adapters.toys.assistant_from_target`) for transformers'
     assisted generation, `k` tokens per step on a constant schedule. `early_exit_layers=n` adds transformers'
     early-exit assisted generation (the target's first `n` layers and its head as the assistant).
+    `assistant_confidence_threshold` sets the vanilla assistants' early chain stop (transformers' default, 0.4, when
+    None; 0 drafts all `k` tokens every step, as the EAGLE chain does).
 
     With `measure_draft_steps`, each draft's chain row also gets `draft_step_ms`: the median time of its one-token
     forwards (head included) in one extra, untimed chain run on the first prompt, the cost that a reduced draft
@@ -93,6 +96,8 @@ def benchmark(
     for label, small_lm in (({"vanilla LM": assistant} if assistant is not None else {}) | (assistants or {})).items():
         small_lm.generation_config.num_assistant_tokens = num_draft_tokens
         small_lm.generation_config.num_assistant_tokens_schedule = "constant"
+        if assistant_confidence_threshold is not None:
+            small_lm.generation_config.assistant_confidence_threshold = assistant_confidence_threshold
         methods[f"assisted generation ({label})"] = _chain_runner(target, small_lm, num_draft_tokens, common)
     if prompt_lookup:
         methods["prompt lookup decoding"] = lambda ids: target.generate(

@@ -95,6 +95,17 @@ def test_vanilla_assistant_rows_and_reduced_vocab_comparison():
     assert draft_vocab_comparison(results, {"full": 40, "reduced": 40}) == []  # no full-head draft to compare with
 
 
+def test_assistant_confidence_threshold_zero_drafts_every_token():
+    target = make_target("llama", num_hidden_layers=2)  # flat predictions: the default threshold (0.4) stops chains
+    prompts = [torch.randint(3, 97, (1, 6), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    copy = {"copy": assistant_from_target(target, 2)}  # the target itself: every drafted token is right
+    kwargs = dict(num_draft_tokens=3, prompt_lookup=False, show_progress=False, measure_draft_steps=False)
+    default = benchmark(target, prompts, 12, assistants=copy, **kwargs)[-1]
+    eager = benchmark(target, prompts, 12, assistants=copy, assistant_confidence_threshold=0.0, **kwargs)[-1]
+    assert default.matches_plain and eager.matches_plain
+    assert eager.tau > default.tau and eager.tau >= 3.5  # k=3 drafted + the bonus token per step, nearly always
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A tiny Qwen2 target with a word-level tokenizer, a full and a reduced draft, and a 1-layer assistant."""

@@ -36,6 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "(repeatable; e.g. from benchmarks/fit_assistant.py).")
     parser.add_argument("--assistant-label", action="append", default=[],
                         help="Row label of the n-th --assistant (default: 'vanilla LM', or its directory name).")
+    parser.add_argument("--assistant-confidence-threshold", type=float, default=None,
+                        help="Stop a vanilla assistant's chain below this confidence (default: transformers' 0.4; "
+                             "0 drafts all --num-draft-tokens every step, like the EAGLE chain).")
     parser.add_argument("--early-exit-layers", type=int, default=None,
                         help="Add transformers' early-exit assisted generation with the target's first N layers.")
     prompts = parser.add_mutually_exclusive_group()
@@ -262,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         kind: benchmark(
             target, prompts, args.max_new_tokens, draft=drafts, assistants=assistants,
             num_draft_tokens=args.num_draft_tokens, tree=tree, early_exit_layers=args.early_exit_layers,
-            show_progress=not args.no_progress,
+            show_progress=not args.no_progress, assistant_confidence_threshold=args.assistant_confidence_threshold,
         )
         for kind, prompts in prompt_groups.items()
     }
