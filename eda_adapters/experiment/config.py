@@ -128,10 +128,6 @@ class ExperimentConfig:
         unknown = set(self.methods) - set(METHOD_LABELS)
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; choose from {list(METHOD_LABELS)}")
-        from .evaluation import EVAL_METHODS
-
-        if self.eval_method not in EVAL_METHODS:
-            raise ValueError(f"ExperimentConfig.eval_method must be one of {list(EVAL_METHODS)}, got {self.eval_method!r}")
         self._check_values()
 
     def _check_values(self) -> None:
@@ -139,6 +135,10 @@ class ExperimentConfig:
         import sys
 
         from ..data.selection import resolve_budget
+        from .evaluation import EVAL_METHODS
+
+        if self.eval_method not in EVAL_METHODS:
+            raise ValueError(f"ExperimentConfig.eval_method must be one of {list(EVAL_METHODS)}, got {self.eval_method!r}")
 
         for name, value in [("budget", self.budget)] + [("budget_curve", b) for b in self.budget_curve]:
             try:

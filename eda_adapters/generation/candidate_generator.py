@@ -11,6 +11,7 @@ from transformers.generation.candidate_generator import CandidateGenerator
 from transformers.utils import ModelOutput
 
 from .drafts import prepare_draft
+from .eos import eos_token_ids
 
 # Number of draft tokens per step when the caller leaves transformers' `num_assistant_tokens` at its placeholder
 # default (20, tuned for small vanilla LMs): EAGLE chains are usually verified 4-8 tokens at a time.
@@ -53,10 +54,7 @@ def _eos_token_ids(generation_config: GenerationConfig, target: PreTrainedModel)
     prepared = getattr(generation_config, "_eos_token_tensor", None)  # set by generate() from every source
     if prepared is not None:
         return {int(t) for t in prepared.flatten().tolist()}
-    eos = generation_config.eos_token_id
-    if eos is None:
-        eos = getattr(getattr(target, "generation_config", None), "eos_token_id", None)
-    return set([eos] if isinstance(eos, int) else (eos or []))
+    return set(eos_token_ids(target, generation_config.eos_token_id))
 
 
 class EagleCandidateGenerator(CandidateGenerator):

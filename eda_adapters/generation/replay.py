@@ -27,6 +27,7 @@ from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache
 
 from .drafts import prepare_draft
+from .eos import eos_token_ids
 from .stats import SpeculativeStats
 from .tree import TreeConfig
 
@@ -55,14 +56,6 @@ class GreedyReference:
         return self.sequence.numel() - self.prompt_length
 
 
-def _eos_ids(target: PreTrainedModel, eos_token_id: int | list[int] | None) -> tuple[int, ...]:
-    if eos_token_id is None:
-        eos_token_id = getattr(getattr(target, "generation_config", None), "eos_token_id", None)
-    if eos_token_id is None:
-        return ()
-    return tuple([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
-
-
 @torch.no_grad()
 def greedy_reference(
     target: PreTrainedModel,
@@ -75,18 +68,14 @@ def greedy_reference(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     device = target.get_input_embeddings().weight.device
     ids = prompt.reshape(1, -1).to(device)
-    eos = _eos_ids(target, eos_token_id)
+    eos = eos_token_ids(target, eos_token_id)
     generation = getattr(target, "generation_config", None)
     pad = getattr(generation, "pad_token_id", None)
     pad = pad if pad is not None else (eos[0] if eos else 0)
     sequence = target.generate(
         ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
         eos_token_id=list(eos) or None, pad_token_id=pad,
-    )[0]
-    answer = sequence[ids.shape[1]:]
-    ends = [i for i, token in enumerate(answer.tolist()) if token in eos]
-    if ends:
-        sequence = sequence[: ids.shape[1] + ends[0] + 1]
+    )[0]  # one sequence: generate stops right after the first EOS, nothing is padded
     out = target(input_ids=sequence[None, :-1], output_hidden_states=True, use_cache=False)
     return GreedyReference(sequence, out.hidden_states[-1][0], ids.shape[1], max_new_tokens, eos)
 

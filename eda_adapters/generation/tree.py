@@ -13,6 +13,7 @@ from transformers.cache_utils import DynamicCache
 
 from ..models.eagle.modeling_eagle import EagleDraftModel
 from .drafts import prepare_draft
+from .eos import eos_token_ids
 from .stats import SpeculativeStats, track_acceptance
 
 
@@ -314,9 +315,7 @@ def speculative_generate(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     _check_inputs(target, input_ids, attention_mask, input_ids.shape[1] + max_new_tokens + tree.depth + 1)
     input_ids = input_ids.to(target.get_input_embeddings().weight.device)
-    if eos_token_id is None:
-        eos_token_id = getattr(getattr(target, "generation_config", None), "eos_token_id", None)
-    eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+    eos = set(eos_token_ids(target, eos_token_id))
 
     speculator = TreeSpeculator(target, draft, tree)
     stats = SpeculativeStats()

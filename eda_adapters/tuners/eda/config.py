@@ -59,9 +59,9 @@ class EdaConfig(PeftConfig):
         modules_to_save (`list[str]`, *optional*, defaults to `["fc"]`):
             Shared modules that train with the private experts in stage 2: `["fc"]` by default, as the authors do
             (the demo's experiments show it is what lifts EDA, see docs/training.md); `None` or `[]` trains the
-            private experts alone; `"self_attn"` / `"post_attention_layernorm"` may be added. PEFT's mechanism: the adapter holds a trained copy of each
-            (saved with it, used by `merge_and_unload` and `eda export`) and the shared draft's own tensors stay
-            untouched.
+            private experts alone; `"self_attn"` / `"post_attention_layernorm"` may be added. PEFT's mechanism: the
+            adapter holds a trained copy of each (saved with it, used by `merge_and_unload` and `eda export`) and the
+            shared draft's own tensors stay untouched.
         draft_hidden_size (`int`, *optional*):
             Filled in when the adapter is created: the hidden size of the draft it belongs to, so that loading it onto
             another draft fails with a clear message.
