@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from eda_adapters.demo.corpus import code_corpus, general_corpus, math_corpus
 from eda_adapters.demo.targets import TinyLMSpec, _atomic_save, new_tiny_lm, pack_tokens, train_lm, train_tokenizer
@@ -141,11 +142,41 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
     for row in decoded.methods:
         assert (row.tau_chain, row.tau_tree) == (by[row.domain, row.method].tau_chain, by[row.domain, row.method].tau_tree)
 
-    # other training settings are not silently reused
-    run_experiment(_config(tiny_family, tmp_path / "exp", adapt_learning_rate=1e-3, methods=["eda_shift"],
-                           budget_curve=[]), log=lines.append)
-    assert adapter.stat().st_mtime_ns != stamp
-    assert any("training again" in line for line in lines)
+    # another configuration over the same output_dir is refused in one line, before anything is touched
+    with pytest.raises(ValueError, match=r"other adapt_learning_rate, finetune_learning_rate; use another output_dir") as err:
+        run_experiment(_config(tiny_family, tmp_path / "exp", adapt_learning_rate=1e-3, methods=["eda_shift"],
+                               budget_curve=[]), log=lines.append)
+    assert "\n" not in str(err.value) and adapter.stat().st_mtime_ns == stamp
+    # ... but a changed domain list, rows or evaluation settings reuse it
+    again = run_experiment(_config(tiny_family, tmp_path / "exp", methods=["eda_shift"], budget_curve=[],
+                                   domains=[{"name": "math", "target": str(tiny_family / "math"),
+                                             "prompts": str(tiny_family / "math.jsonl"), "num_eval_prompts": 4}]),
+                           log=lines.append)
+    assert adapter.stat().st_mtime_ns == stamp
+    assert [(r.domain, r.method) for r in again.methods] == [("math", "eda_shift")]
+
+
+def test_cached_features_train_the_same_rows_as_online_features(tiny_family, tmp_path):
+    """feature_cache runs each target once over its data; the adapters trained on it match the online ones."""
+    common = dict(methods=["eda_shift", "full_retrain"], budget_curve=[], general_eval_prompts=None,
+                  draft_vocab_size=40)
+    online = run_experiment(_config(tiny_family, tmp_path / "online", **common), log=lambda _: None)
+    lines: list[str] = []
+    cached = run_experiment(_config(tiny_family, tmp_path / "cached", feature_cache=True, **common), log=lines.append)
+    assert (tmp_path / "cached" / "stage1" / "features" / "index.json").exists()
+    assert (tmp_path / "cached" / "math" / "features" / "index.json").exists()
+    assert any("cache the target's features" in line for line in lines)
+    for name in ("stage1/draft/model.safetensors", "math/eda-shift-5/adapter_model.safetensors",
+                 "code/full-retrain-5/model.safetensors"):
+        a, b = load_file(tmp_path / "online" / name), load_file(tmp_path / "cached" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=2e-4, rtol=1e-3)
+    # drafts built from scratch got the reduced head; the adapter sits on the shared draft's
+    assert load_file(tmp_path / "cached" / "stage1/draft/model.safetensors")["d2t"].numel() == 40
+    assert [(r.domain, r.method) for r in cached.methods] == [(r.domain, r.method) for r in online.methods]
+    stages = json.loads((tmp_path / "cached" / "results.json").read_text())["run"]["stage_seconds"]
+    assert any(name.startswith("train ") for name in stages) and all(v >= 0 for v in stages.values())
 
 
 def test_experiment_config_errors(tmp_path, tiny_family):

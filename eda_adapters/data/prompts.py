@@ -85,3 +85,26 @@ def resolve_chat_template(tokenizer: PreTrainedTokenizerBase, use_chat_template:
     if use_chat_template and not has_template:
         raise ValueError("the tokenizer has no chat_template; pass use_chat_template=False (--no-chat-template)")
     return bool(use_chat_template)
+
+
+def tokenize_answers(
+    tokenizer: PreTrainedTokenizerBase, rows: Dataset, max_answer_tokens: int, answer_column: str = "reference"
+) -> Dataset:
+    """Prompts with given answers (`answer_column`, e.g. the original human-written ones), tokenized like
+    regenerated rows: the rendered prompt, then the answer cut to `max_answer_tokens` and closed by EOS when it fits.
+    Columns `input_ids` and `loss_mask` (1 on the answer); rows without an answer are skipped."""
+    if answer_column not in rows.column_names:
+        return Dataset.from_dict({"input_ids": [], "loss_mask": []})
+    column = find_prompt_column(rows)
+    use_template = resolve_chat_template(tokenizer, None)
+    eos = tokenizer.eos_token_id
+    input_ids, loss_mask = [], []
+    for index, row in enumerate(rows):
+        if not row.get(answer_column):
+            continue
+        _, prompt_ids = render_prompt(tokenizer, to_messages(row[column], index), use_template)
+        answer = tokenizer(row[answer_column], add_special_tokens=False)["input_ids"][:max_answer_tokens]
+        answer = answer + ([eos] if eos is not None and len(answer) < max_answer_tokens else [])
+        input_ids.append(prompt_ids + answer)
+        loss_mask.append([0] * len(prompt_ids) + [1] * len(answer))
+    return Dataset.from_dict({"input_ids": input_ids, "loss_mask": loss_mask})

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+#: Written into `output_dir`: the configuration its cached work was made with (see `ExperimentConfig.check_cache`).
+CACHE_KEY_FILE = "experiment-config.json"
 
 
 @dataclass
@@ -82,6 +86,14 @@ class ExperimentConfig:
     retrain_epochs: float | None = None
     feature_noise_std: float = 0.0
     feature_noise_type: str = "uniform"
+    #: Reduced vocabulary of the drafts built from scratch (stage 1, the joint stage 1, full retraining): their own
+    #: head over the `draft_vocab_size` most frequent label tokens of their training data (`EagleTrainingConfig`).
+    #: `None` keeps the target's head. The warm-started and adapted drafts keep the shared draft's head.
+    draft_vocab_size: int | None = None
+    #: Train on cached target features (`eda_adapters.extract_features`): stage 1's data and each domain's pool are
+    #: run through their target once, instead of at every step of every row. Same samples, several times cheaper
+    #: where the target dominates a training step (a real target on CPU); features live under `output_dir`.
+    feature_cache: bool = False
     eda: dict[str, Any] = field(default_factory=dict)
     #: The official design's stage 2: EdaConfig fields, plus feature_noise_type / feature_noise_std (also used by its
     #: joint stage 1).
@@ -161,6 +173,12 @@ class ExperimentConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"ExperimentConfig.{name} must be a number > 0, got {value!r}")
+        if self.draft_vocab_size is not None and (
+            isinstance(self.draft_vocab_size, bool) or not isinstance(self.draft_vocab_size, int)
+            or self.draft_vocab_size < 1
+        ):
+            raise ValueError(f"ExperimentConfig.draft_vocab_size must be an integer >= 1 or None, "
+                             f"got {self.draft_vocab_size!r}")
         self._check_adapter_settings()
 
     def _check_adapter_settings(self) -> None:
@@ -209,6 +227,45 @@ class ExperimentConfig:
                     raise ValueError(
                         f"domain {domain.name}: {name} {value!r} does not fit its pool of {pool} prompts ({err})"
                     ) from None
+
+    #: Fields that only change what is measured or which rows run: a rerun may change them over an existing output_dir.
+    RERUN_FIELDS = (
+        "methods", "eval_method", "eval_max_new_tokens", "num_draft_tokens", "eval_tree", "tree_depth", "tree_top_k",
+        "tree_total_tokens", "budget_curve", "output_dir", "general_eval_prompts", "device", "domains",
+    )
+
+    def cache_key(self) -> dict[str, Any]:
+        """What the cached work in `output_dir` depends on: every field but `RERUN_FIELDS`, and per domain its target,
+        prompts and held-out count (domains may be added or left out between runs, not changed)."""
+        values = json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        key = {k: v for k, v in values.items() if k not in self.RERUN_FIELDS}
+        key["domains"] = {d["name"]: d for d in values["domains"]}
+        return key
+
+    def check_cache(self) -> None:
+        """Refuse an `output_dir` made with another configuration (one line naming the changed fields), else record
+        this one there. Nothing is read or written in `output_dir` before this check."""
+        from ..atomic import atomic_write_json
+
+        path = Path(self.output_dir) / CACHE_KEY_FILE
+        key = self.cache_key()
+        if path.exists():
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                raise ValueError(f"{path} is unreadable; delete it only if {self.output_dir} holds nothing you need") \
+                    from None
+            changed = sorted(k for k in set(key) | set(saved) if k != "domains" and key.get(k) != saved.get(k))
+            changed += [f"domains[{name}]" for name, domain in key["domains"].items()
+                        if name in saved.get("domains", {}) and saved["domains"][name] != domain]
+            if changed:
+                raise ValueError(
+                    f"{self.output_dir} holds an experiment made with other {', '.join(changed)}; use another "
+                    "output_dir, or put the old values back to resume it (nothing was mixed or overwritten)"
+                )
+            key["domains"] = {**saved.get("domains", {}), **key["domains"]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, key)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> ExperimentConfig:

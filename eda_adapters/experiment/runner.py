@@ -15,17 +15,21 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
+from torch.utils.data import Subset
 from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
+from ..data import CachedFeatureDataset, extract_features
 from ..data.io import atomic_write_json, load_causal_lm, load_rows, load_tokenizer, save_dataset_jsonl
-from ..data.prompts import find_prompt_column, render_prompt, resolve_chat_template, to_messages
+from ..data.prompts import tokenize_answers
 from ..data.regenerate import regenerate
 from ..data.selection import add_shift_scores, resolve_budget, select_by_shift
 from ..fingerprints import dataset_tokens_fingerprint, draft_fingerprint
@@ -76,14 +80,19 @@ class ExperimentResults:
 def run_experiment(config: ExperimentConfig, log: Any = print) -> ExperimentResults:
     """Run every method of `config` and write `results.{json,md}` and the plots into `config.output_dir`."""
     config.check_inputs()  # every prompt set, budget and held-out count, before any model is loaded
+    config.check_cache()  # an output_dir made with another configuration is refused, never mixed
     return _Experiment(config, log).run()
 
 
 class _Experiment:
     def __init__(self, config: ExperimentConfig, log: Any) -> None:
         self.config = config
-        self.log = log
         self.started = time.perf_counter()
+        self.log = lambda message: log(f"[{_clock(time.perf_counter() - self.started)}] {message}")
+        #: wall seconds of each stage in this process (a stage reused from the cache costs ~0 here)
+        self.stage_seconds: dict[str, float] = {}
+        #: cached target features of this domain: (features, row -> index, the target they belong to)
+        self._feature_sets: list[tuple[CachedFeatureDataset, dict[bytes, int], PreTrainedModel]] = []
         self.out = Path(config.output_dir)
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(config.tokenizer or config.base_target)
         self.base = self._load_target(config.base_target)
@@ -94,24 +103,30 @@ class _Experiment:
         cfg = self.config
         set_seed(cfg.seed)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.general = self._regenerate(self.base, cfg.general_prompts, self.out / "stage1" / "regenerated")
+        with self._stage("stage 1: regenerate the general prompts with the base target"):
+            self.general = self._regenerate(self.base, cfg.general_prompts, self.out / "stage1" / "regenerated")
+        self._cache_features(self.base, self.general, self.out / "stage1" / "features", "stage 1")
         self.draft_dir = self.out / "stage1" / "draft"
         self.draft_fingerprint = None
         self._fingerprints: dict[Path, str | None] = {}
-        stage1_cost = self._full(
-            self.draft_dir, self.base, cfg.base_target, self.general,
-            self._steps(len(self.general), cfg.stage1_epochs), cfg.stage1_learning_rate,
-        )
+        with self._stage("stage 1: train the shared draft"):
+            stage1_cost = self._full(
+                self.draft_dir, self.base, cfg.base_target, self.general,
+                self._steps(len(self.general), cfg.stage1_epochs), cfg.stage1_learning_rate,
+            )
         # the shared draft is frozen from here on: fingerprint it once, it keys every adapter run
         self.draft_fingerprint = draft_fingerprint(self._shared_draft(self.base))
         self.log(f"stage 1: shared draft trained on {stage1_cost.samples} samples in {stage1_cost.train_seconds:.1f}s")
         methods: list[MethodResult] = []
         if cfg.general_eval_prompts is not None and "base_on_base" in cfg.methods:
-            held = self._regenerate(self.base, cfg.general_eval_prompts, self.out / "stage1" / "eval-regenerated")
-            chain, tree = self._measure(self._shared_draft(self.base), self.base, prompts_from_dataset(held, len(held)))
-            methods.append(self._row("general", "base_on_base", chain, tree, stage1_cost, "stage 1"))
+            with self._stage("stage 1: tau of the shared draft on held-out general prompts"):
+                held = self._regenerate(self.base, cfg.general_eval_prompts, self.out / "stage1" / "eval-regenerated")
+                prompts = prompts_from_dataset(held, len(held))
+                chain, tree = self._measure(self._shared_draft(self.base), self.base, prompts)
+                methods.append(self._row("general", "base_on_base", chain, tree, stage1_cost, "stage 1"))
         if "eda_official" in cfg.methods:
-            self._joint_draft()
+            with self._stage("stage 1 of the official design (joint)"):
+                self._joint_draft()
 
         budgets: list[BudgetPoint] = []
         for domain in cfg.domains:
@@ -132,6 +147,7 @@ class _Experiment:
         return {
             "config": json.loads(json.dumps(dataclasses.asdict(self.config), default=str)),
             "wall_seconds": round(time.perf_counter() - self.started, 1),
+            "stage_seconds": {name: round(seconds, 1) for name, seconds in self.stage_seconds.items()},
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "device": str(self.base.device)},
@@ -143,6 +159,7 @@ class _Experiment:
         cfg = self.config
         out = self.out / domain.name
         self._reference_cache.clear()  # greedy answers of the previous domain's targets: not needed again
+        self._feature_sets.clear()
         target = self._load_target(domain.target)
         prompts = load_rows(domain.prompts)
         if len(prompts) <= domain.num_eval_prompts:
@@ -153,11 +170,14 @@ class _Experiment:
         # the first prompts are held out: never trained on, never scored for selection
         eval_rows = prompts.select(range(domain.num_eval_prompts))
         pool_rows = prompts.select(range(domain.num_eval_prompts, len(prompts)))
-        eval_prompts = prompts_from_dataset(
-            self._regenerate(target, eval_rows, out / "eval-regenerated"), domain.num_eval_prompts
-        )
-        pool = self._regenerate(target, pool_rows, out / "regenerated")
-        scored = self._scores(pool, target, out / "scores.jsonl")
+        with self._stage(f"[{domain.name}] regenerate held-out and pool prompts with the fine-tuned target"):
+            eval_prompts = prompts_from_dataset(
+                self._regenerate(target, eval_rows, out / "eval-regenerated"), domain.num_eval_prompts
+            )
+            pool = self._regenerate(target, pool_rows, out / "regenerated")
+        with self._stage(f"[{domain.name}] representation-shift scores"):
+            scored = self._scores(pool, target, out / "scores.jsonl")
+        self._cache_features(target, scored, out / "features", domain.name)
         measure = functools.partial(self._measure, prompts=eval_prompts)
         results: list[MethodResult] = []
 
@@ -330,14 +350,17 @@ class _Experiment:
         settings = {
             **self._settings(steps, cfg.stage1_learning_rate, noise), "joint": cfg.eda, "target": cfg.base_target,
         }
+        if cfg.draft_vocab_size is not None:
+            settings["draft_vocab_size"] = cfg.draft_vocab_size
         private = {k: v for k, v in cfg.eda.items() if k not in ("modules_to_save", "init_private_weights",
                                                                   "init_private_from")}
         cost = self._train(
             run_dir, self.general, settings,
             lambda: EagleTrainer(
-                target_model=self.base, train_dataset=self.general,
+                target_model=self.base, train_dataset=self._training_data(self.general, self.base),
                 peft_config=EdaConfig(**private, init_private_weights="random"),
-                args=self._args(EagleTrainingConfig, run_dir, steps, cfg.stage1_learning_rate, noise),
+                args=self._args(EagleTrainingConfig, run_dir, steps, cfg.stage1_learning_rate, noise,
+                                draft_vocab_size=cfg.draft_vocab_size),
             ),
         )
         self.log(f"stage 1 (official design, joint): trained in {cost.train_seconds:.1f}s")
@@ -359,7 +382,7 @@ class _Experiment:
         cost = self._train(
             run_dir, data, settings,
             lambda: EdaTrainer(
-                model=self._shared_draft(target, draft_dir), target_model=target, train_dataset=data,
+                model=self._shared_draft(target, draft_dir), target_model=target, train_dataset=self._training_data(data, target),
                 peft_config=EdaConfig(**eda),
                 args=self._args(EdaTrainingConfig, run_dir, steps, cfg.adapt_learning_rate, noise),
             ),
@@ -377,7 +400,7 @@ class _Experiment:
         cost = self._train(
             run_dir, data, settings,
             lambda: EdaTrainer(
-                model=self._shared_draft(target), target_model=target, train_dataset=data,
+                model=self._shared_draft(target), target_model=target, train_dataset=self._training_data(data, target),
                 peft_config=LoraConfig(**lora),
                 args=self._args(EdaTrainingConfig, run_dir, steps, cfg.adapt_learning_rate),
             ),
@@ -390,12 +413,16 @@ class _Experiment:
     ) -> TrainCost:
         """A whole draft for `target`: from scratch, or warm-started from the shared draft (`warm`)."""
         warm_from = self.draft_fingerprint if warm else None
+        vocab = None if warm else self.config.draft_vocab_size
         settings = {**self._settings(steps, lr), "target": target_name, "warm": warm_from}
+        if vocab is not None:  # only in the key when set: runs cached before this field existed stay valid
+            settings["draft_vocab_size"] = vocab
         return self._train(
             run_dir, data, settings,
             lambda: EagleTrainer(
-                model=self._shared_draft(target) if warm else None, target_model=target, train_dataset=data,
-                args=self._args(EagleTrainingConfig, run_dir, steps, lr),
+                model=self._shared_draft(target) if warm else None, target_model=target,
+                train_dataset=self._training_data(data, target),
+                args=self._args(EagleTrainingConfig, run_dir, steps, lr, draft_vocab_size=vocab),
             ),
         )
 
@@ -412,10 +439,11 @@ class _Experiment:
                 **(noise or {})}
 
     def _args(
-        self, config_cls: type, run_dir: Path, steps: int, lr: float, noise: dict[str, Any] | None = None
+        self, config_cls: type, run_dir: Path, steps: int, lr: float, noise: dict[str, Any] | None = None,
+        **extra: Any,
     ) -> EagleTrainingConfig:
         cfg = self.config
-        return config_cls(
+        return config_cls(**extra,
             output_dir=str(run_dir), max_steps=steps, learning_rate=lr,
             per_device_train_batch_size=cfg.train_batch_size, max_length=cfg.max_length,
             draft_num_layers=cfg.draft_num_layers, **self._noise(noise),
@@ -444,6 +472,9 @@ class _Experiment:
         start = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - start
+        self.stage_seconds[f"train {run_dir.relative_to(self.out)}"] = seconds
+        self.log(f"trained {run_dir.relative_to(self.out)}: {output.global_step} steps, "
+                 f"{int(trainer.state.num_input_tokens_seen)} tokens in {seconds:.1f}s")
         trainer.save_model(str(run_dir))
         tokens = int(trainer.state.num_input_tokens_seen)
         flops = training_flops(
@@ -453,21 +484,45 @@ class _Experiment:
         atomic_write_json(cost_file, {**asdict(cost), "key": key})
         return cost
 
+    # ------------------------------------------------------------------ cached features
+    def _cache_features(self, target: PreTrainedModel, data: Dataset, path: Path, what: str) -> None:
+        """With `feature_cache`, run `target` once over `data` (resumable, under `path`) for every row trained on it."""
+        if not self.config.feature_cache:
+            return
+        with self._stage(f"[{what}] cache the target's features of {len(data)} samples"):
+            cached = extract_features(target, data, path, batch_size=self.config.train_batch_size)
+        index = {_row_key(ids): i for i, ids in enumerate(data["input_ids"])}
+        self._feature_sets.append((cached, index, target))
+
+    def _training_data(self, data: Dataset, target: PreTrainedModel) -> Any:
+        """`data`'s cached features when every row of it was cached for `target`, else `data` (online features)."""
+        for cached, index, owner in self._feature_sets:
+            if owner is not target:
+                continue
+            rows = [index.get(_row_key(ids)) for ids in data["input_ids"]]
+            if None not in rows:
+                return Subset(cached, rows)
+        return data
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        """Log a stage's start and wall time, and record the time for `results.json`."""
+        self.log(f"{name} ...")
+        start = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - start
+        self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + seconds
+        self.log(f"{name}: done in {seconds:.1f}s")
+
     def _original_texts(self, rows: Dataset) -> Dataset:
         """The pool prompts with their original `reference` answers, tokenized like regenerated rows."""
-        if "reference" not in rows.column_names:
-            return Dataset.from_dict({"input_ids": [], "loss_mask": []})
-        column = find_prompt_column(rows)
-        use_template = resolve_chat_template(self.tokenizer, None)
-        eos = self.tokenizer.eos_token_id
-        input_ids, loss_mask = [], []
-        for index, row in enumerate(rows):
-            if not row.get("reference"):
-                continue
-            _, prompt_ids = render_prompt(self.tokenizer, to_messages(row[column], index), use_template)
-            answer = self.tokenizer(row["reference"], add_special_tokens=False)["input_ids"]
-            answer = answer[: self.config.max_new_tokens]
-            answer = answer + ([eos] if eos is not None and len(answer) < self.config.max_new_tokens else [])
-            input_ids.append(prompt_ids + answer)
-            loss_mask.append([0] * len(prompt_ids) + [1] * len(answer))
-        return Dataset.from_dict({"input_ids": input_ids, "loss_mask": loss_mask})
+        return tokenize_answers(self.tokenizer, rows, self.config.max_new_tokens)
+
+
+def _row_key(input_ids: list[int]) -> bytes:
+    return torch.tensor(input_ids, dtype=torch.int64).numpy().tobytes()
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60:d}:{minutes % 60:02d}:{seconds:02d}"

