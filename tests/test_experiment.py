@@ -241,3 +241,22 @@ def test_tau_summary_pools_steps_and_bootstraps_over_prompts():
     assert summarize([[1, 1], [1, 1]], depth=2).ci95 == (2.0, 2.0)  # identical prompts: no spread
     with pytest.raises(ValueError, match="No verification step"):
         summarize([[], []], depth=2)
+
+
+def test_eda_experiment_interrupted_says_what_is_kept(tmp_path, monkeypatch, capsys):
+    from eda_adapters.cli import main
+    import eda_adapters.experiment as experiment
+
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({
+        "base_target": "base", "general_prompts": "general.jsonl", "output_dir": str(tmp_path / "out"),
+        "domains": [{"name": "math", "target": "math", "prompts": "math.jsonl"}],
+    }))
+
+    def interrupted(config, log=print):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run_experiment", interrupted)
+    assert main(["experiment", "--config", str(config)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run the same command again to resume" in err and str(tmp_path / "out") in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -19,7 +20,13 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment import ExperimentConfig, run_experiment
 
     overrides = {"output_dir": args.output_dir} if args.output_dir else {}
-    results = run_experiment(ExperimentConfig.from_yaml(args.config, **overrides))
+    config = ExperimentConfig.from_yaml(args.config, **overrides)
+    try:
+        results = run_experiment(config)
+    except KeyboardInterrupt:
+        print(f"eda experiment: interrupted; finished stages are kept in {config.output_dir}: run the same command "
+              "again to resume (an unfinished training row starts over)", file=sys.stderr)
+        return 130
     print(results.table())
     for name, path in results.files.items():
         print(f"{name}: {path}")

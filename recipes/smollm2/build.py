@@ -29,12 +29,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-last-layers", type=int, default=8,
                         help="decoder layers trained (from the top); 0 trains all of them")
     parser.add_argument("--experiment", action="store_true",
-                        help=f"then run `eda experiment --config {EXPERIMENT_CONFIG.relative_to(Path.cwd()) if EXPERIMENT_CONFIG.is_relative_to(Path.cwd()) else EXPERIMENT_CONFIG}`")
+                        help="then run `eda experiment --config recipes/eda-experiment/smollm2.yaml`")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.experiment and Path(args.out) != Path("runs/smollm2"):
+        print("error: --experiment runs recipes/eda-experiment/smollm2.yaml, which reads runs/smollm2: drop --out, "
+              "or run `eda experiment` with a copy of that config pointing at your folder", file=sys.stderr)
+        return 2
     settings = FinetuneSettings(epochs=args.epochs, learning_rate=args.learning_rate,
                                 train_last_layers=args.train_last_layers or None)
     started = time.perf_counter()
@@ -44,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; finished work is kept in {args.out} (an unfinished fine-tune resumes from its last "
+              "checkpoint): run the same command again", file=sys.stderr)
+        return 130
     print(f"inputs ready in {args.out} ({time.perf_counter() - started:.0f}s)")
     if args.experiment:
         from eda_adapters.cli import main as eda_main
