@@ -137,29 +137,67 @@ _NAMES = ("Tom", "Ann", "Maria", "Omar", "Lena", "Ravi", "Chen", "Sara", "Ivan",
 _ITEMS = ("apples", "books", "coins", "stamps", "pencils", "marbles", "cards", "shells")
 
 
+@dataclass
+class CountingEvent:
+    """One step of a counting problem: `kind` in add / give / half / multiply, its number, the count before/after."""
+
+    kind: str
+    number: int
+    before: int
+    after: int
+
+
+def counting_events(
+    rng: random.Random, names: tuple[str, ...], items: tuple[str, ...], start: tuple[int, int], steps: tuple[int, int],
+    add_max: int, kinds: tuple[str, ...], multipliers: tuple[int, ...] = (2,),
+) -> tuple[str, str, str, int, list[CountingEvent]]:
+    """A counting story: (owner, other person, item, start count, events), each event drawn from `kinds` ("add",
+    "give", "half", anything else multiplies by one of `multipliers`); the wording is the caller's."""
+    name, other = rng.sample(names, 2)
+    item = rng.choice(items)
+    value = first = rng.randint(*start)
+    events = []
+    for _ in range(rng.randint(*steps)):
+        kind = rng.choice(kinds)
+        if kind == "add":
+            event = CountingEvent("add", n := rng.randint(2, add_max), value, value + n)
+        elif kind == "give" and value > 2:
+            event = CountingEvent("give", n := rng.randint(1, value - 1), value, value - n)
+        elif kind == "half" and value % 2 == 0 and value > 2:
+            event = CountingEvent("half", 2, value, value // 2)
+        else:
+            k = rng.choice(multipliers) if len(multipliers) > 1 else multipliers[0]
+            event = CountingEvent("multiply", k, value, value * k)
+        events.append(event)
+        value = event.after
+    return name, other, item, first, events
+
+
+def tell_counting(
+    name: str, other: str, item: str, start: int, events: list[CountingEvent], wording: dict[str, tuple[str, str]]
+) -> tuple[str, list[str]]:
+    """The question and the worked steps of a counting story; `wording[kind]` = (sentence, step) templates with the
+    fields name, other, item, n, before, after and times ("doubles"/"triples")."""
+    sentences, steps = [f"{name} has {start} {item}."], []
+    for e in events:
+        sentence, step = wording[e.kind]
+        fields = dict(name=name, other=other, item=item, n=e.number, before=e.before, after=e.after,
+                      times="doubles" if e.number == 2 else "triples")
+        sentences.append(sentence.format(**fields))
+        steps.append(step.format(**fields))
+    return " ".join(sentences) + f" How many {item} does {name} have now?", steps
+
+
+_PLAIN_WORDING = {
+    "add": ("{name} buys {n} more {item}.", "{before} + {n} = {after}."),
+    "give": ("{name} gives {n} {item} to {other}.", "{before} - {n} = {after}."),
+    "multiply": ("Then the number of {item} {times}.", "{before} * {n} = {after}."),
+}
+
+
 def _word_problem(rng: random.Random) -> tuple[str, str]:
     """One problem with 2-3 steps (add, subtract, multiply) and its worked solution ending in 'The answer is N.'"""
-    name, other = rng.sample(_NAMES, 2)
-    item = rng.choice(_ITEMS)
-    value = rng.randint(5, 40)
-    sentences = [f"{name} has {value} {item}."]
-    steps = []
-    for _ in range(rng.randint(2, 3)):
-        kind = rng.choice(("buy", "give", "double"))
-        if kind == "buy":
-            n = rng.randint(2, 30)
-            sentences.append(f"{name} buys {n} more {item}.")
-            steps.append(f"{value} + {n} = {value + n}.")
-            value += n
-        elif kind == "give" and value > 2:
-            n = rng.randint(1, value - 1)
-            sentences.append(f"{name} gives {n} {item} to {other}.")
-            steps.append(f"{value} - {n} = {value - n}.")
-            value -= n
-        else:
-            sentences.append(f"Then the number of {item} doubles.")
-            steps.append(f"{value} * 2 = {value * 2}.")
-            value *= 2
-    question = " ".join(sentences) + f" How many {item} does {name} have now?"
-    solution = "Answer: " + " ".join(steps) + f" The answer is {value}."
-    return question, solution
+    name, other, item, start, events = counting_events(rng, _NAMES, _ITEMS, (5, 40), (2, 3), 30,
+                                                       ("add", "give", "double"))
+    question, steps = tell_counting(name, other, item, start, events, _PLAIN_WORDING)
+    return question, "Answer: " + " ".join(steps) + f" The answer is {events[-1].after}."

