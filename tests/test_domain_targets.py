@@ -158,3 +158,19 @@ def test_prepare_domain_targets_writes_disjoint_prompt_sets_once(tiny_base, tmp_
         prepare_domain_targets(str(base), tmp_path, sizes, {"code": tune, "math": tune}, log=lambda _: None)
     with pytest.raises(ValueError, match="unknown domains"):
         prepare_domain_targets(str(base), tmp_path, sizes, domains=("poetry",), log=lambda _: None)
+
+
+def test_recipe_script_reports_bad_input_in_one_line(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "smollm2" / "build.py"
+    spec = importlib.util.spec_from_file_location("smollm2_build", path)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+
+    assert build.main(["--base", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "no-such-model" in err and len(err.splitlines()) == 1
+    assert build.main(["--out", str(tmp_path / "elsewhere"), "--experiment"]) == 2
+    assert "reads runs/smollm2" in capsys.readouterr().err
