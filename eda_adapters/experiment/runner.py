@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from torch.utils.data import Subset
+from tqdm.auto import tqdm
 from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
@@ -295,7 +296,8 @@ class _Experiment:
         """The target's greedy answers to the held-out prompts, computed once per target and prompt set."""
         key = (id(target), id(prompts))
         if key not in self._reference_cache:  # the entry holds target and prompts, so their ids stay theirs
-            refs = [greedy_reference(target, prompt, self.config.eval_max_new_tokens) for prompt in prompts]
+            progress = tqdm(prompts, desc="greedy answers for tau", unit="prompt", leave=False)
+            refs = [greedy_reference(target, prompt, self.config.eval_max_new_tokens) for prompt in progress]
             self._reference_cache[key] = (target, prompts, refs)
         return self._reference_cache[key][2]
 
