@@ -11,6 +11,7 @@ import struct
 import types
 import typing
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import EdaInputError
@@ -327,3 +328,11 @@ __all__ = [
     "read_text_file",
     "read_yaml_mapping",
 ]
+
+
+def check_positive_numbers(settings: Any, names: Iterable[str]) -> None:
+    """Refuse any of `names` on `settings` that is not a number > 0 (booleans included), naming the class field."""
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{type(settings).__name__}.{name} must be a number > 0, got {value!r}")

@@ -13,7 +13,6 @@ settings; a finished or unfinished fine-tune made with other settings or data is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..atomic import atomic_directory, atomic_write_json
 from ..data.io import load_causal_lm, load_rows
 from ..data.prompts import tokenize_answers
+from ..fingerprints import dataset_tokens_fingerprint
+from ..validation import check_positive_numbers
 
 KEY_FILE = "finetune.json"
 
@@ -55,10 +55,7 @@ class FinetuneSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "learning_rate", "batch_size", "max_answer_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"FinetuneSettings.{name} must be a number > 0, got {value!r}")
+        check_positive_numbers(self, ("epochs", "learning_rate", "batch_size", "max_answer_tokens"))
         if self.train_last_layers is not None and (
             isinstance(self.train_last_layers, bool) or not isinstance(self.train_last_layers, int)
             or self.train_last_layers < 1
@@ -89,7 +86,7 @@ def finetune_target(
         raise ValueError(f"the fine-tune rows need a `reference` column (the answer to train on); "
                          f"they have {rows.column_names}")
     data = tokenize_answers(tokenizer, rows, settings.max_answer_tokens)
-    key = {"base": str(base), "data": _rows_digest(data), "settings": asdict(settings)}
+    key = {"base": str(base), "data": dataset_tokens_fingerprint(data), "settings": asdict(settings)}
     out = Path(output_dir)
     work = out.with_name(out.name + ".partial")
     if _finished(out, key):
@@ -174,13 +171,6 @@ def _pad_answers(tokenizer: PreTrainedTokenizerBase) -> Any:
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
     return collate
-
-
-def _rows_digest(data: Dataset) -> str:
-    hasher = hashlib.sha256()
-    for row in data:
-        hasher.update(json.dumps([row["input_ids"], row["loss_mask"]]).encode())
-    return hasher.hexdigest()[:16]
 
 
 def _finished(out: Path, key: dict[str, Any]) -> bool:

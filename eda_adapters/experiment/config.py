@@ -147,6 +147,7 @@ class ExperimentConfig:
         import sys
 
         from ..data.selection import resolve_budget
+        from ..validation import check_positive_numbers
         from .evaluation import EVAL_METHODS
 
         if self.eval_method not in EVAL_METHODS:
@@ -169,10 +170,7 @@ class ExperimentConfig:
                     "stage1_epochs", "stage1_learning_rate", "adapt_epochs", "adapt_learning_rate", "retrain_epochs",
                     "eval_max_new_tokens", "num_draft_tokens", "finetune_learning_rate", "tree_depth", "tree_top_k",
                     "tree_total_tokens")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"ExperimentConfig.{name} must be a number > 0, got {value!r}")
+        check_positive_numbers(self, positive)
         if self.draft_vocab_size is not None and (
             isinstance(self.draft_vocab_size, bool) or not isinstance(self.draft_vocab_size, int)
             or self.draft_vocab_size < 1
