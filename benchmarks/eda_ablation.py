@@ -19,8 +19,8 @@ import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from eda_adapters.demo import DemoSize, build_demo
-from eda_adapters.experiment import ExperimentConfig, run_experiment
+from eda_adapters.research.demo import DemoSize, build_demo
+from eda_adapters.research.experiment import ExperimentConfig, run_experiment
 
 OFFICIAL = {
     "modules_to_save": ["fc"], "init_private_weights": "random", "feature_noise_type": "length_scaled",

@@ -4,7 +4,7 @@
 - `draft_r<N>/`: its twin with a reduced head over the N most frequent training tokens (`--draft_vocab_size N`),
   same data, seed, batch size, learning rate and number of steps;
 - `assistant_l<L>/`: a vanilla assistant for transformers' assisted generation, the target cut to its first L layers
-  (`eda_adapters.toys.assistant_from_target`) and distilled on the same answers (`quick_fit_assistant`: KL to the
+  (`eda_adapters.research.toys.assistant_from_target`) and distilled on the same answers (`quick_fit_assistant`: KL to the
   target's next-token distribution on the response tokens) for as many steps of the same batch size.
 
     python benchmarks/real_bench_models.py --dataset regen_general --output-dir bench_models \
@@ -30,7 +30,7 @@ from eda_adapters import load_target
 from eda_adapters.atomic import atomic_directory
 from eda_adapters.cli import main as eda
 from eda_adapters.data.io import load_rows
-from eda_adapters.toys import assistant_from_target, quick_fit_assistant
+from eda_adapters.research.toys import assistant_from_target, quick_fit_assistant
 from eda_adapters.training.collator import DraftDataCollator
 
 

@@ -23,7 +23,8 @@ import eda_adapters
 from eda_adapters import EagleDraftModel, load_target, load_target_tokenizer, track_acceptance
 from eda_adapters.data import most_frequent_tokens
 from eda_adapters.models.loading import resolve_target_path
-from eda_adapters.toys import chat_continuations, encode_chat_prompts, quick_fit_draft
+from eda_adapters.data.prompts import encode_chat_prompts
+from eda_adapters.research.toys import chat_continuations, quick_fit_draft
 
 
 def topic_prompts() -> list[str]:

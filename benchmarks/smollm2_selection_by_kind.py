@@ -22,7 +22,7 @@ from peft import PeftModel
 from eda_adapters import EagleDraftModel, load_target
 from eda_adapters.data import load_regenerated
 from eda_adapters.data.selection import select_by_shift
-from eda_adapters.experiment.evaluation import measure_tau
+from eda_adapters.research.experiment.evaluation import measure_tau
 from eda_adapters.generation import TreeConfig
 from eda_adapters.generation.replay import greedy_reference
 from eda_adapters.training.acceptance import prompts_from_dataset

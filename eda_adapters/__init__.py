@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     )
     from .export import ExportOptions, eagle_layout, export_adapters, export_draft, find_adapters, merge_for_export
     from .hub import push_to_hub
+    from .run_directory import RunDirectory, RunMismatchError
     from .training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig, NonFiniteLossError
 
 # public name -> module (relative to this package) that defines it, imported on first access (PEP 562)
@@ -66,14 +67,14 @@ _LAZY_NAMES: dict[str, str] = {
         ".export",
     ),
     "push_to_hub": ".hub",
+    **dict.fromkeys(("RunDirectory", "RunMismatchError"), ".run_directory"),
     **dict.fromkeys(
         ("EagleTrainer", "EagleTrainingConfig", "EdaTrainer", "EdaTrainingConfig", "NonFiniteLossError"), ".training"
     ),
 }
-# subpackages and modules reachable as attributes (`eda_adapters.data`) without an explicit import, as before
-_LAZY_MODULES = (
-    "atomic", "bench", "cli", "data", "demo", "experiment", "export", "fingerprints", "hub", "toys", "training"
-)
+# subpackages and modules reachable as attributes (`eda_adapters.data`) without an explicit import, as before; the
+# research side (`eda_adapters.research`) is imported by name, never through the runtime package
+_LAZY_MODULES = ("atomic", "bench", "cli", "data", "export", "fingerprints", "hub", "run_directory", "training")
 
 __version__ = "0.1.0"
 
@@ -99,6 +100,8 @@ __all__ = [
     "DraftMismatchWarning",
     "EdaInputError",
     "MissingExtraError",
+    "RunDirectory",
+    "RunMismatchError",
     "EdaConfig",
     "EdaLayer",
     "EdaModel",

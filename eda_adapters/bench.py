@@ -8,6 +8,7 @@ import json
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from .atomic import atomic_path, atomic_write_text
+from .errors import MissingExtraError
+from .plotting import pyplot
 from .generation.drafts import as_eagle_draft
 from .generation.stats import SpeculativeStats, active_recorders, track_acceptance
 from .generation.tree import TreeConfig, speculative_generate
@@ -63,7 +66,7 @@ def benchmark(
 
     `draft` is one EAGLE draft or a dict `{label: draft}` (e.g. full and reduced vocabulary): each gets a chain and a
     tree row. `assistant` (row "assisted generation (vanilla LM)") or `assistants={label: model}` are small vanilla
-    causal LMs of the target's tokenizer (e.g. from `eda_adapters.toys.assistant_from_target`) for transformers'
+    causal LMs of the target's tokenizer (e.g. a target's first layers, distilled) for transformers'
     assisted generation, `k` tokens per step on a constant schedule. `early_exit_layers=n` adds transformers'
     early-exit assisted generation (the target's first `n` layers and its head as the assistant).
     `assistant_confidence_threshold` sets the vanilla assistants' early chain stop (transformers' default, 0.4, when
@@ -313,11 +316,6 @@ def save_bench_results(
 
     `results` are over all prompts; with `per_kind` (results per prompt kind), `bench.json` also holds `methods`:
     [`per_kind_report`] over the kinds and `all`. `comparisons` ([`draft_vocab_comparison`]) go into both files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {"info": info, "results": [asdict(r) for r in results]}
@@ -329,6 +327,11 @@ def save_bench_results(
 
     atomic_write_text(paths[0], json.dumps(payload, indent=2) + "\n")
     atomic_write_text(paths[1], format_report(results, per_kind, comparisons) + "\n")
+    try:
+        plt = pyplot("The benchmark plot (bench.png)")
+    except MissingExtraError as err:  # the figures are in bench.json and bench.md already
+        warnings.warn(f"{err} Skipped {paths[2]}.", stacklevel=2)
+        return paths[:2]
     with atomic_path(paths[2]) as tmp:
         names = [r.method for r in results]
         fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * len(names) + 1.6))

@@ -36,15 +36,20 @@ def draft_mismatch_refused(allow: bool = False, override: str = "--allow-fingerp
             raise EdaInputError(f"{err} Or pass {override} if you know the shared weights are equivalent.") from None
 
 
-#: Foreign exception types raised by bad input, by `module.QualName` (matched along the MRO, imported by nobody).
+#: Foreign exception types raised by bad input while loading it, by `module.QualName` (matched along the MRO, imported
+#: by nobody). Nothing else from outside the library counts as bad input: a `ValueError` or `TypeError` raised inside
+#: torch, transformers or our own code is a bug and keeps its traceback.
 _FOREIGN_INPUT_ERRORS = {
     "yaml.error.YAMLError": "malformed YAML",
+    "json.decoder.JSONDecodeError": "malformed JSON",
+    "builtins.UnicodeDecodeError": "not UTF-8 text",
     "safetensors._safetensors_rust.SafetensorError": "a safetensors file is damaged (truncated or not safetensors)",
     "datasets.exceptions.DatasetGenerationError": "cannot read the dataset",
     "huggingface_hub.errors.HFValidationError": "not a local path nor a valid Hub id",
 }
-#: Always bad input (their messages name the input): the standard kinds our own checks raise.
-_INPUT_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, MissingExtraError)
+#: Always bad input: our own checks (`EdaInputError`, `MissingExtraError`) and what the OS or the Hub clients raise
+#: about a file or a repository (`OSError`: missing, unreadable, not a directory, no connection).
+_INPUT_ERRORS = (EdaInputError, MissingExtraError, OSError)
 
 
 def _foreign_kind(err: BaseException) -> str | None:
@@ -74,7 +79,7 @@ def describe_input_error(err: BaseException) -> str | None:
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         return f"{err.strerror}: {err.filename}"
     if isinstance(err, UnicodeDecodeError):
-        return f"not UTF-8 text ({err.reason}, byte {err.object[err.start:err.start + 1]!r} at offset {err.start})"
+        return f"{kind} ({err.reason}, byte {err.object[err.start:err.start + 1]!r} at offset {err.start})"
     message = _one_line(str(err))
     if kind is not None:
         mark = getattr(err, "problem_mark", None)  # YAML errors carry the position

@@ -50,6 +50,8 @@ from .atomic import atomic_directory
 from .models import EagleDraftModel
 from .tuners import EdaConfig, draft_fingerprint
 from .validation import check_disjoint, load_adapter_checked
+from .errors import EdaInputError
+from .run_directory import RunDirectory
 
 EXPORT_FORMATS = ("eagle", "hf")
 SERVING_ENGINES = ("vllm", "sglang")
@@ -83,16 +85,16 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.format not in EXPORT_FORMATS:
-            raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {self.format!r}.")
+            raise EdaInputError(f"format must be one of {EXPORT_FORMATS}, got {self.format!r}.")
         if self.format == "hf" and self.include_embeddings:
-            raise ValueError(
+            raise EdaInputError(
                 "include_embeddings applies to format='eagle'; the hf format re-attaches the target's embedding at "
                 "load time (EagleDraftModel.from_pretrained(path, target_model=target))."
             )
         if self.engine not in SERVING_ENGINES:
-            raise ValueError(f"engine must be one of {SERVING_ENGINES}, got {self.engine!r}.")
+            raise EdaInputError(f"engine must be one of {SERVING_ENGINES}, got {self.engine!r}.")
         if isinstance(self.dtype, str) and self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}.")
+            raise EdaInputError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}.")
 
     @property
     def torch_dtype(self) -> torch.dtype | None:
@@ -132,7 +134,7 @@ def merge_for_export(
         )
     name = adapter_name or _single_active_adapter(model)
     if name not in model.peft_config:
-        raise ValueError(f"No adapter named '{name}' on this model (it has {sorted(model.peft_config)}).")
+        raise EdaInputError(f"No adapter named '{name}' on this model (it has {sorted(model.peft_config)}).")
     config = model.peft_config[name]
     check_exportable_adapter(config, name, model.get_base_model(), allow_fingerprint_mismatch)
     merged = _copy_without_target_heads(model).merge_and_unload(adapter_names=[name])
@@ -148,12 +150,12 @@ def check_exportable_adapter(
 ) -> None:
     """Raise a one-line `ValueError` if adapter `adapter_name` cannot be merged exactly into `draft`."""
     if not isinstance(config, EdaConfig):
-        raise TypeError(
+        raise EdaInputError(
             f"Adapter '{adapter_name}' is a {type(config).__name__}, not an EDA adapter: only EDA adapters can be "
             "merged into a servable EAGLE draft by eda export."
         )
     if config.is_routed:
-        raise ValueError(
+        raise EdaInputError(
             f"Cannot export EDA adapter '{adapter_name}': it routes each token to {config.num_experts_per_tok} of "
             f"{config.num_private_experts} private experts, and the router's choice and weights depend on the token, "
             "so no single MLP computes the same function (an exact merge is impossible) and engines' EAGLE drafts "
@@ -162,7 +164,7 @@ def check_exportable_adapter(
         )
     recorded, actual = config.draft_fingerprint, draft_fingerprint(draft)
     if recorded is not None and recorded != actual and not allow_fingerprint_mismatch:
-        raise ValueError(
+        raise EdaInputError(
             f"EDA adapter '{adapter_name}' belongs to another draft: its adapter_config.json records draft "
             f"fingerprint {recorded}, but this draft's is {actual} (same sizes, different shared weights), so the "
             "merged draft would not be the one the adapter was trained with. Export it with its own draft "
@@ -175,7 +177,7 @@ def check_exportable_adapter(
 def _single_active_adapter(model: PeftModel) -> str:
     active = list(model.active_adapters)
     if len(active) != 1:
-        raise ValueError(
+        raise EdaInputError(
             f"This PeftModel has {len(active)} active adapters {active}: pass adapter_name= to choose the one to "
             "export."
         )
@@ -197,7 +199,7 @@ def _copy_without_target_heads(model: nn.Module) -> Any:
 def _check_uniform_mlp_width(draft: EagleDraftModel) -> None:
     widths = [layer.mlp.gate_proj.out_features for layer in draft.layers]
     if any(width != draft.config.intermediate_size for width in widths):
-        raise ValueError(
+        raise EdaInputError(
             f"The merged draft's layers have MLP widths {widths}: the adapter wraps only some layers, and a draft "
             "config (like the engines' LlamaConfig) holds one intermediate_size. Export an adapter that wraps every "
             "layer's mlp (EdaConfig(target_modules=None))."
@@ -225,16 +227,16 @@ def eagle_layout(
         dtype: Cast the tensors to this dtype (default: keep the draft's).
     """
     if engine not in SERVING_ENGINES:
-        raise ValueError(f"engine must be one of {SERVING_ENGINES}, got {engine!r}.")
+        raise EdaInputError(f"engine must be one of {SERVING_ENGINES}, got {engine!r}.")
     config = draft.config
     if getattr(config, "draft_vocab_size", None) is not None:
-        raise ValueError(
+        raise EdaInputError(
             "This draft has a reduced draft vocabulary (its own head over draft_vocab_size tokens and a d2t map), "
             "which the EAGLE-1 layouts have no field for: export with format='hf' (--format hf) and serve it with "
             "eda_adapters, or build the draft without draft_vocab for vLLM/SGLang."
         )
     if config.hidden_act != "silu":
-        raise ValueError(
+        raise EdaInputError(
             f"This draft's MLP uses hidden_act={config.hidden_act!r}; the engines' EAGLE-1 (Llama) layers only run "
             "'silu': export with format='hf' and serve it with eda_adapters instead."
         )
@@ -245,7 +247,7 @@ def eagle_layout(
     expected = _expected_draft_keys(config)
     unexpected = sorted(set(params) - expected)
     if unexpected:
-        raise ValueError(
+        raise EdaInputError(
             f"The draft has parameters the EAGLE-1 layout has no place for ({unexpected[:3]}...): pass a plain, merged "
             "EagleDraftModel (merge_for_export(peft_model))."
         )
@@ -260,7 +262,7 @@ def eagle_layout(
         # also read as "attention projections have biases": write them (zeros where the draft has none; exact)
         attention_bias = True
     elif fc_bias_nonzero and not fold_fc_bias:
-        raise ValueError(
+        raise EdaInputError(
             "This draft's fc layer has a non-zero bias, which vLLM's EAGLE-1 draft class cannot express (it builds fc "
             "without bias and drops fc.bias): export with engine='sglang' (--engine sglang), or fold the bias exactly "
             "into layer 0's attention biases with fold_fc_bias=True (--fold-fc-bias; sets attention_bias)."
@@ -277,7 +279,7 @@ def eagle_layout(
                 tensors.setdefault(f"{key}.bias", tensors[f"{key}.weight"].new_zeros(tensors[f"{key}.weight"].shape[0]))
     if embed_weight is not None:
         if tuple(embed_weight.shape) != (config.vocab_size, config.hidden_size):
-            raise ValueError(
+            raise EdaInputError(
                 f"embed_weight has shape {tuple(embed_weight.shape)}, expected (vocab_size, hidden_size) = "
                 f"{(config.vocab_size, config.hidden_size)}: pass the embedding of the target this draft was built for."
             )
@@ -352,22 +354,15 @@ def _llama_config_dict(
 
 
 # ---------------------------------------------------------------------------------------------------------- writing
-def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Raise `FileExistsError` unless `output_dir` is missing, empty, or may be overwritten."""
-    out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory: choose another output directory.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"Output directory {out} is not empty: choose a new directory or pass overwrite=True (--overwrite)."
-        )
-    return out
+def check_export_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Raise `RunMismatchError` unless `output_dir` is missing, empty, or may be overwritten."""
+    return RunDirectory(output_dir, "export").require_empty(overwrite, "pass overwrite=True (--overwrite)")
 
 
 @contextmanager
 def _atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary directory beside `output_dir`; move it into place only if the block succeeds."""
-    with atomic_directory(check_output_dir(output_dir, overwrite)) as tmp:
+    with atomic_directory(check_export_dir(output_dir, overwrite)) as tmp:
         yield tmp
 
 
@@ -399,7 +394,7 @@ def _embedding_of(model: nn.Module, include_embeddings: bool) -> torch.Tensor | 
         return None
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     if base.embed_tokens is None:
-        raise ValueError(
+        raise EdaInputError(
             "include_embeddings needs the target's embedding: attach the target first "
             "(draft.attach_target(target), or --target PATH on the command line)."
         )
@@ -497,7 +492,7 @@ def export_adapters(
     names = adapter_names or list(available)
     missing = [n for n in names if n not in available]
     if missing:
-        raise ValueError(f"No adapter named {missing} in {adapter_path} (found {sorted(available)}).")
+        raise EdaInputError(f"No adapter named {missing} in {adapter_path} (found {sorted(available)}).")
     embed = _embedding_of(draft, options.include_embeddings)
     written = {}
     with _atomic_output_dir(output_dir, options.overwrite) as tmp:

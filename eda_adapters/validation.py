@@ -335,4 +335,4 @@ def check_positive_numbers(settings: Any, names: Iterable[str]) -> None:
     for name in names:
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"{type(settings).__name__}.{name} must be a number > 0, got {value!r}")
+            raise EdaInputError(f"{type(settings).__name__}.{name} must be a number > 0, got {value!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -20,7 +21,7 @@ from peft import PeftModel, get_peft_model
 from test_data_common import PROMPTS, fresh_process_state, make_tokenizer  # noqa: F401
 from transformers import BertConfig, BertForMaskedLM
 
-from eda_adapters import EagleDraftModel, EdaConfig
+from eda_adapters import EagleDraftModel, EdaConfig, RunMismatchError
 from eda_adapters.cli import main
 from eda_adapters.errors import DraftMismatchWarning, EdaInputError, describe_input_error
 
@@ -93,7 +94,7 @@ def test_debug_shows_the_traceback_and_bugs_keep_theirs(files, tmp_path, monkeyp
     with pytest.raises(EdaInputError, match="is empty"):
         main(["--debug", *argv])
 
-    import eda_adapters.cli.demo as demo_cli
+    import eda_adapters.research.commands.demo as demo_cli
 
     def bug(args):
         raise RuntimeError("a bug, not bad input")
@@ -101,6 +102,27 @@ def test_debug_shows_the_traceback_and_bugs_keep_theirs(files, tmp_path, monkeyp
     monkeypatch.setattr(demo_cli, "run", bug)
     with pytest.raises(RuntimeError, match="a bug"):  # real bugs are not hidden behind one line
         main(["demo", "--cache-dir", str(tmp_path / "demo")])
+
+
+@pytest.mark.parametrize("bug", [TypeError("unsupported operand type(s) for +: 'int' and 'str'"),
+                                 ValueError("too many values to unpack (expected 2)")])
+def test_a_type_or_value_error_from_a_bug_keeps_its_traceback(files, tmp_path, monkeypatch, capsys, bug):
+    """Only `EdaInputError` (our checks), `OSError` and the listed load errors read as bad input: a `TypeError` or
+    `ValueError` raised by a bug deep in a command reaches the user with its traceback, not as one line."""
+    import eda_adapters.data.regenerate as regenerate_module
+
+    def buggy(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(regenerate_module, "regenerate", buggy)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n')
+    argv = ["regenerate", "--model", str(files / "ft"), "--prompts", str(prompts), "--output-dir", str(tmp_path / "o")]
+    with pytest.raises(type(bug), match=re.escape(str(bug))):
+        main(argv)
+    assert "error:" not in capsys.readouterr().err
+    assert describe_input_error(bug) is None
+    assert describe_input_error(EdaInputError("--budget must be >= 1")) == "--budget must be >= 1"
 
 
 def test_foreign_errors_read_as_one_line(tmp_path):
@@ -118,7 +140,7 @@ def test_foreign_errors_read_as_one_line(tmp_path):
         except json.JSONDecodeError as cause:
             raise DatasetGenerationError("An error occurred while generating the dataset") from cause
     except DatasetGenerationError as err:
-        assert describe_input_error(err).startswith("cannot read the dataset: Expecting property name")
+        assert describe_input_error(err).startswith("cannot read the dataset: malformed JSON: Expecting property")
     assert describe_input_error(FileExistsError(17, "File exists", str(tmp_path))) == f"File exists: {tmp_path}"
     assert describe_input_error(RuntimeError("size mismatch")) is None  # a bug keeps its traceback
     assert describe_input_error(KeyError("x")) is None
@@ -226,7 +248,7 @@ def test_experiment_config_is_checked_before_any_work(files, tmp_path, capsys, c
 
 
 def test_experiment_yaml_numbers_are_coerced(files, tmp_path):
-    from eda_adapters.experiment import ExperimentConfig
+    from eda_adapters.research.experiment import ExperimentConfig
 
     config = tmp_path / "exp.yaml"
     config.write_text(yaml.safe_dump({
@@ -301,14 +323,14 @@ def test_trainers_refuse_another_runs_output_dir(files, tmp_path, capsys):
     before = digest(draft_dir)
     error(capsys, ["adapt", "--target", str(files / "ft"), "--draft", str(draft_dir), "--dataset",
                    str(files / "data.jsonl"), "--output_dir", str(draft_dir), "--max_steps", "1", *TRAIN],
-          draft_dir, "holds another run", "stage")
+          draft_dir, "holds another training run", "stage")
     assert digest(draft_dir) == before
 
     stranger = tmp_path / "notes"
     stranger.mkdir()
     (stranger / "todo.txt").write_text("mine")
     error(capsys, ["train-draft", "--target", str(files / "base"), "--dataset", str(files / "data.jsonl"),
-                   "--output_dir", str(stranger), "--max_steps", "1", *TRAIN], stranger, "not written by")
+                   "--output_dir", str(stranger), "--max_steps", "1", *TRAIN], stranger, "not a training run made here")
     assert sorted(p.name for p in stranger.iterdir()) == ["todo.txt"]
 
     # the run's own directory: the same run can go on (resume from its checkpoint)
@@ -337,7 +359,7 @@ def test_python_trainer_refuses_another_runs_output_dir(files, tmp_path):
         args=EdaTrainingConfig(output_dir=str(out), max_steps=1, use_cpu=True, report_to=[], save_strategy="no"),
         train_dataset=str(files / "data.jsonl"), peft_config=EdaConfig(),
     )
-    with pytest.raises(ValueError, match="not written by an eda_adapters trainer"):
+    with pytest.raises(RunMismatchError, match="holds no run_signature.json: it is not a training run made here"):
         trainer.train()
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
 

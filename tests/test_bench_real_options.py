@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerFast
 from eda_adapters import EagleDraftModel, TreeConfig
 from eda_adapters.bench import benchmark, draft_vocab_comparison
 from eda_adapters.cli import build_parser, main
-from eda_adapters.toys import assistant_from_target, greedy_continuations, quick_fit_assistant
+from eda_adapters.research.toys import assistant_from_target, greedy_continuations, quick_fit_assistant
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -80,7 +80,7 @@ def test_vanilla_assistant_rows_and_reduced_vocab_comparison():
     assert list(rows)[-2:] == ["assisted generation (1 layer)", "assisted generation (all layers)"]
     assert all(r.matches_plain and r.new_tokens == 16 for r in results)
     assert rows["assisted generation (all layers)"].tau > 2.5  # tau counts the assistant's accepted tokens
-    assert rows["assisted generation (1 layer)"].tau >= 1.0
+    assert 1.0 <= rows["assisted generation (1 layer)"].tau < rows["assisted generation (all layers)"].tau
     chain, tree = rows["EAGLE chain (generate hook, reduced)"], rows["EAGLE-2 tree (d2 k2 n3, reduced)"]
     assert chain.draft == tree.draft == "reduced" and rows["assisted generation (1 layer)"].draft is None
     assert chain.draft_step_ms > 0 and tree.draft_step_ms is None
@@ -145,7 +145,10 @@ def test_bench_cli_prompt_kinds_several_drafts_and_assistant(saved, tmp_path, ca
     for per_kind in methods.values():
         assert set(per_kind) == {"prose", "math", "all"}
         assert per_kind["all"]["new_tokens"] == per_kind["prose"]["new_tokens"] + per_kind["math"]["new_tokens"] == 16
-        assert per_kind["all"]["lossless"] is True and per_kind["all"]["tau"] >= 1.0
+        assert per_kind["all"]["lossless"] is True
+        # all prompts together: a step-weighted mean of the kinds, so between them
+        assert min(per_kind["prose"]["tau"], per_kind["math"]["tau"]) - 1e-9 <= per_kind["all"]["tau"] \
+            <= max(per_kind["prose"]["tau"], per_kind["math"]["tau"]) + 1e-9
     info = payload["info"]
     assert info["prompts_per_kind"] == {"prose": 2, "math": 2} and info["dtype"] == "float32"
     assert info["drafts"]["reduced"]["draft_vocab_size"] == 30 and info["drafts"]["full head"]["draft_vocab_size"] is None

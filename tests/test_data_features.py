@@ -12,6 +12,7 @@ from datasets import Dataset
 from test_data_common import fresh_process_state  # noqa: F401
 from torch.utils.data import DataLoader
 
+from eda_adapters import RunMismatchError
 from eda_adapters.data import (
     CachedFeatureDataset,
     check_target_signature,
@@ -104,7 +105,7 @@ def test_resume_and_refusals(tmp_path):
     with pytest.raises(ValueError, match="hidden_size 32 != 48"):
         check_target_signature(resumed.signature, make_target("qwen2", hidden_size=48))
     CachedFeatureDataset(tmp_path / "run", target=target.to(torch.bfloat16))  # same checkpoint, other dtype: fine
-    with pytest.raises(FileExistsError, match="different feature extraction run"):
+    with pytest.raises(RunMismatchError, match="another feature extraction run"):
         extract_features(other, data, tmp_path / "run", batch_size=2, show_progress=False)
     with pytest.raises(ValueError, match=r"needs column\(s\) \['input_ids'\]; the dataset has columns \['text'\]"):
         extract_features(other, Dataset.from_dict({"text": ["x"]}), tmp_path / "y")

@@ -9,6 +9,7 @@ import torch
 from conftest import make_target
 from test_data_common import PROMPTS, fresh_process_state, make_tokenizer  # noqa: F401
 
+from eda_adapters import RunMismatchError
 from eda_adapters.data import load_regenerated, regenerate
 from eda_adapters.data.regenerate import _cut_at_eos, _eos_ids
 
@@ -98,15 +99,15 @@ def test_resume_after_interruption_neither_duplicates_nor_loses(tmp_path):
 def test_bad_input_is_refused_clearly(qwen, tmp_path):
     tok = make_tokenizer()
     regenerate(qwen, tok, PROMPTS[:2], tmp_path / "run", **GEN)
-    with pytest.raises(FileExistsError, match=r"different regeneration run \(differs in: decoding.temperature"):
+    with pytest.raises(RunMismatchError, match=r"another regeneration run \(decoding.temperature: [0-9.]+ there, 0.7 now"):
         regenerate(qwen, tok, PROMPTS[:2], tmp_path / "run", temperature=0.7, **GEN)
-    with pytest.raises(FileExistsError, match="prompts.fingerprint"):
+    with pytest.raises(RunMismatchError, match="prompts.fingerprint"):
         regenerate(qwen, tok, PROMPTS[:3], tmp_path / "run", **GEN)
-    with pytest.raises(FileExistsError, match="target.fingerprint"):
+    with pytest.raises(RunMismatchError, match="target.fingerprint"):
         regenerate(make_target("qwen2", seed=3), tok, PROMPTS[:2], tmp_path / "run", **GEN)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(RunMismatchError, match="not empty and holds no run.json"):
         regenerate(qwen, tok, PROMPTS[:2], tmp_path / "other", **GEN)
     with pytest.raises(ValueError, match="prompt 1 has no text"):
         regenerate(qwen, tok, ["hi", "  "], tmp_path / "x", **GEN)

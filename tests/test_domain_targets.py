@@ -9,12 +9,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import Trainer
 
-from eda_adapters.demo.chat_prompts import benchmark_chat_prompts, general_chat_prompts
-from eda_adapters.demo.corpus import math_corpus
-from eda_adapters.demo.domain_chats import check_worked_answer, code_chat_rows, math_chat_rows
-from eda_adapters.demo.domain_targets import DomainTargetSizes, prepare_domain_targets
-from eda_adapters.demo.finetune import FinetuneSettings, answer_loss, finetune_target
-from eda_adapters.demo.targets import TinyLMSpec, _atomic_save, new_tiny_lm, train_tokenizer
+from eda_adapters.research.demo.chat_prompts import benchmark_chat_prompts, general_chat_prompts
+from eda_adapters.research.demo.corpus import math_corpus
+from eda_adapters.research.domains.domain_chats import check_worked_answer, code_chat_rows, math_chat_rows
+from eda_adapters.research.domains.domain_targets import DomainTargetSizes, prepare_domain_targets
+from eda_adapters.research.domains.finetune import FinetuneSettings, answer_loss, finetune_target
+from eda_adapters.research.demo.targets import TinyLMSpec, _atomic_save, new_tiny_lm, train_tokenizer
 from eda_adapters.data.io import load_causal_lm
 
 SPEC = TinyLMSpec(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -119,7 +119,7 @@ def test_finetune_bad_input(tiny_base, tmp_path):
         FinetuneSettings(train_last_layers=0)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="is not a fine-tune made here"):
+    with pytest.raises(ValueError, match="is not a fine-tune run made here"):
         finetune_target(base, tokenizer, math_chat_rows(4), tmp_path / "taken")
     with pytest.raises(FileNotFoundError, match="missing-model"):
         finetune_target(tmp_path / "missing-model", tokenizer, math_chat_rows(4), tmp_path / "b")

@@ -10,7 +10,7 @@ from conftest import make_target
 
 from eda_adapters import EagleDraftModel, EdaConfig, TreeConfig, export_draft, speculative_generate, track_acceptance
 from eda_adapters.data import most_frequent_tokens
-from eda_adapters.toys import greedy_continuations, quick_fit_draft
+from eda_adapters.research.toys import greedy_continuations, quick_fit_draft
 
 NEW_TOKENS = 20
 

@@ -16,6 +16,7 @@ from eda_adapters import (
     EagleDraftModel,
     EdaConfig,
     ExportOptions,
+    RunMismatchError,
     eagle_layout,
     export_adapters,
     export_draft,
@@ -207,7 +208,7 @@ def test_non_empty_output_dir_needs_overwrite(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not empty.*--overwrite"):
+    with pytest.raises(RunMismatchError, match="not empty.*--overwrite"):
         export_draft(model, out)
     assert (out / "old.txt").read_text() == "keep me"
     export_draft(model, out, overwrite=True)

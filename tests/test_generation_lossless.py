@@ -9,7 +9,7 @@ import torch
 from conftest import make_target
 
 from eda_adapters import EagleDraftModel, EdaConfig, TreeConfig, speculative_generate, track_acceptance
-from eda_adapters.toys import greedy_continuations, quick_fit_draft
+from eda_adapters.research.toys import greedy_continuations, quick_fit_draft
 
 NEW_TOKENS = 24
 TREE = TreeConfig(depth=4, top_k=3, total_tokens=12)
@@ -164,3 +164,22 @@ def test_drafted_chain_matches_uncached_rollout(fitted):
         [torch.log_softmax(lg.float(), -1)[tok] for lg, tok in zip(reference_logits, reference)]
     ).cumsum(0)
     torch.testing.assert_close(tree.scores, reference_scores, atol=1e-4, rtol=1e-4)
+
+
+def test_routed_eda_adapter_is_lossless_through_the_hook_and_the_tree(llama_target):
+    """Several private experts behind a top-2 router: each drafted token may take other experts, the caches of the
+    chain and the tree must still agree with plain greedy."""
+    torch.manual_seed(3)
+    base = EagleDraftModel.from_target(llama_target)
+    config = EdaConfig(num_private_experts=4, num_experts_per_tok=2, init_private_weights="random")
+    routed = peft.get_peft_model(base, config).eval()
+    assert routed.peft_config["default"].is_routed
+    _check_lossless(llama_target, routed, _prompts(2, seed=9))
+
+    # the router's choice changes the draft: the adapter is really in the path the generator runs
+    features, tokens = torch.randn(1, 6, 32), torch.randint(3, 97, (1, 6))
+    with torch.no_grad():
+        with_adapter = routed.get_base_model()(input_ids=tokens, hidden_states=features).logits
+        with routed.disable_adapter():
+            without = routed.get_base_model()(input_ids=tokens, hidden_states=features).logits
+    assert not torch.allclose(with_adapter, without)

@@ -4,6 +4,7 @@ under TYPE_CHECKING alike) goes to its own layer or to a layer it is allowed to 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,15 @@ import eda_adapters
 
 PACKAGE_ROOT = Path(eda_adapters.__file__).parent
 
-# Top-level module or subpackage of eda_adapters -> its layer.
+# Top-level module or subpackage of eda_adapters (for the research side: its module or subpackage) -> its layer.
 LAYER_OF = {
     "atomic": "base",
     "errors": "base",
     "fingerprints": "base",
     "hub": "base",
     "lazy": "base",
+    "plotting": "base",
+    "run_directory": "base",
     "models": "models",
     "tuners": "tuners",
     "validation": "validation",
@@ -26,20 +29,29 @@ LAYER_OF = {
     "generation": "generation",
     "training": "training",
     "export": "export",
-    "toys": "toys",
     "bench": "bench",
-    "experiment": "experiment",
-    "demo": "demo",
     "cli": "cli",
     "__main__": "cli",
-    "__init__": "package",  # the public API re-exports everything (lazily)
+    "__init__": "package",  # the public API re-exports the runtime (lazily)
+    "research.__init__": "research",
+    "research.toys": "toys",
+    "research.experiment": "experiment",
+    "research.demo": "demo",
+    "research.domains": "domains",
+    "research.bench_fixtures": "research plugins",
+    "research.commands": "research plugins",
 }
+RUNTIME_LAYERS = {"base", "models", "tuners", "validation", "data", "generation", "training", "export", "bench", "cli",
+                  "package"}
 
-# Layer -> the layers below it that it may import (besides itself). Bottom: base, then the model and the adapter
-# type; in the middle data and decoding (independent of each other), then training (uses both) and export; the toy
-# fixtures sit above training and decoding; the benchmark, the experiment and the demo on top; the CLI last.
+# Layer -> the layers below it that it may import (besides itself). Runtime, bottom to top: base, then the model and
+# the adapter type; in the middle data and decoding (independent of each other), then training (uses both) and
+# export; the benchmark above them; the CLI last. The research side sits on the runtime (never the other way round):
+# the toy fixtures, the experiment, the demo and the recipe's domains, and on top what the CLI finds through entry
+# points (eda_adapters/cli/plugins.py).
 _BELOW_DATA = {"base", "models", "tuners", "validation"}
 _MIDDLE = _BELOW_DATA | {"data", "generation", "training", "export"}
+_RUNTIME_LIBRARY = _MIDDLE | {"bench"}
 MAY_IMPORT: dict[str, set[str]] = {
     "base": set(),
     "models": {"base"},
@@ -49,12 +61,15 @@ MAY_IMPORT: dict[str, set[str]] = {
     "generation": {"base", "models", "tuners"},
     "training": _BELOW_DATA | {"data", "generation"},
     "export": _BELOW_DATA,
+    "bench": _MIDDLE,
+    "cli": _RUNTIME_LIBRARY,
+    "package": _RUNTIME_LIBRARY | {"cli"},
+    "research": set(),
     "toys": _MIDDLE,
-    "bench": _MIDDLE | {"toys"},
     "experiment": _MIDDLE | {"toys"},
     "demo": _MIDDLE | {"toys", "experiment"},
-    "cli": _MIDDLE | {"toys", "bench", "experiment", "demo"},
-    "package": _MIDDLE | {"toys", "bench", "experiment", "demo", "cli"},
+    "domains": _MIDDLE | {"demo"},
+    "research plugins": _RUNTIME_LIBRARY | {"toys", "experiment", "demo"},
 }
 
 
@@ -64,8 +79,11 @@ def _module_name(path: Path) -> str:
 
 
 def _unit(module: str) -> str:
-    """`eda_adapters.data.io` -> `data`; the package itself -> `__init__`."""
+    """`eda_adapters.data.io` -> `data`, `eda_adapters.research.demo.corpus` -> `research.demo`; the package itself
+    -> `__init__` (`research.__init__` for the research package)."""
     parts = module.split(".")
+    if len(parts) > 1 and parts[1] == "research":
+        return "research." + (parts[2] if len(parts) > 2 else "__init__")
     return parts[1] if len(parts) > 1 and parts[1] != "__init__" else "__init__"
 
 
@@ -112,6 +130,41 @@ def _modules() -> list[tuple[str, Path]]:
     return [(_module_name(p), p) for p in sorted(PACKAGE_ROOT.rglob("*.py"))]
 
 
+def _names_research(node: ast.AST) -> bool:
+    """A string constant that is a module name on the research side: an import in disguise (`import_module`)."""
+    return (isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and re.fullmatch(r"\.*(eda_adapters\.)?research(\.[\w.]+)?", node.value) is not None)
+
+
+def test_the_runtime_never_imports_the_research_side():
+    """No runtime module imports `eda_adapters.research`, nor names it for `importlib`: the research side reaches the
+    `eda` command only through entry points (pyproject.toml)."""
+    offenders = []
+    for name, path in _modules():
+        if LAYER_OF[_unit(name)] not in RUNTIME_LAYERS:
+            continue
+        source = path.read_text()
+        offenders += [f"{name}:{line} imports {target}" for line, target in imported_modules(name, source)
+                      if target.startswith("eda_adapters.research")]
+        offenders += [f"{name}:{node.lineno} names {node.value!r}" for node in ast.walk(ast.parse(source))
+                      if _names_research(node)]
+    assert not offenders, "\n".join(offenders)
+    assert _names_research(ast.Constant("eda_adapters.research.toys"))
+    assert not _names_research(ast.Constant("research results"))
+
+
+def test_the_research_side_reaches_the_cli_through_entry_points():
+    from eda_adapters.cli import build_parser
+    from eda_adapters.cli.plugins import bench_fixtures, plugin_commands
+
+    assert set(plugin_commands()) == {"demo", "experiment"}
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"demo", "experiment", "bench", "adapt"} <= set(commands)
+    fixtures = bench_fixtures("the test")
+    assert fixtures.__name__ == "eda_adapters.research.bench_fixtures"
+    assert set(fixtures.PROMPT_KINDS) == {"prose", "code", "math"} and callable(fixtures.build_tiny_setup)
+
+
 def test_every_module_has_a_layer():
     unplaced = {_unit(name) for name, _ in _modules()} - set(LAYER_OF)
     assert not unplaced, f"place these in LAYER_OF (and docs/development.md): {sorted(unplaced)}"
@@ -129,9 +182,12 @@ def test_the_package_imports_only_downward():
         ("eda_adapters.generation.hook", "def f():\n    from ..training.losses import eagle_loss\n"),
         ("eda_adapters.models.loading", "import eda_adapters.data.io\n"),
         ("eda_adapters.tuners.eda.model", "from ...generation import TreeConfig\n"),
-        ("eda_adapters.data.io", "from .. import toys\n"),
-        ("eda_adapters.training.losses", "from eda_adapters.experiment import run_experiment\n"),
-        ("eda_adapters.experiment.runner", "from ..demo import run_demo\n"),
+        ("eda_adapters.data.io", "from ..research import toys\n"),
+        ("eda_adapters.training.losses", "from eda_adapters.research.experiment import run_experiment\n"),
+        ("eda_adapters.research.experiment.runner", "from ..demo import run_demo\n"),
+        ("eda_adapters.research.toys", "from .experiment import run_experiment\n"),
+        ("eda_adapters.cli.bench", "def f():\n    from ..research.toys import build_tiny_setup\n"),
+        ("eda_adapters.bench", "from .research.bench_fixtures import PROMPT_KINDS\n"),
         ("eda_adapters.fingerprints", "from .models import EagleDraftModel\n"),
     ],
 )
@@ -148,7 +204,7 @@ def test_downward_and_sibling_imports_pass():
 
 HEAVY = (
     "datasets", "matplotlib", "transformers.trainer", "eda_adapters.data", "eda_adapters.training.eagle_trainer",
-    "eda_adapters.toys", "eda_adapters.experiment", "eda_adapters.demo",
+    "eda_adapters.research.toys", "eda_adapters.research.experiment", "eda_adapters.research.demo",
 )
 
 

@@ -15,7 +15,8 @@ import torch
 
 from eda_adapters import EagleDraftModel, load_target, load_target_tokenizer, track_acceptance
 from eda_adapters.data import most_frequent_tokens
-from eda_adapters.toys import chat_continuations, encode_chat_prompts, quick_fit_draft
+from eda_adapters.data.prompts import encode_chat_prompts
+from eda_adapters.research.toys import chat_continuations, quick_fit_draft
 
 pytestmark = pytest.mark.real
 

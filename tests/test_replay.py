@@ -8,9 +8,9 @@ import torch
 from peft import get_peft_model
 
 from eda_adapters import EagleDraftModel, EdaConfig, TreeConfig, speculative_generate
-from eda_adapters.experiment.evaluation import measure_tau
+from eda_adapters.research.experiment.evaluation import measure_tau
 from eda_adapters.generation.replay import greedy_reference, replay_acceptance
-from eda_adapters.toys import greedy_continuations, quick_fit_draft
+from eda_adapters.research.toys import greedy_continuations, quick_fit_draft
 
 from conftest import VOCAB, make_target
 
@@ -83,3 +83,13 @@ def test_measure_tau_replay_and_decode_agree_and_reuse_references():
         assert replayed.tau == decoded.tau and replayed.ci95 == decoded.ci95
     with pytest.raises(ValueError, match="method must be one of"):
         measure_tau(draft, target, prompts, method="simulate")
+
+
+def test_replay_equals_decoding_with_a_routed_adapter():
+    """Replay scores a routed EDA adapter (4 private experts, top-2) exactly as chain and tree decoding do."""
+    target, draft, prompts = fitted("qwen2")
+    torch.manual_seed(4)
+    routed = get_peft_model(draft, EdaConfig(num_private_experts=4, num_experts_per_tok=2,
+                                             init_private_weights="random")).eval()
+    assert routed.peft_config["default"].is_routed
+    assert_replay_matches_decoding(target, routed, prompts[:2])

@@ -10,7 +10,7 @@ from conftest import make_target
 from transformers import BertConfig, BertForMaskedLM
 
 import eda_adapters.models.loading as loading
-from eda_adapters import MissingExtraError, load_target, load_target_tokenizer
+from eda_adapters import EdaInputError, MissingExtraError, load_target, load_target_tokenizer
 from eda_adapters.cli import main
 
 
@@ -36,7 +36,7 @@ def test_missing_paths_and_names_are_one_line(tmp_path, monkeypatch):
 def test_masked_lm_is_refused_naming_it(tmp_path):
     BertForMaskedLM(BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                intermediate_size=64)).save_pretrained(tmp_path / "bert")
-    with pytest.raises(TypeError, match=r"bert'.*not a decoder-only causal LM"):
+    with pytest.raises(EdaInputError, match=r"bert'.*not a decoder-only causal LM"):
         load_target(tmp_path / "bert")
 
 

@@ -288,7 +288,7 @@ def test_cli_joint_stage1_then_official_stage2(world, tmp_path, capsys):
 def test_lora_baseline_trains_only_its_factors(joint, world, tmp_path):
     from peft import LoraConfig
 
-    from eda_adapters.experiment.evaluation import LORA_TARGET_MODULES, eda_trainable_parameters, lora_rank_matching
+    from eda_adapters.research.experiment.evaluation import LORA_TARGET_MODULES, eda_trainable_parameters, lora_rank_matching
 
     draft = EagleDraftModel.from_pretrained(joint[0].args.output_dir, target_model=world["finetuned"])
     before = {k: v.clone() for k, v in draft.state_dict().items()}

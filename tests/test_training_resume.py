@@ -10,7 +10,7 @@ from conftest import make_target
 from datasets import Dataset
 from peft import PeftModel
 
-from eda_adapters import EagleDraftModel, EdaConfig
+from eda_adapters import EagleDraftModel, EdaConfig, RunMismatchError
 from eda_adapters.training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
 
 STEPS, SAVE_AT = 6, 3
@@ -65,18 +65,18 @@ def test_resume_from_another_run_is_refused(target, tmp_path):
     stage1_trainer(target, tmp_path / "a", max_steps=SAVE_AT).train()
     checkpoint = str(tmp_path / "a" / f"checkpoint-{SAVE_AT}")
     other_lr = stage1_trainer(target, tmp_path / "b", learning_rate=5e-3)
-    with pytest.raises(ValueError, match=r"another run .*learning_rate: 0.01 there, 0.005 now"):
+    with pytest.raises(RunMismatchError, match=r"another training run .*learning_rate: 0.01 there, 0.005 now"):
         other_lr.train(resume_from_checkpoint=checkpoint)
     other_data = EagleTrainer(
         target_model=target, args=config(EagleTrainingConfig, tmp_path / "c"), train_dataset=random_dataset(seed=1)
     )
-    with pytest.raises(ValueError, match=r"another run .*data\.digest"):
+    with pytest.raises(RunMismatchError, match=r"another training run .*data\.digest"):
         other_data.train(resume_from_checkpoint=checkpoint)
     other_target = EagleTrainer(
         target_model=make_target("qwen2", seed=1), args=config(EagleTrainingConfig, tmp_path / "d"),
         train_dataset=random_dataset(),
     )
-    with pytest.raises(ValueError, match=r"another run .*target\.fingerprint"):
+    with pytest.raises(RunMismatchError, match=r"another training run .*target\.fingerprint"):
         other_target.train(resume_from_checkpoint=checkpoint)
     empty = stage1_trainer(target, tmp_path / "e")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
@@ -114,3 +114,27 @@ def test_stage2_resume_matches_uninterrupted_run(target, tmp_path):
     with pytest.raises(ValueError, match="shared_fingerprint"):
         other_trainer.train(resume_from_checkpoint=str(checkpoint))
     assert os.path.isfile(tmp_path / "full" / "run_signature.json")
+
+
+def test_gradient_accumulation_trains_like_one_big_batch(target, tmp_path):
+    """Two accumulated micro-batches of 4 make the same optimizer steps as batches of 8: the loss is normalised by
+    the tokens of the whole accumulated batch, not averaged per micro-batch (the ragged rows make the two differ)."""
+
+    def trained(output_dir, batch_size, accumulation):
+        torch.manual_seed(0)
+        args = config(EagleTrainingConfig, output_dir, max_steps=3, per_device_train_batch_size=batch_size,
+                      gradient_accumulation_steps=accumulation, feature_noise_std=0.0, save_strategy="no")
+        trainer = EagleTrainer(model=EagleDraftModel.from_target(target), target_model=target, args=args,
+                               train_dataset=random_dataset())
+        trainer.train()
+        return trainer
+
+    big, accumulated = trained(tmp_path / "big", 8, 1), trained(tmp_path / "accumulated", 4, 2)
+    big_state, accumulated_state = big.model.state_dict(), accumulated.model.state_dict()
+    torch.manual_seed(0)
+    initial = EagleDraftModel.from_target(target).state_dict()
+    assert not torch.equal(big_state["fc.weight"], initial["fc.weight"])  # it trained
+    for name, tensor in big_state.items():
+        torch.testing.assert_close(accumulated_state[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    losses = [[log["loss"] for log in t.state.log_history if "loss" in log] for t in (big, accumulated)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

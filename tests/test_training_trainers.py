@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 
 import eda_adapters
 from eda_adapters import EagleDraftModel, EdaConfig
-from eda_adapters.toys import greedy_continuations
+from eda_adapters.research.toys import greedy_continuations
 from eda_adapters.training import (
     EagleTrainer,
     EagleTrainingConfig,

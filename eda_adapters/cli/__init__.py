@@ -1,7 +1,8 @@
 """The `eda` command line. Each subcommand lives in its own module exposing `add_parser(subparsers)` and `run(args)`.
 
 Subcommands are imported lazily so that `eda --help` stays fast and one broken optional dependency does not take
-the whole CLI down.
+the whole CLI down. The research side adds `eda demo` and `eda experiment` through the `eda_adapters.commands` entry
+points (`cli/plugins.py`): this package never imports it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import sys
 
 # subcommand name -> module (relative to this package) that implements it
 SUBCOMMANDS: dict[str, str] = {
-    "demo": ".demo",
-    "experiment": ".experiment",
     "export": ".export",
     "regenerate": ".regenerate",
     "extract-features": ".features",
@@ -30,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", dest="_debug", help="Show the full traceback of input errors too (before COMMAND)."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in SUBCOMMANDS.items():
+    from .plugins import plugin_commands
+
+    for name, module_name in {**plugin_commands(), **SUBCOMMANDS}.items():
         module = importlib.import_module(module_name, __name__)
         sub = module.add_parser(subparsers)
         sub.set_defaults(_run=module.run)

@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
+from ..errors import EdaInputError
 
 HELP = "Benchmark speculative decoding methods side by side (wall time, tokens/s, speedup, tau)."
 
@@ -45,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     prompts.add_argument("--prompts", help="Text file, one prompt per line (with --target).")
     prompts.add_argument("--prompt-kinds",
                          help="Held-out chat prompts of these kinds, comma-separated from prose,code,math "
-                              "(eda_adapters.demo.chat_prompts.benchmark_chat_prompts; with --target): results per "
+                              "(eda_adapters.research.bench_fixtures; with --target): results per "
                               "kind and over all.")
     parser.add_argument("--per-kind", type=int, default=11, help="Prompts per kind with --prompt-kinds (default: 11).")
     parser.add_argument("--tokenizer", help="Tokenizer to encode the prompts (default: the one of --target).")
@@ -77,7 +78,7 @@ def _resolve(args: argparse.Namespace):
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is available: use --device cpu.")
+        raise EdaInputError("--device cuda but no CUDA device is available: use --device cpu.")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     dtype_name = args.dtype if args.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
@@ -87,23 +88,24 @@ def _resolve(args: argparse.Namespace):
 def _labels(paths: list[str], labels: list[str], flag: str, single: str) -> list[str]:
     """One unique row label per path: the given ones, then `single` for a lone path, else directory names."""
     if len(labels) > len(paths):
-        raise ValueError(f"{len(labels)} {flag}-label for {len(paths)} {flag}: give at most one label per {flag}.")
+        raise EdaInputError(f"{len(labels)} {flag}-label for {len(paths)} {flag}: give at most one label per {flag}.")
     defaults = [single] if len(paths) == 1 else [Path(p).name for p in paths]
     result = labels + defaults[len(labels):]
     if len(set(result)) < len(result):
-        raise ValueError(f"Two {flag} rows would share a label ({result}): give each a distinct {flag}-label.")
+        raise EdaInputError(f"Two {flag} rows would share a label ({result}): give each a distinct {flag}-label.")
     return result
 
 
 def _prompt_kinds(args: argparse.Namespace) -> list[str]:
-    from ..demo.chat_prompts import PROMPT_KINDS
+    from .plugins import bench_fixtures
 
+    PROMPT_KINDS = bench_fixtures("--prompt-kinds").PROMPT_KINDS
     kinds = [kind.strip() for kind in args.prompt_kinds.split(",") if kind.strip()]
     unknown = [kind for kind in kinds if kind not in PROMPT_KINDS]
     if unknown or not kinds:
-        raise ValueError(f"--prompt-kinds {args.prompt_kinds!r}: choose from {','.join(PROMPT_KINDS)}.")
+        raise EdaInputError(f"--prompt-kinds {args.prompt_kinds!r}: choose from {','.join(PROMPT_KINDS)}.")
     if args.per_kind < 1:
-        raise ValueError("--per-kind must be >= 1.")
+        raise EdaInputError("--per-kind must be >= 1.")
     return list(dict.fromkeys(kinds))
 
 
@@ -112,32 +114,32 @@ def _read_prompt_groups(args: argparse.Namespace) -> dict[str, list[str]]:
     from ..validation import read_text_file
 
     if args.prompt_kinds:
-        from ..demo.chat_prompts import benchmark_chat_prompts
+        from .plugins import bench_fixtures
 
-        rows = benchmark_chat_prompts(args.per_kind)
+        rows = bench_fixtures("--prompt-kinds").benchmark_chat_prompts(args.per_kind)
         return {kind: [row["prompt"] for row in rows if row["kind"] == kind] for kind in _prompt_kinds(args)}
     if not args.prompts:
-        raise ValueError("--target needs --prompts (a text file with one prompt per line) or --prompt-kinds.")
+        raise EdaInputError("--target needs --prompts (a text file with one prompt per line) or --prompt-kinds.")
     prompts_path = Path(args.prompts)
     if not prompts_path.is_file():
         raise FileNotFoundError(f"No prompt file at {prompts_path}.")
     text = read_text_file(prompts_path, "--prompts")
     lines = [line.strip() for line in text.splitlines() if line.strip()][: args.num_prompts]
     if not lines:
-        raise ValueError(f"{prompts_path} has no non-empty line.")
+        raise EdaInputError(f"{prompts_path} has no non-empty line.")
     return {"all": lines}
 
 
 def _load_real(args: argparse.Namespace, device, dtype):
     from ..models import EagleDraftModel
     from ..models.loading import load_target, load_target_tokenizer
-    from ..toys import encode_chat_prompts
+    from ..data.prompts import encode_chat_prompts
     from ..validation import check_model_dir, load_adapter_checked
 
     if not args.draft:
-        raise ValueError("--target needs --draft (the EAGLE draft directory to benchmark).")
+        raise EdaInputError("--target needs --draft (the EAGLE draft directory to benchmark).")
     if args.adapter and len(args.draft) > 1:
-        raise ValueError("--adapter applies to one draft: pass a single --draft with it.")
+        raise EdaInputError("--adapter applies to one draft: pass a single --draft with it.")
     draft_labels = _labels(args.draft, args.draft_label, "--draft", "")
     assistant_labels = _labels(args.assistant, args.assistant_label, "--assistant", "vanilla LM")
     for path in args.draft:
@@ -150,8 +152,8 @@ def _load_real(args: argparse.Namespace, device, dtype):
     tokenizer = load_target_tokenizer(args.tokenizer or args.target)
     target = load_target(args.target, dtype=dtype, device=device)  # refuses a masked LM, naming it
     if args.early_exit_layers is not None and not 1 <= args.early_exit_layers < target.config.num_hidden_layers:
-        raise ValueError(f"--early-exit-layers must be between 1 and {target.config.num_hidden_layers - 1} (the "
-                         "target's layers minus one).")
+        raise EdaInputError(f"--early-exit-layers must be between 1 and {target.config.num_hidden_layers - 1} (the "
+                            "target's layers minus one).")
     drafts = {label: EagleDraftModel.from_pretrained(path, target_model=target, dtype=dtype).to(device).eval()
               for label, path in zip(draft_labels, args.draft)}
     if args.adapter:
@@ -165,7 +167,7 @@ def _load_real(args: argparse.Namespace, device, dtype):
         prompt_groups[kind] = encode_chat_prompts(tokenizer, lines)
         for line, ids in zip(lines, prompt_groups[kind]):
             if ids.numel() == 0:
-                raise ValueError(f"Prompt {line[:40]!r} encodes to no token with this tokenizer: check --tokenizer.")
+                raise EdaInputError(f"Prompt {line[:40]!r} encodes to no token with this tokenizer: check --tokenizer.")
     setup = f"{args.target} with draft {', '.join(args.draft)}" + (f" + adapter {args.adapter}" if args.adapter else "")
     return target, drafts, assistants, prompt_groups, setup
 
@@ -226,33 +228,34 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench import benchmark, combine_results, draft_vocab_comparison, format_report, save_bench_results
     from ..generation.tree import TreeConfig
-    from ..toys import build_tiny_setup
     from ..validation import check_output_path
 
     check_output_path(args.output_dir, "--output-dir")  # not after the whole benchmark ran
     if args.json and Path(args.json).is_dir():
-        raise ValueError(f"--json {args.json} is a directory: pass a file path such as {args.json}/bench.json.")
+        raise EdaInputError(f"--json {args.json} is a directory: pass a file path such as {args.json}/bench.json.")
 
     for name in ("num_prompts", "max_new_tokens", "num_draft_tokens", "target_steps", "fit_steps", "hidden_size",
                  "num_layers"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1.")
+            raise EdaInputError(f"--{name.replace('_', '-')} must be >= 1.")
     if not args.target:
         for flag in ("draft", "adapter", "assistant", "prompt_kinds", "prompts", "early_exit_layers"):
             if getattr(args, flag):
-                raise ValueError(f"--{flag.replace('_', '-')} needs --target (the tiny mode builds its own models).")
+                raise EdaInputError(f"--{flag.replace('_', '-')} needs --target (the tiny mode builds its own models).")
     tree = TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_total_tokens)
     device, dtype = _resolve(args)
     threads = args.threads or (None if args.target else 1)
     if threads is not None:
         if threads < 1:
-            raise ValueError("--threads must be >= 1.")
+            raise EdaInputError("--threads must be >= 1.")
         torch.set_num_threads(threads)
     torch.manual_seed(args.seed)
     if args.target:
         target, drafts, assistants, prompt_groups, setup = _load_real(args, device, dtype)
     else:
-        tiny = build_tiny_setup(
+        from .plugins import bench_fixtures
+
+        tiny = bench_fixtures("eda bench without --target (the tiny mode)").build_tiny_setup(
             num_prompts=args.num_prompts, target_steps=args.target_steps, fit_steps=args.fit_steps, seed=args.seed,
             hidden_size=args.hidden_size, num_layers=args.num_layers,
         )

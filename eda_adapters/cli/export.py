@@ -9,10 +9,11 @@ from ..export import (
     EXPORT_FORMATS,
     SERVING_ENGINES,
     ExportOptions,
-    check_output_dir,
+    check_export_dir,
     export_adapters,
     export_draft,
 )
+from ..errors import EdaInputError
 
 HELP = "Merge EDA adapters into their shared draft and write drafts vLLM/SGLang load (one per adapter)."
 
@@ -67,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"No draft at {draft_dir} (no config.json): pass the directory of draft.save_pretrained."
         )
-    check_output_dir(args.out, args.overwrite)  # fail before loading anything
+    check_export_dir(args.out, args.overwrite)  # fail before loading anything
     check_disjoint(args.out, {"--draft": args.draft, "--adapter": args.adapter, "--target": args.target}, "--out")
     check_model_dir(draft_dir, "--draft", "draft")
     if args.target and not args.include_embeddings:
-        raise ValueError("--target is only used with --include-embeddings: drop it, or add --include-embeddings.")
+        raise EdaInputError("--target is only used with --include-embeddings: drop it, or add --include-embeddings.")
     target = None
     if args.include_embeddings and args.target:
         from ..models.loading import load_target
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.adapter is None:
         if args.adapter_names:
-            raise ValueError("--adapter-name needs --adapter DIR (the directory the adapters were saved in).")
+            raise EdaInputError("--adapter-name needs --adapter DIR (the directory the adapters were saved in).")
         written = {"(shared draft)": export_draft(draft, args.out, options=options)}
     else:
         written = export_adapters(draft, args.adapter, args.out, adapter_names=args.adapter_names, options=options)

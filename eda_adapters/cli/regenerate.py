@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from ..errors import EdaInputError
 
 HELP = "Regenerate the responses of a prompt dataset with the (fine-tuned) target itself."
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             backend=args.backend,
         )
     except ImportError as err:  # an optional backend that is not installed is bad input, not a crash
-        raise ValueError(str(err)) from err
+        raise EdaInputError(str(err)) from err
     if state.is_main_process:
         tokens = sum(dataset["num_response_tokens"])
         print(f"regenerated {len(dataset)} responses ({tokens} tokens) -> {args.output_dir}/data.jsonl")

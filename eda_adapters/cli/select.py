@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from ..errors import EdaInputError
 
 HELP = "Select training samples by representation shift between the base and the fine-tuned target."
 
@@ -55,11 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from ..data.runs import process_state
     from ..data.selection import SCORE_COLUMN, add_shift_scores, resolve_budget, select_by_shift
     from ..data.signature import target_signature
+    from ..run_directory import RunDirectory
 
     state = process_state()  # under `accelerate launch` every process scores a share; the main one writes
-    out = Path(args.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{str(out)!r} is not empty; choose a new or empty output directory")
+    out = RunDirectory(args.output_dir, "selection").require_empty()
     state.wait_for_everyone()
     rows = load_rows(args.dataset)
     resolve_budget(args.budget, len(rows))  # fail before any model is loaded
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     needs_scores = args.recompute or (args.method == "shift" and SCORE_COLUMN not in rows.column_names)
     if needs_scores or (args.base and args.finetuned and SCORE_COLUMN not in rows.column_names):
         if not (args.base and args.finetuned):
-            raise ValueError(
+            raise EdaInputError(
                 f"the dataset has no {SCORE_COLUMN!r} column (columns found: {rows.column_names}): pass --base and "
                 "--finetuned to score it, or --method random"
             )
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if not state.is_main_process:
         return 0
     if args.plot and SCORE_COLUMN not in rows.column_names:
-        raise ValueError("--plot needs shift scores: pass --base and --finetuned")
+        raise EdaInputError("--plot needs shift scores: pass --base and --finetuned")
     out.mkdir(parents=True, exist_ok=True)
     selected = select_by_shift(
         rows, args.budget, method=args.method, seed=args.seed, plot=out / "shift_hist.png" if args.plot else None

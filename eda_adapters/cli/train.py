@@ -20,6 +20,7 @@ from ..training.eagle_config import EagleTrainingConfig
 from ..training.eda_config import EdaTrainingConfig
 from ..tuners import EdaConfig
 from ..tuners.eda.config import USER_FIELDS
+from ..errors import EdaInputError
 
 #: Fields of EdaConfig exposed as `eda adapt` flags (the rest is filled in by PEFT or set automatically).
 ADAPTER_FIELDS = USER_FIELDS
@@ -155,7 +156,7 @@ def resolve_arguments(command: str, args: argparse.Namespace) -> tuple[Any, Any,
     known = {name for names in groups.values() for name in names}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(
+        raise EdaInputError(
             f"Unknown key(s) {unknown} in {flags['config']}: use the names of `eda {command} --help` flags."
         )
     values.update(flags)
@@ -163,23 +164,23 @@ def resolve_arguments(command: str, args: argparse.Namespace) -> tuple[Any, Any,
     script = script_cls(**pick["script"])
     for required in ("target", "dataset", "draft") if command == "adapt" else ("target", "dataset"):
         if getattr(script, required) is None:
-            raise ValueError(f"eda {command} needs --{required} (a flag or a key of the --config YAML file).")
+            raise EdaInputError(f"eda {command} needs --{required} (a flag or a key of the --config YAML file).")
     wants_adapter = command == "adapt" or getattr(script, "joint_private", False)
     if pick["adapter"] and not wants_adapter:
-        raise ValueError(f"{sorted(pick['adapter'])} shape the joint private expert: add --joint_private true.")
+        raise EdaInputError(f"{sorted(pick['adapter'])} shape the joint private expert: add --joint_private true.")
     adapter = EdaConfig(**pick["adapter"]) if wants_adapter else None
     return script, config_cls(**pick["config"]), adapter
 
 
 def _check_inputs(script: Any, config: Any, stage: str) -> None:
     """What can be checked before any model is loaded: damaged weights, a missing draft, an unusable output_dir."""
-    from ..training.run_signature import check_output_dir
+    from ..training.run_signature import check_training_output_dir
     from ..validation import check_model_dir, check_output_path
 
     check_model_dir(script.target, "--target", "target model")
     check_model_dir(script.draft, "--draft", "draft", required=True)
     check_output_path(config.output_dir, "--output_dir")
-    check_output_dir(config.output_dir, {"stage": stage})  # the trainer compares the whole run signature later
+    check_training_output_dir(config.output_dir, {"stage": stage})  # the trainer compares the whole run signature later
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,10 +207,7 @@ def run(args: argparse.Namespace) -> int:
     resume = config.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = True
-    try:
-        trainer.train(resume_from_checkpoint=resume)
-    except FloatingPointError as err:  # NonFiniteLossError: report it like bad input, in one line
-        raise ValueError(str(err)) from None
+    trainer.train(resume_from_checkpoint=resume)  # a NonFiniteLossError is reported in one line, like bad input
     trainer.save_model()  # with --push_to_hub, this also uploads with our model card (EagleTrainer.push_to_hub)
     if trainer.is_world_process_zero():
         tau = f", tau {trainer.last_tau:.3f}" if trainer.last_tau is not None else ""

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+from ..errors import EdaInputError
 
 
 def count_tokens(rows: Iterable[Mapping[str, Any]], vocab_size: int) -> torch.Tensor:
@@ -18,7 +19,7 @@ def count_tokens(rows: Iterable[Mapping[str, Any]], vocab_size: int) -> torch.Te
         if mask is not None:
             ids = ids[: len(mask)][torch.as_tensor(mask).flatten()[: ids.numel()].bool()]
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-            raise ValueError(f"Token ids outside [0, {vocab_size}): is the data tokenized for this target?")
+            raise EdaInputError(f"Token ids outside [0, {vocab_size}): is the data tokenized for this target?")
         counts += torch.bincount(ids, minlength=vocab_size)
     return counts
 
@@ -30,11 +31,11 @@ def most_frequent_tokens(
     and chat-template tokens); ordered by count, then id. Pass the result as
     `EagleDraftModel.from_target(target, draft_vocab=...)`."""
     if not 0 < size <= vocab_size:
-        raise ValueError(f"size must be in [1, vocab_size={vocab_size}], got {size}.")
+        raise EdaInputError(f"size must be in [1, vocab_size={vocab_size}], got {size}.")
     counts = count_tokens(rows, vocab_size)
     forced = torch.as_tensor(list(dict.fromkeys(always)), dtype=torch.long)
     if forced.numel() > size:
-        raise ValueError(f"{forced.numel()} ids in `always` do not fit a vocabulary of {size}.")
+        raise EdaInputError(f"{forced.numel()} ids in `always` do not fit a vocabulary of {size}.")
     # rank by count (descending), then id (ascending): a stable sort of ids by -count
     ranked = torch.sort(-counts, stable=True).indices
     rest = ranked[~torch.isin(ranked, forced)][: size - forced.numel()]

@@ -47,6 +47,7 @@ from .io import (
 )
 from .runs import ChunkedRun, process_state
 from .signature import IDENTITY_KEYS, check_target_signature, target_signature
+from ..errors import EdaInputError
 
 FORMAT = "eda-features/1"
 INDEX_FILE = "index.json"
@@ -58,7 +59,7 @@ def _dtype_name(dtype: torch.dtype | str | None, target: PreTrainedModel) -> str
         dtype = next(target.parameters()).dtype
     name = str(dtype).replace("torch.", "")
     if name not in _DTYPES:
-        raise ValueError(f"cannot store features as {name!r}; choose one of {sorted(_DTYPES)}")
+        raise EdaInputError(f"cannot store features as {name!r}; choose one of {sorted(_DTYPES)}")
     return name
 
 
@@ -104,12 +105,12 @@ def extract_features(
     extracts its share and the main process writes the index. `dtype` defaults to the target's dtype.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise EdaInputError(f"batch_size must be >= 1, got {batch_size}")
     check_causal_lm(target, "the target")
     rows = load_rows(dataset)
     require_columns(rows, ["input_ids"], "feature extraction")
     if len(rows) == 0:
-        raise ValueError("the dataset is empty")
+        raise EdaInputError("the dataset is empty")
     check_row_lengths(rows, f"the dataset {dataset}" if isinstance(dataset, (str, os.PathLike)) else "the dataset")
     rows = rows.select_columns(["input_ids"] + (["loss_mask"] if "loss_mask" in rows.column_names else []))
     dtype_name = _dtype_name(dtype, target)
@@ -187,7 +188,7 @@ def load_feature_index(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"no cached features at {str(path)!r}: {INDEX_FILE} is missing{hint}")
     index = json.loads(index_file.read_text())
     if index.get("format") != FORMAT:
-        raise ValueError(f"{str(index_file)!r} has format {index.get('format')!r}; this library reads {FORMAT!r}")
+        raise EdaInputError(f"{str(index_file)!r} has format {index.get('format')!r}; this library reads {FORMAT!r}")
     return index
 
 

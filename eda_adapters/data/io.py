@@ -17,6 +17,7 @@ from ..atomic import (  # noqa: F401  (re-exported: data.io is where these were 
     atomic_write_jsonl,
     atomic_write_text,
 )
+from ..errors import EdaInputError
 
 # The file a regenerated or selected dataset directory holds (read with `datasets.Dataset.from_json`).
 DATA_FILE = "data.jsonl"
@@ -35,7 +36,7 @@ def load_rows(source: DatasetLike, split: str = "train") -> Dataset:
         return source
     if isinstance(source, DatasetDict):
         if split not in source:
-            raise ValueError(f"the DatasetDict has no split {split!r} (splits: {sorted(source)}); pass split=...")
+            raise EdaInputError(f"the DatasetDict has no split {split!r} (splits: {sorted(source)}); pass split=...")
         return source[split]
     if isinstance(source, (str, os.PathLike)):
         return _load_path(Path(source), split)
@@ -45,7 +46,7 @@ def load_rows(source: DatasetLike, split: str = "train") -> Dataset:
             return Dataset.from_dict({"prompt": rows})
         if all(isinstance(row, dict) for row in rows):
             return Dataset.from_list(rows)
-    raise TypeError(
+    raise EdaInputError(
         f"cannot read a dataset from {type(source).__name__}: pass a datasets.Dataset, a list of prompt strings or "
         "dicts, or a path to a .jsonl/.json/.parquet/.arrow file or dataset directory"
     )
@@ -69,13 +70,14 @@ def _load_path(path: Path, split: str) -> Dataset:
         return Dataset.from_parquet(str(path))
     if suffix == ".arrow":
         return Dataset.from_file(str(path))
-    raise ValueError(f"unknown dataset file type {suffix!r} for {str(path)!r}: use .jsonl, .json, .parquet or .arrow")
+    raise EdaInputError(
+        f"unknown dataset file type {suffix!r} for {str(path)!r}: use .jsonl, .json, .parquet or .arrow"
+    )
 
 
 def _read_json(path: Path) -> Dataset:
     """`Dataset.from_json`, with a one-line error naming the file and line when it cannot be read (datasets raises an
     80-line `DatasetGenerationError`, or `StopIteration` for an empty file)."""
-    from ..errors import EdaInputError
     from ..validation import check_utf8, find_json_lines_problem
 
     if path.stat().st_size == 0:
@@ -94,14 +96,14 @@ def require_columns(dataset: Dataset, columns: Iterable[str], what: str) -> None
     """One-line error naming the columns that are missing and the ones that were found."""
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
-        raise ValueError(f"{what} needs column(s) {missing}; the dataset has columns {dataset.column_names}")
+        raise EdaInputError(f"{what} needs column(s) {missing}; the dataset has columns {dataset.column_names}")
 
 
 def check_token_ids(dataset: Dataset, vocab_size: int) -> None:
     """Refuse token ids the target cannot embed (a dataset tokenized for another model), before any work starts."""
     largest = max((max(ids, default=0) for ids in dataset["input_ids"]), default=0)
     if largest >= vocab_size:
-        raise ValueError(
+        raise EdaInputError(
             f"token ids up to {largest} do not fit the target's vocabulary of {vocab_size}: the dataset was "
             "tokenized for another model"
         )
@@ -114,7 +116,7 @@ def check_row_lengths(dataset: Dataset, what: str) -> None:
             continue
         for index, (ids, mask) in enumerate(zip(dataset["input_ids"], dataset[column])):
             if len(mask) != len(ids):
-                raise ValueError(
+                raise EdaInputError(
                     f"{what}: row {index} has {len(ids)} input_ids but a {column} of {len(mask)}; each row's "
                     f"{column} must be as long as its input_ids"
                 )

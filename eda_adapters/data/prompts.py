@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
+from ..errors import EdaInputError
 
 # Columns looked for, in order, when no prompt column is named.
 PROMPT_COLUMNS = ("prompt", "messages", "conversations")
@@ -18,14 +20,14 @@ def find_prompt_column(dataset: Dataset, prompt_column: str | None = None) -> st
     """The column holding the prompts: `prompt_column` if given, else the first of `PROMPT_COLUMNS` present."""
     if prompt_column is not None:
         if prompt_column not in dataset.column_names:
-            raise ValueError(
+            raise EdaInputError(
                 f"the prompt dataset has no column {prompt_column!r}; columns found: {dataset.column_names}"
             )
         return prompt_column
     for name in PROMPT_COLUMNS:
         if name in dataset.column_names:
             return name
-    raise ValueError(
+    raise EdaInputError(
         f"the prompt dataset has none of the columns {list(PROMPT_COLUMNS)}; columns found: {dataset.column_names}. "
         "Name the prompt column with prompt_column=... (--prompt-column)"
     )
@@ -39,10 +41,10 @@ def to_messages(value: Any, index: int) -> list[dict[str, str]]:
     """
     if isinstance(value, str):
         if not value.strip():
-            raise ValueError(f"prompt {index} has no text; remove empty prompts from the dataset")
+            raise EdaInputError(f"prompt {index} has no text; remove empty prompts from the dataset")
         return [{"role": "user", "content": value}]
     if not isinstance(value, list) or not all(isinstance(turn, dict) for turn in value):
-        raise TypeError(
+        raise EdaInputError(
             f"prompt {index} is a {type(value).__name__}; expected a string or a list of "
             "{'role', 'content'} / {'from', 'value'} turns"
         )
@@ -51,12 +53,12 @@ def to_messages(value: Any, index: int) -> list[dict[str, str]]:
         speaker = turn.get("role", turn.get("from"))
         role = _ROLES.get(str(speaker).lower())
         if role is None:
-            raise ValueError(f"prompt {index} has a turn with unknown role {speaker!r}; use user/assistant/system")
+            raise EdaInputError(f"prompt {index} has a turn with unknown role {speaker!r}; use user/assistant/system")
         content = turn.get("content", turn.get("value"))
         messages.append({"role": role, "content": "" if content is None else str(content)})
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if last_user is None or not messages[last_user]["content"].strip():
-        raise ValueError(f"prompt {index} has no user turn with text; every conversation needs one to answer")
+        raise EdaInputError(f"prompt {index} has no user turn with text; every conversation needs one to answer")
     return messages[: last_user + 1]
 
 
@@ -83,7 +85,7 @@ def resolve_chat_template(tokenizer: PreTrainedTokenizerBase, use_chat_template:
     if use_chat_template is None:
         return has_template
     if use_chat_template and not has_template:
-        raise ValueError("the tokenizer has no chat_template; pass use_chat_template=False (--no-chat-template)")
+        raise EdaInputError("the tokenizer has no chat_template; pass use_chat_template=False (--no-chat-template)")
     return bool(use_chat_template)
 
 
@@ -108,3 +110,13 @@ def tokenize_answers(
         input_ids.append(prompt_ids + answer)
         loss_mask.append([0] * len(prompt_ids) + [1] * len(answer))
     return Dataset.from_dict({"input_ids": input_ids, "loss_mask": loss_mask})
+
+
+def encode_chat_prompts(tokenizer: Any, prompts: list[str]) -> list[torch.LongTensor]:
+    """Each prompt as a one-turn user message, rendered as regeneration renders it (the chat template when the
+    tokenizer has one, plain text otherwise), `[1, seq]` each."""
+    use_template = bool(getattr(tokenizer, "chat_template", None))
+    return [
+        torch.tensor([render_prompt(tokenizer, [{"role": "user", "content": prompt}], use_template)[1]])
+        for prompt in prompts
+    ]

@@ -32,6 +32,7 @@ from .io import DATA_FILE, DatasetLike, atomic_write_jsonl, load_causal_lm, load
 from .prompts import find_prompt_column, render_prompt, resolve_chat_template, to_messages
 from .runs import ChunkedRun, process_state
 from .signature import IDENTITY_KEYS, target_signature
+from ..errors import EdaInputError
 
 BACKENDS = ("transformers", "vllm")
 FORMAT = "eda-regenerated/1"
@@ -48,11 +49,11 @@ class DecodingSettings:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise EdaInputError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+            raise EdaInputError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise EdaInputError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 def load_regenerated(output_dir: str | os.PathLike) -> Dataset:
@@ -107,8 +108,8 @@ def regenerate(
         batch_size: Prompts per `generate` call (left padded); one chunk of output per batch.
         prompt_column: The prompt column if not `prompt`, `messages` or `conversations`.
         use_chat_template: `None` uses the tokenizer's chat template when it has one.
-        backend: `"transformers"` (default) or `"vllm"` (needs `pip install vllm`; one process, which batches
-            internally: pass a large `batch_size`, e.g. 512, and use vLLM's tensor parallelism for several GPUs).
+        backend: `"transformers"` (default) or `"vllm"` (needs `pip install vllm`; one process and one engine with
+            vLLM's default settings, which batches internally: pass a large `batch_size`, e.g. 512).
         sort_by_length: Batch prompts of similar length together (less padding). Rows are written in prompt order
             either way; with sampling, batch composition decides the per-batch seeds.
 
@@ -116,24 +117,24 @@ def regenerate(
     merges them; every process returns the full dataset.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        raise EdaInputError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise EdaInputError(f"batch_size must be >= 1, got {batch_size}")
     decoding = DecodingSettings(max_new_tokens, temperature, top_p, seed)
     state = process_state()
     if backend == "vllm":
         _require_vllm()
         if state.num_processes > 1:
-            raise ValueError(
-                "backend='vllm' runs one engine for the whole job: launch a single process and let vLLM use the GPUs "
-                "(tensor_parallel_size), or use backend='transformers' with accelerate launch"
+            raise EdaInputError(
+                "backend='vllm' runs one engine for the whole job: launch a single process, or use "
+                "backend='transformers' with accelerate launch to shard across processes"
             )
 
     target_path = target if isinstance(target, (str, os.PathLike)) else None
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
         source = tokenizer or target_path or getattr(getattr(target, "config", None), "_name_or_path", None)
         if not source:
-            raise ValueError("pass the target's tokenizer (or a path to it): the target has no path to load it from")
+            raise EdaInputError("pass the target's tokenizer (or a path to it): the target has no path to load it from")
         tokenizer = load_tokenizer(str(source))
     if backend == "transformers" and target_path is not None:
         target = load_causal_lm(str(target_path), device=state.device)
@@ -141,7 +142,7 @@ def regenerate(
         check_causal_lm(target, "the target")  # a masked LM would "generate" without a word
         target.eval()
         if len(tokenizer) > target.config.get_text_config().vocab_size:
-            raise ValueError(
+            raise EdaInputError(
                 f"the tokenizer has {len(tokenizer)} tokens but the target's vocabulary has "
                 f"{target.config.get_text_config().vocab_size}: pass the target's own tokenizer"
             )
@@ -151,7 +152,7 @@ def regenerate(
     chat = resolve_chat_template(tokenizer, use_chat_template)
     conversations = [to_messages(value, i) for i, value in enumerate(dataset[column])]
     if not conversations:
-        raise ValueError("the prompt dataset is empty")
+        raise EdaInputError("the prompt dataset is empty")
     rendered = [render_prompt(tokenizer, messages, chat) for messages in conversations]
 
     prompts_digest = json_fingerprint(conversations)
@@ -230,7 +231,7 @@ class _TransformersGenerator:
         self.eos_ids = _eos_ids(target, tokenizer)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_ids or [None])[0]
         if pad_id is None:
-            raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
+            raise EdaInputError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
         self.pad_id = int(pad_id)
         self.decoding = decoding
         greedy = decoding.temperature == 0
@@ -285,7 +286,8 @@ def _require_vllm() -> Any:
 
 
 class _VllmGenerator:
-    """vLLM offline inference over token ids (import-guarded; each process runs its own engine on its own GPU)."""
+    """vLLM offline inference over token ids (import-guarded): one engine for the whole job, in the single process
+    `regenerate` allows with this backend, with vLLM's default engine settings (one GPU); it batches internally."""
 
     def __init__(self, model: str, tokenizer: PreTrainedTokenizerBase, decoding: DecodingSettings):
         vllm = _require_vllm()

@@ -24,9 +24,10 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from .io import atomic_write_json
+from ..run_directory import RUN_KEY_FILE, RunDirectory
+from ..errors import EdaInputError
 
-RUN_FILE = "run.json"
+RUN_FILE = RUN_KEY_FILE
 CHUNK_DIR = "chunks"
 
 
@@ -43,20 +44,11 @@ def process_state() -> PartialState:
     state = PartialState()
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and state.num_processes == 1:
-        raise ValueError(
+        raise EdaInputError(
             f"{launched} processes were launched but accelerate sees one: create `PartialState(cpu=True)` (CPU) "
             "before calling eda_adapters.data, or launch one process"
         )
     return state
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out = {}
-        for key, value in obj.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: obj}
 
 
 class ChunkedRun:
@@ -73,31 +65,10 @@ class ChunkedRun:
     def open(self, final_file: str) -> None:
         """Create the directory or check that it holds this same run; `final_file` is the run's merged output."""
         if self.state.is_main_process:
-            if self.dir.exists() and not self.dir.is_dir():
-                raise FileExistsError(f"{str(self.dir)!r} is a file; choose a directory for the output")
-            run_file = self.dir / RUN_FILE
-            if run_file.is_file():
-                self._check_same_run(json.loads(run_file.read_text()))
-            elif self.dir.is_dir() and any(self.dir.iterdir()):
-                raise FileExistsError(
-                    f"{str(self.dir)!r} is not empty and holds no {RUN_FILE}: it is not a {self.kind} run; "
-                    "choose an empty or new output directory"
-                )
-            else:
-                (self.dir / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
-                atomic_write_json(run_file, self.config)
+            RunDirectory(self.dir, self.kind, RUN_FILE).claim(self.config)
+            (self.dir / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
         self.state.wait_for_everyone()
         self.final_path = self.dir / final_file
-
-    def _check_same_run(self, recorded: dict[str, Any]) -> None:
-        old, new = _flatten(recorded), _flatten(json.loads(json.dumps(self.config)))
-        diffs = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
-        if diffs:
-            raise FileExistsError(
-                f"{str(self.dir)!r} already holds a different {recorded.get('kind', 'unknown')} run (differs in: "
-                f"{', '.join(diffs[:6])}{', ...' if len(diffs) > 6 else ''}); use another output directory or "
-                "delete this one to start over"
-            )
 
     def done(self) -> dict[int, str]:
         """Sample index -> chunk name, over every process's progress record (first record of an index wins)."""

@@ -24,11 +24,13 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..plotting import pyplot
 from ..validation import check_causal_lm
 from .feature_cache import pad_batch
 from .features import compute_target_features
 from .io import DatasetLike, check_token_ids, load_rows, require_columns
 from .runs import process_state
+from ..errors import EdaInputError
 
 SHIFT_METRICS = ("cosine", "l2")
 SELECTION_METHODS = ("shift", "random")
@@ -47,17 +49,17 @@ def check_same_tokens(
     check_causal_lm(finetuned, "the fine-tuned target")
     base_cfg, ft_cfg = base.config.get_text_config(), finetuned.config.get_text_config()
     if base_cfg.model_type != ft_cfg.model_type:
-        raise ValueError(
+        raise EdaInputError(
             f"the base target is a {base_cfg.model_type} model but the fine-tuned target a {ft_cfg.model_type} one: "
             "shift compares a fine-tune with its own base model; pass the model it was fine-tuned from"
         )
     if base_cfg.hidden_size != ft_cfg.hidden_size:
-        raise ValueError(
+        raise EdaInputError(
             f"the base target has hidden size {base_cfg.hidden_size} but the fine-tuned target has "
             f"{ft_cfg.hidden_size}: shift needs a fine-tune of the same base model"
         )
     if base_cfg.vocab_size != ft_cfg.vocab_size:
-        raise ValueError(
+        raise EdaInputError(
             f"the base target's vocabulary has {base_cfg.vocab_size} tokens but the fine-tuned target's has "
             f"{ft_cfg.vocab_size}: shift needs both targets on the same tokens"
         )
@@ -65,7 +67,7 @@ def check_same_tokens(
         base_vocab, ft_vocab = base_tokenizer.get_vocab(), finetuned_tokenizer.get_vocab()
         if base_vocab != ft_vocab:
             differing = sorted(set(base_vocab.items()) ^ set(ft_vocab.items()), key=str)[:3]
-            raise ValueError(
+            raise EdaInputError(
                 f"the base and fine-tuned tokenizers differ ({len(base_vocab)} vs {len(ft_vocab)} tokens, e.g. "
                 f"{differing}): shift needs both targets on the same tokens; use the base model of this fine-tune"
             )
@@ -91,9 +93,9 @@ def representation_shift(
 ) -> list[float]:
     """One representation-shift score per sample of `dataset` (columns `input_ids`, optional `loss_mask`)."""
     if metric not in SHIFT_METRICS:
-        raise ValueError(f"unknown shift metric {metric!r}; choose one of {SHIFT_METRICS}")
+        raise EdaInputError(f"unknown shift metric {metric!r}; choose one of {SHIFT_METRICS}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise EdaInputError(f"batch_size must be >= 1, got {batch_size}")
     check_same_tokens(base, finetuned, base_tokenizer, finetuned_tokenizer)
     rows = load_rows(dataset)
     require_columns(rows, ["input_ids"], "shift scoring")
@@ -150,12 +152,12 @@ def resolve_budget(budget: int | float, num_samples: int) -> int:
         raise TypeError(f"budget must be a count (int) or a fraction (float in (0, 1]), got {budget!r}")
     if isinstance(budget, float):
         if not 0 < budget <= 1:
-            raise ValueError(f"a fractional budget must be in (0, 1], got {budget}; pass an int for a count")
+            raise EdaInputError(f"a fractional budget must be in (0, 1], got {budget}; pass an int for a count")
         return max(1, int(math.floor(budget * num_samples)))
     if budget < 1:
-        raise ValueError(f"budget must be at least 1 sample, got {budget}")
+        raise EdaInputError(f"budget must be at least 1 sample, got {budget}")
     if budget > num_samples:
-        raise ValueError(
+        raise EdaInputError(
             f"budget of {budget} samples is larger than the dataset ({num_samples} samples); lower it or pass a "
             "fraction"
         )
@@ -185,13 +187,13 @@ def select_by_shift(
     go to `representation_shift` (`batch_size`, `base_tokenizer`, `finetuned_tokenizer`, `show_progress`).
     """
     if method not in SELECTION_METHODS:
-        raise ValueError(f"unknown selection method {method!r}; choose one of {SELECTION_METHODS}")
+        raise EdaInputError(f"unknown selection method {method!r}; choose one of {SELECTION_METHODS}")
     rows = load_rows(dataset)
     count = resolve_budget(budget, len(rows))
     have_models = base is not None and finetuned is not None
     if method == "shift" and (recompute or score_column not in rows.column_names):
         if not have_models:
-            raise ValueError(
+            raise EdaInputError(
                 f"shift selection needs the base and fine-tuned targets, or a dataset that already has a "
                 f"{score_column!r} column (columns found: {rows.column_names})"
             )
@@ -205,7 +207,7 @@ def select_by_shift(
         keep = sorted(random.Random(seed).sample(range(len(rows)), count))
     if plot is not None:
         if scores is None:
-            raise ValueError("plot needs shift scores: select with method='shift' first, or score the dataset")
+            raise EdaInputError("plot needs shift scores: select with method='shift' first, or score the dataset")
         plot_shift_histogram(scores, plot, selected=keep)
     return rows.select(keep)
 
@@ -214,10 +216,7 @@ def plot_shift_histogram(
     scores: Sequence[float], path: str | os.PathLike, selected: Sequence[int] | None = None
 ) -> None:
     """Save a histogram of shift scores to `path` (PNG), the selected samples drawn over all of them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The shift histogram")
 
     import numpy as np
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..fingerprints import target_fingerprint
+from ..errors import EdaInputError
 
 # Keys of a signature that must agree for two targets to be "the same target" (name and dtype may differ).
 IDENTITY_KEYS = ("fingerprint", "hidden_size", "vocab_size")
@@ -46,7 +47,7 @@ def check_target_signature(
         if recorded.get(key) != actual.get(key)
     ]
     if diffs:
-        raise ValueError(
+        raise EdaInputError(
             f"{what} came from target {recorded.get('name_or_path') or '<unnamed>'!r}, not from this target "
             f"{actual.get('name_or_path') or '<unnamed>'!r} ({'; '.join(diffs)}); recompute them with this target "
             "or load the target they came from."

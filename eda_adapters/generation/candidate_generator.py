@@ -12,6 +12,7 @@ from transformers.utils import ModelOutput
 
 from .drafts import prepare_draft
 from .eos import eos_token_ids
+from ..errors import EdaInputError
 
 # Number of draft tokens per step when the caller leaves transformers' `num_assistant_tokens` at its placeholder
 # default (20, tuned for small vanilla LMs): EAGLE chains are usually verified 4-8 tokens at a time.
@@ -29,7 +30,7 @@ def resolve_num_draft_tokens(generation_config: GenerationConfig, target: PreTra
     if requested is None or (requested == _TRANSFORMERS_DEFAULT_NUM_ASSISTANT_TOKENS and set_on_target is None):
         return DEFAULT_NUM_DRAFT_TOKENS
     if int(requested) < 1:
-        raise ValueError(f"num_assistant_tokens must be >= 1, got {requested}.")
+        raise EdaInputError(f"num_assistant_tokens must be >= 1, got {requested}.")
     return int(requested)
 
 
@@ -45,7 +46,7 @@ def resolve_confidence_threshold(generation_config: GenerationConfig, target: Pr
     if requested is None or (requested == _TRANSFORMERS_DEFAULT_CONFIDENCE and set_on_target is None):
         return 0.0
     if not 0.0 <= float(requested) <= 1.0:
-        raise ValueError(f"assistant_confidence_threshold must be in [0, 1], got {requested}.")
+        raise EdaInputError(f"assistant_confidence_threshold must be in [0, 1], got {requested}.")
     return float(requested)
 
 
@@ -93,7 +94,7 @@ class EagleCandidateGenerator(CandidateGenerator):
         self.max_length = generation_config.max_length
         self.schedule = generation_config.num_assistant_tokens_schedule or "constant"
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"num_assistant_tokens_schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+            raise EdaInputError(f"num_assistant_tokens_schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
         self.num_assistant_tokens = resolve_num_draft_tokens(generation_config, target)
         self.confidence_threshold = resolve_confidence_threshold(generation_config, target)
         self.eos_token_ids = _eos_token_ids(generation_config, target)
@@ -120,7 +121,9 @@ class EagleCandidateGenerator(CandidateGenerator):
             self.num_candidates = 0
             return input_ids, None
         if model_outputs is None or getattr(model_outputs, "hidden_states", None) is None:
-            raise ValueError("EagleCandidateGenerator needs the target's hidden states (model_outputs.hidden_states).")
+            raise EdaInputError(
+                "EagleCandidateGenerator needs the target's hidden states (model_outputs.hidden_states)."
+            )
         device = self.draft.device
         seq_len = input_ids.shape[1]
         features = model_outputs.hidden_states[-1]

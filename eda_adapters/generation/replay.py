@@ -30,6 +30,7 @@ from .drafts import prepare_draft
 from .eos import eos_token_ids
 from .stats import SpeculativeStats
 from .tree import TreeConfig
+from ..errors import EdaInputError
 
 
 @dataclass
@@ -65,7 +66,7 @@ def greedy_reference(
 ) -> GreedyReference:
     """Decode `prompt` (`[seq]` or `[1, seq]`) greedily with `target` (plain `generate`) and read its features."""
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+        raise EdaInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     device = target.get_input_embeddings().weight.device
     ids = prompt.reshape(1, -1).to(device)
     eos = eos_token_ids(target, eos_token_id)
@@ -219,7 +220,7 @@ def replay_acceptance(
     max_new_tokens=reference.max_new_tokens)` (greedy; chain of `num_draft_tokens` through `generate` when `tree` is
     None) would record on `reference`'s prompt, computed by replay (see the module docstring)."""
     if num_draft_tokens < 1:
-        raise ValueError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}.")
+        raise EdaInputError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}.")
     replay = _Replay(draft, target, reference)
     was_training = replay.draft.training
     replay.draft.eval()

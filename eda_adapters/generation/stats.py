@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from ..errors import EdaInputError
 
 
 def compute_tau(accepted_lengths: Iterable[int]) -> float:
@@ -16,7 +17,7 @@ def compute_tau(accepted_lengths: Iterable[int]) -> float:
     """
     lengths = [int(n) for n in accepted_lengths]
     if any(n < 0 for n in lengths):
-        raise ValueError("accepted lengths must be >= 0 (number of drafted tokens accepted per step).")
+        raise EdaInputError("accepted lengths must be >= 0 (number of drafted tokens accepted per step).")
     if not lengths:
         return 0.0
     return sum(n + 1 for n in lengths) / len(lengths)

@@ -15,6 +15,7 @@ from ..models.eagle.modeling_eagle import EagleDraftModel
 from .drafts import prepare_draft
 from .eos import eos_token_ids
 from .stats import SpeculativeStats, track_acceptance
+from ..errors import EdaInputError
 
 
 @dataclass
@@ -37,7 +38,7 @@ class TreeConfig:
         for name in ("depth", "top_k", "total_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"TreeConfig.{name} must be a positive integer, got {value!r}.")
+                raise EdaInputError(f"TreeConfig.{name} must be a positive integer, got {value!r}.")
 
 
 @dataclass
@@ -89,7 +90,7 @@ class TreeSpeculator:
         self.config = config
         attn = getattr(target.config, "_attn_implementation", "sdpa")
         if attn not in ("sdpa", "eager"):
-            raise ValueError(
+            raise EdaInputError(
                 f"Tree decoding needs a custom 4D attention mask, which attn_implementation={attn!r} does not take: "
                 "load the target with attn_implementation='sdpa' (or 'eager')."
             )
@@ -246,14 +247,14 @@ def _check_inputs(
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
         raise TypeError("input_ids must be a [batch, seq] LongTensor.")
     if input_ids.shape[0] != 1:
-        raise ValueError(
+        raise EdaInputError(
             f"Tree decoding supports batch size 1 (got {input_ids.shape[0]}): call it once per sequence."
         )
     if attention_mask is not None and not bool(attention_mask.bool().all()):
-        raise ValueError("Tree decoding does not support padding: pass the sequence without pad tokens.")
+        raise EdaInputError("Tree decoding does not support padding: pass the sequence without pad tokens.")
     window = _sliding_window(target)
     if window is not None and max_length > window:
-        raise ValueError(
+        raise EdaInputError(
             f"The target uses sliding-window attention (window {window}) and this generation would exceed it, "
             "which tree decoding does not support: use tree=None (the generate hook) or a shorter generation."
         )
@@ -303,7 +304,7 @@ def speculative_generate(
             )
         return (output, stats) if return_stats else output
     if generate_kwargs.get("do_sample"):
-        raise ValueError(
+        raise EdaInputError(
             "Tree decoding is greedy only: for sampling use tree=None (target.generate(..., assistant_model=draft, "
             "do_sample=True)), which applies the speculative-sampling acceptance rule."
         )
@@ -312,7 +313,7 @@ def speculative_generate(
     if not isinstance(tree, TreeConfig):
         raise TypeError(f"tree must be a TreeConfig or None, got {type(tree).__name__}.")
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+        raise EdaInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     _check_inputs(target, input_ids, attention_mask, input_ids.shape[1] + max_new_tokens + tree.depth + 1)
     input_ids = input_ids.to(target.get_input_embeddings().weight.device)
     eos = set(eos_token_ids(target, eos_token_id))

@@ -28,7 +28,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..atomic import atomic_directory
-from ..errors import MissingExtraError
+from ..errors import EdaInputError, MissingExtraError
 from .eagle.modeling_eagle import _check_causal_lm
 
 GGUF_SOURCE_FILE = "eda_gguf_source.json"
@@ -132,7 +132,7 @@ def convert_gguf(gguf: str | os.PathLike, output_dir: str | os.PathLike | None =
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except (ValueError, KeyError, RuntimeError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
+        raise EdaInputError(
             f"transformers cannot load the GGUF file {str(gguf)!r} as a causal LM ({reason}): use a GGUF of an "
             "architecture transformers supports for GGUF (llama, mistral, qwen2, qwen3, gemma3, ...)."
         ) from err
@@ -144,7 +144,7 @@ def convert_gguf(gguf: str | os.PathLike, output_dir: str | os.PathLike | None =
     missing, unexpected = clean.load_state_dict(model.state_dict(), strict=False)
     untied = [key for key in missing if not (clean.config.tie_word_embeddings and key.endswith("lm_head.weight"))]
     if untied or unexpected:
-        raise ValueError(f"GGUF conversion of {gguf.name} lost weights (missing {untied}, unexpected {unexpected}).")
+        raise EdaInputError(f"GGUF conversion of {gguf.name} lost weights (missing {untied}, unexpected {unexpected}).")
     with atomic_directory(out) as tmp:  # replaces a stale folder without the marker (an interrupted copy by hand)
         clean.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -157,7 +157,7 @@ def _torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
     if isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+        raise EdaInputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     return getattr(torch, dtype)
 
 
@@ -183,7 +183,7 @@ def load_target(
     except ValueError as err:
         # raised by the Auto class for configs it has no causal-LM class for (e.g. BERT-like encoders)
         if "Unrecognized configuration class" in str(err):
-            raise TypeError(
+            raise EdaInputError(
                 f"{str(name_or_path)!r} is not a decoder-only causal LM: pass a model that "
                 "AutoModelForCausalLM loads (Llama, Qwen2, Mistral, Gemma 3, ...)."
             ) from err
@@ -193,7 +193,7 @@ def load_target(
     try:
         _check_causal_lm(model)
     except TypeError as err:
-        raise TypeError(f"{str(name_or_path)!r}: {err}") from None
+        raise EdaInputError(f"{str(name_or_path)!r}: {err}") from None
     if device is not None:
         model = model.to(device)
     return model.eval().requires_grad_(False)

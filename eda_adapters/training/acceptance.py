@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..generation.stats import track_acceptance
+from ..errors import EdaInputError
 
 
 def prompts_from_dataset(dataset: Iterable[dict[str, Any]], num_prompts: int) -> list[torch.LongTensor]:
@@ -36,7 +37,7 @@ def prompts_from_dataset(dataset: Iterable[dict[str, Any]], num_prompts: int) ->
         if len(ids) > 0:
             prompts.append(ids)
     if not prompts:
-        raise ValueError("The tau dataset has no usable prompt (samples need non-empty `input_ids`).")
+        raise EdaInputError("The tau dataset has no usable prompt (samples need non-empty `input_ids`).")
     return prompts
 
 
@@ -60,7 +61,7 @@ def greedy_acceptance_length(
         show_progress: Show a progress bar over the prompts.
     """
     if num_draft_tokens < 1:
-        raise ValueError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}.")
+        raise EdaInputError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}.")
     device = target.get_input_embeddings().weight.device
     was_training = draft.training
     generation = target.generation_config
@@ -83,5 +84,5 @@ def greedy_acceptance_length(
     finally:
         draft.train(was_training)
     if stats.num_steps == 0:
-        raise ValueError("No verification step ran on the tau prompts: raise tau_max_new_tokens.")
+        raise EdaInputError("No verification step ran on the tau prompts: raise tau_max_new_tokens.")
     return stats.tau

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import pad_batch
+from ..errors import EdaInputError
 
 #: Name of the optional per-sample column holding cached target features `[seq, hidden]` (see `eda_adapters.data`).
 FEATURES_KEY = "hidden_states"
@@ -33,7 +34,7 @@ class DraftDataCollator:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not samples:
-            raise ValueError("DraftDataCollator got an empty batch.")
+            raise EdaInputError("DraftDataCollator got an empty batch.")
         batch = pad_batch([self._trim(i, s) for i, s in enumerate(samples)], pad_token_id=self.pad_token_id)
         length = batch["input_ids"].shape[1]
         if self.pad_to_multiple_of and length % self.pad_to_multiple_of:
@@ -45,7 +46,7 @@ class DraftDataCollator:
 
     def _trim(self, index: int, sample: dict[str, Any]) -> dict[str, torch.Tensor]:
         if "input_ids" not in sample:
-            raise ValueError(
+            raise EdaInputError(
                 f"Draft-training samples need an `input_ids` column (sample {index} has only {sorted(sample)}): "
                 "tokenize the data first (see eda_adapters.data)."
             )
@@ -55,14 +56,14 @@ class DraftDataCollator:
             if sample.get(key) is not None:
                 value = torch.as_tensor(sample[key])
                 if value.shape[0] != len(ids):
-                    raise ValueError(
+                    raise EdaInputError(
                         f"Sample {index}: {key} has length {value.shape[0]}, input_ids {len(ids)}: they must match."
                     )
                 out[key] = value
         if sample.get("attention_mask") is not None:
             keep = torch.as_tensor(sample["attention_mask"]).flatten().bool()
             if len(keep) != len(ids):
-                raise ValueError(f"Sample {index}: attention_mask has length {len(keep)}, input_ids {len(ids)}.")
+                raise EdaInputError(f"Sample {index}: attention_mask has length {len(keep)}, input_ids {len(ids)}.")
             out = {key: value[keep] for key, value in out.items()}
         if self.max_length is not None:
             out = {key: value[: self.max_length] for key, value in out.items()}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .losses import FEATURE_NOISE_TYPES
+from ..errors import EdaInputError
 
 
 @dataclass
@@ -116,29 +117,33 @@ class EagleTrainingConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         if self.regression_weight < 0 or self.ce_weight < 0 or self.regression_weight + self.ce_weight == 0:
-            raise ValueError(
+            raise EdaInputError(
                 f"{type(self).__name__}: regression_weight and ce_weight must be >= 0 and not both 0, got "
                 f"{self.regression_weight} and {self.ce_weight}."
             )
         if self.feature_noise_type not in FEATURE_NOISE_TYPES:
-            raise ValueError(
+            raise EdaInputError(
                 f"{type(self).__name__}.feature_noise_type must be one of {list(FEATURE_NOISE_TYPES)}, got "
                 f"{self.feature_noise_type!r}."
             )
         if self.feature_noise_std < 0:
-            raise ValueError(f"{type(self).__name__}.feature_noise_std must be >= 0, got {self.feature_noise_std}.")
+            raise EdaInputError(f"{type(self).__name__}.feature_noise_std must be >= 0, got {self.feature_noise_std}.")
         if self.max_length is not None and self.max_length < 2:
-            raise ValueError(
+            raise EdaInputError(
                 f"{type(self).__name__}.max_length must be >= 2 (the draft predicts position t+1 from t), "
                 f"got {self.max_length}."
             )
         if self.draft_vocab_size is not None and self.draft_vocab_size < 1:
-            raise ValueError(f"{type(self).__name__}.draft_vocab_size must be >= 1 or None, got {self.draft_vocab_size}.")
+            raise EdaInputError(
+                f"{type(self).__name__}.draft_vocab_size must be >= 1 or None, got {self.draft_vocab_size}."
+            )
         if self.draft_num_layers < 1:
-            raise ValueError(f"{type(self).__name__}.draft_num_layers must be >= 1, got {self.draft_num_layers}.")
+            raise EdaInputError(f"{type(self).__name__}.draft_num_layers must be >= 1, got {self.draft_num_layers}.")
         if self.tau_eval_steps is not None and self.tau_eval_steps < 1:
-            raise ValueError(f"{type(self).__name__}.tau_eval_steps must be >= 1 or None, got {self.tau_eval_steps}.")
+            raise EdaInputError(
+                f"{type(self).__name__}.tau_eval_steps must be >= 1 or None, got {self.tau_eval_steps}."
+            )
         for name in ("tau_num_draft_tokens", "tau_max_new_tokens", "tau_num_prompts"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}.")
+                raise EdaInputError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}.")
         super().__post_init__()

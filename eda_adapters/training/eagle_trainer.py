@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -37,10 +38,11 @@ from .eagle_config import EagleTrainingConfig
 from .losses import add_feature_noise, eagle_loss, shift_for_draft
 from .run_signature import (
     SIGNATURE_HYPERPARAMETERS,
-    check_output_dir,
+    check_training_output_dir,
     check_run_signature,
     write_run_signature,
 )
+from ..errors import EdaInputError
 
 
 def _loss_masks(data: Any) -> Any:
@@ -63,8 +65,14 @@ def _loss_masks(data: Any) -> Any:
         yield mask.tolist() if hasattr(mask, "tolist") else list(mask)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training stopped because the loss became NaN or infinite (the last good checkpoint is kept)."""
+def _loss_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The positions of a collated batch that the EAGLE loss counts (as `shift_for_draft` aligns them)."""
+    return (batch["loss_mask"] * batch["attention_mask"])[:, 1:].sum()
+
+
+class NonFiniteLossError(EdaInputError, FloatingPointError):
+    """Training stopped because the loss became NaN or infinite (the last good checkpoint is kept). Reported like bad
+    input: its message names the settings to change."""
 
 
 def _load_target(target: PreTrainedModel | str) -> PreTrainedModel:
@@ -140,6 +148,9 @@ class EagleTrainer(Trainer):
     """
 
     _stage = "eagle"
+    # compute_loss normalises by the loss tokens of the whole accumulated batch (see get_batch_samples), so the
+    # Trainer must not divide by the accumulation steps again
+    loss_is_scaled_for_ga = True
 
     def __init__(
         self,
@@ -155,7 +166,7 @@ class EagleTrainer(Trainer):
         peft_config: Any = None,
     ) -> None:
         if target_model is None:
-            raise ValueError(
+            raise EdaInputError(
                 f"{type(self).__name__} needs target_model= (the frozen target whose features it predicts)."
             )
         if args is None:
@@ -177,7 +188,7 @@ class EagleTrainer(Trainer):
         if train_dataset is not None and hasattr(train_dataset, "column_names") and "input_ids" not in (
             train_dataset.column_names or []
         ):
-            raise ValueError(
+            raise EdaInputError(
                 f"The training dataset needs an `input_ids` column, it has {train_dataset.column_names}: tokenize it "
                 "(prompt + response) first, see eda_adapters.data."
             )
@@ -198,9 +209,8 @@ class EagleTrainer(Trainer):
             callbacks=callbacks,
             optimizers=optimizers,
         )
-        # Our loss is a per-batch mean: the Trainer divides it by the gradient accumulation steps.
+        # The draft takes no loss kwargs; compute_loss scales its own loss to the whole optimizer step.
         self.model_accepts_loss_kwargs = False
-        self.loss_is_scaled_for_ga = False
         self.target_model = self.accelerator.prepare_model(self.target_model, evaluation_mode=True)
 
     # ------------------------------------------------------------------ construction
@@ -217,7 +227,7 @@ class EagleTrainer(Trainer):
         if args.draft_vocab_size is None:
             return None
         if train_dataset is None:
-            raise ValueError("draft_vocab_size needs a train_dataset to count token frequencies on.")
+            raise EdaInputError("draft_vocab_size needs a train_dataset to count token frequencies on.")
         eos = getattr(target.generation_config, "eos_token_id", None)
         always = [eos] if isinstance(eos, int) else list(eos or [])
         vocab_size = target.get_input_embeddings().weight.shape[0]
@@ -238,7 +248,7 @@ class EagleTrainer(Trainer):
                 f"got {type(peft_config).__name__}: train other adapters with EdaTrainer or PEFT."
             )
         if peft_config is not None and peft_config.init_private_weights == "copy":
-            raise ValueError(
+            raise EdaInputError(
                 "Stage 1 trains the whole draft with its private expert: init_private_weights='copy' is a stage-2 "
                 "option (EdaTrainer); use 'random' or 'zero' here."
             )
@@ -324,6 +334,8 @@ class EagleTrainer(Trainer):
             ce_weight=self.args.ce_weight,
         )
         loss = terms.loss
+        if mode == "train":
+            loss = self._scale_for_accumulation(loss, terms.num_tokens, num_items_in_batch)
         metrics = {
             "regression_loss": terms.regression_loss,
             "ce_loss": terms.ce_loss,
@@ -333,7 +345,8 @@ class EagleTrainer(Trainer):
         if aux_coef:
             aux = router_aux_loss(model)
             if aux is not None:
-                loss = loss + aux_coef * aux
+                scale = self.current_gradient_accumulation_steps if mode == "train" else 1
+                loss = loss + aux_coef * aux / scale
                 metrics["router_aux_loss"] = aux.detach()
         if mode == "train":
             self._check_finite(loss)
@@ -342,6 +355,32 @@ class EagleTrainer(Trainer):
         num_tokens = torch.tensor([float(terms.num_tokens)], device=loss.device)
         self._metrics[mode]["num_tokens"].append(self.accelerator.gather(num_tokens).sum().item())
         return (loss, outputs) if return_outputs else loss
+
+    def get_batch_samples(
+        self, epoch_iterator: Iterator, num_batches: int, device: torch.device
+    ) -> tuple[list, torch.Tensor | int | None]:
+        """The micro-batches of one optimizer step, and the loss tokens among them (over every process when
+        `average_tokens_across_devices`), which `compute_loss` divides by."""
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if not batch_samples:
+            return batch_samples, None
+        count = sum(_loss_tokens(batch) for batch in batch_samples).to(device)
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            count = self.accelerator.gather(count.reshape(1)).sum()
+        return batch_samples, count
+
+    def _scale_for_accumulation(
+        self, loss: torch.Tensor, num_tokens: int, num_items_in_batch: torch.Tensor | int | None
+    ) -> torch.Tensor:
+        """This micro-batch's token-mean `loss` as its share of the mean over the whole optimizer step: accumulated
+        micro-batches (and processes) of ragged rows then make the gradient of one big batch."""
+        if num_items_in_batch is None:  # no count (a caller of compute_loss outside the training loop)
+            return loss / self.current_gradient_accumulation_steps
+        # the ratio first: with one micro-batch on one process it is exactly 1 and the loss stays bit-identical
+        share = loss * (num_tokens / torch.as_tensor(num_items_in_batch, device=loss.device).clamp_min(1))
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            share = share * self.accelerator.num_processes  # DDP averages the gradients of the processes
+        return share
 
     def _router_aux_loss_coef(self) -> float:
         model = self.accelerator.unwrap_model(self.model)
@@ -480,7 +519,7 @@ class EagleTrainer(Trainer):
                 raise FileNotFoundError(f"Checkpoint {resume_from_checkpoint} does not exist.")
             check_run_signature(resume_from_checkpoint, signature)
         # every process checks (they see the same directory), so none is left waiting for the others
-        check_output_dir(self.args.output_dir, signature)  # never train over another run's files
+        check_training_output_dir(self.args.output_dir, signature)  # never train over another run's files
         self._check_trainable_tokens()
         self._signature = signature
         # every process has looked at the directory before the main one writes into it (else a slower rank sees the
@@ -517,7 +556,7 @@ class EagleTrainer(Trainer):
         """Refuse a run with nothing to learn: no training step, or no token with a loss (all loss masks zero within
         `max_length`)."""
         if self.args.max_steps <= 0 and self.args.num_train_epochs <= 0:
-            raise ValueError(
+            raise EdaInputError(
                 f"Nothing to train: max_steps={self.args.max_steps} and num_train_epochs={self.args.num_train_epochs} "
                 "make 0 training steps; set max_steps or num_train_epochs above 0."
             )
@@ -529,7 +568,7 @@ class EagleTrainer(Trainer):
             if any(mask[1:limit]):
                 return  # usually the first row: the scan stops at once
         where = f" within max_length={limit}" if limit is not None else ""
-        raise ValueError(
+        raise EdaInputError(
             f"Nothing to train on: the {len(data)} training samples have 0 usable tokens (loss_mask is 0 everywhere"
             f"{where}, the first token excepted): check the data's loss_mask, or raise max_length above the prompts' "
             "length."

@@ -15,6 +15,7 @@ from .eagle_config import EagleTrainingConfig
 from .eagle_trainer import EagleTrainer
 from .eda_config import EdaTrainingConfig
 from .joint import STAGE1_ADAPTER_DIR, adapter_signature
+from ..errors import EdaInputError
 
 class EdaTrainer(EagleTrainer):
     r"""Trainer for stage 2: only the private EDA adapter of a shared draft trains, for a fine-tuned target.
@@ -62,7 +63,7 @@ class EdaTrainer(EagleTrainer):
         train_dataset: Any = None,
     ) -> nn.Module:
         if model is None:
-            raise ValueError(
+            raise EdaInputError(
                 "EdaTrainer needs model= the shared stage-1 draft (an EagleDraftModel, a path to one, or a PeftModel "
                 "holding an EDA adapter); train one with EagleTrainer first."
             )
@@ -70,7 +71,7 @@ class EdaTrainer(EagleTrainer):
             model = EagleDraftModel.from_pretrained(model, target_model=target)
         if isinstance(model, PeftModel):
             if peft_config is not None:
-                raise ValueError(
+                raise EdaInputError(
                     "model is already a PeftModel with an adapter: pass either it, or the plain draft with "
                     "peft_config=, not both."
                 )
@@ -87,7 +88,7 @@ class EdaTrainer(EagleTrainer):
                     f"model must be an EagleDraftModel, a path to one, or a PeftModel; got {type(model).__name__}."
                 )
             if peft_config is None:
-                raise ValueError(
+                raise EdaInputError(
                     "EdaTrainer trains only a private EDA adapter: pass peft_config=EdaConfig(...) (or a PeftModel). "
                     "To train the whole draft use EagleTrainer."
                 )
@@ -108,7 +109,7 @@ class EdaTrainer(EagleTrainer):
             model = get_peft_model(model, peft_config)
         trainable = [name for name, param in model.named_parameters() if param.requires_grad]
         if not trainable:
-            raise ValueError(
+            raise EdaInputError(
                 "The adapter has no trainable parameters: load it with PeftModel.from_pretrained(draft, path, "
                 "is_trainable=True)."
             )
@@ -118,7 +119,7 @@ class EdaTrainer(EagleTrainer):
         # modules_to_save) are keyed by the adapter name; nothing else may train
         shared = [name for name in trainable if f".{adapter_name}." not in name]
         if shared:
-            raise ValueError(
+            raise EdaInputError(
                 f"Stage 2 trains the private EDA parameters and the declared modules_to_save {declared}, but other "
                 f"shared ones are trainable too ({shared[:3]}...): freeze them (requires_grad_(False)), declare them "
                 "in EdaConfig(modules_to_save=[...]), or train the whole draft with EagleTrainer."
@@ -147,15 +148,15 @@ def _check_shared_mlps(draft: EagleDraftModel, config: EdaConfig) -> None:
     for index, layer in enumerate(getattr(draft, "layers", [])):
         mlp = getattr(layer, "mlp", None)
         if isinstance(mlp, EdaLayer):
-            raise ValueError(
+            raise EdaInputError(
                 f"layers.{index}.mlp already wraps an EDA adapter: pass the PeftModel itself (no peft_config), or "
                 "merge_and_unload() it first to get a plain shared draft."
             )
         projections = ("gate_proj", "up_proj", "down_proj")
         if mlp is None or not all(isinstance(getattr(mlp, p, None), nn.Linear) for p in projections):
-            raise ValueError(
+            raise EdaInputError(
                 f"layers.{index}.mlp of this draft is not a shared SwiGLU MLP (gate_proj/up_proj/down_proj): an EDA "
                 "adapter has nothing to wrap; use a draft built with EagleDraftModel.from_target."
             )
     if not getattr(draft, "layers", None):
-        raise ValueError("This draft has no decoder layers, so no shared MLP for an EDA adapter to wrap.")
+        raise EdaInputError("This draft has no decoder layers, so no shared MLP for an EDA adapter to wrap.")

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..tuners import EdaConfig, draft_fingerprint
 from ..tuners.eda.config import USER_FIELDS
+from ..errors import EdaInputError
 
 #: Sub-folder of a joint stage-1 output directory that holds the stage-1 private adapter.
 STAGE1_ADAPTER_DIR = "stage1_adapter"
@@ -80,7 +81,7 @@ def load_joint_draft(model: PeftModel, folder: str) -> None:
     shared = load_file(path)
     unknown = sorted(set(shared) - set(plain_to_own))
     if unknown:
-        raise ValueError(f"{path} holds tensors this draft does not have ({unknown[:3]}): another draft layout.")
+        raise EdaInputError(f"{path} holds tensors this draft does not have ({unknown[:3]}): another draft layout.")
     model.get_base_model().load_state_dict({plain_to_own[key]: value for key, value in shared.items()}, strict=False)
     set_peft_model_state_dict(
         model, load_peft_weights(os.path.join(folder, STAGE1_ADAPTER_DIR), device="cpu"), model.active_adapter

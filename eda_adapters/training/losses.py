@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from ..errors import EdaInputError
 
 
 @dataclass
@@ -53,7 +54,7 @@ def add_feature_noise(
             lengths = torch.full((features.shape[0],), features.shape[1], device=features.device)
         half_width = (noise_std * 256.0 / lengths.to(features.dtype).clamp_min(1.0)).view(-1, 1, 1)
     else:
-        raise ValueError(f"Unknown feature noise kind {kind!r}: use one of {list(FEATURE_NOISE_TYPES)}.")
+        raise EdaInputError(f"Unknown feature noise kind {kind!r}: use one of {list(FEATURE_NOISE_TYPES)}.")
     return features + (torch.rand_like(features) * 2 - 1) * half_width
 
 

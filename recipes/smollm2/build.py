@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from eda_adapters.demo.domain_targets import DomainTargetSizes, prepare_domain_targets
-from eda_adapters.demo.finetune import FinetuneSettings
+from eda_adapters.research.domains.domain_targets import DomainTargetSizes, prepare_domain_targets
+from eda_adapters.research.domains.finetune import FinetuneSettings
 
 EXPERIMENT_CONFIG = Path(__file__).resolve().parents[1] / "eda-experiment" / "smollm2.yaml"
 

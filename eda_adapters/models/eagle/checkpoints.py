@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .configuration_eagle import EagleDraftConfig
+from ...errors import EdaInputError
 
 SAFETENSORS_NAMES = ("model.safetensors", "model.safetensors.index.json")
 TORCH_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -60,16 +61,16 @@ def _read_weight_file(file: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(file))
         except (SafetensorError, OSError) as err:
-            raise ValueError(f"{str(file)!r} is damaged or not a safetensors file ({err}): re-download it.") from err
+            raise EdaInputError(f"{str(file)!r} is damaged or not a safetensors file ({err}): re-download it.") from err
     try:
         state = torch.load(str(file), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(
+        raise EdaInputError(
             f"{str(file)!r} is not a file of plain tensors, so it was refused rather than unpickled (unpickling "
             "runs code): convert it to safetensors where you trust it."
         ) from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{str(file)!r} does not hold a flat name -> tensor state dict.")
+        raise EdaInputError(f"{str(file)!r} does not hold a flat name -> tensor state dict.")
     return state
 
 
@@ -80,7 +81,7 @@ def eagle1_draft_config(checkpoint_config: dict[str, Any], tensors: dict[str, to
     layers = 1 + max(int(key.split(".")[1]) for key in tensors if key.startswith("layers."))
     heads = int(checkpoint_config.get("num_attention_heads") or 0)
     if heads <= 0:
-        raise ValueError("The checkpoint's config.json has no num_attention_heads: it is not an EAGLE-1 config.")
+        raise EdaInputError("The checkpoint's config.json has no num_attention_heads: it is not an EAGLE-1 config.")
     q_rows = tensors["layers.0.self_attn.q_proj.weight"].shape[0]
     k_rows = tensors["layers.0.self_attn.k_proj.weight"].shape[0]
     head_dim = q_rows // heads
@@ -141,7 +142,7 @@ def eagle1_state_dict(tensors: dict[str, torch.Tensor], config: EagleDraftConfig
     expected = expected_eagle1_keys(config)
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(
+        raise EdaInputError(
             "Unknown draft layout: expected EAGLE-1 keys such as "
             f"{', '.join(sorted(expected)[:5])}, ...; missing {missing[:5]}, found instead {unexpected[:5]}"
             f"{' ...' if len(unexpected) > 5 else ''}."
@@ -163,9 +164,9 @@ def load_eagle_checkpoint(path: str | os.PathLike, target_model: Any = None, dty
         return EagleDraftModel.from_pretrained(folder, target_model=target_model)
     tensors = read_checkpoint_tensors(folder)
     if "lm_head.weight" in tensors and "midlayer.self_attn.q_proj.weight" in tensors:
-        raise ValueError(f"{str(folder)!r} is an EAGLE-3 draft (midlayer.*): only EAGLE-1 drafts can be imported.")
+        raise EdaInputError(f"{str(folder)!r} is an EAGLE-3 draft (midlayer.*): only EAGLE-1 drafts can be imported.")
     if any(".block_sparse_moe." in key for key in tensors):
-        raise ValueError(
+        raise EdaInputError(
             f"{str(folder)!r} holds an EDA draft with shared and private experts: import it with "
             "eda_adapters.load_official_eda_checkpoint(path), which splits it into a shared draft and an adapter."
         )
@@ -180,7 +181,7 @@ def read_checkpoint_config(folder: Path) -> dict[str, Any]:
     try:
         return json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{str(config_file)!r} is not valid JSON ({err}).") from err
+        raise EdaInputError(f"{str(config_file)!r} is not valid JSON ({err}).") from err
 
 
 def draft_from_eagle1_tensors(
@@ -194,7 +195,7 @@ def draft_from_eagle1_tensors(
     from .modeling_eagle import EagleDraftModel
 
     if "fc.weight" not in tensors or "layers.0.self_attn.q_proj.weight" not in tensors:
-        raise ValueError(
+        raise EdaInputError(
             f"Unknown draft layout in {str(source)!r}: expected EAGLE-1 keys fc.weight, layers.0.self_attn.*, "
             f"layers.0.mlp.*; found {sorted(tensors)[:6]}."
         )
@@ -204,7 +205,9 @@ def draft_from_eagle1_tensors(
     try:
         draft.load_state_dict(state, strict=False)  # strictness is checked by eagle1_state_dict (heads are absent)
     except RuntimeError as err:
-        raise ValueError(f"The weights in {str(source)!r} disagree with its config.json: {_first_line(err)}") from err
+        raise EdaInputError(
+            f"The weights in {str(source)!r} disagree with its config.json: {_first_line(err)}"
+        ) from err
     draft.to(dtype or state["fc.weight"].dtype)
     return draft if target_model is None else draft.attach_target(target_model)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import PretrainedConfig
+from ...errors import EdaInputError
 
 
 class EagleDraftConfig(PretrainedConfig):
@@ -86,7 +87,7 @@ class EagleDraftConfig(PretrainedConfig):
             ("num_attention_heads", num_attention_heads),
         ):
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"EagleDraftConfig.{name} must be a positive integer, got {value!r}.")
+                raise EdaInputError(f"EagleDraftConfig.{name} must be a positive integer, got {value!r}.")
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
@@ -95,7 +96,7 @@ class EagleDraftConfig(PretrainedConfig):
         self.num_key_value_heads = num_key_value_heads or num_attention_heads
         self.head_dim = head_dim or hidden_size // num_attention_heads
         if num_attention_heads % self.num_key_value_heads != 0:
-            raise ValueError(
+            raise EdaInputError(
                 f"num_attention_heads ({num_attention_heads}) must be a multiple of num_key_value_heads "
                 f"({self.num_key_value_heads})."
             )
@@ -111,7 +112,7 @@ class EagleDraftConfig(PretrainedConfig):
         self.target_model_type = target_model_type
         self.target_name_or_path = target_name_or_path
         if draft_vocab_size is not None and not (isinstance(draft_vocab_size, int) and 0 < draft_vocab_size <= vocab_size):
-            raise ValueError(
+            raise EdaInputError(
                 f"EagleDraftConfig.draft_vocab_size must be an integer in [1, vocab_size={vocab_size}], got "
                 f"{draft_vocab_size!r}."
             )

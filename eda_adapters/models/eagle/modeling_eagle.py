@@ -32,6 +32,7 @@ from transformers.models.auto.modeling_auto import (
 from transformers.utils import ModelOutput
 
 from .configuration_eagle import EagleDraftConfig
+from ...errors import EdaInputError
 
 TARGET_HEAD_KEYS = ("embed_tokens.weight", "lm_head.weight", "lm_head.bias")
 
@@ -198,7 +199,7 @@ def build_attention_mask(
     mask = (key_pos <= query_pos)[None, None].expand(batch, 1, query_len, kv_len)
     if attention_mask is not None:
         if attention_mask.shape != (batch, kv_len):
-            raise ValueError(
+            raise EdaInputError(
                 f"attention_mask must have shape [batch, past + new tokens] = {(batch, kv_len)}, "
                 f"got {tuple(attention_mask.shape)}."
             )
@@ -382,17 +383,17 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
     def set_draft_vocab(self, token_ids: Any) -> EagleDraftModel:
         """Point the reduced head at `token_ids` (target ids) and copy the attached target head's rows into it."""
         if self.draft_head is None:
-            raise ValueError(
+            raise EdaInputError(
                 "This draft scores the target's full vocabulary: build it with "
                 "EagleDraftModel.from_target(target, draft_vocab=token_ids) for a reduced one."
             )
         self._require_heads()
         ids = _draft_vocab_ids(token_ids, self.config.vocab_size).to(self.d2t.device)
         if ids.numel() != self.config.draft_vocab_size:
-            raise ValueError(f"Expected {self.config.draft_vocab_size} token ids, got {ids.numel()}.")
+            raise EdaInputError(f"Expected {self.config.draft_vocab_size} token ids, got {ids.numel()}.")
         head = self.lm_head
         if getattr(head, "bias", None) is not None:
-            raise ValueError("A reduced draft vocabulary needs a target head without bias.")
+            raise EdaInputError("A reduced draft vocabulary needs a target head without bias.")
         self.d2t.copy_(ids)
         self.draft_head.weight.copy_(head.weight[ids.to(head.weight.device)].to(self.draft_head.weight))
         return self
@@ -415,7 +416,7 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
             problems.append(f"vocabulary {vocab} != draft's {self.config.vocab_size}")
         if problems:
             built_for = self.config.target_name_or_path or self.config.target_model_type or "another target"
-            raise ValueError(
+            raise EdaInputError(
                 f"This draft was built for {built_for} and does not fit this target ({'; '.join(problems)}): "
                 "use a draft built with EagleDraftModel.from_target(target) for this target's family."
             )
@@ -438,7 +439,7 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
 
     def _require_heads(self) -> None:
         if not self.has_target_heads:
-            raise ValueError(
+            raise EdaInputError(
                 "This draft has no target attached (its embedding and output head come from the target): call "
                 "draft.attach_target(target) or EagleDraftModel.from_pretrained(path, target_model=target)."
             )
@@ -468,19 +469,19 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
             compute_logits: Apply the target's output head (set `False` when only features are needed).
         """
         if hidden_states is None:
-            raise ValueError("EagleDraftModel.forward needs hidden_states= (the target's last hidden states).")
+            raise EdaInputError("EagleDraftModel.forward needs hidden_states= (the target's last hidden states).")
         if inputs_embeds is None:
             if input_ids is None:
-                raise ValueError("EagleDraftModel.forward needs input_ids= or inputs_embeds=.")
+                raise EdaInputError("EagleDraftModel.forward needs input_ids= or inputs_embeds=.")
             self._require_heads()
             inputs_embeds = self.embed_tokens(input_ids)
         if hidden_states.shape[-1] != self.config.hidden_size:
-            raise ValueError(
+            raise EdaInputError(
                 f"hidden_states have size {hidden_states.shape[-1]} but this draft expects {self.config.hidden_size}: "
                 "pass the last hidden states of the target the draft was built for."
             )
         if hidden_states.shape[:2] != inputs_embeds.shape[:2]:
-            raise ValueError(
+            raise EdaInputError(
                 f"hidden_states {tuple(hidden_states.shape[:2])} and tokens {tuple(inputs_embeds.shape[:2])} must have "
                 "the same [batch, seq] shape (features at t pair with token t+1)."
             )
@@ -516,11 +517,11 @@ def _draft_vocab_ids(token_ids: Any, vocab_size: int) -> torch.Tensor:
     """Validated reduced-vocabulary ids: a 1-D long tensor of distinct target ids in [0, vocab_size)."""
     ids = torch.as_tensor(token_ids, dtype=torch.long).flatten().cpu()
     if ids.numel() == 0:
-        raise ValueError("draft_vocab is empty: pass the target token ids the draft should score.")
+        raise EdaInputError("draft_vocab is empty: pass the target token ids the draft should score.")
     if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
-        raise ValueError(f"draft_vocab has ids outside the target's vocabulary [0, {vocab_size}).")
+        raise EdaInputError(f"draft_vocab has ids outside the target's vocabulary [0, {vocab_size}).")
     if ids.unique().numel() != ids.numel():
-        raise ValueError("draft_vocab has repeated ids: each target token may appear once.")
+        raise EdaInputError("draft_vocab has repeated ids: each target token may appear once.")
     return ids
 
 
@@ -558,7 +559,7 @@ def _check_loading_info(path: str | os.PathLike, info: dict[str, Any]) -> None:
         if keys
     ]
     if problems:
-        raise ValueError(
+        raise EdaInputError(
             f"The draft checkpoint {str(path)!r} does not match its config.json ({'; '.join(problems)}): it is "
             "damaged or in another layout; re-save it with draft.save_pretrained(), or import an EAGLE checkpoint "
             "with EagleDraftModel.from_eagle_checkpoint()."

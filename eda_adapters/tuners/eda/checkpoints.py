@@ -25,6 +25,7 @@ from peft import PeftModel, get_peft_model
 
 from ...models.eagle.checkpoints import draft_from_eagle1_tensors, read_checkpoint_config, read_checkpoint_tensors
 from .config import EdaConfig
+from ...errors import EdaInputError
 
 _MOE_KEY = re.compile(r"^layers\.(\d+)\.block_sparse_moe\.(shared|private)_(experts\.(\d+)\.(\w+)_proj|gate)\.weight$")
 
@@ -57,7 +58,7 @@ def split_official_eda_tensors(
     for layer in range(num_layers):
         experts = sorted({e for (l, e, _) in private if l == layer})
         if not experts:
-            raise ValueError(f"Layer {layer} of the EDA checkpoint has no private experts.")
+            raise EdaInputError(f"Layer {layer} of the EDA checkpoint has no private experts.")
         adapter[layer] = {
             proj: torch.stack([private[(layer, e, proj)] for e in experts]) for proj in ("gate", "up", "down")
         }
@@ -82,14 +83,14 @@ def load_official_eda_checkpoint(
     checkpoint_config = read_checkpoint_config(folder)
     tensors = read_checkpoint_tensors(folder)
     if not any(".block_sparse_moe." in key for key in tensors):
-        raise ValueError(
+        raise EdaInputError(
             f"{str(folder)!r} has no shared/private experts (layers.N.block_sparse_moe.*): load a plain EAGLE-1 draft "
             "with EagleDraftModel.from_eagle_checkpoint(path)."
         )
     layers = 1 + max(int(key.split(".")[1]) for key in tensors if key.startswith("layers."))
     plain, private, num_shared = split_official_eda_tensors(tensors, layers)
     if num_shared != 1:
-        raise ValueError(
+        raise EdaInputError(
             f"{str(folder)!r} has {num_shared} shared experts per layer; an EAGLE-1 draft has one shared MLP, so only "
             "checkpoints with num_shared_experts=1 (the authors' reference configuration) can be imported."
         )

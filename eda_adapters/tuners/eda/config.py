@@ -7,6 +7,7 @@ from typing import Literal
 
 from peft.config import PeftConfig
 from peft.utils import PeftType
+from ...errors import EdaInputError
 
 
 #: The EdaConfig fields a user chooses (the rest is filled in by PEFT or set automatically): the `eda adapt` flags
@@ -108,29 +109,29 @@ class EdaConfig(PeftConfig):
         if isinstance(self.target_modules, list | tuple | set):
             self.target_modules = sorted(set(self.target_modules))
         if not isinstance(self.num_private_experts, int) or self.num_private_experts < 1:
-            raise ValueError(
+            raise EdaInputError(
                 f"EdaConfig.num_private_experts must be an integer >= 1, got {self.num_private_experts!r}."
             )
         if not isinstance(self.num_experts_per_tok, int) or not 1 <= self.num_experts_per_tok <= self.num_private_experts:
-            raise ValueError(
+            raise EdaInputError(
                 f"EdaConfig.num_experts_per_tok must be between 1 and num_private_experts "
                 f"({self.num_private_experts}), got {self.num_experts_per_tok!r}."
             )
         if self.private_intermediate_size is not None and (
             not isinstance(self.private_intermediate_size, int) or self.private_intermediate_size < 1
         ):
-            raise ValueError(
+            raise EdaInputError(
                 "EdaConfig.private_intermediate_size must be a positive integer (or None for the shared MLP's width), "
                 f"got {self.private_intermediate_size!r}."
             )
         if self.router_aux_loss_coef < 0:
-            raise ValueError(f"EdaConfig.router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef!r}.")
+            raise EdaInputError(f"EdaConfig.router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef!r}.")
         if self.init_private_weights not in ("zero", "random", "copy"):
-            raise ValueError(
+            raise EdaInputError(
                 f"EdaConfig.init_private_weights must be 'zero', 'random' or 'copy', got {self.init_private_weights!r}."
             )
         if self.init_private_weights == "copy" and not self.init_private_from:
-            raise ValueError(
+            raise EdaInputError(
                 "EdaConfig(init_private_weights='copy') needs init_private_from=<stage-1 adapter directory> (saved by "
                 "EagleTrainer(peft_config=...) as <output_dir>/stage1_adapter)."
             )
@@ -140,7 +141,7 @@ class EdaConfig(PeftConfig):
             self.modules_to_save = None  # `--modules_to_save none` on the command line: the private experts alone
         for name in self.modules_to_save or ():
             if name not in TRAINABLE_SHARED_MODULES:
-                raise ValueError(
+                raise EdaInputError(
                     f"EdaConfig.modules_to_save accepts {list(TRAINABLE_SHARED_MODULES)}, got {name!r}: the shared "
                     "MLP itself stays frozen (the private experts are its trainable counterpart)."
                 )

@@ -11,6 +11,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
 from .config import EdaConfig
+from ...errors import EdaInputError
 
 
 class ExpertLinear(nn.Module):
@@ -138,7 +139,7 @@ class EdaLayer(nn.Module, BaseTunerLayer):
         adapter_names = check_adapters_to_merge(self, adapter_names)
         for name in adapter_names:
             if name in self.eda_router:
-                raise ValueError(
+                raise EdaInputError(
                     f"EDA adapter '{name}' routes tokens among {self.eda_gate_proj[name].weight.shape[0]} experts; its "
                     "output depends on the input through the router, so it cannot be merged exactly into one MLP. "
                     "Keep it unmerged (use the PeftModel directly) or train a single-expert adapter to export."
@@ -152,7 +153,7 @@ class EdaLayer(nn.Module, BaseTunerLayer):
                 (base.down_proj.weight, self.eda_down_proj[name].weight[0].to(base.down_proj.weight)), dim=1
             )
             if safe_merge and not all(torch.isfinite(w).all() for w in (gate, up, down)):
-                raise ValueError(f"NaNs or infs found in the merged weights of EDA adapter '{name}'; not merging.")
+                raise EdaInputError(f"NaNs or infs found in the merged weights of EDA adapter '{name}'; not merging.")
             base.gate_proj = _resized_linear(base.gate_proj, gate, extra_bias_rows=width)
             base.up_proj = _resized_linear(base.up_proj, up, extra_bias_rows=width)
             base.down_proj = _resized_linear(base.down_proj, down, extra_bias_rows=0)

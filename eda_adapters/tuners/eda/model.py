@@ -12,6 +12,7 @@ from torch import nn
 from ...fingerprints import draft_fingerprint
 from .config import EdaConfig
 from .layer import EdaLayer
+from ...errors import EdaInputError
 
 #: Default `target_modules` per draft `model_type`.
 TRANSFORMERS_MODELS_TO_EDA_TARGET_MODULES_MAPPING: dict[str, list[str]] = {"eagle_draft": ["mlp"]}
@@ -45,7 +46,7 @@ class EdaModel(BaseTuner):
         intermediate = getattr(draft_config, "intermediate_size", None)
         fingerprint = draft_fingerprint(model) if hasattr(model, "fc") else None
         if config.draft_hidden_size is not None and hidden is not None and config.draft_hidden_size != hidden:
-            raise ValueError(
+            raise EdaInputError(
                 f"EDA adapter '{adapter_name}' was made for a draft with hidden size {config.draft_hidden_size}, but "
                 f"this draft has {hidden}: load it onto the draft it was trained with "
                 f"({config.base_model_name_or_path or 'see adapter_config.json'})."
@@ -55,7 +56,7 @@ class EdaModel(BaseTuner):
             and intermediate is not None
             and config.draft_intermediate_size != intermediate
         ):
-            raise ValueError(
+            raise EdaInputError(
                 f"EDA adapter '{adapter_name}' was made for a draft whose shared MLP has width "
                 f"{config.draft_intermediate_size}, but this draft's is {intermediate}: load it onto the draft it was "
                 f"trained with ({config.base_model_name_or_path or 'see adapter_config.json'})."
@@ -168,13 +169,13 @@ def copy_private_weights(model: nn.Module, adapter_name: str, source: str | None
                 continue
             key = f"base_model.model.{name}.{proj_name}.weight"
             if key not in weights:
-                raise ValueError(
+                raise EdaInputError(
                     f"init_private_from={source!r} has no {key!r}: copy from an EDA adapter of this draft's layout "
                     "(same target_modules and number of experts)."
                 )
             weight = proj[adapter_name].weight
             if tuple(weights[key].shape) != tuple(weight.shape):
-                raise ValueError(
+                raise EdaInputError(
                     f"init_private_from={source!r}: {key} has shape {tuple(weights[key].shape)}, this adapter's is "
                     f"{tuple(weight.shape)}: use the same num_private_experts and private_intermediate_size."
                 )
@@ -182,7 +183,7 @@ def copy_private_weights(model: nn.Module, adapter_name: str, source: str | None
                 weight.copy_(weights[key].to(weight.dtype))
             copied += 1
     if not copied:
-        raise ValueError(f"init_private_from={source!r}: no wrapped MLP of this draft matches its weights.")
+        raise EdaInputError(f"init_private_from={source!r}: no wrapped MLP of this draft matches its weights.")
 
 
 def _sync_intermediate_size(model: nn.Module) -> None:

@@ -17,8 +17,9 @@ import re
 import sysconfig
 from pathlib import Path
 
-from .chat_prompts import _docstring
-from .corpus import STDLIB_MODULES, _top_level_functions, counting_events, human_eval_problems, tell_counting
+from ..demo.chat_prompts import _docstring
+from ..demo.corpus import STDLIB_MODULES, _top_level_functions, counting_events, human_eval_problems, tell_counting
+from ...errors import EdaInputError
 
 _STEP = re.compile(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
 
@@ -61,7 +62,7 @@ def math_chat_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
     while len(rows) < count:
         attempts += 1
         if attempts > 50 * count + 1000:
-            raise ValueError(f"could not generate {count} distinct math problems; ask for fewer")
+            raise EdaInputError(f"could not generate {count} distinct math problems; ask for fewer")
         question, answer = (_counting_problem if rng.random() < 0.5 else _shopping_problem)(rng)
         check_worked_answer(answer)
         rows.setdefault(question, answer)
@@ -75,11 +76,11 @@ def check_worked_answer(answer: str) -> None:
         a, b, c = int(a), int(b), int(c)
         value = {"+": a + b, "-": a - b, "*": a * b, "/": a // b if b and a % b == 0 else None}[op]
         if value != c:
-            raise ValueError(f"wrong step in a worked answer: {a} {op} {b} = {c}")
+            raise EdaInputError(f"wrong step in a worked answer: {a} {op} {b} = {c}")
         results.append(c)
     final = re.search(r"The answer is (-?\d+)\.$", answer)
     if not results or final is None or int(final.group(1)) != results[-1]:
-        raise ValueError(f"a worked answer must end with 'The answer is <last step's result>.': {answer[-60:]!r}")
+        raise EdaInputError(f"a worked answer must end with 'The answer is <last step's result>.': {answer[-60:]!r}")
 
 
 _NAMES = ("Tom", "Ann", "Maria", "Omar", "Lena", "Ravi", "Chen", "Sara", "Ivan", "Nora", "Yuki", "Pablo")

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from ..data.io import atomic_directory
-from ..toys import train_lm  # noqa: F401  (public here before it moved to eda_adapters.toys)
+from ...data.io import atomic_directory
+from ..toys import train_lm
+from ...errors import EdaInputError
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def pack_tokens(texts: Sequence[str], tokenizer: PreTrainedTokenizerFast, seq_le
         ids += [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
     n = len(ids) // seq_len
     if n == 0:
-        raise ValueError(f"Not enough text to fill one block of {seq_len} tokens.")
+        raise EdaInputError(f"Not enough text to fill one block of {seq_len} tokens.")
     return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
 
 

@@ -18,18 +18,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from .data.features import compute_target_features
-from .data.prompts import render_prompt
-from .generation.drafts import as_eagle_draft
-from .models import EagleDraftModel
-from .training.losses import add_feature_noise, eagle_loss, shift_for_draft
+from ..data.features import compute_target_features
+from ..generation.drafts import as_eagle_draft
+from ..models import EagleDraftModel
+from ..training.losses import add_feature_noise, eagle_loss, shift_for_draft
+from ..errors import EdaInputError
 
 __all__ = [
     "TinySetup",
     "assistant_from_target",
     "build_tiny_setup",
     "chat_continuations",
-    "encode_chat_prompts",
     "greedy_continuations",
     "quick_fit_assistant",
     "quick_fit_draft",
@@ -44,16 +43,6 @@ def greedy_continuations(target: PreTrainedModel, prompts: torch.LongTensor, max
         prompts, attention_mask=torch.ones_like(prompts), do_sample=False, max_new_tokens=max_new_tokens,
         min_new_tokens=max_new_tokens, pad_token_id=0,
     )
-
-
-def encode_chat_prompts(tokenizer: Any, prompts: list[str]) -> list[torch.LongTensor]:
-    """Each prompt as a one-turn user message, rendered as regeneration renders it (the chat template when the
-    tokenizer has one, plain text otherwise), `[1, seq]` each."""
-    use_template = bool(getattr(tokenizer, "chat_template", None))
-    return [
-        torch.tensor([render_prompt(tokenizer, [{"role": "user", "content": prompt}], use_template)[1]])
-        for prompt in prompts
-    ]
 
 
 @torch.no_grad()
@@ -108,7 +97,7 @@ def assistant_from_target(target: PreTrainedModel, num_layers: int = 1) -> PreTr
     layers, final norm and head (a truncated target; fit it with [`quick_fit_assistant`] before use)."""
     total = target.config.num_hidden_layers
     if not 1 <= num_layers <= total:
-        raise ValueError(f"num_layers must be between 1 and the target's {total} layers, got {num_layers}.")
+        raise EdaInputError(f"num_layers must be between 1 and the target's {total} layers, got {num_layers}.")
     values = {**target.config.to_dict(), "num_hidden_layers": num_layers}
     if values.get("layer_types") is not None:  # per-layer attention kinds (e.g. Qwen2's sliding layers)
         values["layer_types"] = values["layer_types"][:num_layers]

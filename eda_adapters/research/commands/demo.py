@@ -1,4 +1,4 @@
-"""`eda demo`: the CPU miniature of the whole EDA pipeline (see `eda_adapters.demo`)."""
+"""`eda demo`: the CPU miniature of the whole EDA pipeline (see `eda_adapters.research.demo`)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
-    from ..validation import check_output_path
+    from ...validation import check_output_path
 
     check_output_path(args.cache_dir, "--cache-dir")
 

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..generation import TreeConfig, speculative_generate
-from ..generation.replay import GreedyReference, greedy_reference, replay_acceptance
-from ..generation.stats import compute_tau
-from ..tuners import EdaConfig
+from ...generation import TreeConfig, speculative_generate
+from ...generation.replay import GreedyReference, greedy_reference, replay_acceptance
+from ...generation.stats import compute_tau
+from ...tuners import EdaConfig
+from ...errors import EdaInputError
 
 
 @dataclass
@@ -38,7 +39,7 @@ def summarize(per_prompt: Sequence[Sequence[int]], depth: int, seed: int = 0, re
     """Pool the accepted lengths of each prompt's verification steps into a [`TauMeasurement`]."""
     steps = [n for lengths in per_prompt for n in lengths]
     if not steps:
-        raise ValueError("No verification step ran on the evaluation prompts: raise eval_max_new_tokens.")
+        raise EdaInputError("No verification step ran on the evaluation prompts: raise eval_max_new_tokens.")
     rng = random.Random(seed)
     sums = [(sum(n + 1 for n in lengths), len(lengths)) for lengths in per_prompt]
     stats = []
@@ -80,7 +81,7 @@ def measure_tau(
     several drafts on the same target and prompts).
     """
     if method not in EVAL_METHODS:
-        raise ValueError(f"method must be one of {EVAL_METHODS}, got {method!r}")
+        raise EdaInputError(f"method must be one of {EVAL_METHODS}, got {method!r}")
     depth = tree.depth if tree is not None else num_draft_tokens
     if method == "replay":
         if references is None:

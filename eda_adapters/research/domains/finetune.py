@@ -1,10 +1,11 @@
 """Domain fine-tunes of a real target: supervised fine-tuning on chat answers, cached, resumable and atomic.
 
 This is how the real-LM experiment (`recipes/smollm2/`) makes the fine-tuned targets EDA adapts to: the base model,
-its last `train_last_layers` decoder layers and final norm trained on `{"prompt", "reference"}` chat rows (loss on
-the answer only), everything else frozen. Training only the top of the network keeps a CPU fine-tune affordable (the
-backward pass stops there) and is still a full fine-tune of those layers; `train_last_layers=None` trains every
-layer (the embedding stays frozen: it is tied to the output head in the small Llama-family models).
+its last `train_last_layers` decoder layers and final norm trained with TRL's `SFTTrainer` on `{"prompt",
+"reference"}` chat rows (its completion-only loss: on the answer only), everything else frozen. Training only the
+top of the network keeps a CPU fine-tune affordable (the backward pass stops there) and is still a full fine-tune of
+those layers; `train_last_layers=None` trains every layer (the embedding stays frozen: it is tied to the output head
+in the small Llama-family models).
 
 `output_dir` receives a plain transformers folder (safetensors) plus `finetune.json`, which records what made it.
 Unfinished work lives in `<output_dir>.partial` (Trainer checkpoints) and is resumed by the next call with the same
@@ -13,7 +14,6 @@ settings; a finished or unfinished fine-tune made with other settings or data is
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -22,16 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from ..atomic import atomic_directory, atomic_write_json
-from ..data.io import load_causal_lm, load_rows
-from ..data.prompts import tokenize_answers
-from ..fingerprints import dataset_tokens_fingerprint
-from ..validation import check_positive_numbers
+from ...atomic import atomic_directory, atomic_write_json
+from ...data.io import load_causal_lm, load_rows
+from ...data.prompts import tokenize_answers
+from ...fingerprints import dataset_tokens_fingerprint
+from ...run_directory import RunDirectory
+from ...validation import check_positive_numbers
+from ...errors import EdaInputError
 
 KEY_FILE = "finetune.json"
+#: What makes two fine-tunes the same (the finished one's key also records its loss and step count).
+KEY_FIELDS = ("base", "data", "settings")
+_FIX = "delete it or use another output folder"
 
 
 @dataclass
@@ -60,8 +68,8 @@ class FinetuneSettings:
             isinstance(self.train_last_layers, bool) or not isinstance(self.train_last_layers, int)
             or self.train_last_layers < 1
         ):
-            raise ValueError(f"FinetuneSettings.train_last_layers must be an integer >= 1 or None, "
-                             f"got {self.train_last_layers!r}")
+            raise EdaInputError(f"FinetuneSettings.train_last_layers must be an integer >= 1 or None, "
+                                f"got {self.train_last_layers!r}")
 
 
 def finetune_target(
@@ -81,31 +89,32 @@ def finetune_target(
     settings = settings or FinetuneSettings()
     rows = load_rows(rows)
     if len(rows) == 0:
-        raise ValueError("the fine-tune rows are empty: give prompts with `reference` answers")
+        raise EdaInputError("the fine-tune rows are empty: give prompts with `reference` answers")
     if "reference" not in rows.column_names:
-        raise ValueError(f"the fine-tune rows need a `reference` column (the answer to train on); "
-                         f"they have {rows.column_names}")
+        raise EdaInputError(f"the fine-tune rows need a `reference` column (the answer to train on); "
+                            f"they have {rows.column_names}")
     data = tokenize_answers(tokenizer, rows, settings.max_answer_tokens)
     key = {"base": str(base), "data": dataset_tokens_fingerprint(data), "settings": asdict(settings)}
     out = Path(output_dir)
     work = out.with_name(out.name + ".partial")
-    if _finished(out, key):
+    if RunDirectory(out, "fine-tune", KEY_FILE, _FIX).check(key, KEY_FIELDS):
         return out
-    _check_key(work, key, "an unfinished fine-tune")
-    work.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(work / KEY_FILE, key)
+    RunDirectory(work, "unfinished fine-tune", KEY_FILE, _FIX).claim(key, KEY_FIELDS)
 
     model = load_causal_lm(str(base), dtype="float32")
     trainable = _unfreeze(model, settings.train_last_layers)
     steps_per_epoch = math.ceil(len(data) / settings.batch_size)
-    args = TrainingArguments(
+    args = SFTConfig(
         output_dir=str(work), num_train_epochs=settings.epochs, learning_rate=settings.learning_rate,
         per_device_train_batch_size=settings.batch_size, lr_scheduler_type="cosine", warmup_steps=0.05,
         weight_decay=0.0, logging_steps=max(1, steps_per_epoch // 4), save_strategy="steps",
         save_steps=max(1, steps_per_epoch // 2), save_total_limit=1, save_only_model=False, report_to=[],
-        seed=settings.seed, disable_tqdm=not show_progress, remove_unused_columns=False,
+        seed=settings.seed, disable_tqdm=not show_progress,
+        # the loss on the answer only; the rows are tokenized already (answers cut to max_answer_tokens), so
+        # nothing is truncated again; float32 and no checkpointing: TRL's defaults assume a bf16 GPU
+        completion_only_loss=True, max_length=None, bf16=False, gradient_checkpointing=False,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=_pad_answers(tokenizer))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=_completion_rows(data), processing_class=tokenizer)
     result = trainer.train(resume_from_checkpoint=get_last_checkpoint(str(work)))
     model.eval()
     with atomic_directory(out) as tmp:
@@ -123,11 +132,11 @@ def answer_loss(
     batch_size: int = 8,
 ) -> float:
     """Mean cross-entropy (nats per answer token) of `model` on the `reference` answers of `rows`."""
-    data = tokenize_answers(tokenizer, load_rows(rows), max_answer_tokens)
-    collate = _pad_answers(tokenizer)
+    data = _completion_rows(tokenize_answers(tokenizer, load_rows(rows), max_answer_tokens))
+    collate = DataCollatorForLanguageModeling(pad_token_id=_pad_id(tokenizer))
     total, count = 0.0, 0
     for start in range(0, len(data), batch_size):
-        batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        batch = collate([_labelled(data[i]) for i in range(start, min(start + batch_size, len(data)))])
         batch = {k: v.to(model.device) for k, v in batch.items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         labels = batch["labels"][:, 1:]
@@ -137,7 +146,7 @@ def answer_loss(
         total += loss.item()
         count += int((labels != -100).sum())
     if count == 0:
-        raise ValueError("no answer tokens to measure the loss on")
+        raise EdaInputError("no answer tokens to measure the loss on")
     return total / count
 
 
@@ -146,7 +155,7 @@ def _unfreeze(model: PreTrainedModel, last_layers: int | None) -> int:
     model.requires_grad_(False)
     layers = model.get_decoder().layers
     if last_layers is not None and last_layers > len(layers):
-        raise ValueError(f"train_last_layers={last_layers}, but the model has {len(layers)} decoder layers")
+        raise EdaInputError(f"train_last_layers={last_layers}, but the model has {len(layers)} decoder layers")
     for layer in layers[-(last_layers or len(layers)):]:
         layer.requires_grad_(True)
     norm = getattr(model.get_decoder(), "norm", None)
@@ -155,46 +164,17 @@ def _unfreeze(model: PreTrainedModel, last_layers: int | None) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _pad_answers(tokenizer: PreTrainedTokenizerBase) -> Any:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-    def collate(rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids = torch.tensor(row["input_ids"])
-            input_ids[i, : len(ids)] = ids
-            attention[i, : len(ids)] = 1
-            labels[i, : len(ids)] = torch.where(torch.tensor(row["loss_mask"]).bool(), ids, -100)
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-    return collate
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def _finished(out: Path, key: dict[str, Any]) -> bool:
-    if not (out / KEY_FILE).exists():
-        if out.exists() and any(out.iterdir()):
-            raise ValueError(f"{out} exists and is not a fine-tune made here (no {KEY_FILE}); choose another folder")
-        return False
-    _check_key(out, key, "a fine-tune")
-    return True
+def _completion_rows(data: Dataset) -> Dataset:
+    """Tokenized answer rows (`input_ids`, `loss_mask`) in TRL's pre-tokenized prompt-completion form: the answer
+    tokens are the `completion_mask`, which `SFTTrainer(completion_only_loss=True)` turns into the labels."""
+    return data.rename_column("loss_mask", "completion_mask")
 
 
-def _check_key(folder: Path, key: dict[str, Any], what: str) -> None:
-    """Refuse a folder made from other settings or data: one line naming what changed and the fix."""
-    path = folder / KEY_FILE
-    if not path.exists():
-        return
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ValueError(f"{path} is unreadable; delete {folder} to start that fine-tune again") from None
-    changed = [name for name in ("base", "data") if saved.get(name) != key[name]]
-    changed += [f"settings.{k}" for k, v in key["settings"].items() if saved.get("settings", {}).get(k) != v]
-    if changed:
-        raise ValueError(
-            f"{folder} holds {what} made with other {', '.join(changed)}; delete it or use another output folder "
-            "(nothing was mixed or overwritten)"
-        )
+def _labelled(row: dict[str, list[int]]) -> dict[str, list[int]]:
+    """One completion row with the labels `SFTTrainer` trains on (-100 outside the answer), for `answer_loss`."""
+    labels = [token if keep else -100 for token, keep in zip(row["input_ids"], row["completion_mask"])]
+    return {"input_ids": row["input_ids"], "labels": labels}

@@ -2,7 +2,7 @@
 
 It trains a tiny base LM on general offline text and fine-tunes it for code and math (what users download from the
 Hub in real life), writes the domain prompt sets, and then runs exactly the experiment a real-model recipe runs
-(`eda_adapters.experiment.run_experiment`): only model names, prompt sets and sizes differ.
+(`eda_adapters.research.experiment.run_experiment`): only model names, prompt sets and sizes differ.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..data.io import atomic_write_text
+from ...data.io import atomic_write_text
 from ..experiment import ExperimentConfig, ExperimentResults, run_experiment
 from .corpus import code_corpus, general_corpus, math_corpus, window_prompt_rows
 from .targets import TinyLMSpec, build_targets
+from ...errors import EdaInputError
 
 
 @dataclass
@@ -47,7 +48,7 @@ class DemoSize:
 
     def __post_init__(self) -> None:
         if not 0 <= self.general_share_of_pool < 1:
-            raise ValueError(f"general_share_of_pool must be in [0, 1), got {self.general_share_of_pool}")
+            raise EdaInputError(f"general_share_of_pool must be in [0, 1), got {self.general_share_of_pool}")
 
     @classmethod
     def quick(cls) -> DemoSize:
@@ -96,7 +97,7 @@ def build_demo(
         eval_rows, pool = domain_rows[: size.num_eval_prompts], domain_rows[size.num_eval_prompts :]
         num_general = round(len(pool) * size.general_share_of_pool / (1 - size.general_share_of_pool))
         if num_general > len(spare_general):
-            raise ValueError(
+            raise EdaInputError(
                 f"not enough general prompts to mix {num_general} into the {corpus.name} pool (only "
                 f"{len(spare_general)} are left after stage 1): lower domain_prompts, general_prompts or "
                 "general_share_of_pool"

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_path, atomic_write_text
+from ...atomic import atomic_path, atomic_write_text
+from ...plotting import pyplot
 
 #: Display order and labels of the compared methods.
 METHOD_LABELS: dict[str, str] = {
@@ -36,7 +37,7 @@ class MethodResult:
     `tau_chain` / `tau_tree`: tokens per target forward (bonus included) with chain / EAGLE-2 tree drafting at T=0 on
     the held-out prompts, `ci95_*` their 95% bootstrap intervals over prompts, `acceptance_*[i]` the share of
     verification steps that accepted at least `i + 1` drafted tokens. `train_flops` is an estimate (see
-    `eda_adapters.experiment.evaluation.training_flops`); `budget` says which token budget the row was trained at.
+    `evaluation.training_flops`); `budget` says which token budget the row was trained at.
     """
 
     domain: str
@@ -147,10 +148,7 @@ def _method_colors() -> dict[str, Any]:
 
 def plot_tau_by_method(rows: Sequence[MethodResult], path: str | os.PathLike) -> Path:
     """Grouped bars with 95% intervals: tau per method, one group per domain; chain and (when measured) tree."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The tau-by-method plot")
 
     domains = sorted({r.domain for r in rows})
     methods = [m for m in METHOD_LABELS if any(r.method == m for r in rows)]
@@ -184,10 +182,7 @@ def plot_tau_by_method(rows: Sequence[MethodResult], path: str | os.PathLike) ->
 
 def plot_tau_vs_cost(rows: Sequence[MethodResult], path: str | os.PathLike) -> Path:
     """Scatter per domain: tau (chain, with 95% interval) against the estimated training FLOPs of each trained row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The tau-vs-cost plot")
 
     trained = [r for r in rows if r.train_flops and r.method != "base_on_base"]
     domains = sorted({r.domain for r in trained})
@@ -210,10 +205,7 @@ def plot_tau_vs_cost(rows: Sequence[MethodResult], path: str | os.PathLike) -> P
 
 def plot_tau_vs_budget(points: Sequence[BudgetPoint], path: str | os.PathLike) -> Path:
     """Lines: tau against the data budget, shift-based vs random selection, one panel per domain."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The tau-vs-budget plot")
 
     domains = sorted({p.domain for p in points})
     fig, axes = plt.subplots(1, len(domains), figsize=(4.5 * len(domains), 3.6), squeeze=False)

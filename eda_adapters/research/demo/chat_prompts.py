@@ -17,6 +17,7 @@ import random
 import pydoc_data.topics
 
 from .corpus import STDLIB_MODULES, _word_problem, human_eval_problems
+from ...errors import EdaInputError
 
 PROMPT_KINDS = ("prose", "code", "math")
 
@@ -71,7 +72,9 @@ def benchmark_chat_prompts(per_kind: int, seed: int = 0) -> list[dict[str, str]]
     kinds = {"prose": prose, "code": code, "math": math}
     short = [kind for kind, prompts in kinds.items() if len(prompts) < per_kind]
     if short:
-        raise ValueError(f"Only {min(len(kinds[k]) for k in short)} {short[0]} prompts exist; ask for fewer per kind.")
+        raise EdaInputError(
+            f"Only {min(len(kinds[k]) for k in short)} {short[0]} prompts exist; ask for fewer per kind."
+        )
     rows = [{"kind": kind, "prompt": prompt} for kind in PROMPT_KINDS for prompt in kinds[kind][:per_kind]]
     overlap = {row["prompt"] for row in rows} & set(general_chat_prompts())
     if overlap:  # cannot happen with these templates; a guard for whoever edits them

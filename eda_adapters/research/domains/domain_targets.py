@@ -7,7 +7,7 @@
                                                         then the pool, domain prompts with their original
                                                         `reference` answers mixed with general prompts
     finetune/<domain>.jsonl                             the fine-tune's rows: disjoint from every prompt above
-    targets/<domain>/                                   the fine-tuned target (`eda_adapters.demo.finetune`)
+    targets/<domain>/                                   the fine-tuned target (`eda_adapters.research.domains.finetune`)
     finetune-report.json                                per domain: held-out answer loss of base vs fine-tune and a
                                                         few greedy answers of each
 
@@ -27,12 +27,13 @@ from typing import Any, Callable
 
 import torch
 
-from ..atomic import atomic_write_json, atomic_write_jsonl
-from ..data.io import load_causal_lm, load_tokenizer, read_jsonl
-from ..data.prompts import render_prompt, resolve_chat_template, to_messages
-from .chat_prompts import general_chat_prompts
+from ...atomic import atomic_write_json, atomic_write_jsonl
+from ...data.io import load_causal_lm, load_tokenizer, read_jsonl
+from ...data.prompts import render_prompt, resolve_chat_template, to_messages
+from ..demo.chat_prompts import general_chat_prompts
 from .domain_chats import code_chat_rows, math_chat_rows
 from .finetune import FinetuneSettings, answer_loss, finetune_target
+from ...errors import EdaInputError
 
 DOMAINS = ("code", "math")
 
@@ -71,13 +72,13 @@ def prepare_domain_targets(
     out = Path(out)
     unknown = set(domains) - set(DOMAINS)
     if unknown:
-        raise ValueError(f"unknown domains {sorted(unknown)}; choose from {list(DOMAINS)}")
+        raise EdaInputError(f"unknown domains {sorted(unknown)}; choose from {list(DOMAINS)}")
     general = general_chat_prompts(seed=seed)
     needed = sizes.general_prompts + sizes.general_eval_prompts
     pool_general = general[needed:]
     needed += sizes.general_in_pool * len(domains)
     if len(general) < needed:
-        raise ValueError(f"only {len(general)} general prompts exist; ask for at most that many (asked {needed})")
+        raise EdaInputError(f"only {len(general)} general prompts exist; ask for at most that many (asked {needed})")
     _write_once(out / "prompts" / "general-eval.jsonl",
                 [{"prompt": p} for p in general[: sizes.general_eval_prompts]])
     _write_once(out / "prompts" / "general.jsonl",
@@ -90,8 +91,10 @@ def prepare_domain_targets(
         rows = _domain_rows(domain, sizes.domain_prompts + sizes.finetune_rows.get(domain, 0), seed)
         experiment, tune = rows[: sizes.domain_prompts], rows[sizes.domain_prompts:]
         if len(experiment) < sizes.domain_prompts or len(tune) < 1 or sizes.eval_prompts >= len(experiment):
-            raise ValueError(f"domain {domain}: {len(rows)} rows exist, too few for {sizes.domain_prompts} experiment "
-                             f"prompts ({sizes.eval_prompts} held out) plus fine-tune rows; ask for fewer")
+            raise EdaInputError(
+                f"domain {domain}: {len(rows)} rows exist, too few for {sizes.domain_prompts} experiment prompts "
+                f"({sizes.eval_prompts} held out) plus fine-tune rows; ask for fewer"
+            )
         mixed = experiment[sizes.eval_prompts:] + [
             {"prompt": p} for p in pool_general[number * sizes.general_in_pool: (number + 1) * sizes.general_in_pool]
         ]
@@ -155,8 +158,8 @@ def _write_once(path: Path, rows: list[dict[str, str]]) -> None:
     """Write `rows` as JSON lines, or check that the file there holds exactly them."""
     if path.exists():
         if read_jsonl(path) != rows:
-            raise ValueError(f"{path} differs from what these recipe settings build; delete it or use another "
-                             "output folder (nothing was overwritten)")
+            raise EdaInputError(f"{path} differs from what these recipe settings build; delete it or use another "
+                                "output folder (nothing was overwritten)")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(path, rows)

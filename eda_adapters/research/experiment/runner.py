@@ -28,19 +28,19 @@ from tqdm.auto import tqdm
 from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
-from ..data import CachedFeatureDataset, extract_features
-from ..data.io import atomic_write_json, load_causal_lm, load_rows, load_tokenizer, save_dataset_jsonl
-from ..data.prompts import tokenize_answers
-from ..data.regenerate import regenerate
-from ..data.selection import add_shift_scores, resolve_budget, select_by_shift
-from ..fingerprints import dataset_tokens_fingerprint, draft_fingerprint
-from ..models import EagleDraftModel
-from ..generation import TreeConfig
-from ..generation.replay import GreedyReference, greedy_reference
-from ..training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
-from ..training.acceptance import prompts_from_dataset
-from ..training.joint import STAGE1_ADAPTER_DIR
-from ..tuners import EdaConfig
+from ...data import CachedFeatureDataset, extract_features
+from ...data.io import atomic_write_json, load_causal_lm, load_rows, load_tokenizer, save_dataset_jsonl
+from ...data.prompts import tokenize_answers
+from ...data.regenerate import regenerate
+from ...data.selection import add_shift_scores, resolve_budget, select_by_shift
+from ...fingerprints import dataset_tokens_fingerprint, draft_fingerprint
+from ...models import EagleDraftModel
+from ...generation import TreeConfig
+from ...generation.replay import GreedyReference, greedy_reference
+from ...training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
+from ...training.acceptance import prompts_from_dataset
+from ...training.joint import STAGE1_ADAPTER_DIR
+from ...tuners import EdaConfig
 from .config import DomainConfig, ExperimentConfig
 from .evaluation import (
     LORA_TARGET_MODULES,
@@ -52,6 +52,7 @@ from .evaluation import (
     training_flops,
 )
 from .report import BudgetPoint, MethodResult, results_table, save_results
+from ...errors import EdaInputError
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class _Experiment:
         target = self._load_target(domain.target)
         prompts = load_rows(domain.prompts)
         if len(prompts) <= domain.num_eval_prompts:
-            raise ValueError(
+            raise EdaInputError(
                 f"domain {domain.name}: {len(prompts)} prompts, but {domain.num_eval_prompts} are held out for tau; "
                 "give more prompts or lower num_eval_prompts"
             )

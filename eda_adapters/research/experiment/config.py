@@ -6,8 +6,8 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+from ...errors import EdaInputError
 
 #: Written into `output_dir`: the configuration its cached work was made with (see `ExperimentConfig.check_cache`).
 CACHE_KEY_FILE = "experiment-config.json"
@@ -127,10 +127,10 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         self.domains = [d if isinstance(d, DomainConfig) else DomainConfig(**d) for d in self.domains]
         if not self.domains:
-            raise ValueError("ExperimentConfig needs at least one domain (a fine-tuned target with its prompts).")
+            raise EdaInputError("ExperimentConfig needs at least one domain (a fine-tuned target with its prompts).")
         names = [d.name for d in self.domains]
         if len(set(names)) != len(names):
-            raise ValueError(f"domain names must be unique, got {names}")
+            raise EdaInputError(f"domain names must be unique, got {names}")
         if self.retrain_epochs is None:
             self.retrain_epochs = self.stage1_epochs
         if self.finetune_learning_rate is None:
@@ -139,30 +139,32 @@ class ExperimentConfig:
 
         unknown = set(self.methods) - set(METHOD_LABELS)
         if unknown:
-            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {list(METHOD_LABELS)}")
+            raise EdaInputError(f"unknown methods {sorted(unknown)}; choose from {list(METHOD_LABELS)}")
         self._check_values()
 
     def _check_values(self) -> None:
         """Refuse values no run could use, before any work (a bad budget used to fail only after stage 1)."""
         import sys
 
-        from ..data.selection import resolve_budget
-        from ..validation import check_positive_numbers
+        from ...data.selection import resolve_budget
+        from ...validation import check_positive_numbers
         from .evaluation import EVAL_METHODS
 
         if self.eval_method not in EVAL_METHODS:
-            raise ValueError(f"ExperimentConfig.eval_method must be one of {list(EVAL_METHODS)}, got {self.eval_method!r}")
+            raise EdaInputError(
+                f"ExperimentConfig.eval_method must be one of {list(EVAL_METHODS)}, got {self.eval_method!r}"
+            )
 
         for name, value in [("budget", self.budget)] + [("budget_curve", b) for b in self.budget_curve]:
             try:
                 resolve_budget(value, sys.maxsize)
             except (TypeError, ValueError) as err:
-                raise ValueError(f"ExperimentConfig.{name}: {err}") from None
+                raise EdaInputError(f"ExperimentConfig.{name}: {err}") from None
         for domain in self.domains:
             if isinstance(domain.num_eval_prompts, bool) or not isinstance(domain.num_eval_prompts, int) or (
                 domain.num_eval_prompts < 1
             ):
-                raise ValueError(
+                raise EdaInputError(
                     f"domain {domain.name}: num_eval_prompts must be an integer >= 1 (the held-out prompts tau is "
                     f"measured on), got {domain.num_eval_prompts!r}"
                 )
@@ -175,46 +177,48 @@ class ExperimentConfig:
             isinstance(self.draft_vocab_size, bool) or not isinstance(self.draft_vocab_size, int)
             or self.draft_vocab_size < 1
         ):
-            raise ValueError(f"ExperimentConfig.draft_vocab_size must be an integer >= 1 or None, "
-                             f"got {self.draft_vocab_size!r}")
+            raise EdaInputError(f"ExperimentConfig.draft_vocab_size must be an integer >= 1 or None, "
+                                f"got {self.draft_vocab_size!r}")
         self._check_adapter_settings()
 
     def _check_adapter_settings(self) -> None:
         """`eda` and `official` must build an EdaConfig (`official` also holds the noise keys); checked before work."""
-        from ..training.losses import FEATURE_NOISE_TYPES
-        from ..tuners import EdaConfig
+        from ...training.losses import FEATURE_NOISE_TYPES
+        from ...tuners import EdaConfig
 
         noise_keys = ("feature_noise_type", "feature_noise_std")
         for name, settings, extra in (("eda", self.eda, ()), ("official", self.official, noise_keys)):
             if not isinstance(settings, dict):
-                raise ValueError(f"ExperimentConfig.{name} must be a mapping of EdaConfig fields, got {settings!r}")
+                raise EdaInputError(f"ExperimentConfig.{name} must be a mapping of EdaConfig fields, got {settings!r}")
             fields = {k: v for k, v in settings.items() if k not in extra}
             if fields.get("init_private_weights") == "copy":
                 fields.setdefault("init_private_from", "<the joint stage-1 adapter>")  # filled in by the runner
             try:
                 EdaConfig(**fields)
             except (TypeError, ValueError) as err:
-                raise ValueError(f"ExperimentConfig.{name}: {err}") from None
+                raise EdaInputError(f"ExperimentConfig.{name}: {err}") from None
         noise_type = self.official.get("feature_noise_type", self.feature_noise_type)
         kinds = (("feature_noise_type", self.feature_noise_type), ("official.feature_noise_type", noise_type))
         for where, kind in kinds:
             if kind not in FEATURE_NOISE_TYPES:
-                raise ValueError(f"ExperimentConfig.{where} must be one of {list(FEATURE_NOISE_TYPES)}, got {kind!r}")
+                raise EdaInputError(
+                    f"ExperimentConfig.{where} must be one of {list(FEATURE_NOISE_TYPES)}, got {kind!r}"
+                )
 
     def check_inputs(self) -> None:
         """Read every prompt set and check it fits the held-out prompts and the budgets; run before any training."""
-        from ..data.io import load_rows
-        from ..data.selection import resolve_budget
-        from ..validation import check_output_path
+        from ...data.io import load_rows
+        from ...data.selection import resolve_budget
+        from ...validation import check_output_path
 
         check_output_path(self.output_dir, "output_dir")
         if len(load_rows(self.general_prompts)) == 0:
-            raise ValueError("general_prompts is empty: stage 1 needs prompts to train the shared draft on")
+            raise EdaInputError("general_prompts is empty: stage 1 needs prompts to train the shared draft on")
         for domain in self.domains:
             count = len(load_rows(domain.prompts))
             pool = count - domain.num_eval_prompts
             if pool < 1:
-                raise ValueError(
+                raise EdaInputError(
                     f"domain {domain.name}: {count} prompts, but {domain.num_eval_prompts} are held out for tau "
                     "(num_eval_prompts), which leaves none to train on; give more prompts or lower num_eval_prompts"
                 )
@@ -222,7 +226,7 @@ class ExperimentConfig:
                 try:
                     resolve_budget(value, pool)
                 except ValueError as err:
-                    raise ValueError(
+                    raise EdaInputError(
                         f"domain {domain.name}: {name} {value!r} does not fit its pool of {pool} prompts ({err})"
                     ) from None
 
@@ -242,47 +246,41 @@ class ExperimentConfig:
 
     def check_cache(self) -> None:
         """Refuse an `output_dir` made with another configuration (one line naming the changed fields), else record
-        this one there. Nothing is read or written in `output_dir` before this check."""
-        from ..atomic import atomic_write_json
+        this one there. Nothing is read or written in `output_dir` before this check. Domains may be added or left
+        out between runs; a domain in both must be unchanged."""
+        from ...run_directory import RunDirectory
 
-        path = Path(self.output_dir) / CACHE_KEY_FILE
+        run_dir = RunDirectory(
+            self.output_dir, "experiment", CACHE_KEY_FILE,
+            fix="use another output_dir, or put the old values back to resume it",
+        )
         key = self.cache_key()
-        if path.exists():
-            try:
-                saved = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                raise ValueError(f"{path} is unreadable; delete it only if {self.output_dir} holds nothing you need") \
-                    from None
-            changed = sorted(k for k in set(key) | set(saved) if k != "domains" and key.get(k) != saved.get(k))
-            changed += [f"domains[{name}]" for name, domain in key["domains"].items()
-                        if name in saved.get("domains", {}) and saved["domains"][name] != domain]
-            if changed:
-                raise ValueError(
-                    f"{self.output_dir} holds an experiment made with other {', '.join(changed)}; use another "
-                    "output_dir, or put the old values back to resume it (nothing was mixed or overwritten)"
-                )
-            key["domains"] = {**saved.get("domains", {}), **key["domains"]}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, key)
+        recorded = run_dir.recorded_key()
+        if recorded is not None:
+            common = sorted(set(key["domains"]) & set(recorded.get("domains", {})))
+            run_dir.compare({**recorded, "domains": {n: recorded["domains"][n] for n in common}},
+                            {**key, "domains": {n: key["domains"][n] for n in common}})
+            key["domains"] = {**recorded.get("domains", {}), **key["domains"]}
+        run_dir.write_key(key)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> ExperimentConfig:
         """Read a YAML file with the same field names (see `recipes/`); keyword overrides win."""
-        from ..validation import coerce_config_values, dataclass_hints, read_yaml_mapping
+        from ...validation import coerce_config_values, dataclass_hints, read_yaml_mapping
 
         values = read_yaml_mapping(path, "experiment config")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"{path}: unknown fields {sorted(unknown)}; known fields: {sorted(known)}")
+            raise EdaInputError(f"{path}: unknown fields {sorted(unknown)}; known fields: {sorted(known)}")
         values = coerce_config_values(values, dataclass_hints(cls), str(path))
         domains = values.get("domains")
         if not isinstance(domains, list) or not all(isinstance(d, dict) for d in domains):
-            raise ValueError(f"{path}: domains must be a list of mappings (name, target, prompts, num_eval_prompts)")
+            raise EdaInputError(f"{path}: domains must be a list of mappings (name, target, prompts, num_eval_prompts)")
         domain_fields = dataclass_hints(DomainConfig)
         for index, domain in enumerate(domains):
             unknown = set(domain) - set(domain_fields)
             if unknown:
-                raise ValueError(f"{path}: domains[{index}] has unknown fields {sorted(unknown)}")
+                raise EdaInputError(f"{path}: domains[{index}] has unknown fields {sorted(unknown)}")
             domains[index] = coerce_config_values(domain, domain_fields, f"{path}: domains[{index}]")
         return cls(**{**values, **overrides})
