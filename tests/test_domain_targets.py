@@ -15,6 +15,7 @@ from eda_adapters.research.domains.domain_chats import check_worked_answer, code
 from eda_adapters.research.domains.domain_targets import DomainTargetSizes, prepare_domain_targets
 from eda_adapters.research.domains.finetune import FinetuneSettings, answer_loss, finetune_target
 from eda_adapters.research.demo.targets import TinyLMSpec, _atomic_save, new_tiny_lm, train_tokenizer
+from eda_adapters import RunMismatchError
 from eda_adapters.data.io import load_causal_lm
 
 SPEC = TinyLMSpec(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -98,10 +99,11 @@ def test_finetune_trains_the_top_layers_resumes_and_refuses_other_settings(tiny_
     calls.clear()
     finetune_target(base, tokenizer, rows, out, settings, show_progress=False)
     assert not calls and (out / "model.safetensors").stat().st_mtime_ns == stamp
-    with pytest.raises(ValueError, match=r"other settings\.learning_rate; delete it") as err:
+    with pytest.raises(RunMismatchError,
+                       match=r"another fine-tune run \(settings\.learning_rate: 0\.003 there, 0\.001 now\); delete it") as err:
         finetune_target(base, tokenizer, rows, out, FinetuneSettings(**{**settings.__dict__, "learning_rate": 1e-3}))
     assert "\n" not in str(err.value)
-    with pytest.raises(ValueError, match="other data"):
+    with pytest.raises(RunMismatchError, match=r"another fine-tune run \(data: '\w+' there, '\w+' now\)"):
         finetune_target(base, tokenizer, rows[:8], out, settings)
     assert (out / "model.safetensors").stat().st_mtime_ns == stamp
     assert load_file(out / "model.safetensors").keys() == load_file(base / "model.safetensors").keys()

@@ -143,7 +143,8 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
         assert (row.tau_chain, row.tau_tree) == (by[row.domain, row.method].tau_chain, by[row.domain, row.method].tau_tree)
 
     # another configuration over the same output_dir is refused in one line, before anything is touched
-    with pytest.raises(ValueError, match=r"other adapt_learning_rate, finetune_learning_rate; use another output_dir") as err:
+    with pytest.raises(ValueError, match=r"another experiment run \(adapt_learning_rate: 0.003 there, 0.001 now; "
+                       r"finetune_learning_rate: 0.003 there, 0.001 now\); use another output_dir") as err:
         run_experiment(_config(tiny_family, tmp_path / "exp", adapt_learning_rate=1e-3, methods=["eda_shift"],
                                budget_curve=[]), log=lines.append)
     assert "\n" not in str(err.value) and adapter.stat().st_mtime_ns == stamp

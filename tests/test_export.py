@@ -350,7 +350,7 @@ def test_cli_errors_are_one_line(saved_adapters, capsys):
     code = main(["export", "--draft", str(tmp_path / "draft"), "--adapter", str(tmp_path / "adapters"),
                  "--out", str(tmp_path / "full")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 2 and err.startswith("eda export: error:") and err.endswith("(--overwrite).")
+    assert code == 2 and err.startswith("eda export: error:") and err.endswith("(--overwrite)")
     code = main(["export", "--draft", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     assert code == 2 and "No draft at" in capsys.readouterr().err
 
