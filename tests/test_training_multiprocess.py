@@ -8,6 +8,20 @@ import os
 import torch
 from accelerate import debug_launcher
 
+LENGTHS = [6, 12, 7, 11, 8, 10, 9, 12, 6, 9, 12, 7, 10, 8, 11, 6]  # ragged: a per-process token mean would weigh them wrong
+
+
+def _ragged_rows():
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randint(3, 97, (n,), generator=generator).tolist() for n in LENGTHS]
+
+
+def _stage1_args(output_dir: str, batch_size: int) -> dict:
+    return dict(
+        output_dir=output_dir, max_steps=3, per_device_train_batch_size=batch_size, learning_rate=1e-2, logging_steps=1,
+        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0, feature_noise_std=0.0,
+    )
+
 
 def _train_on_two_processes(output_dir: str) -> None:
     # Runs in each spawned process: everything is built here (no state shared with the pytest process).
@@ -16,23 +30,25 @@ def _train_on_two_processes(output_dir: str) -> None:
     sys.path.insert(0, os.path.dirname(__file__))
     from conftest import make_target
     from datasets import Dataset
+    from safetensors.torch import save_file
 
     from eda_adapters import EdaConfig
     from eda_adapters.training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
 
     torch.set_num_threads(1)
     target = make_target("mistral")
-    generator = torch.Generator().manual_seed(0)
-    data = Dataset.from_dict({"input_ids": torch.randint(3, 97, (16, 12), generator=generator).tolist()})
+    data = Dataset.from_dict({"input_ids": _ragged_rows()})
     common = dict(
         max_steps=3, per_device_train_batch_size=2, learning_rate=1e-2, logging_steps=1, save_strategy="no",
         report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
     )
     stage1 = EagleTrainer(
-        target_model=target, args=EagleTrainingConfig(output_dir=f"{output_dir}/stage1", **common), train_dataset=data
+        target_model=target, args=EagleTrainingConfig(**_stage1_args(f"{output_dir}/stage1", 2)), train_dataset=data
     )
     assert stage1.accelerator.num_processes == 2, "debug_launcher did not start 2 processes"
     before = stage1.model.fc.weight.detach().clone()
+    if stage1.is_world_process_zero():
+        save_file({k: v.contiguous() for k, v in stage1.model.state_dict().items()}, f"{output_dir}/initial.safetensors")
     stage1.train()
     draft = stage1.accelerator.unwrap_model(stage1.model)
     weights = draft.fc.weight.detach()
@@ -53,6 +69,7 @@ def _train_on_two_processes(output_dir: str) -> None:
     fc_copy = draft.fc.modules_to_save["default"].weight.detach()  # the adapter's own fc (default) trained
     assert not torch.equal(fc_copy, weights) and torch.equal(*stage2.accelerator.gather(fc_copy[None]))
     if stage2.is_world_process_zero():
+        save_file({"fc.weight": weights.contiguous()}, f"{output_dir}/stage1_fc.safetensors")
         logs = [row for row in stage1.state.log_history + stage2.state.log_history if "accuracy" in row]
         with open(os.path.join(output_dir, "result.json"), "w") as handle:
             json.dump({"world_size": stage2.accelerator.num_processes, "logs": logs}, handle)
@@ -66,3 +83,20 @@ def test_two_process_training(tmp_path, monkeypatch):
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["world_size"] == 2
     assert len(result["logs"]) == 6 and all(row["num_tokens"] > 0 for row in result["logs"])
+
+    # 2 processes x 2 rows make the same steps as 1 process x 4 rows: the loss is the token mean over both processes
+    from conftest import make_target
+    from datasets import Dataset
+    from safetensors.torch import load_file
+
+    from eda_adapters import EagleDraftModel
+    from eda_adapters.training import EagleTrainer, EagleTrainingConfig
+
+    target = make_target("mistral")
+    draft = EagleDraftModel.from_target(target)
+    draft.load_state_dict(load_file(tmp_path / "initial.safetensors"))
+    single = EagleTrainer(model=draft, target_model=target, args=EagleTrainingConfig(**_stage1_args(
+        str(tmp_path / "single"), 4)), train_dataset=Dataset.from_dict({"input_ids": _ragged_rows()}))
+    single.train()
+    torch.testing.assert_close(single.model.fc.weight, load_file(tmp_path / "stage1_fc.safetensors")["fc.weight"],
+                               rtol=1e-5, atol=1e-6)

@@ -83,23 +83,24 @@ def main() -> None:
         shared.save_pretrained(f"{tmp}/draft")
         features = str(extract_features(target, data, f"{tmp}/features", show_progress=False).path)
 
-        def stage1(dataset):
+        # one output directory per stage and feature source: a directory belongs to one run (RunDirectory)
+        def stage1(dataset, mode):
             draft = EagleDraftModel.from_pretrained(f"{tmp}/draft", target_model=target)
-            config = EagleTrainingConfig(output_dir=f"{tmp}/s1", **common)
+            config = EagleTrainingConfig(output_dir=f"{tmp}/s1-{mode}", **common)
             return EagleTrainer(model=draft, target_model=target, args=config, train_dataset=dataset)
 
-        def stage2(dataset):
+        def stage2(dataset, mode):
             draft = EagleDraftModel.from_pretrained(f"{tmp}/draft", target_model=target)
-            config = EdaTrainingConfig(output_dir=f"{tmp}/s2", **common)
+            config = EdaTrainingConfig(output_dir=f"{tmp}/s2-{mode}", **common)
             return EdaTrainer(model=draft, target_model=target, args=config, train_dataset=dataset,
                               peft_config=EdaConfig(num_private_experts=1))
 
-        params = {"stage 1": trainable(stage1(data).model), "stage 2": trainable(stage2(data).model)}
+        params = {"stage 1": trainable(stage1(data, "online").model), "stage 2": trainable(stage2(data, "online").model)}
         results: dict[str, dict[str, list[tuple[float, float]]]] = {"online": {}, "cached": {}}
         for mode, dataset in (("online", data), ("cached", features)):
             for _ in range(args.repeats):  # alternate so that machine load hits both alike
                 for name, make in (("stage 1", stage1), ("stage 2", stage2)):
-                    results[mode].setdefault(name, []).append(timed_steps(make(dataset)))
+                    results[mode].setdefault(name, []).append(timed_steps(make(dataset, mode)))
 
     print(f"target: Llama hidden {args.hidden}, 4 layers, vocab {args.vocab}; "
           f"batch {args.batch_size} x {args.seq_len} tokens")
@@ -114,11 +115,9 @@ def main() -> None:
         print(f"step time ({mode} features): CPU stage 1 {c1 * 1e3:.1f} ms, stage 2 {c2 * 1e3:.1f} ms, ratio "
               f"{c2 / c1:.3f} | wall stage 1 {w1 * 1e3:.1f} ms, stage 2 {w2 * 1e3:.1f} ms, ratio {w2 / w1:.3f}")
     if args.plot:
-        import matplotlib
+        from eda_adapters.plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot("--plot")
         fig, axes = plt.subplots(1, 2, figsize=(8, 3))
         axes[0].bar(list(params), list(params.values()), color=["tab:gray", "tab:green"])
         axes[0].set_title("trainable parameters")
