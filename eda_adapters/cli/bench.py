@@ -99,11 +99,11 @@ def _labels(paths: list[str], labels: list[str], flag: str, single: str) -> list
 def _prompt_kinds(args: argparse.Namespace) -> list[str]:
     from .plugins import bench_fixtures
 
-    PROMPT_KINDS = bench_fixtures("--prompt-kinds").PROMPT_KINDS
+    known = bench_fixtures("--prompt-kinds").PROMPT_KINDS
     kinds = [kind.strip() for kind in args.prompt_kinds.split(",") if kind.strip()]
-    unknown = [kind for kind in kinds if kind not in PROMPT_KINDS]
+    unknown = [kind for kind in kinds if kind not in known]
     if unknown or not kinds:
-        raise EdaInputError(f"--prompt-kinds {args.prompt_kinds!r}: choose from {','.join(PROMPT_KINDS)}.")
+        raise EdaInputError(f"--prompt-kinds {args.prompt_kinds!r}: choose from {','.join(known)}.")
     if args.per_kind < 1:
         raise EdaInputError("--per-kind must be >= 1.")
     return list(dict.fromkeys(kinds))

@@ -132,7 +132,7 @@ def answer_loss(
     batch_size: int = 8,
 ) -> float:
     """Mean cross-entropy (nats per answer token) of `model` on the `reference` answers of `rows`."""
-    data = _completion_rows(tokenize_answers(tokenizer, load_rows(rows), max_answer_tokens))
+    data = tokenize_answers(tokenizer, load_rows(rows), max_answer_tokens)
     collate = DataCollatorForLanguageModeling(pad_token_id=_pad_id(tokenizer))
     total, count = 0.0, 0
     for start in range(0, len(data), batch_size):
@@ -175,6 +175,6 @@ def _completion_rows(data: Dataset) -> Dataset:
 
 
 def _labelled(row: dict[str, list[int]]) -> dict[str, list[int]]:
-    """One completion row with the labels `SFTTrainer` trains on (-100 outside the answer), for `answer_loss`."""
-    labels = [token if keep else -100 for token, keep in zip(row["input_ids"], row["completion_mask"])]
+    """One answer row with the labels `SFTTrainer` trains on (-100 outside the answer), for `answer_loss`."""
+    labels = [token if keep else -100 for token, keep in zip(row["input_ids"], row["loss_mask"])]
     return {"input_ids": row["input_ids"], "labels": labels}
