@@ -34,12 +34,14 @@ from .tuners import EdaConfig, EdaLayer, EdaModel, draft_fingerprint, load_offic
 if TYPE_CHECKING:
     from .data import (
         CachedFeatureDataset,
+        PromptFilter,
         check_target_signature,
         extract_features,
         load_regenerated,
         regenerate,
         representation_shift,
         select_by_shift,
+        self_prompts,
         target_signature,
     )
     from .export import ExportOptions, eagle_layout, export_adapters, export_draft, find_adapters, merge_for_export
@@ -52,12 +54,14 @@ _LAZY_NAMES: dict[str, str] = {
     **dict.fromkeys(
         (
             "CachedFeatureDataset",
+            "PromptFilter",
             "check_target_signature",
             "extract_features",
             "load_regenerated",
             "regenerate",
             "representation_shift",
             "select_by_shift",
+            "self_prompts",
             "target_signature",
         ),
         ".data",
@@ -85,12 +89,14 @@ __all__ = [
     "EdaTrainingConfig",
     "NonFiniteLossError",
     "CachedFeatureDataset",
+    "PromptFilter",
     "check_target_signature",
     "extract_features",
     "load_regenerated",
     "regenerate",
     "representation_shift",
     "select_by_shift",
+    "self_prompts",
     "target_signature",
     "EagleCandidateGenerator",
     "EagleDraftConfig",

@@ -14,6 +14,7 @@ import sys
 # subcommand name -> module (relative to this package) that implements it
 SUBCOMMANDS: dict[str, str] = {
     "export": ".export",
+    "self-prompt": ".self_prompt",
     "regenerate": ".regenerate",
     "extract-features": ".features",
     "select": ".select",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+
 from ..errors import EdaInputError
+from .self_prompt import add_self_prompt_arguments, self_prompt_kwargs
 
 HELP = "Regenerate the responses of a prompt dataset with the (fine-tuned) target itself."
 
@@ -17,10 +19,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--model", required=True, help="The fine-tuned target: HF folder, Hub id, .gguf file or smollm2-135m-instruct.")
     parser.add_argument("--tokenizer", help="Tokenizer path or Hub id (default: the model's).")
-    parser.add_argument(
-        "--prompts", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--prompts",
         help="Prompt dataset: .jsonl/.json/.parquet/.arrow file or dataset directory, with a prompt/messages/"
         "conversations column.",
+    )
+    source.add_argument(
+        "--self-prompts", type=int, metavar="N",
+        help="No prompt dataset: the target first writes N prompts itself (`eda self-prompt`, into "
+        "OUTPUT_DIR-prompts/), then answers them.",
     )
     parser.add_argument("--output-dir", required=True, help="Run directory (new, empty, or an unfinished same run).")
     parser.add_argument("--prompt-column", help="Column holding the prompts if not prompt/messages/conversations.")
@@ -37,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="dtype to load the model in (transformers backend).")
+    add_self_prompt_arguments(parser, required=False)
     return parser
 
 
@@ -51,11 +60,21 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "transformers":
         check_model_dir(args.model, "--model", "model")
         model = load_causal_lm(args.model, dtype=args.dtype, device=state.device)
+    prompts = args.prompts
+    if args.self_prompts is not None:
+        if args.backend != "transformers":
+            raise EdaInputError("--self-prompts samples with transformers: drop --backend vllm, or pass --prompts")
+        from ..data import self_prompts
+
+        prompts = f"{args.output_dir.rstrip('/')}-prompts"
+        self_prompts(model, args.tokenizer or args.model, prompts, args.self_prompts, seed=args.seed,
+                     batch_size=args.batch_size, answer_max_new_tokens=args.max_new_tokens, **self_prompt_kwargs(args))
+        prompts = f"{prompts}/data.jsonl"
     try:
         dataset = regenerate(
             model,
             args.tokenizer or args.model,
-            args.prompts,
+            prompts,
             args.output_dir,
             max_new_tokens=args.max_new_tokens,
             temperature=args.temperature,

@@ -182,7 +182,7 @@ def regenerate(
     if backend == "vllm":
         generate_fn = _VllmGenerator(str(target_path or target), tokenizer, decoding)
     else:
-        generate_fn = _TransformersGenerator(target, tokenizer, decoding)
+        generate_fn = TransformersGenerator(target, tokenizer, decoding)
 
     def write_chunk(batch: list[int]) -> str:
         outputs = generate_fn([rendered[i][1] for i in batch], first_index=batch[0])
@@ -223,12 +223,19 @@ def regenerate(
     return load_regenerated(output_dir)
 
 
-class _TransformersGenerator:
-    """Left-padded batched `generate` with the run's decoding settings."""
+class TransformersGenerator:
+    """Left-padded batched `generate` with a run's decoding settings; each answer is cut after its first stop token
+    (the target's EOS tokens and `extra_stop_ids`). Called with token-id prompts, returns `(tokens, finish_reason)`."""
 
-    def __init__(self, target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, decoding: DecodingSettings):
+    def __init__(
+        self,
+        target: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        decoding: DecodingSettings,
+        extra_stop_ids: tuple[int, ...] = (),
+    ):
         self.target = target
-        self.eos_ids = _eos_ids(target, tokenizer)
+        self.eos_ids = sorted(set(_eos_ids(target, tokenizer)) | set(extra_stop_ids))
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_ids or [None])[0]
         if pad_id is None:
             raise EdaInputError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
