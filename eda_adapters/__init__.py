@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         self_prompts,
         target_signature,
     )
+    from .compute_dtype import choose_dtype
     from .export import ExportOptions, eagle_layout, export_adapters, export_draft, find_adapters, merge_for_export
     from .hub import push_to_hub
     from .run_directory import RunDirectory, RunMismatchError
@@ -71,6 +72,7 @@ _LAZY_NAMES: dict[str, str] = {
         ".export",
     ),
     "push_to_hub": ".hub",
+    "choose_dtype": ".compute_dtype",
     **dict.fromkeys(("RunDirectory", "RunMismatchError"), ".run_directory"),
     **dict.fromkeys(
         ("EagleTrainer", "EagleTrainingConfig", "EdaTrainer", "EdaTrainingConfig", "NonFiniteLossError"), ".training"
@@ -78,7 +80,7 @@ _LAZY_NAMES: dict[str, str] = {
 }
 # subpackages and modules reachable as attributes (`eda_adapters.data`) without an explicit import, as before; the
 # research side (`eda_adapters.research`) is imported by name, never through the runtime package
-_LAZY_MODULES = ("atomic", "bench", "cli", "data", "export", "fingerprints", "hub", "run_directory", "training")
+_LAZY_MODULES = ("atomic", "bench", "cli", "compute_dtype", "data", "export", "fingerprints", "hub", "run_directory", "training")
 
 __version__ = "0.1.0"
 
@@ -123,6 +125,7 @@ __all__ = [
     "find_adapters",
     "merge_for_export",
     "PACKAGED_TARGETS",
+    "choose_dtype",
     "convert_gguf",
     "load_target",
     "load_target_tokenizer",

@@ -18,6 +18,7 @@ LAYER_OF = {
     "atomic": "base",
     "errors": "base",
     "fingerprints": "base",
+    "compute_dtype": "base",
     "hub": "base",
     "lazy": "base",
     "plotting": "base",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._dtype import DTYPE_CHOICES, DTYPE_HELP
+
 import argparse
 import platform
 import shutil
@@ -65,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: 1 in tiny mode, where more threads do not pay off).")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                         help="auto: bfloat16 on CUDA, float32 on CPU.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="bench_out", help="Where bench.json/.md/.png go (default: bench_out).")

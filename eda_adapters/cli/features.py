@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._dtype import DTYPE_CHOICES, DTYPE_HELP
+
 import argparse
 
 HELP = "Extract and cache the target's last hidden states for every token of a dataset (input_ids, loss_mask)."
@@ -21,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--output-dir", required=True, help="Feature directory (new, empty, or an unfinished same run)."
     )
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                         help="dtype to load the model in; features are stored in the same dtype.")
     return parser
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._dtype import DTYPE_CHOICES, DTYPE_HELP
+
 import argparse
 
 from ..errors import EdaInputError
@@ -43,8 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     template.add_argument("--no-chat-template", dest="chat_template", action="store_false",
                           help="Feed the prompts as plain text.")
     parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                        help="dtype to load the model in (transformers backend).")
+    parser.add_argument("--dtype", default="machine", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     add_self_prompt_arguments(parser, required=False)
     return parser
 

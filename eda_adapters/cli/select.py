@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._dtype import DTYPE_CHOICES, DTYPE_HELP
+
 import argparse
 from ..errors import EdaInputError
 
@@ -35,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--seed", type=int, default=0, help="Seed of --method random.")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--recompute", action="store_true", help="Score again even if the dataset has scores.")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._dtype import DTYPE_CHOICES, DTYPE_HELP
+
 import argparse
 
 HELP = "Have the chat target write its own user prompts: data without a prompt dataset."
@@ -57,8 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--answer-max-new-tokens", type=int, default=256,
                         help="Length of the target's answers between the turns of a multi-turn conversation.")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                        help="dtype to load the model in.")
+    parser.add_argument("--dtype", default="machine", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     add_self_prompt_arguments(parser, required=True)
     return parser
 

@@ -137,7 +137,7 @@ def regenerate(
             raise EdaInputError("pass the target's tokenizer (or a path to it): the target has no path to load it from")
         tokenizer = load_tokenizer(str(source))
     if backend == "transformers" and target_path is not None:
-        target = load_causal_lm(str(target_path), device=state.device)
+        target = load_causal_lm(str(target_path), dtype="machine", device=state.device)
     if backend == "transformers":
         check_causal_lm(target, "the target")  # a masked LM would "generate" without a word
         target.eval()

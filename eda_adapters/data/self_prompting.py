@@ -129,7 +129,7 @@ def self_prompts(
         tokenizer = load_tokenizer(str(source))
     stop_ids = _turn_end_ids(tokenizer)  # refuses a tokenizer without a chat template before loading the target
     if target_path is not None:
-        target = load_causal_lm(str(target_path), device=state.device)
+        target = load_causal_lm(str(target_path), dtype="machine", device=state.device)
     check_causal_lm(target, "the target")
     target.eval()
 

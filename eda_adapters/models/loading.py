@@ -32,7 +32,7 @@ from ..errors import EdaInputError, MissingExtraError
 from .eagle.modeling_eagle import _check_causal_lm
 
 GGUF_SOURCE_FILE = "eda_gguf_source.json"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "machine", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -153,9 +153,15 @@ def convert_gguf(gguf: str | os.PathLike, output_dir: str | os.PathLike | None =
     return out
 
 
-def _torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
+def _torch_dtype(dtype: str | torch.dtype, device: Any = None) -> str | torch.dtype:
+    """`"auto"`: the checkpoint's dtype; `"machine"`: the compute dtype this machine runs fastest
+    (`eda_adapters.compute_dtype.choose_dtype`); or a dtype name."""
     if isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
+    if dtype == "machine":
+        from ..compute_dtype import choose_dtype
+
+        return choose_dtype(device if device is not None else "cpu")
     if dtype not in DTYPES:
         raise EdaInputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     return getattr(torch, dtype)
@@ -179,7 +185,7 @@ def load_target(
     path = resolve_target_path(name_or_path, gguf_file)
     _check_exists(path, "model")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype, device), **kwargs)
     except ValueError as err:
         # raised by the Auto class for configs it has no causal-LM class for (e.g. BERT-like encoders)
         if "Unrecognized configuration class" in str(err):
