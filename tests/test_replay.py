@@ -9,7 +9,7 @@ from peft import get_peft_model
 
 from eda_adapters import EagleDraftModel, EdaConfig, TreeConfig, speculative_generate
 from eda_adapters.research.experiment.evaluation import measure_tau
-from eda_adapters.generation.replay import greedy_reference, replay_acceptance
+from eda_adapters.generation.replay import greedy_reference, greedy_references, replay_acceptance
 from eda_adapters.research.toys import greedy_continuations, quick_fit_draft
 
 from conftest import VOCAB, make_target
@@ -45,6 +45,10 @@ def assert_replay_matches_decoding(target, draft, prompts, max_new_tokens=30):
             )
             replayed = replay_acceptance(draft, target, ref, tree=tree, num_draft_tokens=5)
             assert replayed.accepted_lengths == decoded.accepted_lengths, (tree, prompt.shape)
+            # drafting a few starts per pass (linear in the answer) replays the same steps as all in one pass
+            for per_pass in (3, 1000):
+                passes = replay_acceptance(draft, target, ref, tree=tree, num_draft_tokens=5, starts_per_pass=per_pass)
+                assert passes.accepted_lengths == decoded.accepted_lengths, (tree, per_pass)
 
 
 @pytest.mark.parametrize("family,draft_layers", [("llama", 1), ("qwen2", 2), ("mistral", 1)])
@@ -93,3 +97,19 @@ def test_replay_equals_decoding_with_a_routed_adapter():
                                              init_private_weights="random")).eval()
     assert routed.peft_config["default"].is_routed
     assert_replay_matches_decoding(target, routed, prompts[:2])
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
+def test_batched_references_are_token_identical_to_one_at_a_time(family):
+    target, _, prompts = fitted(family, eos_from_answers=True)
+    torch.manual_seed(7)
+    prompts = prompts + [torch.randint(0, VOCAB, (1, 3 + 2 * i)) for i in range(4)]  # ragged lengths
+    batched = greedy_references(target, prompts, 30, batch_size=3)
+    assert any(ref.answer_length < 30 for ref in batched)  # some rows stop at EOS while others go on
+    for prompt, ref in zip(prompts, batched):
+        plain = target.generate(prompt, do_sample=False, max_new_tokens=30, attention_mask=torch.ones_like(prompt))[0]
+        assert torch.equal(ref.sequence, plain)
+        assert ref.prompt_length == prompt.shape[1] and ref.features.shape[0] == plain.numel() - 1
+        # features captured while generating == a teacher-forced forward over the finished answer, to rounding
+        forced = target(input_ids=plain[None, :-1], output_hidden_states=True).hidden_states[-1][0]
+        torch.testing.assert_close(ref.features, forced, atol=1e-4, rtol=1e-4)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
+from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicCache
 
 from .drafts import prepare_draft
@@ -57,28 +58,71 @@ class GreedyReference:
         return self.sequence.numel() - self.prompt_length
 
 
-@torch.no_grad()
 def greedy_reference(
     target: PreTrainedModel,
     prompt: torch.LongTensor,
     max_new_tokens: int,
     eos_token_id: int | list[int] | None = None,
 ) -> GreedyReference:
-    """Decode `prompt` (`[seq]` or `[1, seq]`) greedily with `target` (plain `generate`) and read its features."""
+    """Decode `prompt` (`[seq]` or `[1, seq]`) greedily with `target` (plain `generate`) and keep its features."""
+    return greedy_references(target, [prompt], max_new_tokens, eos_token_id)[0]
+
+
+@torch.no_grad()
+def greedy_references(
+    target: PreTrainedModel,
+    prompts: list[torch.LongTensor],
+    max_new_tokens: int,
+    eos_token_id: int | list[int] | None = None,
+    *,
+    batch_size: int = 16,
+    show_progress: bool = False,
+) -> list[GreedyReference]:
+    """The target's greedy answers to `prompts` (each `[seq]` or `[1, seq]`) and their features, in prompt order.
+
+    Prompts of similar length are decoded together (`batch_size` per left-padded `generate` call); every answer is
+    token-identical to decoding its prompt alone (tested). The features are the last hidden states the target
+    computes while it generates (kept with `output_hidden_states`), the ones speculative decoding reads too, so no
+    second pass over the answer is needed; they agree with a teacher-forced forward to float rounding (see
+    `docs/benchmarks.md`).
+    """
     if max_new_tokens < 1:
         raise EdaInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    if batch_size < 1:
+        raise EdaInputError(f"batch_size must be >= 1, got {batch_size}.")
     device = target.get_input_embeddings().weight.device
-    ids = prompt.reshape(1, -1).to(device)
     eos = eos_token_ids(target, eos_token_id)
     generation = getattr(target, "generation_config", None)
     pad = getattr(generation, "pad_token_id", None)
     pad = pad if pad is not None else (eos[0] if eos else 0)
-    sequence = target.generate(
-        ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
-        eos_token_id=list(eos) or None, pad_token_id=pad,
-    )[0]  # one sequence: generate stops right after the first EOS, nothing is padded
-    out = target(input_ids=sequence[None, :-1], output_hidden_states=True, use_cache=False)
-    return GreedyReference(sequence, out.hidden_states[-1][0], ids.shape[1], max_new_tokens, eos)
+    rows = [p.reshape(-1) for p in prompts]
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].numel(), i))
+    references: list[GreedyReference | None] = [None] * len(rows)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="greedy references", unit="batch", disable=not show_progress):
+        width = max(rows[i].numel() for i in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for r, i in enumerate(batch):
+            input_ids[r, width - rows[i].numel():] = rows[i]
+            attention_mask[r, width - rows[i].numel():] = 1
+        out = target.generate(
+            input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=False,
+            max_new_tokens=max_new_tokens, eos_token_id=list(eos) or None, pad_token_id=pad,
+            output_hidden_states=True, return_dict_in_generate=True,
+        )
+        # the last layer at every position the target has read: the prompt (step 0), then one token per step
+        features = torch.cat([step[-1] for step in out.hidden_states], dim=1)
+        for r, i in enumerate(batch):
+            start = width - rows[i].numel()
+            answer = out.sequences[r, width:].tolist()
+            ends = [t for t, token in enumerate(answer) if token in eos]
+            length = rows[i].numel() + (ends[0] + 1 if ends else len(answer))
+            sequence = out.sequences[r, start : start + length]
+            references[i] = GreedyReference(
+                sequence, features[r, start : start + length - 1], rows[i].numel(), max_new_tokens, eos
+            )
+    return references  # type: ignore[return-value]
 
 
 class _Replay:
@@ -122,9 +166,8 @@ class _Replay:
         """`[len(starts), num_pairs]`: a query drafting from start `c` sees the committed pairs `0 .. c - 1`."""
         return torch.arange(self.num_pairs, device=starts.device)[None] < starts[:, None]
 
-    def chain_tokens(self, k: int) -> torch.Tensor:
-        """`[num_starts, k]`: the chain the draft proposes from every start (greedy on its own features)."""
-        starts = self.starts
+    def chain_tokens(self, k: int, starts: torch.Tensor) -> torch.Tensor:
+        """`[len(starts), k]`: the chain the draft proposes from each start (greedy on its own features)."""
         num = starts.numel()
         if num == 0:
             return starts.new_empty(0, k)
@@ -139,10 +182,10 @@ class _Replay:
             tokens.append(logits.argmax(dim=-1))
         return torch.stack(tokens, dim=1)
 
-    def tree_depths(self, config: TreeConfig) -> torch.Tensor:
-        """`[num_starts]`: the depth of the longest path of each start's EAGLE-2 tree (after selecting
+    def tree_depths(self, config: TreeConfig, starts: torch.Tensor) -> torch.Tensor:
+        """`[len(starts)]`: the depth of the longest path of each start's EAGLE-2 tree (after selecting
         `total_tokens` nodes) that agrees with the greedy answer, i.e. the drafted tokens decoding accepts there."""
-        starts, K, device = self.starts, config.top_k, self.starts.device
+        K, device = config.top_k, starts.device
         num = starts.numel()
         if num == 0:
             return starts.new_empty(0)
@@ -215,26 +258,38 @@ def replay_acceptance(
     *,
     tree: TreeConfig | None = None,
     num_draft_tokens: int = 5,
+    starts_per_pass: int = 32,
 ) -> SpeculativeStats:
     """The per-step acceptance that `speculative_generate(target, draft, prompt, tree=tree,
     max_new_tokens=reference.max_new_tokens)` (greedy; chain of `num_draft_tokens` through `generate` when `tree` is
-    None) would record on `reference`'s prompt, computed by replay (see the module docstring)."""
+    None) would record on `reference`'s prompt, computed by replay (see the module docstring).
+
+    The starting points are drafted `starts_per_pass` at a time: in one pass every drafted node attends to the nodes
+    of all starts of the pass (masked), so a pass costs O(starts_per_pass^2 x nodes^2) and the whole replay grows
+    linearly with the answer length instead of quadratically. The result does not depend on it.
+    """
     if num_draft_tokens < 1:
         raise EdaInputError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}.")
+    if starts_per_pass < 1:
+        raise EdaInputError(f"starts_per_pass must be >= 1, got {starts_per_pass}.")
     replay = _Replay(draft, target, reference)
     was_training = replay.draft.training
     replay.draft.eval()
     try:
+        passes = replay.starts.split(starts_per_pass)
         if tree is None:
-            return _walk_chain(replay, num_draft_tokens)
-        return _walk_tree(replay, tree)
+            drafted = torch.cat([replay.chain_tokens(num_draft_tokens, starts) for starts in passes]) if passes \
+                else replay.starts.new_empty(0, num_draft_tokens)
+            return _walk_chain(replay, num_draft_tokens, drafted.tolist())
+        depths = torch.cat([replay.tree_depths(tree, starts) for starts in passes]) if passes \
+            else replay.starts.new_empty(0)
+        return _walk_tree(replay, tree, depths.tolist())
     finally:
         replay.draft.train(was_training)
 
 
-def _walk_chain(replay: _Replay, k: int) -> SpeculativeStats:
+def _walk_chain(replay: _Replay, k: int, drafted: list[list[int]]) -> SpeculativeStats:
     ref, stats = replay.ref, SpeculativeStats()
-    drafted = replay.chain_tokens(k).tolist()
     sequence = ref.sequence.tolist()
     answer, generated = ref.answer_length, 1  # the prefill yields the first answer token
     while generated < answer:
@@ -264,9 +319,8 @@ def _walk_chain(replay: _Replay, k: int) -> SpeculativeStats:
     return stats
 
 
-def _walk_tree(replay: _Replay, tree: TreeConfig) -> SpeculativeStats:
+def _walk_tree(replay: _Replay, tree: TreeConfig, depths: list[int]) -> SpeculativeStats:
     ref, stats = replay.ref, SpeculativeStats()
-    depths = replay.tree_depths(tree).tolist()
     answer, generated = ref.answer_length, 1
     nodes = min(tree.total_tokens, tree.top_k + (tree.depth - 1) * tree.top_k * tree.top_k)
     while generated < answer:
@@ -276,4 +330,4 @@ def _walk_tree(replay: _Replay, tree: TreeConfig) -> SpeculativeStats:
     return stats
 
 
-__all__ = ["GreedyReference", "greedy_reference", "replay_acceptance"]
+__all__ = ["GreedyReference", "greedy_reference", "greedy_references", "replay_acceptance"]

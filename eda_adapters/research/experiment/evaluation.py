@@ -12,7 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ...generation import TreeConfig, speculative_generate
-from ...generation.replay import GreedyReference, greedy_reference, replay_acceptance
+from ...generation.replay import GreedyReference, greedy_references, replay_acceptance
 from ...generation.stats import compute_tau
 from ...tuners import EdaConfig
 from ...errors import EdaInputError
@@ -77,7 +77,7 @@ def measure_tau(
     through `target.generate`) or EAGLE-2 tree decoding (`tree=TreeConfig(...)`).
 
     `method="decode"` decodes each prompt; `method="replay"` replays the same steps from the target's greedy answers
-    (`references`, one per prompt from [`greedy_reference`]; computed here when not given, so pass them to measure
+    (`references`, one per prompt from [`greedy_references`]; computed here when not given, so pass them to measure
     several drafts on the same target and prompts).
     """
     if method not in EVAL_METHODS:
@@ -85,7 +85,7 @@ def measure_tau(
     depth = tree.depth if tree is not None else num_draft_tokens
     if method == "replay":
         if references is None:
-            references = [greedy_reference(target, prompt, max_new_tokens) for prompt in prompts]
+            references = greedy_references(target, prompts, max_new_tokens)
         per_prompt = [
             replay_acceptance(draft, target, ref, tree=tree, num_draft_tokens=num_draft_tokens).accepted_lengths
             for ref in references

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from datasets import Dataset
 from torch.utils.data import Subset
-from tqdm.auto import tqdm
 from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
@@ -36,7 +35,7 @@ from ...data.selection import add_shift_scores, resolve_budget, select_by_shift
 from ...fingerprints import dataset_tokens_fingerprint, draft_fingerprint
 from ...models import EagleDraftModel
 from ...generation import TreeConfig
-from ...generation.replay import GreedyReference, greedy_reference
+from ...generation.replay import GreedyReference, greedy_references
 from ...training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
 from ...training.acceptance import prompts_from_dataset
 from ...training.joint import STAGE1_ADAPTER_DIR
@@ -297,8 +296,7 @@ class _Experiment:
         """The target's greedy answers to the held-out prompts, computed once per target and prompt set."""
         key = (id(target), id(prompts))
         if key not in self._reference_cache:  # the entry holds target and prompts, so their ids stay theirs
-            progress = tqdm(prompts, desc="greedy answers for tau", unit="prompt", leave=False)
-            refs = [greedy_reference(target, prompt, self.config.eval_max_new_tokens) for prompt in progress]
+            refs = greedy_references(target, prompts, self.config.eval_max_new_tokens, show_progress=True)
             self._reference_cache[key] = (target, prompts, refs)
         return self._reference_cache[key][2]
 
