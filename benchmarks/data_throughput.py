@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from eda_adapters.data import CachedFeatureDataset, compute_target_features, extract_features, pad_batch, regenerate
-from eda_adapters.data.regenerate import DecodingSettings, _TransformersGenerator
+from eda_adapters.data.regenerate import DecodingSettings, TransformersGenerator
 
 SIZES = {
     "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -85,7 +85,7 @@ def bench(size: str, args: argparse.Namespace, prompts: list[str], tokenizer, ro
     result["regen_tokens"] = tokens
 
     # the same batches through bare `generate`, without chunk files, progress records and the merge
-    generator = _TransformersGenerator(target, tokenizer, DecodingSettings(max_new_tokens=args.max_new_tokens))
+    generator = TransformersGenerator(target, tokenizer, DecodingSettings(max_new_tokens=args.max_new_tokens))
     prompt_ids = sorted((ids[: n] for ids, n in zip(data["input_ids"], data["num_prompt_tokens"])), key=len)
     b = args.batch_size
     _, seconds = best_time(
