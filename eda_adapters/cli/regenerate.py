@@ -46,6 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                           help="Feed the prompts as plain text.")
     parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
     parser.add_argument("--dtype", default="machine", choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    parser.add_argument("--capture-features", action="store_true",
+                        help="Keep the target's hidden states as it generates, in OUTPUT_DIR/features (train on that "
+                             "directory: no second pass over the target).")
+    parser.add_argument("--feature-layers", type=int, nargs="+", metavar="LAYER",
+                        help="hidden_states entries to capture (default: the last, which EAGLE-1 drafts read).")
     add_self_prompt_arguments(parser, required=False)
     return parser
 
@@ -56,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data.runs import process_state
     from ..validation import check_model_dir
 
+    if args.feature_layers and not args.capture_features:
+        raise EdaInputError("--feature-layers chooses what --capture-features keeps: add --capture-features")
     state = process_state()
     model = args.model
     if args.backend == "transformers":
@@ -85,10 +92,14 @@ def run(args: argparse.Namespace) -> int:
             prompt_column=args.prompt_column,
             use_chat_template=args.chat_template,
             backend=args.backend,
+            capture_features=args.capture_features,
+            feature_layers=args.feature_layers,
         )
     except ImportError as err:  # an optional backend that is not installed is bad input, not a crash
         raise EdaInputError(str(err)) from err
     if state.is_main_process:
         tokens = sum(dataset["num_response_tokens"])
         print(f"regenerated {len(dataset)} responses ({tokens} tokens) -> {args.output_dir}/data.jsonl")
+        if args.capture_features:
+            print(f"captured their features -> {args.output_dir}/features")
     return 0

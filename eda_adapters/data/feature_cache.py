@@ -6,17 +6,22 @@ On-disk layout of a feature directory (resumable and multi-process like regenera
         {"format": "eda-features/1",
          "target": target_signature(target),     # name_or_path, model_type, hidden_size, vocab_size, dtype, fingerprint
          "hidden_size": int, "dtype": "bfloat16" | "float16" | "float32",
+        "layers": [int, ...],                   # entries of the target's `hidden_states` kept, concatenated in order
+        "num_hidden_layers": int,               # (the last, num_hidden_layers, is after the final norm: EAGLE-1's)
+        "source": "extraction" | "generation",  # a teacher-forced pass, or captured while the target generated
          "num_samples": int, "num_tokens": int,
          "dataset_fingerprint": str,             # digest of the input_ids/loss_mask the features were computed on
          "shards": [{"file": "chunks/shard-000000000.safetensors", "samples": [0, 1, ...], "num_tokens": int}, ...]}
     chunks/shard-<first>.safetensors  for every sample s of the shard, three tensors:
         "<s>.input_ids"      int64  [seq]
         "<s>.loss_mask"      int8   [seq]          (1 on the tokens the draft is trained on, e.g. the response)
-        "<s>.hidden_states"  dtype  [seq, hidden]  target(...).hidden_states[-1] (after the final norm)
+        "<s>.hidden_states"  dtype  [seq, len(layers) * hidden]  the kept `hidden_states` entries, concatenated
     run.json, progress-r<rank>.jsonl   resume bookkeeping
 
-Samples are numbered by their row in the dataset given to `extract_features`. Logits are not stored: they are
-`target.lm_head(hidden_states)` (the draft holds the frozen head).
+Samples are numbered by their row in the dataset given to `extract_features` (or by prompt, for features captured by
+`regenerate(..., capture_features=True)`). Logits are not stored: they are `target.lm_head(hidden_states)` of the
+last layer (the draft holds the frozen head). An index without `layers` (written before they were recorded) holds the
+last layer.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ from transformers import PreTrainedModel
 from ..atomic import atomic_path
 from ..fingerprints import dataset_tokens_fingerprint
 from ..validation import check_causal_lm, check_safetensors_file
-from .features import compute_target_features
 from .io import (
     DatasetLike,
     atomic_write_json,
@@ -51,6 +55,7 @@ from ..errors import EdaInputError
 
 FORMAT = "eda-features/1"
 INDEX_FILE = "index.json"
+FEATURES_DIR = "features"  # where regeneration keeps the features it captured
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -90,6 +95,81 @@ def pad_batch(samples: list[dict[str, Any]], pad_token_id: int = 0) -> dict[str,
     return batch
 
 
+def feature_layers(target: PreTrainedModel, layers: list[int] | tuple[int, ...] | None = None) -> list[int]:
+    """The entries of `target`'s `hidden_states` a feature set keeps, as indices in `0 .. num_hidden_layers`
+    (negative ones count from the end). `None` is the last one, after the final norm: what an EAGLE-1 draft reads."""
+    count = target.config.get_text_config().num_hidden_layers
+    if layers is None:
+        return [count]
+    resolved = []
+    for layer in layers:
+        index = int(layer) + (count + 1 if int(layer) < 0 else 0)
+        if not 0 <= index <= count:
+            raise EdaInputError(
+                f"feature layer {layer} is out of range: the target has hidden_states 0 .. {count} "
+                f"(0 = embeddings, {count} = last layer after the final norm)"
+            )
+        resolved.append(index)
+    return resolved
+
+
+def stack_layers(hidden_states: tuple[torch.Tensor, ...], layers: list[int]) -> torch.Tensor:
+    """The kept `hidden_states` entries, concatenated on the feature axis (a single layer is returned as is)."""
+    if len(layers) == 1:
+        return hidden_states[layers[0]]
+    return torch.cat([hidden_states[layer] for layer in layers], dim=-1)
+
+
+def write_feature_shard(
+    path: str | os.PathLike, samples: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], dtype_name: str
+) -> None:
+    """Write `{sample: (input_ids, loss_mask, features)}` (one sequence each, unpadded) as one shard, atomically."""
+    tensors = {}
+    for index, (input_ids, loss_mask, hidden) in samples.items():
+        tensors[f"{index}.input_ids"] = torch.as_tensor(input_ids, dtype=torch.long).clone()
+        tensors[f"{index}.loss_mask"] = torch.as_tensor(loss_mask).to(torch.int8).clone()
+        # clone: each tensor gets its own storage (a slice of the batch would share it)
+        tensors[f"{index}.hidden_states"] = hidden.to(_DTYPES[dtype_name]).cpu().clone()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+
+
+def write_feature_index(
+    path: str | os.PathLike,
+    *,
+    signature: dict[str, Any],
+    dtype_name: str,
+    layers: list[int],
+    num_hidden_layers: int,
+    source: str,
+    dataset_fingerprint: str,
+    num_samples: int,
+    shards: dict[str, list[int]],
+    lengths: list[int],
+) -> None:
+    """Write the `index.json` of a feature directory whose shards (`{relative file: samples}`) are all written."""
+    entries = [
+        {"file": file, "samples": samples, "num_tokens": sum(lengths[i] for i in samples)}
+        for file, samples in shards.items()
+    ]
+    atomic_write_json(
+        Path(path) / INDEX_FILE,
+        {
+            "format": FORMAT,
+            "target": signature,
+            "hidden_size": signature["hidden_size"],
+            "dtype": dtype_name,
+            "layers": layers,
+            "num_hidden_layers": num_hidden_layers,
+            "source": source,
+            "num_samples": num_samples,
+            "num_tokens": sum(entry["num_tokens"] for entry in entries),
+            "dataset_fingerprint": dataset_fingerprint,
+            "shards": entries,
+        },
+    )
+
+
 def extract_features(
     target: PreTrainedModel,
     dataset: DatasetLike,
@@ -97,12 +177,14 @@ def extract_features(
     *,
     batch_size: int = 8,
     dtype: torch.dtype | str | None = None,
+    layers: list[int] | tuple[int, ...] | None = None,
     show_progress: bool = True,
 ) -> "CachedFeatureDataset":
     """Run `target` once over every sample of `dataset` (columns `input_ids`, optional `loss_mask`) and store its last
     hidden states in `output_dir` (layout in the module docstring). Resumes an unfinished run; refuses a directory
     holding features of another target, dataset or dtype. With several processes (`accelerate launch`) each process
-    extracts its share and the main process writes the index. `dtype` defaults to the target's dtype.
+    extracts its share and the main process writes the index. `dtype` defaults to the target's dtype; `layers` are
+    the `hidden_states` entries kept (see `feature_layers`; default: the last, which EAGLE-1 drafts read).
     """
     if batch_size < 1:
         raise EdaInputError(f"batch_size must be >= 1, got {batch_size}")
@@ -116,7 +198,7 @@ def extract_features(
     dtype_name = _dtype_name(dtype, target)
     signature = target_signature(target)
     check_token_ids(rows, signature["vocab_size"])
-    hidden_size = signature["hidden_size"]
+    layers = feature_layers(target, layers)
     state = process_state()
     run = ChunkedRun(
         output_dir,
@@ -126,58 +208,50 @@ def extract_features(
             "target": {key: signature[key] for key in IDENTITY_KEYS},
             "dataset": {"num_samples": len(rows), "fingerprint": dataset_tokens_fingerprint(rows)},
             "dtype": dtype_name,
+            **({} if layers == feature_layers(target) else {"layers": layers}),  # older runs without it still resume
         },
         state=state,
     )
     run.open(INDEX_FILE)
     if run.final_path.is_file():
-        return CachedFeatureDataset(output_dir, target=signature)
+        return CachedFeatureDataset(output_dir, target=signature, layers=layers)
 
     target.eval()
     lengths = [len(ids) for ids in rows["input_ids"]]
 
     def write_shard(indices: list[int]) -> str:
-        samples = [rows[i] for i in indices]
-        batch = pad_batch(samples)
-        hidden, _ = compute_target_features(
-            target, batch["input_ids"].to(target.device), batch["attention_mask"].to(target.device)
+        batch = pad_batch([rows[i] for i in indices])
+        out = target(
+            input_ids=batch["input_ids"].to(target.device),
+            attention_mask=batch["attention_mask"].to(target.device),
+            output_hidden_states=True, use_cache=False, logits_to_keep=1,
         )
-        tensors = {}
-        for row, index in enumerate(indices):
-            length = lengths[index]
-            tensors[f"{index}.input_ids"] = batch["input_ids"][row, :length].clone()
-            tensors[f"{index}.loss_mask"] = batch["loss_mask"][row, :length].to(torch.int8)
-            # clone: each tensor gets its own storage (a slice of the batch would share it)
-            tensors[f"{index}.hidden_states"] = hidden[row, :length].to(_DTYPES[dtype_name]).cpu().clone()
+        hidden = stack_layers(out.hidden_states, layers)
         name = f"shard-{indices[0]:09d}.safetensors"
-        with atomic_path(run.chunk_path(name)) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        write_feature_shard(
+            run.chunk_path(name),
+            {
+                index: (batch["input_ids"][row, : lengths[index]], batch["loss_mask"][row, : lengths[index]],
+                        hidden[row, : lengths[index]])
+                for row, index in enumerate(indices)
+            },
+            dtype_name,
+        )
         return name
 
     def write_index(chunks: dict[str, list[int]]) -> None:
-        shards = []
-        for name, indices in chunks.items():
-            num_tokens = sum(lengths[i] for i in indices)
-            shards.append({"file": f"{run.chunk_path(name).parent.name}/{name}", "samples": indices,
-                           "num_tokens": num_tokens})
-        atomic_write_json(
-            run.final_path,
-            {
-                "format": FORMAT,
-                "target": signature,
-                "hidden_size": hidden_size,
-                "dtype": dtype_name,
-                "num_samples": len(rows),
-                "num_tokens": sum(s["num_tokens"] for s in shards),
-                "dataset_fingerprint": run.config["dataset"]["fingerprint"],
-                "shards": shards,
-            },
+        write_feature_index(
+            output_dir, signature=signature, dtype_name=dtype_name, layers=layers,
+            num_hidden_layers=target.config.get_text_config().num_hidden_layers, source="extraction",
+            dataset_fingerprint=run.config["dataset"]["fingerprint"], num_samples=len(rows),
+            shards={f"{run.chunk_path(name).parent.name}/{name}": indices for name, indices in chunks.items()},
+            lengths=lengths,
         )
 
     # batches of similar lengths pad less; sample numbering is unaffected
     run.execute(len(rows), batch_size, write_shard, write_index, sort_key=lambda i: (lengths[i], i),
                 desc="extracting features", show_progress=show_progress)
-    return CachedFeatureDataset(output_dir, target=signature)
+    return CachedFeatureDataset(output_dir, target=signature, layers=layers)
 
 
 def load_feature_index(path: str | os.PathLike) -> dict[str, Any]:
@@ -197,15 +271,22 @@ class CachedFeatureDataset(TorchDataset):
     `{"input_ids": LongTensor[seq], "loss_mask": LongTensor[seq], "hidden_states": Tensor[seq, hidden]}`.
 
     Pass `target` (the model the draft is trained for, or its `target_signature`) to refuse features that came from
-    another target. Shards are opened lazily with `safe_open` (memory-mapped), once per worker. Batch with
+    another target, and `layers` (the `hidden_states` entries the draft reads, see `feature_layers`; with a loaded
+    `target` the default is its last layer, EAGLE-1's) to refuse features of other layers. Shards are opened lazily with `safe_open` (memory-mapped), once per worker. Batch with
     `pad_batch` (e.g. `DataLoader(ds, collate_fn=pad_batch)`).
     """
 
-    def __init__(self, path: str | os.PathLike, target: PreTrainedModel | dict[str, Any] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        target: PreTrainedModel | dict[str, Any] | None = None,
+        layers: list[int] | tuple[int, ...] | None = None,
+    ):
         self.path = Path(path)
         self.index = load_feature_index(path)
         if target is not None:
             check_target_signature(self.index["target"], target, what=f"the cached features in {str(path)!r}")
+        self._check_layers(target, layers)
         self._shard_of: dict[int, str] = {}
         for shard in self.index["shards"]:
             check_safetensors_file(self.path / shard["file"], "cached feature shard")  # headers only: cheap
@@ -213,9 +294,30 @@ class CachedFeatureDataset(TorchDataset):
                 self._shard_of[int(sample)] = shard["file"]
         self._handles: dict[str, Any] = {}
 
+    def _check_layers(self, target: PreTrainedModel | dict[str, Any] | None, wanted: Any) -> None:
+        loaded = isinstance(target, PreTrainedModel)
+        if wanted is None and not loaded:
+            return
+        wanted = feature_layers(target, wanted) if loaded else [int(layer) for layer in wanted]
+        stored = self.index.get("layers")
+        if stored is None:  # written before layers were recorded: the last one
+            if not loaded:
+                return
+            stored = feature_layers(target)
+        if list(stored) != wanted:
+            raise EdaInputError(
+                f"the cached features in {str(self.path)!r} hold the target's hidden_states {list(stored)}, but this "
+                f"draft reads {wanted}: extract features of those layers (`extract_features(..., layers={wanted})`)"
+            )
+
     @property
     def signature(self) -> dict[str, Any]:
         return self.index["target"]
+
+    @property
+    def layers(self) -> list[int] | None:
+        """The target's `hidden_states` entries these features hold (`None`: not recorded, the last one)."""
+        return self.index.get("layers")
 
     @property
     def hidden_size(self) -> int:
@@ -244,3 +346,48 @@ class CachedFeatureDataset(TorchDataset):
     def __getstate__(self) -> dict[str, Any]:
         # open file handles do not travel to DataLoader workers; each worker reopens its own
         return {**self.__dict__, "_handles": {}}
+
+
+class FeatureCapture:
+    """The features a regeneration run captures while the target generates: `<run directory>/features`, an
+    `eda-features` directory like `extract_features` writes (shards named by the first prompt of their batch; the
+    index is written when the run merges, before its `data.jsonl`)."""
+
+    def __init__(
+        self,
+        target: PreTrainedModel,
+        run_dir: str | os.PathLike,
+        layers: list[int] | tuple[int, ...] | None = None,
+        dtype: torch.dtype | str | None = None,
+    ):
+        self.path = Path(run_dir) / FEATURES_DIR
+        self.layers = feature_layers(target, layers)
+        self.dtype_name = _dtype_name(dtype, target)
+        self.signature = target_signature(target)
+        self.num_hidden_layers = target.config.get_text_config().num_hidden_layers
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the regeneration run records of the capture (a resume with other settings is refused)."""
+        return {"layers": self.layers, "dtype": self.dtype_name}
+
+    @staticmethod
+    def shard_file(first: int) -> str:
+        return f"chunks/shard-{first:09d}.safetensors"
+
+    def write_shard(self, first: int, samples: dict[int, tuple[Any, Any, torch.Tensor]]) -> None:
+        """Write one batch's `{prompt index: (input_ids, loss_mask, features)}`."""
+        (self.path / "chunks").mkdir(parents=True, exist_ok=True)
+        write_feature_shard(self.path / self.shard_file(first), samples, self.dtype_name)
+
+    def write_index(self, shards: dict[int, list[int]], rows: list[dict[str, Any]]) -> None:
+        """Index the shards (`{first prompt of the batch: prompts kept from it}`) of the regenerated `rows`."""
+        lengths = [len(row["input_ids"]) for row in rows]
+        tokens = Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows],
+                                    "loss_mask": [r["loss_mask"] for r in rows]})
+        write_feature_index(
+            self.path, signature=self.signature, dtype_name=self.dtype_name, layers=self.layers,
+            num_hidden_layers=self.num_hidden_layers, source="generation",
+            dataset_fingerprint=dataset_tokens_fingerprint(tokens), num_samples=len(rows),
+            shards={self.shard_file(first): samples for first, samples in sorted(shards.items())}, lengths=lengths,
+        )

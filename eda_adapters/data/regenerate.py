@@ -18,6 +18,7 @@ Read it back with `load_regenerated(dir)` or `datasets.Dataset.from_json(f"{dir}
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -91,6 +92,9 @@ def regenerate(
     use_chat_template: bool | None = None,
     backend: str = "transformers",
     sort_by_length: bool = True,
+    capture_features: bool = False,
+    feature_layers: list[int] | tuple[int, ...] | None = None,
+    feature_dtype: torch.dtype | str | None = None,
     show_progress: bool = True,
 ) -> Dataset:
     """Have `target` answer every prompt and write the results to `output_dir` (see the module docstring).
@@ -112,6 +116,11 @@ def regenerate(
             vLLM's default settings, which batches internally: pass a large `batch_size`, e.g. 512).
         sort_by_length: Batch prompts of similar length together (less padding). Rows are written in prompt order
             either way; with sampling, batch composition decides the per-batch seeds.
+        capture_features: Keep the target's hidden states of every prompt and answer token as it computes them while
+            generating, in `output_dir/features` (an `eda-features` directory: `CachedFeatureDataset`, or the path
+            given to a trainer), so training needs no second pass over the target. Transformers backend only.
+        feature_layers: The `hidden_states` entries kept (see `feature_layers`; default: the last, EAGLE-1's).
+        feature_dtype: How the features are stored (default: the target's dtype).
 
     Under `accelerate launch` / several processes, each process answers its share of the prompts and the main process
     merges them; every process returns the full dataset.
@@ -122,6 +131,9 @@ def regenerate(
         raise EdaInputError(f"batch_size must be >= 1, got {batch_size}")
     decoding = DecodingSettings(max_new_tokens, temperature, top_p, seed)
     state = process_state()
+    if capture_features and backend != "transformers":
+        raise EdaInputError("capture_features needs backend='transformers' (vLLM does not return hidden states); "
+                            "extract the features afterwards with `eda features`")
     if backend == "vllm":
         _require_vllm()
         if state.num_processes > 1:
@@ -162,6 +174,11 @@ def regenerate(
         target_id = {key: signature[key] for key in IDENTITY_KEYS}
     else:
         target_id = {"name_or_path": str(target_path or target)}
+    features = None
+    if capture_features:
+        from .feature_cache import FeatureCapture
+
+        features = FeatureCapture(target, output_dir, feature_layers, feature_dtype)
     run = ChunkedRun(
         output_dir,
         kind="regeneration",
@@ -172,6 +189,7 @@ def regenerate(
             "tokenizer": tokenizer_fingerprint(tokenizer),
             "decoding": asdict(decoding),
             "backend": backend,
+            **({"features": features.settings} if features is not None else {}),
         },
         state=state,
     )
@@ -185,9 +203,18 @@ def regenerate(
         generate_fn = TransformersGenerator(target, tokenizer, decoding)
 
     def write_chunk(batch: list[int]) -> str:
-        outputs = generate_fn([rendered[i][1] for i in batch], first_index=batch[0])
+        prompt_ids = [rendered[i][1] for i in batch]
+        if features is None:
+            outputs = [(*output, None) for output in generate_fn(prompt_ids, first_index=batch[0])]
+        else:
+            outputs = generate_fn.generate(prompt_ids, first_index=batch[0], capture_layers=features.layers)
+            features.write_shard(
+                batch[0],
+                {i: (rendered[i][1] + tokens, [0] * len(rendered[i][1]) + [1] * len(tokens), hidden)
+                 for i, (tokens, _, hidden) in zip(batch, outputs)},
+            )
         rows = []
-        for i, (response_ids, finish_reason) in zip(batch, outputs):
+        for i, (response_ids, finish_reason, _) in zip(batch, outputs):
             text, prompt_ids = rendered[i]
             response = tokenizer.decode(response_ids, skip_special_tokens=True)
             rows.append(
@@ -213,6 +240,9 @@ def regenerate(
             wanted = set(indices)
             merged.extend(row for row in read_jsonl(run.chunk_path(name)) if row["index"] in wanted)
         merged.sort(key=lambda row: row["index"])
+        if features is not None:  # before data.jsonl: a finished run always has its features
+            features.write_index({int(name[len("chunk-") : -len(".jsonl")]): ids for name, ids in chunks.items()},
+                                 merged)
         atomic_write_jsonl(run.final_path, merged)
 
     run.execute(
@@ -251,9 +281,19 @@ class TransformersGenerator:
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids or None,
         )
+        self.capturing_config = copy.deepcopy(self.generation_config)
+        self.capturing_config.update(output_hidden_states=True, return_dict_in_generate=True)
+
+    def __call__(self, prompt_ids: list[list[int]], first_index: int) -> list[tuple[list[int], str]]:
+        return [(tokens, reason) for tokens, reason, _ in self.generate(prompt_ids, first_index)]
 
     @torch.no_grad()
-    def __call__(self, prompt_ids: list[list[int]], first_index: int) -> list[tuple[list[int], str]]:
+    def generate(
+        self, prompt_ids: list[list[int]], first_index: int, capture_layers: list[int] | None = None
+    ) -> list[tuple[list[int], str, torch.Tensor | None]]:
+        """`(answer tokens, finish reason, features)` per prompt. With `capture_layers` (entries of the target's
+        `hidden_states`, see `feature_layers`), `features` are those the target computed for prompt and answer while
+        it generated, `[len(prompt) + len(answer), len(capture_layers) * hidden]` on the CPU; otherwise `None`."""
         width = max(len(ids) for ids in prompt_ids)
         device = self.target.device
         input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
@@ -261,16 +301,51 @@ class TransformersGenerator:
         for row, ids in enumerate(prompt_ids):
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention_mask[row, width - len(ids) :] = 1
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        capture = capture_layers is not None
         # seed this batch's sampling without disturbing the caller's random state
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.decoding.seed + first_index)
             out = self.target.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                generation_config=self.generation_config,
+                input_ids=input_ids, attention_mask=attention_mask,
+                generation_config=self.capturing_config if capture else self.generation_config,
             )
-        return [_cut_at_eos(row, self.eos_ids) for row in out[:, width:].tolist()]
+        sequences = out.sequences if capture else out
+        features = _captured_features(self.target, out, attention_mask, capture_layers) if capture else None
+        results = []
+        for row, tokens in enumerate(sequences[:, width:].tolist()):
+            answer, reason = _cut_at_eos(tokens, self.eos_ids)
+            kept = None
+            if features is not None:
+                kept = features[row, width - len(prompt_ids[row]) : width + len(answer)].cpu()
+            results.append((answer, reason, kept))
+        return results
+
+
+def _captured_features(
+    target: PreTrainedModel, out: Any, attention_mask: torch.Tensor, layers: list[int]
+) -> torch.Tensor:
+    """The kept layers at every position of `out.sequences` (left-padded prompt, then the answers), from what
+    `generate(output_hidden_states=True)` computed: the prompt in step 0, one token per later step. The last token was
+    sampled but never read, so one more cached step reads it."""
+    from .feature_cache import stack_layers
+
+    width = attention_mask.shape[1]
+    new = out.sequences.shape[1] - width
+    steps = [stack_layers(step, layers) for step in out.hidden_states]
+    mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], new)], dim=1)
+    last = target(
+        input_ids=out.sequences[:, -1:],
+        attention_mask=mask,
+        position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0)[:, -1:],
+        past_key_values=out.past_key_values,
+        cache_position=torch.arange(width + new - 1, width + new, device=mask.device),
+        output_hidden_states=True,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return torch.cat(steps + [stack_layers(last.hidden_states, layers)], dim=1)
 
 
 def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> tuple[list[int], str]:
