@@ -19,6 +19,7 @@ LAYER_OF = {
     "errors": "base",
     "fingerprints": "base",
     "compute_dtype": "base",
+    "batched_decoding": "base",
     "hub": "base",
     "lazy": "base",
     "plotting": "base",

@@ -27,6 +27,7 @@ import torch
 from datasets import Dataset
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..batched_decoding import contiguous_head_input
 from ..fingerprints import json_fingerprint, tokenizer_fingerprint
 from ..validation import check_causal_lm
 from .io import DATA_FILE, DatasetLike, atomic_write_jsonl, load_causal_lm, load_rows, load_tokenizer, read_jsonl
@@ -305,7 +306,7 @@ class TransformersGenerator:
         capture = capture_layers is not None
         # seed this batch's sampling without disturbing the caller's random state
         cuda = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
+        with torch.random.fork_rng(devices=cuda), contiguous_head_input(self.target):
             torch.manual_seed(self.decoding.seed + first_index)
             out = self.target.generate(
                 input_ids=input_ids, attention_mask=attention_mask,

@@ -27,6 +27,7 @@ from transformers import PreTrainedModel
 from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicCache
 
+from ..batched_decoding import contiguous_head_input
 from .drafts import prepare_draft
 from .eos import eos_token_ids
 from .stats import SpeculativeStats
@@ -106,11 +107,12 @@ def greedy_references(
         for r, i in enumerate(batch):
             input_ids[r, width - rows[i].numel():] = rows[i]
             attention_mask[r, width - rows[i].numel():] = 1
-        out = target.generate(
-            input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=False,
-            max_new_tokens=max_new_tokens, eos_token_id=list(eos) or None, pad_token_id=pad,
-            output_hidden_states=True, return_dict_in_generate=True,
-        )
+        with contiguous_head_input(target):
+            out = target.generate(
+                input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=False,
+                max_new_tokens=max_new_tokens, eos_token_id=list(eos) or None, pad_token_id=pad,
+                output_hidden_states=True, return_dict_in_generate=True,
+            )
         # the last layer at every position the target has read: the prompt (step 0), then one token per step
         features = torch.cat([step[-1] for step in out.hidden_states], dim=1)
         for r, i in enumerate(batch):
