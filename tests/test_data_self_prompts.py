@@ -58,6 +58,7 @@ def test_runs_are_seeded_and_the_prompts_distinct(chatty, tok, tmp_path):
     assert load_self_prompts(tmp_path / "a")["messages"] == first["messages"]
     stats = json.loads((tmp_path / "a" / "stats.json").read_text())
     assert stats["kept"] >= 6 and stats["kept"] + sum(stats["rejected"].values()) == stats["candidates"]
+    assert stats["sampled_tokens"] >= stats["candidates"]  # every candidate sampled at least its stop token
 
 
 def test_an_interrupted_run_resumes_without_redoing_its_chunks(chatty, tok, tmp_path, monkeypatch):

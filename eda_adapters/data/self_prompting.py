@@ -211,6 +211,7 @@ class _ConversationWriter:
     def __call__(self, indices: list[int]) -> list[dict[str, Any]]:
         conversations: dict[int, list[dict[str, str]]] = {i: [] for i in indices}
         rejected: dict[int, str] = {}
+        sampled = dict.fromkeys(indices, 0)
         for turn in range(self.num_turns):
             alive = [i for i in indices if i not in rejected]
             if not alive:
@@ -218,6 +219,7 @@ class _ConversationWriter:
             openings = [self._ids(user_turn_opening(self.tokenizer, conversations[i])[0]) for i in alive]
             # one seed per (first candidate, turn): distinct for every batch and turn of the run
             for i, (tokens, finish) in zip(alive, self.sample(openings, first_index=indices[0] * self.num_turns + turn)):
+                sampled[i] += len(tokens)
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
                 reason = self.filter.reject_reason(text, finished=finish == "eos")
                 if reason is not None:
@@ -229,9 +231,11 @@ class _ConversationWriter:
             prompts = [self._ids(self.tokenizer.apply_chat_template(
                 conversations[i], tokenize=False, add_generation_prompt=True)) for i in alive]
             for i, (tokens, _) in zip(alive, self.answer(prompts, first_index=0)):
+                sampled[i] += len(tokens)
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
                 conversations[i].append({"role": "assistant", "content": text})
-        return [{"candidate": i, "messages": conversations[i], "rejected": rejected.get(i)} for i in indices]
+        return [{"candidate": i, "messages": conversations[i], "rejected": rejected.get(i), "sampled_tokens": sampled[i]}
+                for i in indices]
 
 
 def _select(
@@ -255,7 +259,9 @@ def _select(
             kept.append({"messages": row["messages"], "candidate": row["candidate"]})
         else:
             rejected[reason] = rejected.get(reason, 0) + 1
-    stats = {"candidates": len(candidates), "kept": len(kept), "rejected": dict(sorted(rejected.items()))}
+    stats = {"candidates": len(candidates), "kept": len(kept), "rejected": dict(sorted(rejected.items())),
+             # tokens the target generated for the candidates, user turns and answers (throughput bookkeeping)
+             "sampled_tokens": sum(row.get("sampled_tokens", 0) for row in candidates)}
     return kept, stats
 
 
