@@ -1,4 +1,4 @@
-"""Keeping batched `generate` fast on CPU.
+"""Keeping batched `generate` (and every batched forward that keeps one position's logits) fast on CPU.
 
 When a causal LM keeps only the last position's logits (`logits_to_keep=1`, as `generate` asks), its output head
 reads `hidden_states[:, -1:, :]`, a strided view of the batch. On CPU in bfloat16, torch 2.13's `linear` turns that

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset as TorchDataset
 from transformers import PreTrainedModel
 
 from ..atomic import atomic_path
+from ..batched_decoding import contiguous_head_input
 from ..fingerprints import dataset_tokens_fingerprint
 from ..validation import check_causal_lm, check_safetensors_file
 from .io import (
@@ -221,11 +222,12 @@ def extract_features(
 
     def write_shard(indices: list[int]) -> str:
         batch = pad_batch([rows[i] for i in indices])
-        out = target(
-            input_ids=batch["input_ids"].to(target.device),
-            attention_mask=batch["attention_mask"].to(target.device),
-            output_hidden_states=True, use_cache=False, logits_to_keep=1,
-        )
+        with contiguous_head_input(target):
+            out = target(
+                input_ids=batch["input_ids"].to(target.device),
+                attention_mask=batch["attention_mask"].to(target.device),
+                output_hidden_states=True, use_cache=False, logits_to_keep=1,
+            )
         hidden = stack_layers(out.hidden_states, layers)
         name = f"shard-{indices[0]:09d}.safetensors"
         write_feature_shard(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from ..batched_decoding import contiguous_head_input
+
 
 @torch.no_grad()
 def compute_target_features(
@@ -19,11 +21,12 @@ def compute_target_features(
     output head reads, which is what an EAGLE-1 draft predicts. With `return_logits=True` the target's logits are
     returned too (the draft's cross-entropy target), otherwise `None`.
     """
-    out = target(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        output_hidden_states=True,
-        use_cache=False,
-        logits_to_keep=0 if return_logits else 1,
-    )
+    with contiguous_head_input(target):
+        out = target(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=True,
+            use_cache=False,
+            logits_to_keep=0 if return_logits else 1,
+        )
     return out.hidden_states[-1], (out.logits if return_logits else None)
