@@ -38,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default).")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="Prompts per generate call (32: the fastest measured on CPU, docs/benchmarks.md).")
     template = parser.add_mutually_exclusive_group()
     template.add_argument("--chat-template", dest="chat_template", action="store_true", default=None,
                           help="Require the tokenizer's chat template (default: use it when there is one).")

@@ -88,7 +88,7 @@ def regenerate(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: int = 32,
     prompt_column: str | None = None,
     use_chat_template: bool | None = None,
     backend: str = "transformers",
