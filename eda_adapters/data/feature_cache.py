@@ -39,9 +39,9 @@ from torch.utils.data import Dataset as TorchDataset
 from transformers import PreTrainedModel
 
 from ..atomic import atomic_path
-from ..batched_decoding import contiguous_head_input
 from ..fingerprints import dataset_tokens_fingerprint
 from ..validation import check_causal_lm, check_safetensors_file
+from .features import compute_target_features
 from .io import (
     DatasetLike,
     atomic_write_json,
@@ -112,13 +112,6 @@ def feature_layers(target: PreTrainedModel, layers: list[int] | tuple[int, ...] 
             )
         resolved.append(index)
     return resolved
-
-
-def stack_layers(hidden_states: tuple[torch.Tensor, ...], layers: list[int]) -> torch.Tensor:
-    """The kept `hidden_states` entries, concatenated on the feature axis (a single layer is returned as is)."""
-    if len(layers) == 1:
-        return hidden_states[layers[0]]
-    return torch.cat([hidden_states[layer] for layer in layers], dim=-1)
 
 
 def write_feature_shard(
@@ -222,13 +215,9 @@ def extract_features(
 
     def write_shard(indices: list[int]) -> str:
         batch = pad_batch([rows[i] for i in indices])
-        with contiguous_head_input(target):
-            out = target(
-                input_ids=batch["input_ids"].to(target.device),
-                attention_mask=batch["attention_mask"].to(target.device),
-                output_hidden_states=True, use_cache=False, logits_to_keep=1,
-            )
-        hidden = stack_layers(out.hidden_states, layers)
+        hidden, _ = compute_target_features(
+            target, batch["input_ids"].to(target.device), batch["attention_mask"].to(target.device), layers=layers
+        )
         name = f"shard-{indices[0]:09d}.safetensors"
         write_feature_shard(
             run.chunk_path(name),
@@ -274,7 +263,8 @@ class CachedFeatureDataset(TorchDataset):
 
     Pass `target` (the model the draft is trained for, or its `target_signature`) to refuse features that came from
     another target, and `layers` (the `hidden_states` entries the draft reads, see `feature_layers`; with a loaded
-    `target` the default is its last layer, EAGLE-1's) to refuse features of other layers. Shards are opened lazily with `safe_open` (memory-mapped), once per worker. Batch with
+    `target` the default is its last layer, EAGLE-1's) to refuse features of other layers. Shards are opened lazily
+    with `safe_open` (memory-mapped), once per worker. Batch with
     `pad_batch` (e.g. `DataLoader(ds, collate_fn=pad_batch)`).
     """
 
@@ -352,7 +342,7 @@ class CachedFeatureDataset(TorchDataset):
 
 class FeatureCapture:
     """The features a regeneration run captures while the target generates: `<run directory>/features`, an
-    `eda-features` directory like `extract_features` writes (shards named by the first prompt of their batch; the
+    `eda-features` directory like `extract_features` writes (one shard per regeneration chunk, named after it; the
     index is written when the run merges, before its `data.jsonl`)."""
 
     def __init__(
@@ -374,16 +364,16 @@ class FeatureCapture:
         return {"layers": self.layers, "dtype": self.dtype_name}
 
     @staticmethod
-    def shard_file(first: int) -> str:
-        return f"chunks/shard-{first:09d}.safetensors"
+    def shard_file(chunk: str) -> str:
+        return f"chunks/{Path(chunk).stem}.safetensors"
 
-    def write_shard(self, first: int, samples: dict[int, tuple[Any, Any, torch.Tensor]]) -> None:
-        """Write one batch's `{prompt index: (input_ids, loss_mask, features)}`."""
+    def write_shard(self, chunk: str, samples: dict[int, tuple[Any, Any, torch.Tensor]]) -> None:
+        """Write the `{prompt index: (input_ids, loss_mask, features)}` of the regeneration chunk named `chunk`."""
         (self.path / "chunks").mkdir(parents=True, exist_ok=True)
-        write_feature_shard(self.path / self.shard_file(first), samples, self.dtype_name)
+        write_feature_shard(self.path / self.shard_file(chunk), samples, self.dtype_name)
 
-    def write_index(self, shards: dict[int, list[int]], rows: list[dict[str, Any]]) -> None:
-        """Index the shards (`{first prompt of the batch: prompts kept from it}`) of the regenerated `rows`."""
+    def write_index(self, chunks: dict[str, list[int]], rows: list[dict[str, Any]]) -> None:
+        """Index the shards of the regeneration's `chunks` (`{chunk name: prompts kept from it}`) and its `rows`."""
         lengths = [len(row["input_ids"]) for row in rows]
         tokens = Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows],
                                     "loss_mask": [r["loss_mask"] for r in rows]})
@@ -391,5 +381,5 @@ class FeatureCapture:
             self.path, signature=self.signature, dtype_name=self.dtype_name, layers=self.layers,
             num_hidden_layers=self.num_hidden_layers, source="generation",
             dataset_fingerprint=dataset_tokens_fingerprint(tokens), num_samples=len(rows),
-            shards={self.shard_file(first): samples for first, samples in sorted(shards.items())}, lengths=lengths,
+            shards={self.shard_file(chunk): samples for chunk, samples in sorted(chunks.items())}, lengths=lengths,
         )

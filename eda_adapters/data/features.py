@@ -14,12 +14,14 @@ def compute_target_features(
     input_ids: torch.LongTensor,
     attention_mask: torch.Tensor | None = None,
     return_logits: bool = False,
+    layers: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the (frozen) target once and return its last hidden states `[batch, seq, hidden]` (online features).
 
     The last entry of `hidden_states` of a transformers causal LM is taken after the final norm, i.e. exactly what the
     output head reads, which is what an EAGLE-1 draft predicts. With `return_logits=True` the target's logits are
-    returned too (the draft's cross-entropy target), otherwise `None`.
+    returned too (the draft's cross-entropy target), otherwise `None`. `layers` (entries of `hidden_states`, see
+    `eda_adapters.data.feature_cache.feature_layers`) returns those instead, concatenated on the feature axis.
     """
     with contiguous_head_input(target):
         out = target(
@@ -29,4 +31,12 @@ def compute_target_features(
             use_cache=False,
             logits_to_keep=0 if return_logits else 1,
         )
-    return out.hidden_states[-1], (out.logits if return_logits else None)
+    hidden = out.hidden_states[-1] if layers is None else stack_layers(out.hidden_states, layers)
+    return hidden, (out.logits if return_logits else None)
+
+
+def stack_layers(hidden_states: tuple[torch.Tensor, ...], layers: list[int]) -> torch.Tensor:
+    """The kept `hidden_states` entries, concatenated on the feature axis (a single layer is returned as is)."""
+    if len(layers) == 1:
+        return hidden_states[layers[0]]
+    return torch.cat([hidden_states[layer] for layer in layers], dim=-1)

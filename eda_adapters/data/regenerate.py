@@ -30,6 +30,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from ..batched_decoding import contiguous_head_input
 from ..fingerprints import json_fingerprint, tokenizer_fingerprint
 from ..validation import check_causal_lm
+from .features import stack_layers
 from .io import DATA_FILE, DatasetLike, atomic_write_jsonl, load_causal_lm, load_rows, load_tokenizer, read_jsonl
 from .prompts import find_prompt_column, render_prompt, resolve_chat_template, to_messages
 from .runs import ChunkedRun, process_state
@@ -204,13 +205,14 @@ def regenerate(
         generate_fn = TransformersGenerator(target, tokenizer, decoding)
 
     def write_chunk(batch: list[int]) -> str:
+        name = f"chunk-{batch[0]:09d}.jsonl"
         prompt_ids = [rendered[i][1] for i in batch]
         if features is None:
             outputs = [(*output, None) for output in generate_fn(prompt_ids, first_index=batch[0])]
         else:
             outputs = generate_fn.generate(prompt_ids, first_index=batch[0], capture_layers=features.layers)
             features.write_shard(
-                batch[0],
+                name,
                 {i: (rendered[i][1] + tokens, [0] * len(rendered[i][1]) + [1] * len(tokens), hidden)
                  for i, (tokens, _, hidden) in zip(batch, outputs)},
             )
@@ -231,7 +233,6 @@ def regenerate(
                     "finish_reason": finish_reason,
                 }
             )
-        name = f"chunk-{batch[0]:09d}.jsonl"
         atomic_write_jsonl(run.chunk_path(name), rows)
         return name
 
@@ -242,8 +243,7 @@ def regenerate(
             merged.extend(row for row in read_jsonl(run.chunk_path(name)) if row["index"] in wanted)
         merged.sort(key=lambda row: row["index"])
         if features is not None:  # before data.jsonl: a finished run always has its features
-            features.write_index({int(name[len("chunk-") : -len(".jsonl")]): ids for name, ids in chunks.items()},
-                                 merged)
+            features.write_index(chunks, merged)
         atomic_write_jsonl(run.final_path, merged)
 
     run.execute(
@@ -330,8 +330,6 @@ def _captured_features(
     """The kept layers at every position of `out.sequences` (left-padded prompt, then the answers), from what
     `generate(output_hidden_states=True)` computed: the prompt in step 0, one token per later step. The last token was
     sampled but never read, so one more cached step reads it."""
-    from .feature_cache import stack_layers
-
     width = attention_mask.shape[1]
     new = out.sequences.shape[1] - width
     steps = [stack_layers(step, layers) for step in out.hidden_states]
