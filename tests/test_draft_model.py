@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 from conftest import make_target
 from safetensors.torch import load_file
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModel, BertConfig, BertForMaskedLM, LlamaConfig, LlamaModel
 
 from eda_adapters import EagleDraftConfig, EagleDraftModel
@@ -164,5 +168,30 @@ def test_non_causal_lm_target_is_refused(not_causal_lm):
 
 @pytest.mark.parametrize("field,value", [("hidden_size", 0), ("num_hidden_layers", -1), ("vocab_size", 2.5)])
 def test_config_rejects_nonsense(field, value):
-    with pytest.raises(ValueError, match=field):
+    # transformers 5 configs validate through `@strict`, which wraps the one-line cause
+    with pytest.raises(StrictDataclassError, match=f"EagleDraftConfig.{field} must be a positive integer"):
         EagleDraftConfig(**{field: value})
+
+
+def test_config_fields_are_dataclass_fields():
+    names = {field.name for field in dataclasses.fields(EagleDraftConfig)}
+    assert {"hidden_size", "num_hidden_layers", "rope_parameters", "draft_vocab_size", "fc_bias"} <= names
+    config = EagleDraftConfig(hidden_size=64, num_attention_heads=4, intermediate_size=96, vocab_size=100)
+    assert (config.head_dim, config.num_key_value_heads) == (16, 4)  # derived in __post_init__
+
+
+def test_config_written_by_earlier_versions_still_loads(tmp_path):
+    """Before the dataclass config, `tie_word_embeddings` held the target's flag and extra keys were kept as-is."""
+    legacy = {
+        "model_type": "eagle_draft", "architectures": ["EagleDraftModel"], "transformers_version": "4.57.0",
+        "vocab_size": 100, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "hidden_act": "silu",
+        "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "fc_bias": True,
+        "tie_word_embeddings": True, "torch_dtype": "float32",
+    }
+    (tmp_path / "config.json").write_text(json.dumps(legacy))
+    config = EagleDraftConfig.from_pretrained(tmp_path)
+    assert (config.num_hidden_layers, config.num_key_value_heads, config.fc_bias) == (2, 2, True)
+    assert config.rope_parameters["rope_theta"] == 500000.0
+    assert config.target_tie_word_embeddings is True and config.tie_word_embeddings is False
+    assert config.dtype == torch.float32

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import PretrainedConfig
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+from transformers.modeling_rope_utils import RopeParameters
+
 from ...errors import EdaInputError
 
 
-class EagleDraftConfig(PretrainedConfig):
+@strict
+class EagleDraftConfig(PreTrainedConfig):
     r"""Configuration of an [`EagleDraftModel`], an EAGLE-1 style draft for one target LLM.
 
     The draft reads the target's last (post-norm) hidden state at position `t` and the embedding of token `t+1`, fuses
@@ -54,77 +58,65 @@ class EagleDraftConfig(PretrainedConfig):
     model_type = "eagle_draft"
     keys_to_ignore_at_inference = ["past_key_values"]
 
-    def __init__(
-        self,
-        vocab_size: int = 32000,
-        hidden_size: int = 4096,
-        intermediate_size: int = 11008,
-        num_hidden_layers: int = 1,
-        num_attention_heads: int = 32,
-        num_key_value_heads: int | None = None,
-        head_dim: int | None = None,
-        hidden_act: str = "silu",
-        max_position_embeddings: int = 4096,
-        rms_norm_eps: float = 1e-6,
-        rope_parameters: dict[str, Any] | None = None,
-        attention_bias: bool = False,
-        fc_bias: bool = False,
-        initializer_range: float = 0.02,
-        target_model_type: str | None = None,
-        target_name_or_path: str | None = None,
-        draft_vocab_size: int | None = None,
-        draft_head_trainable: bool = True,
-        save_target_heads: bool = False,
-        target_tie_word_embeddings: bool | None = None,
-        tie_word_embeddings: bool | None = None,
-        **kwargs: Any,
-    ) -> None:
-        for name, value in (
-            ("vocab_size", vocab_size),
-            ("hidden_size", hidden_size),
-            ("intermediate_size", intermediate_size),
-            ("num_hidden_layers", num_hidden_layers),
-            ("num_attention_heads", num_attention_heads),
-        ):
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 1
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 4096
+    rms_norm_eps: float = 1e-6
+    rope_parameters: RopeParameters | dict | None = None
+    attention_bias: bool = False
+    attention_dropout: int | float = 0.0
+    fc_bias: bool = False
+    initializer_range: float = 0.02
+    target_model_type: str | None = None
+    target_name_or_path: str | None = None
+    draft_vocab_size: int | None = None
+    draft_head_trainable: bool = True
+    save_target_heads: bool = False
+    target_tie_word_embeddings: bool | None = None
+    tie_word_embeddings: bool | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None and isinstance(self.num_attention_heads, int) and self.num_attention_heads > 0:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.target_tie_word_embeddings is None:  # configs written before the field existed stored it in the tie flag
+            self.target_tie_word_embeddings = bool(self.tie_word_embeddings)
+        self.tie_word_embeddings = self.draft_ties_heads
+        super().__post_init__(**kwargs)  # also moves a legacy top-level `rope_theta` into `rope_parameters`
+        rope = dict(self.rope_parameters or {})
+        rope.setdefault("rope_type", "default")
+        rope.setdefault("rope_theta", 10000.0)
+        self.rope_parameters = rope
+
+    def validate_architecture(self) -> None:
+        """Part of `@strict` validation: sizes are positive and fit together."""
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+            value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise EdaInputError(f"EagleDraftConfig.{name} must be a positive integer, got {value!r}.")
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.intermediate_size = intermediate_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.num_key_value_heads = num_key_value_heads or num_attention_heads
-        self.head_dim = head_dim or hidden_size // num_attention_heads
-        if num_attention_heads % self.num_key_value_heads != 0:
+        if self.num_attention_heads % self.num_key_value_heads != 0:
             raise EdaInputError(
-                f"num_attention_heads ({num_attention_heads}) must be a multiple of num_key_value_heads "
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of num_key_value_heads "
                 f"({self.num_key_value_heads})."
             )
-        self.hidden_act = hidden_act
-        self.max_position_embeddings = max_position_embeddings
-        self.rms_norm_eps = rms_norm_eps
-        self.rope_parameters = dict(rope_parameters or {"rope_type": "default", "rope_theta": 10000.0})
-        self.rope_parameters.setdefault("rope_type", "default")
-        self.rope_parameters.setdefault("rope_theta", 10000.0)
-        self.attention_bias = attention_bias
-        self.fc_bias = fc_bias
-        self.initializer_range = initializer_range
-        self.target_model_type = target_model_type
-        self.target_name_or_path = target_name_or_path
-        if draft_vocab_size is not None and not (isinstance(draft_vocab_size, int) and 0 < draft_vocab_size <= vocab_size):
+        size = self.draft_vocab_size
+        if size is not None and not 0 < size <= self.vocab_size:
             raise EdaInputError(
-                f"EagleDraftConfig.draft_vocab_size must be an integer in [1, vocab_size={vocab_size}], got "
-                f"{draft_vocab_size!r}."
+                f"EagleDraftConfig.draft_vocab_size must be an integer in [1, vocab_size={self.vocab_size}], got "
+                f"{size!r}."
             )
-        self.draft_vocab_size = draft_vocab_size
-        self.draft_head_trainable = draft_head_trainable
-        self.save_target_heads = save_target_heads
-        if target_tie_word_embeddings is None:  # configs written before the field existed stored it in the tie flag
-            target_tie_word_embeddings = bool(tie_word_embeddings)
-        self.target_tie_word_embeddings = bool(target_tie_word_embeddings)
-        super().__init__(tie_word_embeddings=self.draft_ties_heads, **kwargs)
 
     @property
     def draft_ties_heads(self) -> bool:
         """Whether the draft's own (saved) embedding and head are one tensor: only when it owns copies of them."""
         return bool(self.save_target_heads and self.target_tie_word_embeddings)
+
+
+__all__ = ["EagleDraftConfig"]

@@ -19,16 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import eager_attention_forward
 from transformers.utils import ModelOutput
 
 from .configuration_eagle import EagleDraftConfig
@@ -103,12 +106,19 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class EagleAttention(nn.Module):
+    """Grouped-query attention with RoPE, dispatched by `config._attn_implementation` (eager, sdpa, flash, flex)."""
+
     def __init__(self, config: EagleDraftConfig, layer_idx: int) -> None:
         super().__init__()
+        self.config = config
         self.layer_idx = layer_idx
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
+        self.num_key_value_groups = self.num_heads // self.num_kv_heads
         self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+        self.is_causal = True
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
@@ -118,24 +128,25 @@ class EagleAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor],
-        attention_mask: torch.Tensor,
-        past_key_values: Cache | None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None,
+        past_key_values: Cache | None = None,
     ) -> torch.Tensor:
         batch, seq, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = rotary
+        cos, sin = position_embeddings
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx)
-        groups = self.num_heads // self.num_kv_heads
-        if groups > 1:
-            k = k.repeat_interleave(groups, dim=1)
-            v = v.repeat_interleave(groups, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        out, _ = attention(
+            self, q, k, v, attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        return self.o_proj(out.reshape(batch, seq, self.num_heads * self.head_dim))
 
 
 class EagleMLP(nn.Module):
@@ -154,7 +165,7 @@ class EagleMLP(nn.Module):
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
-class EagleDecoderLayer(nn.Module):
+class EagleDecoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: EagleDraftConfig, layer_idx: int) -> None:
         super().__init__()
         # EAGLE-1: the first layer reads the fused fc output directly, without an input norm.
@@ -166,45 +177,62 @@ class EagleDecoderLayer(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor],
-        attention_mask: torch.Tensor,
-        past_key_values: Cache | None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
     ) -> torch.Tensor:
         residual = hidden_states
         if self.input_layernorm is not None:
             hidden_states = self.input_layernorm(hidden_states)
-        hidden_states = residual + self.self_attn(hidden_states, rotary, attention_mask, past_key_values)
+        hidden_states = residual + self.self_attn(hidden_states, position_embeddings, attention_mask, past_key_values)
         residual = hidden_states
         return residual + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
-def build_attention_mask(
-    attention_mask: torch.Tensor | None,
-    batch: int,
-    query_len: int,
-    past_len: int,
-    device: torch.device,
-) -> torch.Tensor:
-    """Boolean `[batch, 1, query, past + query]` mask (True = attend): causal, padding, and always the diagonal.
+# Implementations that take an explicit 4D mask (a speculation tree); flash kernels only know causal + padding.
+TREE_MASK_IMPLEMENTATIONS = ("sdpa", "eager")
 
-    `attention_mask` is either a 2D padding mask over past + current tokens (1 = real token), or an explicit 4D mask
-    (boolean, True = attend; e.g. a tree mask) which is returned unchanged. Every query keeps itself visible so that
-    padded rows never produce NaN that could leak into later layers.
+
+def build_attention_mask(
+    config: EagleDraftConfig,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    past_key_values: Cache | None,
+) -> torch.Tensor | None:
+    """The mask `config._attn_implementation` expects, built by transformers' `create_causal_mask`.
+
+    `attention_mask` is either a 2D padding mask over past + current tokens (1 = real token), or an explicit 4D boolean
+    mask (True = attend; e.g. a tree), which sdpa takes as it is and eager as an additive float mask. Fully padded
+    query rows come out finite (transformers unmasks them), so they never leak NaN into later layers.
     """
+    implementation = config._attn_implementation
     if attention_mask is not None and attention_mask.dim() == 4:
-        return attention_mask.to(device=device, dtype=torch.bool)
-    kv_len = past_len + query_len
-    query_pos = torch.arange(past_len, kv_len, device=device)[:, None]
-    key_pos = torch.arange(kv_len, device=device)[None, :]
-    mask = (key_pos <= query_pos)[None, None].expand(batch, 1, query_len, kv_len)
-    if attention_mask is not None:
-        if attention_mask.shape != (batch, kv_len):
+        if implementation not in TREE_MASK_IMPLEMENTATIONS:
             raise EdaInputError(
-                f"attention_mask must have shape [batch, past + new tokens] = {(batch, kv_len)}, "
+                f"A 4D attention mask (a speculation tree) needs attn_implementation in {TREE_MASK_IMPLEMENTATIONS}, "
+                f"but this draft uses {implementation!r}: load it with attn_implementation='sdpa'."
+            )
+        allowed = attention_mask.to(device=inputs_embeds.device, dtype=torch.bool)
+        if implementation == "sdpa":
+            return allowed
+        blocked = torch.finfo(inputs_embeds.dtype).min
+        return torch.zeros(allowed.shape, dtype=inputs_embeds.dtype, device=allowed.device).masked_fill(~allowed, blocked)
+    if attention_mask is not None:
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        expected = (inputs_embeds.shape[0], past_len + inputs_embeds.shape[1])
+        if tuple(attention_mask.shape) != expected:
+            raise EdaInputError(
+                f"attention_mask must have shape [batch, past + new tokens] = {expected}, "
                 f"got {tuple(attention_mask.shape)}."
             )
-        mask = mask & attention_mask.to(device=device, dtype=torch.bool)[:, None, None, :]
-    return mask | (key_pos == query_pos)[None, None]
+    return create_causal_mask(
+        config=config,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        past_key_values=past_key_values,
+        # Always materialised: the same SDPA kernel whether or not a batch is padded, so outputs do not depend on it.
+        allow_is_causal_skip=False,
+    )
 
 
 class EagleDraftPreTrainedModel(PreTrainedModel):
@@ -213,7 +241,10 @@ class EagleDraftPreTrainedModel(PreTrainedModel):
     base_model_prefix = "eagle"
     _no_split_modules = ["EagleDecoderLayer"]
     _supports_sdpa = True
-    supports_gradient_checkpointing = False
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    supports_gradient_checkpointing = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -455,7 +486,6 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool = False,
         compute_logits: bool = True,
-        **kwargs: Any,
     ) -> EagleDraftOutput:
         r"""Predict the target's next hidden states.
 
@@ -487,16 +517,16 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
             )
         batch, seq = inputs_embeds.shape[:2]
         if use_cache and past_key_values is None:
-            past_key_values = DynamicCache()
+            past_key_values = DynamicCache(config=self.config)
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past_len, past_len + seq, device=inputs_embeds.device).expand(batch, seq)
-        mask = build_attention_mask(attention_mask, batch, seq, past_len, inputs_embeds.device)
+        mask = build_attention_mask(self.config, inputs_embeds, attention_mask, past_key_values)
 
         x = self.fc(torch.cat((inputs_embeds, hidden_states.to(inputs_embeds.dtype)), dim=-1))
-        rotary = self.rotary_emb(x, position_ids)
+        position_embeddings = self.rotary_emb(x, position_ids)
         for layer in self.layers:
-            x = layer(x, rotary, mask, past_key_values)
+            x = layer(x, position_embeddings, attention_mask=mask, past_key_values=past_key_values)
 
         logits = None
         if compute_logits:
