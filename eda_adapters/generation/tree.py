@@ -23,11 +23,13 @@ class TreeConfig:
     """Shape of the EAGLE-2 dynamic draft tree.
 
     Args:
-        depth: Draft steps per tree (longest path, i.e. most tokens one verification can accept, bonus excluded).
+        depth: Draft tokens on the tree's longest path, which is also the number of draft forwards per step and the
+            most tokens one verification can accept, bonus excluded. EAGLE's code counts one less (its `depth=5` is
+            `depth=6` here); see "Tree depth" in docs/speculative_decoding.md.
         top_k: Branching: each expanded node proposes its `top_k` most likely children, and the `top_k` nodes of each
             depth with the highest cumulative log-probability are expanded further.
         total_tokens: Nodes kept (by cumulative log-probability, over all depths) and verified in one target forward.
-            EAGLE-2 uses depth 6, top_k 10, total_tokens 60 on GPUs; on CPUs smaller trees are cheaper.
+            EAGLE-2 uses depth 6 (its `depth=5`), top_k 10, total_tokens 60 on GPUs; on CPUs smaller trees are cheaper.
     """
 
     depth: int = 6

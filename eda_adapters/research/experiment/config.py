@@ -114,7 +114,9 @@ class ExperimentConfig:
     eval_max_new_tokens: int = 48
     num_draft_tokens: int = 5
     eval_tree: bool = True
-    tree_depth: int = 5
+    #: tree depth in this library's convention (draft tokens on the longest path; EAGLE's `depth` + 1), see
+    #: docs/speculative_decoding.md; 6 is the EAGLE-2 paper's setting (`depth=5` in its code)
+    tree_depth: int = 6
     tree_top_k: int = 10
     tree_total_tokens: int = 60
     methods: list[str] = field(
