@@ -156,6 +156,64 @@ def test_merge_adapter_then_unmerge_restores_both_paths(llama_target):
         torch.testing.assert_close(_logits(model, inputs), shared, atol=0, rtol=0)
 
 
+def test_merge_edits_weights_in_place_and_an_optimizer_keeps_training_them(llama_target):
+    inputs = _inputs(llama_target)
+    model = get_peft_model(_draft(llama_target), EdaConfig(init_private_weights="random"))
+    mlp = model.get_base_model().layers[0].mlp.get_base_layer()
+    modules = (mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+    params = [m.weight for m in modules]
+    for param in params:
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    model(**inputs).logits.square().mean().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    shapes = [tuple(p.shape) for p in params]
+
+    model.merge_adapter()
+    assert (mlp.gate_proj, mlp.up_proj, mlp.down_proj) == modules  # the same modules, wider weights
+    assert all(m.weight is p for m, p in zip(modules, params))
+    assert mlp.gate_proj.weight.shape[0] > shapes[0][0] and mlp.gate_proj.out_features == mlp.gate_proj.weight.shape[0]
+    model.unmerge_adapter()
+    assert [tuple(p.shape) for p in params] == shapes
+
+    before = [p.detach().clone() for p in params]
+    model(**inputs).logits.square().mean().backward()
+    optimizer.step()  # Adam's state (shaped like the unmerged weights) still fits, and the weights move
+    assert all(not torch.equal(b, p) for b, p in zip(before, params))
+
+
+def _activate(model, names):
+    """Activate several EDA adapters in every wrapped MLP (the draft's `fc` is a modules_to_save copy, one at a time)."""
+    for module in model.modules():
+        if isinstance(module, EdaLayer):
+            module.set_adapter(names)
+
+
+def test_unmerge_undoes_only_the_adapter_asked_for(llama_target):
+    inputs = _inputs(llama_target)
+    model = get_peft_model(_draft(llama_target), EdaConfig(init_private_weights="random"), adapter_name="a")
+    model.add_adapter("b", EdaConfig(init_private_weights="random", private_intermediate_size=24))
+    _activate(model, ["a"])
+    only_a = _logits(model, inputs)
+    _activate(model, ["a", "b"])
+    both = _logits(model, inputs)
+    assert not torch.allclose(only_a, both, atol=1e-3)  # b contributes
+    layer = model.get_base_model().layers[0].mlp
+    shared_width = layer.get_base_layer().gate_proj.out_features
+
+    model.merge_adapter(["a", "b"])
+    torch.testing.assert_close(_logits(model, inputs), both, atol=1e-5, rtol=1e-5)
+    model.unmerge_adapter("a")  # the earlier-merged one: b's rows move down
+    assert layer.merged_adapters == ["b"]
+    assert layer.get_base_layer().gate_proj.out_features == shared_width + 24
+    torch.testing.assert_close(_logits(model, inputs), both, atol=1e-5, rtol=1e-5)  # a runs unmerged again
+    model.unmerge_adapter("b")
+    _activate(model, ["a"])
+    torch.testing.assert_close(_logits(model, inputs), only_a, atol=1e-5, rtol=1e-5)
+    assert layer.get_base_layer().gate_proj.out_features == shared_width
+
+
 def test_routed_experts_mix_top_k_with_renormalised_weights(llama_target):
     model = get_peft_model(
         _draft(llama_target), EdaConfig(num_private_experts=4, num_experts_per_tok=2, init_private_weights="random")

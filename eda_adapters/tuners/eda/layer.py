@@ -125,17 +125,24 @@ class EdaLayer(nn.Module, BaseTunerLayer):
         return out.view_as(x)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disable_adapters and self.merged:  # as LoRA does: the base layer alone must not carry an adapter
+            self.unmerge()
         result = self.base_layer(x, *args, **kwargs)
-        if self.disable_adapters or self.merged:
+        if self.disable_adapters:
             return result
         for adapter_name in self.active_adapters:
-            if adapter_name in self.eda_gate_proj:
+            if adapter_name in self.eda_gate_proj and adapter_name not in self.merged_adapters:
                 result = result + self.private_forward(adapter_name, x).to(result.dtype)
         return result
 
     # ------------------------------------------------------------------ merging
+    @torch.no_grad()
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        """Concatenate router-free private experts into the shared MLP (exact: the MLP just gets wider)."""
+        """Append router-free private experts to the shared MLP's weights, in place (exact: the MLP gets wider).
+
+        The shared `gate_proj`/`up_proj`/`down_proj` stay the same modules and the same `nn.Parameter` objects, so
+        optimizers and hooks that hold them keep working; [`unmerge`] slices an adapter's rows back out.
+        """
         adapter_names = check_adapters_to_merge(self, adapter_names)
         for name in adapter_names:
             if name in self.eda_router:
@@ -146,31 +153,39 @@ class EdaLayer(nn.Module, BaseTunerLayer):
                 )
         base = self.get_base_layer()
         for name in adapter_names:
-            width = self.eda_gate_proj[name].weight.shape[1]
-            gate = torch.cat((base.gate_proj.weight, self.eda_gate_proj[name].weight[0].to(base.gate_proj.weight)))
-            up = torch.cat((base.up_proj.weight, self.eda_up_proj[name].weight[0].to(base.up_proj.weight)))
-            down = torch.cat(
-                (base.down_proj.weight, self.eda_down_proj[name].weight[0].to(base.down_proj.weight)), dim=1
-            )
-            if safe_merge and not all(torch.isfinite(w).all() for w in (gate, up, down)):
+            private = {
+                proj: getattr(self, f"eda_{proj}")[name].weight[0].to(getattr(base, proj).weight)
+                for proj in ("gate_proj", "up_proj", "down_proj")
+            }
+            if safe_merge and not all(torch.isfinite(weight).all() for weight in private.values()):
                 raise EdaInputError(f"NaNs or infs found in the merged weights of EDA adapter '{name}'; not merging.")
-            base.gate_proj = _resized_linear(base.gate_proj, gate, extra_bias_rows=width)
-            base.up_proj = _resized_linear(base.up_proj, up, extra_bias_rows=width)
-            base.down_proj = _resized_linear(base.down_proj, down, extra_bias_rows=0)
+            width = private["gate_proj"].shape[0]
+            for proj in ("gate_proj", "up_proj"):  # new output rows; their bias rows are zero
+                linear = getattr(base, proj)
+                _set_rows(linear, torch.cat((linear.weight, private[proj])), extra_bias=width)
+            _set_columns(base.down_proj, torch.cat((base.down_proj.weight, private["down_proj"]), dim=1))
             base.intermediate_size = base.gate_proj.out_features
             self._merged_widths.append((name, width))
             self.merged_adapters.append(name)
 
-    def unmerge(self) -> None:
-        """Slice merged private experts back out of the shared MLP."""
+    @torch.no_grad()
+    def unmerge(self, adapter_names: list[str] | None = None) -> None:
+        """Slice merged adapters (all, or only `adapter_names`) back out of the shared MLP's weights, in place."""
+        names = [name for name, _ in self._merged_widths] if adapter_names is None else list(adapter_names)
         base = self.get_base_layer()
-        while self._merged_widths:
-            name, width = self._merged_widths.pop()
-            keep = base.gate_proj.out_features - width
-            base.gate_proj = _resized_linear(base.gate_proj, base.gate_proj.weight[:keep], keep_bias_rows=keep)
-            base.up_proj = _resized_linear(base.up_proj, base.up_proj.weight[:keep], keep_bias_rows=keep)
-            base.down_proj = _resized_linear(base.down_proj, base.down_proj.weight[:, :keep], extra_bias_rows=0)
-            base.intermediate_size = keep
+        for name in names:
+            if name not in self.merged_adapters:
+                continue
+            index = [merged for merged, _ in self._merged_widths].index(name)
+            width = self._merged_widths[index][1]
+            start = self.shared_intermediate_size + sum(w for _, w in self._merged_widths[:index])
+            keep = torch.cat((torch.arange(start), torch.arange(start + width, base.gate_proj.out_features)))
+            keep = keep.to(base.gate_proj.weight.device)
+            for proj in ("gate_proj", "up_proj"):
+                _set_rows(getattr(base, proj), getattr(base, proj).weight[keep], keep_bias=keep)
+            _set_columns(base.down_proj, base.down_proj.weight[:, keep])
+            base.intermediate_size = base.gate_proj.out_features
+            del self._merged_widths[index]
             self.merged_adapters.remove(name)
 
     def router_aux_loss(self) -> torch.Tensor | None:
@@ -182,19 +197,16 @@ class EdaLayer(nn.Module, BaseTunerLayer):
         return "eda." + super().__repr__()
 
 
-def _resized_linear(
-    old: nn.Linear, weight: torch.Tensor, extra_bias_rows: int = 0, keep_bias_rows: int | None = None
-) -> nn.Linear:
-    """A new `nn.Linear` holding `weight`; the old bias is kept (zero-padded or truncated to the new rows)."""
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=old.bias is not None, device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if old.bias is not None:
-            bias = old.bias[:keep_bias_rows] if keep_bias_rows is not None else old.bias
-            if extra_bias_rows:
-                bias = torch.cat((bias, bias.new_zeros(extra_bias_rows)))
-            new.bias.copy_(bias)
-    new.weight.requires_grad_(old.weight.requires_grad)
-    if new.bias is not None:
-        new.bias.requires_grad_(old.bias.requires_grad)
-    return new
+def _set_rows(linear: nn.Linear, weight: torch.Tensor, extra_bias: int = 0, keep_bias: torch.Tensor | None = None) -> None:
+    """Give `linear` new output rows in place (same `nn.Parameter` objects); its bias is zero-padded or re-indexed."""
+    linear.weight.data = weight.contiguous()
+    linear.out_features = weight.shape[0]
+    if linear.bias is not None:
+        bias = linear.bias.data if keep_bias is None else linear.bias.data[keep_bias]
+        linear.bias.data = torch.cat((bias, bias.new_zeros(extra_bias)))
+
+
+def _set_columns(linear: nn.Linear, weight: torch.Tensor) -> None:
+    """Give `linear` new input columns in place (same `nn.Parameter`)."""
+    linear.weight.data = weight.contiguous()
+    linear.in_features = weight.shape[1]

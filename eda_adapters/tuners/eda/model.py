@@ -114,6 +114,13 @@ class EdaModel(BaseTuner):
             _sync_intermediate_size(model)
         return model
 
+    def unmerge_adapter(self, adapter_names: list[str] | str | None = None) -> None:
+        """Unmerge merged EDA adapters in place: all of them (PEFT's default), or only `adapter_names`."""
+        names = [adapter_names] if isinstance(adapter_names, str) else adapter_names
+        for module in self.model.modules():
+            if isinstance(module, EdaLayer):
+                module.unmerge(names)
+
     def router_aux_loss(self) -> torch.Tensor | None:
         """Load-balancing loss of the last forward, summed over wrapped MLPs (None when no adapter is routed)."""
         return router_aux_loss(self.model)
