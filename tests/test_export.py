@@ -305,7 +305,7 @@ def test_cli_shared_draft_alone_with_target_embeddings(tmp_path):
     target = make_target("llama")
     target.save_pretrained(tmp_path / "target")
     EagleDraftModel.from_target(target).save_pretrained(tmp_path / "draft")
-    args = ["export", "--draft", str(tmp_path / "draft"), "--out", str(tmp_path / "out"), "--engine", "sglang"]
+    args = ["export", "--draft", str(tmp_path / "draft"), "--output-dir", str(tmp_path / "out"), "--engine", "sglang"]
     assert main(args + ["--target", str(tmp_path / "target")]) == 2  # --target without --include-embeddings
     assert main(args + ["--include-embeddings"]) == 2  # embeddings asked, but no target to take them from
     assert main(args + ["--include-embeddings", "--target", str(tmp_path / "target")]) == 0
@@ -333,7 +333,7 @@ def test_cli_writes_one_servable_draft_per_adapter(saved_adapters, capsys):
     target, model, tmp_path = saved_adapters
     assert sorted(find_adapters(tmp_path / "adapters")) == ["code", "math"]  # PEFT: non-default names in subfolders
     code = main(["export", "--draft", str(tmp_path / "draft"), "--adapter", str(tmp_path / "adapters"),
-                 "--format", "eagle", "--out", str(tmp_path / "out")])  # fmt: skip
+                 "--format", "eagle", "--output-dir", str(tmp_path / "out")])  # fmt: skip
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["code", "math"]
     for name, width in (("math", 128), ("code", 80)):
@@ -348,10 +348,10 @@ def test_cli_errors_are_one_line(saved_adapters, capsys):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     code = main(["export", "--draft", str(tmp_path / "draft"), "--adapter", str(tmp_path / "adapters"),
-                 "--out", str(tmp_path / "full")])  # fmt: skip
+                 "--output-dir", str(tmp_path / "full")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and err.startswith("eda export: error:") and err.endswith("(--overwrite)")
-    code = main(["export", "--draft", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    code = main(["export", "--draft", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")])
     assert code == 2 and "No draft at" in capsys.readouterr().err
 
 

@@ -91,7 +91,7 @@ def test_a_resume_with_other_capture_settings_is_refused(tmp_path):
 
 
 def test_cli_asks_for_capture_before_layers(tmp_path, capsys):
-    code = main(["regenerate", "--model", str(tmp_path), "--prompts", "p.jsonl", "--output-dir", str(tmp_path / "o"),
+    code = main(["regenerate", "--target", str(tmp_path), "--prompts", "p.jsonl", "--output-dir", str(tmp_path / "o"),
                  "--feature-layers", "1"])
     assert code != 0
     assert "add --capture-features" in capsys.readouterr().err

@@ -235,3 +235,23 @@ def test_every_public_name_resolves():
     assert set(eda_adapters.__all__) <= set(dir(eda_adapters))
     with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
         eda_adapters.not_a_name  # noqa: B018
+
+
+def test_every_core_dependency_is_imported_by_the_runtime():
+    """A package in `[project] dependencies` is imported somewhere in the runtime (not only on the research side)."""
+    import tomllib
+
+    pyproject = tomllib.loads((PACKAGE_ROOT.parent / "pyproject.toml").read_text())
+    imported = set()
+    for path in PACKAGE_ROOT.rglob("*.py"):
+        if "research" in path.relative_to(PACKAGE_ROOT).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    import_names = {"huggingface-hub": "huggingface_hub", "pyyaml": "yaml"}
+    for requirement in pyproject["project"]["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+        assert import_names.get(name, name.replace("-", "_")) in imported, f"{name} is a dependency nobody imports"

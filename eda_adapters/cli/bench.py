@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._dtype import DTYPE_CHOICES, DTYPE_HELP
+from ._conventions import add_dtype, add_output_dir
 
 import argparse
 import platform
@@ -67,10 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: 1 in tiny mode, where more threads do not pay off).")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
-                        help="auto: bfloat16 on CUDA, float32 on CPU.")
+    add_dtype(parser, default="auto", help="auto: bfloat16 on CUDA, float32 on CPU; machine: as `eda regenerate`")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default="bench_out", help="Where bench.json/.md/.png go (default: bench_out).")
+    add_output_dir(parser, "Where bench.json/.md/.png go (default: bench_out).", required=False, default="bench_out")
     parser.add_argument("--json", help="Also write bench.json here (e.g. docs/benchmarks/real_cpu.json).")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     return parser

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._conventions import CAST_DTYPES, add_output_dir
+
 from ..export import (
     EXPORT_FORMATS,
     SERVING_ENGINES,
@@ -23,8 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "export",
         help=HELP,
         description=HELP
-        + " With several adapters (PEFT saves adapter NAME under ADAPTER/NAME/), OUT gets one directory per adapter"
-        " (OUT/NAME/); with one, OUT is the servable draft.",
+        + " With several adapters (PEFT saves adapter NAME under ADAPTER/NAME/), OUTPUT_DIR gets one directory per adapter"
+        " (OUTPUT_DIR/NAME/); with one, OUTPUT_DIR is the servable draft.",
     )
     parser.add_argument(
         "--draft", required=True, help="Directory of the shared draft (EagleDraftModel.save_pretrained)."
@@ -40,9 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--engine", choices=SERVING_ENGINES, default="vllm", help="Flavour of the eagle layout (default: vllm)."
     )
-    parser.add_argument("--out", required=True, help="Output directory (must be missing or empty).")
+    add_output_dir(parser, "Output directory (must be missing or empty).", deprecated=("--out",))
     parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty output directory.")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="Cast the written weights.")
+    parser.add_argument("--dtype", choices=CAST_DTYPES, help="Cast the written weights.")
     parser.add_argument(
         "--include-embeddings", action="store_true",
         help="Also write the target's embed_tokens.weight (needs --target).",
@@ -68,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"No draft at {draft_dir} (no config.json): pass the directory of draft.save_pretrained."
         )
-    check_export_dir(args.out, args.overwrite)  # fail before loading anything
-    check_disjoint(args.out, {"--draft": args.draft, "--adapter": args.adapter, "--target": args.target}, "--out")
+    check_export_dir(args.output_dir, args.overwrite)  # fail before loading anything
+    check_disjoint(
+        args.output_dir, {"--draft": args.draft, "--adapter": args.adapter, "--target": args.target}, "--output-dir"
+    )
     check_model_dir(draft_dir, "--draft", "draft")
     if args.target and not args.include_embeddings:
         raise EdaInputError("--target is only used with --include-embeddings: drop it, or add --include-embeddings.")
@@ -91,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if args.adapter is None:
         if args.adapter_names:
             raise EdaInputError("--adapter-name needs --adapter DIR (the directory the adapters were saved in).")
-        written = {"(shared draft)": export_draft(draft, args.out, options=options)}
+        written = {"(shared draft)": export_draft(draft, args.output_dir, options=options)}
     else:
-        written = export_adapters(draft, args.adapter, args.out, adapter_names=args.adapter_names, options=options)
+        written = export_adapters(draft, args.adapter, args.output_dir, adapter_names=args.adapter_names, options=options)
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

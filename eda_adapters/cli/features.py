@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ._dtype import DTYPE_CHOICES, DTYPE_HELP
-
 import argparse
+
+from ._conventions import add_dtype, add_output_dir, add_target
 
 HELP = "Extract and cache the target's last hidden states for every token of a dataset (input_ids, loss_mask)."
 
@@ -16,15 +16,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=HELP + " Writes OUTPUT_DIR/index.json + chunks/shard-*.safetensors; re-run to resume. Under "
         "`accelerate launch` every process extracts its share.",
     )
-    parser.add_argument("--model", required=True, help="The target the draft will serve: HF folder, Hub id, .gguf file or smollm2-135m-instruct.")
+    add_target(parser, "The target the draft will serve")
     parser.add_argument("--dataset", required=True,
                         help="Tokenized dataset (e.g. an `eda regenerate` output directory or its data.jsonl).")
-    parser.add_argument(
-        "--output-dir", required=True, help="Feature directory (new, empty, or an unfinished same run)."
-    )
+    add_output_dir(parser, "Feature directory (new, empty, or an unfinished same run).")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
-                        help="dtype to load the model in; features are stored in the same dtype.")
+    add_dtype(parser, default="auto", help="dtype to load the target in; features are stored in the same dtype")
     return parser
 
 
@@ -34,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data.runs import process_state
     from ..validation import check_model_dir
 
-    check_model_dir(args.model, "--model", "model")
+    check_model_dir(args.target, "--target", "model")
     state = process_state()
-    target = load_causal_lm(args.model, dtype=args.dtype, device=state.device)
+    target = load_causal_lm(args.target, dtype=args.dtype, device=state.device)
     cached = extract_features(target, args.dataset, args.output_dir, batch_size=args.batch_size)
     if state.is_main_process:
         index = cached.index

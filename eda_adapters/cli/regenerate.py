@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ._dtype import DTYPE_CHOICES, DTYPE_HELP
-
 import argparse
+
+from ._conventions import add_dtype, add_output_dir, add_target
 
 from ..errors import EdaInputError
 from .self_prompt import add_self_prompt_arguments, self_prompt_kwargs
@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=HELP + " Writes OUTPUT_DIR/data.jsonl (prompt, response, input_ids, loss_mask, ...); re-run the "
         "same command to resume an interrupted run. Under `accelerate launch` every process answers its share.",
     )
-    parser.add_argument("--model", required=True, help="The fine-tuned target: HF folder, Hub id, .gguf file or smollm2-135m-instruct.")
+    add_target(parser, "The fine-tuned target")
     parser.add_argument("--tokenizer", help="Tokenizer path or Hub id (default: the model's).")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="No prompt dataset: the target first writes N prompts itself (`eda self-prompt`, into "
         "OUTPUT_DIR-prompts/), then answers them.",
     )
-    parser.add_argument("--output-dir", required=True, help="Run directory (new, empty, or an unfinished same run).")
+    add_output_dir(parser, "Run directory (new, empty, or an unfinished same run).")
     parser.add_argument("--prompt-column", help="Column holding the prompts if not prompt/messages/conversations.")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default).")
@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     template.add_argument("--no-chat-template", dest="chat_template", action="store_false",
                           help="Feed the prompts as plain text.")
     parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
-    parser.add_argument("--dtype", default="machine", choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    add_dtype(parser, default="machine")
     parser.add_argument("--capture-features", action="store_true",
                         help="Keep the target's hidden states as it generates, in OUTPUT_DIR/features (train on that "
                              "directory: no second pass over the target).")
@@ -65,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if args.feature_layers and not args.capture_features:
         raise EdaInputError("--feature-layers chooses what --capture-features keeps: add --capture-features")
     state = process_state()
-    model = args.model
+    model = args.target
     if args.backend == "transformers":
-        check_model_dir(args.model, "--model", "model")
-        model = load_causal_lm(args.model, dtype=args.dtype, device=state.device)
+        check_model_dir(args.target, "--target", "model")
+        model = load_causal_lm(args.target, dtype=args.dtype, device=state.device)
     prompts = args.prompts
     if args.self_prompts is not None:
         if args.backend != "transformers":
@@ -76,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
         from ..data import self_prompts
 
         prompts = f"{args.output_dir.rstrip('/')}-prompts"
-        self_prompts(model, args.tokenizer or args.model, prompts, args.self_prompts, seed=args.seed,
+        self_prompts(model, args.tokenizer or args.target, prompts, args.self_prompts, seed=args.seed,
                      batch_size=args.batch_size, answer_max_new_tokens=args.max_new_tokens, **self_prompt_kwargs(args))
         prompts = f"{prompts}/data.jsonl"
     try:
         dataset = regenerate(
             model,
-            args.tokenizer or args.model,
+            args.tokenizer or args.target,
             prompts,
             args.output_dir,
             max_new_tokens=args.max_new_tokens,

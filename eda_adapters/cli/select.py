@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._dtype import DTYPE_CHOICES, DTYPE_HELP
+from ._conventions import add_base_target, add_dtype, add_output_dir, add_target
 
 import argparse
 from ..errors import EdaInputError
@@ -30,14 +30,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--method", choices=("shift", "random"), default="shift")
     parser.add_argument("--metric", choices=("cosine", "l2"), default="cosine",
                         help="Per-token shift: 1 - cosine similarity (default) or L2 distance of last hidden states.")
-    parser.add_argument("--base", help="The base target (HF folder, Hub id, .gguf file or smollm2-135m-instruct); needed unless the dataset has scores.")
-    parser.add_argument("--finetuned", help="The fine-tuned target (HF folder, Hub id, .gguf file or smollm2-135m-instruct).")
-    parser.add_argument("--output-dir", required=True, help="Directory for the selection (must be new or empty).")
+    add_target(parser, "The fine-tuned target (needed unless the dataset has scores)", required=False,
+               deprecated=("--finetuned",))
+    add_base_target(parser, "The base target it was fine-tuned from (needed unless the dataset has scores)")
+    add_output_dir(parser, "Directory for the selection (must be new or empty).")
     parser.add_argument("--plot", action="store_true", help="Also save OUTPUT_DIR/shift_hist.png.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of --method random.")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--recompute", action="store_true", help="Score again even if the dataset has scores.")
-    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
+    add_dtype(parser, default="auto")
     return parser
 
 
@@ -66,19 +67,19 @@ def run(args: argparse.Namespace) -> int:
     resolve_budget(args.budget, len(rows))  # fail before any model is loaded
     info: dict = {"method": args.method, "budget": args.budget, "seed": args.seed, "num_samples": len(rows)}
     needs_scores = args.recompute or (args.method == "shift" and SCORE_COLUMN not in rows.column_names)
-    if needs_scores or (args.base and args.finetuned and SCORE_COLUMN not in rows.column_names):
-        if not (args.base and args.finetuned):
+    if needs_scores or (args.base_target and args.target and SCORE_COLUMN not in rows.column_names):
+        if not (args.base_target and args.target):
             raise EdaInputError(
-                f"the dataset has no {SCORE_COLUMN!r} column (columns found: {rows.column_names}): pass --base and "
-                "--finetuned to score it, or --method random"
+                f"the dataset has no {SCORE_COLUMN!r} column (columns found: {rows.column_names}): pass --base-target and "
+                "--target to score it, or --method random"
             )
-        check_model_dir(args.base, "--base", "model")
-        check_model_dir(args.finetuned, "--finetuned", "model")
-        base = load_causal_lm(args.base, dtype=args.dtype, device=state.device)
-        finetuned = load_causal_lm(args.finetuned, dtype=args.dtype, device=state.device)
+        check_model_dir(args.base_target, "--base-target", "model")
+        check_model_dir(args.target, "--target", "model")
+        base = load_causal_lm(args.base_target, dtype=args.dtype, device=state.device)
+        finetuned = load_causal_lm(args.target, dtype=args.dtype, device=state.device)
         rows = add_shift_scores(
             rows, base, finetuned, metric=args.metric, batch_size=args.batch_size,
-            base_tokenizer=_tokenizer_or_none(args.base), finetuned_tokenizer=_tokenizer_or_none(args.finetuned),
+            base_tokenizer=_tokenizer_or_none(args.base_target), finetuned_tokenizer=_tokenizer_or_none(args.target),
         )
         info.update(metric=args.metric, base=target_signature(base), finetuned=target_signature(finetuned))
     if not state.is_main_process:

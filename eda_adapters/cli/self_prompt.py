@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ._dtype import DTYPE_CHOICES, DTYPE_HELP
-
 import argparse
+
+from ._conventions import add_dtype, add_output_dir, add_target
 
 HELP = "Have the chat target write its own user prompts: data without a prompt dataset."
 
@@ -52,14 +52,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "column, for `eda regenerate --prompts`) and stats.json; re-run the same command to resume, or with a larger "
         "--num-prompts to extend the run.",
     )
-    parser.add_argument("--model", required=True, help="The chat target: HF folder, Hub id, .gguf file or smollm2-135m-instruct.")
+    add_target(parser, "The chat target")
     parser.add_argument("--tokenizer", help="Tokenizer path or Hub id, with a chat template (default: the model's).")
-    parser.add_argument("--output-dir", required=True, help="Run directory (new, empty, or the same run to resume).")
+    add_output_dir(parser, "Run directory (new, empty, or the same run to resume).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--answer-max-new-tokens", type=int, default=256,
                         help="Length of the target's answers between the turns of a multi-turn conversation.")
-    parser.add_argument("--dtype", default="machine", choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    add_dtype(parser, default="machine")
     add_self_prompt_arguments(parser, required=True)
     return parser
 
@@ -71,10 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from ..validation import check_model_dir
 
     state = process_state()
-    check_model_dir(args.model, "--model", "model")
-    model = load_causal_lm(args.model, dtype=args.dtype, device=state.device)
+    check_model_dir(args.target, "--target", "model")
+    model = load_causal_lm(args.target, dtype=args.dtype, device=state.device)
     dataset = self_prompts(
-        model, args.tokenizer or args.model, args.output_dir, args.num_prompts, seed=args.seed,
+        model, args.tokenizer or args.target, args.output_dir, args.num_prompts, seed=args.seed,
         batch_size=args.batch_size, answer_max_new_tokens=args.answer_max_new_tokens, **self_prompt_kwargs(args),
     )
     if state.is_main_process:

@@ -109,7 +109,7 @@ def _add_fields(parser: argparse.ArgumentParser, title: str, fields: list[datacl
     group = parser.add_argument_group(title)
     start = len(parser._actions)
     for f in fields:
-        HfArgumentParser._parse_dataclass_field(group, f)
+        HfArgumentParser._parse_dataclass_field(group, f)  # registers --name_with_underscores and --name-with-dashes
     for action in parser._actions[start:]:
         if action.default is not argparse.SUPPRESS and action.help is not None and action.default is not None:
             action.help = f"{action.help} (default: {action.default})"
@@ -164,10 +164,10 @@ def resolve_arguments(command: str, args: argparse.Namespace) -> tuple[Any, Any,
     script = script_cls(**pick["script"])
     for required in ("target", "dataset", "draft") if command == "adapt" else ("target", "dataset"):
         if getattr(script, required) is None:
-            raise EdaInputError(f"eda {command} needs --{required} (a flag or a key of the --config YAML file).")
+            raise EdaInputError(f"eda {command} needs --{required.replace('_', '-')} (a flag or a key of the --config YAML file).")
     wants_adapter = command == "adapt" or getattr(script, "joint_private", False)
     if pick["adapter"] and not wants_adapter:
-        raise EdaInputError(f"{sorted(pick['adapter'])} shape the joint private expert: add --joint_private true.")
+        raise EdaInputError(f"{sorted(pick['adapter'])} shape the joint private expert: add --joint-private true.")
     adapter = EdaConfig(**pick["adapter"]) if wants_adapter else None
     return script, config_cls(**pick["config"]), adapter
 
@@ -179,7 +179,7 @@ def _check_inputs(script: Any, config: Any, stage: str) -> None:
 
     check_model_dir(script.target, "--target", "target model")
     check_model_dir(script.draft, "--draft", "draft", required=True)
-    check_output_path(config.output_dir, "--output_dir")
+    check_output_path(config.output_dir, "--output-dir")
     check_training_output_dir(config.output_dir, {"stage": stage})  # the trainer compares the whole run signature later
 
 

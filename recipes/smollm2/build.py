@@ -22,8 +22,8 @@ EXPERIMENT_CONFIG = Path(__file__).resolve().parents[1] / "eda-experiment" / "sm
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="smollm2-135m-instruct", help="the base target (packaged name, folder, .gguf)")
-    parser.add_argument("--out", default="runs/smollm2", help="where prompts, fine-tunes and reports go")
+    parser.add_argument("--base-target", default="smollm2-135m-instruct", help="the base target (packaged name, folder, .gguf)")
+    parser.add_argument("--output-dir", default="runs/smollm2", help="where prompts, fine-tunes and reports go")
     parser.add_argument("--epochs", type=float, default=2.0, help="fine-tune epochs per domain")
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--train-last-layers", type=int, default=8,
@@ -35,24 +35,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.experiment and Path(args.out) != Path("runs/smollm2"):
-        print("error: --experiment runs recipes/eda-experiment/smollm2.yaml, which reads runs/smollm2: drop --out, "
+    if args.experiment and Path(args.output_dir) != Path("runs/smollm2"):
+        print("error: --experiment runs recipes/eda-experiment/smollm2.yaml, which reads runs/smollm2: drop --output-dir, "
               "or run `eda experiment` with a copy of that config pointing at your folder", file=sys.stderr)
         return 2
     settings = FinetuneSettings(epochs=args.epochs, learning_rate=args.learning_rate,
                                 train_last_layers=args.train_last_layers or None)
     started = time.perf_counter()
     try:
-        prepare_domain_targets(args.base, args.out, DomainTargetSizes(),
+        prepare_domain_targets(args.base_target, args.output_dir, DomainTargetSizes(),
                                finetune={"code": settings, "math": settings})
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted; finished work is kept in {args.out} (an unfinished fine-tune resumes from its last "
+        print(f"interrupted; finished work is kept in {args.output_dir} (an unfinished fine-tune resumes from its last "
               "checkpoint): run the same command again", file=sys.stderr)
         return 130
-    print(f"inputs ready in {args.out} ({time.perf_counter() - started:.0f}s)")
+    print(f"inputs ready in {args.output_dir} ({time.perf_counter() - started:.0f}s)")
     if args.experiment:
         from eda_adapters.cli import main as eda_main
 
