@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+
+from .console import bar_options
 from transformers import PreTrainedModel
 
 from .atomic import atomic_path, atomic_write_text
@@ -115,7 +117,7 @@ def benchmark(
     elapsed = dict.fromkeys(methods, 0.0)
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in methods}
     stats = {name: SpeculativeStats() for name in methods}
-    progress = tqdm(total=len(methods) * len(prompts), desc="bench", disable=not show_progress)
+    progress = tqdm(total=len(methods) * len(prompts), desc="bench", **bar_options(show_progress))
     for prompt in prompts:
         for name, run in methods.items():
             with track_acceptance() as step_stats, torch.no_grad():

@@ -92,6 +92,12 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
         assert len(row.acceptance_chain) == 3 and len(row.acceptance_tree) == ExperimentConfig.tree_depth == 6
         assert row.num_eval_prompts == 4  # the held-out prompts: 4 per domain, the 4 general-eval ones
         assert all(a >= b for a, b in zip(row.acceptance_chain, row.acceptance_chain[1:]))
+    # the console gets the stages; experiment.log also every training and every method's tau
+    logged = (tmp_path / "exp" / "experiment.log").read_text().splitlines()
+    assert any(": done in " in line for line in lines)
+    assert not any("] trained " in line or "[math] eda_shift: tau" in line for line in lines)
+    assert any("trained math/eda-shift" in line for line in logged) and set(lines) <= set(logged)
+    assert any("[math] eda_shift: tau chain" in line for line in logged)
     by = {(r.domain, r.method): r for r in results.methods}
     eda, full = by["math", "eda_shift"], by["math", "full_retrain_converged"]
     assert eda.samples == 5 and full.samples == 10  # half of the 10-prompt pool vs all of it
@@ -256,7 +262,7 @@ def test_eda_experiment_interrupted_says_what_is_kept(tmp_path, monkeypatch, cap
         "domains": [{"name": "math", "target": "math", "prompts": "math.jsonl"}],
     }))
 
-    def interrupted(config, log=print):
+    def interrupted(config, log=print, verbose=False):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(experiment, "run_experiment", interrupted)

@@ -20,6 +20,7 @@ LAYER_OF = {
     "fingerprints": "base",
     "compute_dtype": "base",
     "batched_decoding": "base",
+    "console": "base",
     "hub": "base",
     "lazy": "base",
     "plotting": "base",

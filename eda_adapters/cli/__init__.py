@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", dest="_debug", help="Show the full traceback of input errors too (before COMMAND)."
     )
+    parser.add_argument(
+        "--verbose", action="store_true", dest="_verbose",
+        help="Print everything transformers, datasets and the trainers print (before COMMAND); by default the screen "
+        "shows each stage, its progress bar and its summary, and the details go to the run's log files.",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from .plugins import plugin_commands
 
@@ -41,8 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..console import quiet_console
+
     try:
-        return int(args._run(args) or 0)
+        with quiet_console(verbose=args._verbose):
+            return int(args._run(args) or 0)
     except Exception as err:
         # The one error boundary: bad input is reported in one line naming the fix (exit 2); programming errors, and
         # everything under --debug, keep their traceback.

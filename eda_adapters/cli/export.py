@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
             raise EdaInputError("--adapter-name needs --adapter DIR (the directory the adapters were saved in).")
         written = {"(shared draft)": export_draft(draft, args.output_dir, options=options)}
     else:
-        written = export_adapters(draft, args.adapter, args.output_dir, adapter_names=args.adapter_names, options=options)
+        written = export_adapters(
+            draft, args.adapter, args.output_dir, adapter_names=args.adapter_names, options=options
+        )
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

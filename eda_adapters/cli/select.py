@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if needs_scores or (args.base_target and args.target and SCORE_COLUMN not in rows.column_names):
         if not (args.base_target and args.target):
             raise EdaInputError(
-                f"the dataset has no {SCORE_COLUMN!r} column (columns found: {rows.column_names}): pass --base-target and "
-                "--target to score it, or --method random"
+                f"the dataset has no {SCORE_COLUMN!r} column (columns found: {rows.column_names}): pass "
+                "--base-target and --target to score it, or --method random"
             )
         check_model_dir(args.base_target, "--base-target", "model")
         check_model_dir(args.target, "--target", "model")

@@ -164,7 +164,8 @@ def resolve_arguments(command: str, args: argparse.Namespace) -> tuple[Any, Any,
     script = script_cls(**pick["script"])
     for required in ("target", "dataset", "draft") if command == "adapt" else ("target", "dataset"):
         if getattr(script, required) is None:
-            raise EdaInputError(f"eda {command} needs --{required.replace('_', '-')} (a flag or a key of the --config YAML file).")
+            flag = "--" + required.replace("_", "-")
+            raise EdaInputError(f"eda {command} needs {flag} (a flag or a key of the --config YAML file).")
     wants_adapter = command == "adapt" or getattr(script, "joint_private", False)
     if pick["adapter"] and not wants_adapter:
         raise EdaInputError(f"{sorted(pick['adapter'])} shape the joint private expert: add --joint-private true.")

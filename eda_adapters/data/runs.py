@@ -24,6 +24,8 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
+from ..console import bar_options
+
 from ..run_directory import RUN_KEY_FILE, RunDirectory
 from ..errors import EdaInputError
 
@@ -131,8 +133,8 @@ class ChunkedRun:
         todo = self.todo(num_samples)
         if sort_key is not None:
             todo.sort(key=sort_key)
-        disable = not (show_progress and self.state.is_main_process)
-        with tqdm(total=len(todo), desc=desc, unit=unit, disable=disable) as progress:
+        options = bar_options(show_progress and self.state.is_main_process)
+        with tqdm(total=len(todo), desc=desc, unit=unit, **options) as progress:
             for start in range(0, len(todo), batch_size):
                 indices = todo[start : start + batch_size]
                 self.commit(write_chunk(indices), indices)

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from accelerate.utils import gather_object
 from datasets import Dataset
 from tqdm.auto import tqdm
+
+from ..console import bar_options
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..plotting import pyplot
@@ -109,7 +111,7 @@ def representation_shift(
     scored: list[tuple[int, float]] = []
     with state.split_between_processes(starts) as my_starts:
         for start in tqdm(my_starts, desc="scoring shift", unit="batch",
-                          disable=not (show_progress and state.is_main_process)):
+                          **bar_options(show_progress and state.is_main_process)):
             stop = min(start + batch_size, len(rows))
             batch = pad_batch(list(rows.select(range(start, stop))))
             base_hidden, _ = compute_target_features(

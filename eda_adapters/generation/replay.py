@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 from tqdm.auto import tqdm
+
+from ..console import bar_options
 from transformers.cache_utils import DynamicCache
 
 from ..batched_decoding import contiguous_head_input
@@ -100,7 +102,7 @@ def greedy_references(
     order = sorted(range(len(rows)), key=lambda i: (rows[i].numel(), i))
     references: list[GreedyReference | None] = [None] * len(rows)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc="greedy references", unit="batch", disable=not show_progress):
+    for batch in tqdm(batches, desc="greedy references", unit="batch", **bar_options(show_progress)):
         width = max(rows[i].numel() for i in batch)
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from ..console import bar_options
 from transformers import PreTrainedModel
 
 from ..generation.stats import track_acceptance
@@ -69,7 +71,7 @@ def greedy_acceptance_length(
     pad = pad[0] if isinstance(pad, list) else pad
     try:
         with track_acceptance() as stats:
-            for prompt in tqdm(prompts, desc="tau", disable=not show_progress):
+            for prompt in tqdm(prompts, desc="tau", **bar_options(show_progress)):
                 prompt = prompt.to(device).view(1, -1)
                 target.generate(
                     prompt,

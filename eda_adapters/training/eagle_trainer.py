@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..console import quiet_trainer
 from ..data import CachedFeatureDataset, check_target_signature, compute_target_features, load_rows
 from ..data.draft_vocab import most_frequent_tokens
 from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
@@ -209,6 +211,7 @@ class EagleTrainer(Trainer):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        quiet_trainer(self, f"train {Path(self.args.output_dir).name}")  # a bar, not a printed dict per log step
         # The draft takes no loss kwargs; compute_loss scales its own loss to the whole optimizer step.
         self.model_accepts_loss_kwargs = False
         self.target_model = self.accelerator.prepare_model(self.target_model, evaluation_mode=True)

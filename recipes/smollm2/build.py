@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from eda_adapters.console import quiet_console
 from eda_adapters.research.domains.domain_targets import DomainTargetSizes, prepare_domain_targets
 from eda_adapters.research.domains.finetune import FinetuneSettings
 
@@ -28,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--train-last-layers", type=int, default=8,
                         help="decoder layers trained (from the top); 0 trains all of them")
+    parser.add_argument("--verbose", action="store_true", help="print everything transformers and datasets print")
     parser.add_argument("--experiment", action="store_true",
                         help="then run `eda experiment --config recipes/eda-experiment/smollm2.yaml`")
     return parser.parse_args(argv)
@@ -43,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                                 train_last_layers=args.train_last_layers or None)
     started = time.perf_counter()
     try:
-        prepare_domain_targets(args.base_target, args.output_dir, DomainTargetSizes(),
-                               finetune={"code": settings, "math": settings})
+        with quiet_console(verbose=args.verbose):
+            prepare_domain_targets(args.base_target, args.output_dir, DomainTargetSizes(),
+                                   finetune={"code": settings, "math": settings})
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.experiment:
         from eda_adapters.cli import main as eda_main
 
-        return eda_main(["experiment", "--config", str(EXPERIMENT_CONFIG)])
+        return eda_main([*(["--verbose"] if args.verbose else []), "experiment", "--config", str(EXPERIMENT_CONFIG)])
     return 0
 
 

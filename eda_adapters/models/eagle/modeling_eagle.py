@@ -216,7 +216,8 @@ def build_attention_mask(
         if implementation == "sdpa":
             return allowed
         blocked = torch.finfo(inputs_embeds.dtype).min
-        return torch.zeros(allowed.shape, dtype=inputs_embeds.dtype, device=allowed.device).masked_fill(~allowed, blocked)
+        additive = torch.zeros(allowed.shape, dtype=inputs_embeds.dtype, device=allowed.device)
+        return additive.masked_fill(~allowed, blocked)
     if attention_mask is not None:
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
         expected = (inputs_embeds.shape[0], past_len + inputs_embeds.shape[1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 
 
@@ -31,9 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_path(args.cache_dir, "--cache-dir")
 
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     start = time.perf_counter()
-    results = run_demo(args.cache_dir, quick=args.quick, seed=args.seed)
+    results = run_demo(args.cache_dir, quick=args.quick, seed=args.seed, verbose=args._verbose)
     print()
     print(results.table())
     print()

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"output_dir": args.output_dir} if args.output_dir else {}
     config = ExperimentConfig.from_yaml(args.config, **overrides)
     try:
-        results = run_experiment(config)
+        results = run_experiment(config, verbose=args._verbose)
     except KeyboardInterrupt:
         print(f"eda experiment: interrupted; finished stages are kept in {config.output_dir}: run the same command "
               "again to resume (an unfinished training row starts over)", file=sys.stderr)

@@ -131,15 +131,16 @@ def build_demo(
 
 def run_demo(
     cache_dir: str | os.PathLike = "eda_cache/demo", quick: bool = False, seed: int = 0, log: Any = print,
-    **overrides: Any,
+    verbose: bool = False, **overrides: Any,
 ) -> ExperimentResults:
-    """The whole miniature: targets, stage 1, and every method per domain; results table and plots in the cache."""
+    """The whole miniature: targets, stage 1, and every method per domain; results table and plots in the cache.
+    `log` gets one line per stage; `verbose=True` also each training and each method's tau (see `run_experiment`)."""
     size = DemoSize.quick() if quick else DemoSize()
     cache_dir = Path(cache_dir) / ("quick" if quick else "default")
     config = build_demo(cache_dir, size, seed, log)
     if overrides:
         config = replace(config, **overrides)
-    return run_experiment(config, log=log)
+    return run_experiment(config, log=log, verbose=verbose)
 
 
 __all__ = ["DemoSize", "build_demo", "run_demo"]

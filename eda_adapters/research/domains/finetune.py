@@ -29,6 +29,7 @@ from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from ...atomic import atomic_directory, atomic_write_json
+from ...console import quiet_trainer
 from ...data.io import load_causal_lm, load_rows
 from ...data.prompts import tokenize_answers
 from ...fingerprints import dataset_tokens_fingerprint
@@ -115,6 +116,7 @@ def finetune_target(
         completion_only_loss=True, max_length=None, bf16=False, gradient_checkpointing=False,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=_completion_rows(data), processing_class=tokenizer)
+    quiet_trainer(trainer, f"fine-tune {Path(out).name}")
     result = trainer.train(resume_from_checkpoint=get_last_checkpoint(str(work)))
     model.eval()
     with atomic_directory(out) as tmp:

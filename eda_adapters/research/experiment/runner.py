@@ -78,18 +78,27 @@ class ExperimentResults:
         return results_table(self.methods)
 
 
-def run_experiment(config: ExperimentConfig, log: Any = print) -> ExperimentResults:
-    """Run every method of `config` and write `results.{json,md}` and the plots into `config.output_dir`."""
+#: every line of the run, details included, in OUTPUT_DIR
+LOG_FILE = "experiment.log"
+
+
+def run_experiment(config: ExperimentConfig, log: Any = print, verbose: bool = False) -> ExperimentResults:
+    """Run every method of `config` and write `results.{json,md}` and the plots into `config.output_dir`.
+
+    `log` receives one line per finished stage (and any warning); every line, each method's tau and each training
+    included, also goes to `OUTPUT_DIR/experiment.log`. `verbose=True` sends every line to `log` as well.
+    """
     config.check_inputs()  # every prompt set, budget and held-out count, before any model is loaded
     config.check_cache()  # an output_dir made with another configuration is refused, never mixed
-    return _Experiment(config, log).run()
+    return _Experiment(config, log, verbose).run()
 
 
 class _Experiment:
-    def __init__(self, config: ExperimentConfig, log: Any) -> None:
+    def __init__(self, config: ExperimentConfig, log: Any, verbose: bool = False) -> None:
         self.config = config
         self.started = time.perf_counter()
-        self.log = lambda message: log(f"[{_clock(time.perf_counter() - self.started)}] {message}")
+        self._console = log
+        self._verbose = verbose
         #: wall seconds of each stage in this process (a stage reused from the cache costs ~0 here)
         self.stage_seconds: dict[str, float] = {}
         #: cached target features of this domain: (features, row -> index, the target they belong to)
@@ -98,6 +107,15 @@ class _Experiment:
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(config.tokenizer or config.base_target)
         self.base = self._load_target(config.base_target)
         self._reference_cache: dict[tuple[int, int], tuple[Any, Any, list[GreedyReference]]] = {}
+
+    def log(self, message: str, detail: bool = False) -> None:
+        """Write `message` to `experiment.log`, and to the console unless it is a `detail` of a stage."""
+        line = f"[{_clock(time.perf_counter() - self.started)}] {message}"
+        self.out.mkdir(parents=True, exist_ok=True)
+        with (self.out / LOG_FILE).open("a") as handle:
+            handle.write(line + "\n")
+        if not detail or self._verbose:
+            self._console(line)
 
     # ------------------------------------------------------------------ the experiment
     def run(self) -> ExperimentResults:
@@ -117,7 +135,8 @@ class _Experiment:
             )
         # the shared draft is frozen from here on: fingerprint it once, it keys every adapter run
         self.draft_fingerprint = draft_fingerprint(self._shared_draft(self.base))
-        self.log(f"stage 1: shared draft trained on {stage1_cost.samples} samples in {stage1_cost.train_seconds:.1f}s")
+        self.log(f"stage 1: shared draft trained on {stage1_cost.samples} samples in {stage1_cost.train_seconds:.1f}s",
+                 detail=True)
         methods: list[MethodResult] = []
         if cfg.general_eval_prompts is not None and "base_on_base" in cfg.methods:
             with self._stage("stage 1: tau of the shared draft on held-out general prompts"):
@@ -131,7 +150,10 @@ class _Experiment:
 
         budgets: list[BudgetPoint] = []
         for domain in cfg.domains:
+            start = time.perf_counter()
             domain_methods, domain_budgets = self._run_domain(domain, stage1_cost)
+            self.log(f"[{domain.name}] {len(domain_methods)} methods trained and measured: done in "
+                     f"{time.perf_counter() - start:.1f}s")
             methods += domain_methods
             budgets += domain_budgets
         files = save_results(methods, budgets, self.out, self._run_record())
@@ -273,7 +295,8 @@ class _Experiment:
         tree_text = f", tree {tree.tau:.3f} [{tree.ci95[0]:.2f}, {tree.ci95[1]:.2f}]" if tree else ""
         self.log(
             f"[{domain}] {method}: tau chain {chain.tau:.3f} [{chain.ci95[0]:.2f}, {chain.ci95[1]:.2f}]{tree_text}"
-            + (f" ({cost.samples} samples, {cost.tokens} tokens)" if cost else "")
+            + (f" ({cost.samples} samples, {cost.tokens} tokens)" if cost else ""),
+            detail=True,  # the results table shows it
         )
         return row
 
@@ -364,7 +387,7 @@ class _Experiment:
                                 draft_vocab_size=cfg.draft_vocab_size),
             ),
         )
-        self.log(f"stage 1 (official design, joint): trained in {cost.train_seconds:.1f}s")
+        self.log(f"stage 1 (official design, joint): trained in {cost.train_seconds:.1f}s", detail=True)
         return run_dir
 
     def _adapter(
@@ -475,7 +498,7 @@ class _Experiment:
         seconds = time.perf_counter() - start
         self.stage_seconds[f"train {run_dir.relative_to(self.out)}"] = seconds
         self.log(f"trained {run_dir.relative_to(self.out)}: {output.global_step} steps, "
-                 f"{int(trainer.state.num_input_tokens_seen)} tokens in {seconds:.1f}s")
+                 f"{int(trainer.state.num_input_tokens_seen)} tokens in {seconds:.1f}s", detail=True)
         trainer.save_model(str(run_dir))
         tokens = int(trainer.state.num_input_tokens_seen)
         flops = training_flops(

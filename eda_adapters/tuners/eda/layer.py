@@ -197,7 +197,9 @@ class EdaLayer(nn.Module, BaseTunerLayer):
         return "eda." + super().__repr__()
 
 
-def _set_rows(linear: nn.Linear, weight: torch.Tensor, extra_bias: int = 0, keep_bias: torch.Tensor | None = None) -> None:
+def _set_rows(
+    linear: nn.Linear, weight: torch.Tensor, extra_bias: int = 0, keep_bias: torch.Tensor | None = None
+) -> None:
     """Give `linear` new output rows in place (same `nn.Parameter` objects); its bias is zero-padded or re-indexed."""
     linear.weight.data = weight.contiguous()
     linear.out_features = weight.shape[0]
