@@ -192,25 +192,25 @@ def _activate(model, names):
 
 def test_unmerge_undoes_only_the_adapter_asked_for(llama_target):
     inputs = _inputs(llama_target)
-    model = get_peft_model(_draft(llama_target), EdaConfig(init_private_weights="random"), adapter_name="a")
-    model.add_adapter("b", EdaConfig(init_private_weights="random", private_intermediate_size=24))
-    _activate(model, ["a"])
-    only_a = _logits(model, inputs)
-    _activate(model, ["a", "b"])
+    model = get_peft_model(_draft(llama_target), EdaConfig(init_private_weights="random"), adapter_name="math")
+    model.add_adapter("code", EdaConfig(init_private_weights="random", private_intermediate_size=24))
+    _activate(model, ["math"])
+    only_math = _logits(model, inputs)
+    _activate(model, ["math", "code"])
     both = _logits(model, inputs)
-    assert not torch.allclose(only_a, both, atol=1e-3)  # b contributes
+    assert not torch.allclose(only_math, both, atol=1e-3)  # code contributes
     layer = model.get_base_model().layers[0].mlp
     shared_width = layer.get_base_layer().gate_proj.out_features
 
-    model.merge_adapter(["a", "b"])
+    model.merge_adapter(["math", "code"])
     torch.testing.assert_close(_logits(model, inputs), both, atol=1e-5, rtol=1e-5)
-    model.unmerge_adapter("a")  # the earlier-merged one: b's rows move down
-    assert layer.merged_adapters == ["b"]
+    model.unmerge_adapter("math")  # the earlier-merged one: code's rows move down
+    assert layer.merged_adapters == ["code"]
     assert layer.get_base_layer().gate_proj.out_features == shared_width + 24
-    torch.testing.assert_close(_logits(model, inputs), both, atol=1e-5, rtol=1e-5)  # a runs unmerged again
-    model.unmerge_adapter("b")
-    _activate(model, ["a"])
-    torch.testing.assert_close(_logits(model, inputs), only_a, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_logits(model, inputs), both, atol=1e-5, rtol=1e-5)  # math runs unmerged again
+    model.unmerge_adapter("code")
+    _activate(model, ["math"])
+    torch.testing.assert_close(_logits(model, inputs), only_math, atol=1e-5, rtol=1e-5)
     assert layer.get_base_layer().gate_proj.out_features == shared_width
 
 
