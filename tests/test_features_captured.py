@@ -13,7 +13,7 @@ from eda_adapters.cli import main
 from eda_adapters.data import regenerate
 from eda_adapters.data.feature_cache import feature_layers
 from eda_adapters.data.features import stack_layers
-from eda_adapters.training.eagle_trainer import resolve_dataset
+from eda_adapters.training.draft_trainer import resolve_dataset
 
 GEN = dict(max_new_tokens=8, batch_size=3, show_progress=False)
 

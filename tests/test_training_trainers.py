@@ -19,6 +19,8 @@ import eda_adapters
 from eda_adapters import EagleDraftModel, EdaConfig
 from eda_adapters.research.toys import greedy_continuations
 from eda_adapters.training import (
+    DraftTrainer,
+    EagleObjective,
     EagleTrainer,
     EagleTrainingConfig,
     EdaTrainer,
@@ -29,7 +31,6 @@ from eda_adapters.training import (
 )
 
 PROMPT_LEN, NEW_TOKENS = 8, 24
-
 
 
 
@@ -344,3 +345,37 @@ def test_collator_truncates_strips_padding_and_pads_to_multiple():
         collate([{"input_ids": [1, 2, 3], "loss_mask": [1, 1]}])
     with pytest.raises(ValueError, match="need an `input_ids` column"):
         collate([{"text": "hello"}])
+
+
+class _CountingObjective(EagleObjective):
+    """EAGLE's objective plus a logged metric: a stand-in for a new objective (e.g. training-time test)."""
+
+    def __init__(self):
+        self.training_calls = 0
+
+    def __call__(self, model, inputs, features, target_logits, args, training):
+        result = super().__call__(model, inputs, features, target_logits, args, training)
+        self.training_calls += int(training)
+        result.metrics["doubled_accuracy"] = 2 * result.metrics["accuracy"]
+        return result
+
+
+@pytest.mark.parametrize("trainer_cls", [EagleTrainer, EdaTrainer])
+def test_the_objective_plugs_into_both_sibling_trainers(trainer_cls, world, stage1, tmp_path):
+    assert issubclass(trainer_cls, DraftTrainer) and not issubclass(EdaTrainer, EagleTrainer)
+    objective = _CountingObjective()
+    config_cls = EagleTrainingConfig if trainer_cls is EagleTrainer else EdaTrainingConfig
+    stage2 = trainer_cls is EdaTrainer
+    trainer = trainer_cls(
+        model=stage1[0].args.output_dir if stage2 else None,
+        target_model=world["finetuned" if stage2 else "base"],
+        args=tiny_config(config_cls, tmp_path / "run", max_steps=4, logging_steps=2),
+        train_dataset=world["ft_train" if stage2 else "base_train"],
+        peft_config=EdaConfig() if stage2 else None,
+        objective=objective,
+    )
+    trainer.train()
+    assert objective.training_calls == 4
+    logged = [entry for entry in trainer.state.log_history if "doubled_accuracy" in entry]
+    assert len(logged) == 2
+    assert all(entry["doubled_accuracy"] == pytest.approx(2 * entry["accuracy"]) for entry in logged)

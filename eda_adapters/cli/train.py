@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     if config.dataset_name is None:
         config.dataset_name = script.dataset
     trainer_cls = EdaTrainer if args.command == "adapt" else EagleTrainer
-    _check_inputs(script, config, trainer_cls._stage)
+    _check_inputs(script, config, trainer_cls.stage)
     trainer = trainer_cls(
         model=script.draft, target_model=script.target, args=config, peft_config=adapter, **datasets
     )

@@ -1,5 +1,6 @@
-"""Training EAGLE drafts: the shared objective, stage 1 (`EagleTrainer`: the whole shared draft for a base target)
-and stage 2 (`EdaTrainer`: only the private EDA adapter, for a fine-tuned target). See docs/training.md."""
+"""Training EAGLE drafts: sibling trainers over `DraftTrainer`, stage 1 (`EagleTrainer`: the whole shared draft for a
+base target) and stage 2 (`EdaTrainer`: only the private EDA adapter, for a fine-tuned target), each minimising a
+pluggable objective (`EagleObjective` by default). See docs/training.md."""
 
 from typing import TYPE_CHECKING
 
@@ -9,10 +10,12 @@ if TYPE_CHECKING:
     from .acceptance import greedy_acceptance_length, prompts_from_dataset
     from .collator import DraftDataCollator
     from .eagle_config import EagleTrainingConfig
-    from .eagle_trainer import EagleTrainer, NonFiniteLossError
+    from .draft_trainer import DraftTrainer, NonFiniteLossError
+    from .eagle_trainer import EagleTrainer
     from .eda_config import EdaTrainingConfig
     from .eda_trainer import EdaTrainer
     from .losses import EagleLossOutput, add_feature_noise, eagle_loss, shift_for_draft
+    from .objectives import DraftObjective, EagleObjective, ObjectiveOutput
 
 # public name -> defining module, imported on first access: `training.eagle_config` (the CLI's option parser) must not
 # load the trainers
@@ -22,7 +25,11 @@ _LAZY_NAMES = {
     "DraftDataCollator": ".collator",
     "EagleTrainingConfig": ".eagle_config",
     "EagleTrainer": ".eagle_trainer",
-    "NonFiniteLossError": ".eagle_trainer",
+    "NonFiniteLossError": ".draft_trainer",
+    "DraftTrainer": ".draft_trainer",
+    "DraftObjective": ".objectives",
+    "EagleObjective": ".objectives",
+    "ObjectiveOutput": ".objectives",
     "EdaTrainingConfig": ".eda_config",
     "EdaTrainer": ".eda_trainer",
     "EagleLossOutput": ".losses",
@@ -33,6 +40,10 @@ _LAZY_NAMES = {
 
 __all__ = [
     "DraftDataCollator",
+    "DraftObjective",
+    "DraftTrainer",
+    "EagleObjective",
+    "ObjectiveOutput",
     "EagleLossOutput",
     "EagleTrainer",
     "EagleTrainingConfig",

@@ -5,110 +5,31 @@ Why `transformers.Trainer` and not TRL's base classes: TRL's trainer/config base
 Subclassing `Trainer`/`TrainingArguments` directly keeps everything users know (accelerate launch, DDP, DeepSpeed,
 checkpoints that resume exactly, `push_to_hub`) and TRL's conventions are copied: a documented config dataclass paired
 with a trainer, `peft_config=` for adapters, metrics accumulated per step and averaged in `log()`, and the frozen
-second model prepared with `accelerator.prepare_model(target, evaluation_mode=True)`.
+second model prepared with `accelerator.prepare_model(target, evaluation_mode=True)`. What the two stages share lives
+in [`DraftTrainer`] (`draft_trainer.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from pathlib import Path
-from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers import PreTrainedModel
 from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_utils import get_last_checkpoint
 
-from ..console import quiet_trainer
-from ..data import CachedFeatureDataset, check_target_signature, compute_target_features, load_rows
 from ..data.draft_vocab import most_frequent_tokens
-from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
-from ..fingerprints import dataset_sample_fingerprint, target_fingerprint
-from ..models import EagleDraftModel
-from ..models.loading import load_target
-from ..tuners import EdaConfig, router_aux_loss
-from ..validation import check_causal_lm
-from .acceptance import greedy_acceptance_length, prompts_from_dataset
-from .collator import FEATURES_KEY, DraftDataCollator
-from .joint import adapter_signature, joint_draft, load_joint_draft, save_joint_draft
-from .eagle_config import EagleTrainingConfig
-from .losses import add_feature_noise, eagle_loss, shift_for_draft
-from .run_signature import (
-    SIGNATURE_HYPERPARAMETERS,
-    check_training_output_dir,
-    check_run_signature,
-    write_run_signature,
-)
 from ..errors import EdaInputError
+from ..models import EagleDraftModel
+from ..tuners import EdaConfig
+from .draft_trainer import DraftTrainer, NonFiniteLossError
+from .eagle_config import EagleTrainingConfig
+from .joint import adapter_signature, joint_draft, load_joint_draft, save_joint_draft
 
 
-def _loss_masks(data: Any) -> Any:
-    """Each training row's loss mask (all ones where a row has none), read lazily: a datasets.Dataset in batches of
-    one column, any other map-style dataset (e.g. cached features) row by row."""
-    columns = getattr(data, "column_names", None)
-    if columns is not None and hasattr(data, "iter"):
-        if "input_ids" not in columns:
-            return
-        column = "loss_mask" if "loss_mask" in columns else "input_ids"
-        for batch in data.select_columns([column]).iter(batch_size=256):
-            for values in batch[column]:
-                yield values if column == "loss_mask" else [1] * len(values)
-        return
-    for index in range(len(data)):
-        row = data[index]
-        mask = row.get("loss_mask") if hasattr(row, "get") else None
-        if mask is None:
-            mask = [1] * len(row["input_ids"])
-        yield mask.tolist() if hasattr(mask, "tolist") else list(mask)
-
-
-def _loss_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The positions of a collated batch that the EAGLE loss counts (as `shift_for_draft` aligns them)."""
-    return (batch["loss_mask"] * batch["attention_mask"])[:, 1:].sum()
-
-
-class NonFiniteLossError(EdaInputError, FloatingPointError):
-    """Training stopped because the loss became NaN or infinite (the last good checkpoint is kept). Reported like bad
-    input: its message names the settings to change."""
-
-
-def _load_target(target: PreTrainedModel | str) -> PreTrainedModel:
-    if isinstance(target, (str, os.PathLike)):
-        # an HF folder or Hub id, a .gguf file, or a packaged name such as "smollm2-135m-instruct"
-        target = load_target(target)
-    if not isinstance(target, PreTrainedModel):
-        raise TypeError(
-            f"target_model must be a transformers causal LM or a path to one, got {type(target).__name__}."
-        )
-    check_causal_lm(target, "target_model")  # a masked LM loads as a "causal LM" (BertLMHeadModel) without a word
-    return target
-
-
-def resolve_dataset(dataset: Any, target: PreTrainedModel, what: str) -> Any:
-    """Turn a path into a dataset and refuse cached features of another target.
-
-    A directory holding cached features (`index.json`, see `eda_adapters.data.extract_features`) becomes a
-    `CachedFeatureDataset` checked against `target`; any other path is read with `eda_adapters.data.load_rows`
-    (regenerated-data directory, .jsonl/.json/.parquet/.arrow, `save_to_disk` directory). Datasets pass through; a
-    `CachedFeatureDataset` is checked against `target` too.
-    """
-    if dataset is None:
-        return None
-    if isinstance(dataset, (str, os.PathLike)):
-        if os.path.isfile(os.path.join(dataset, FEATURE_INDEX_FILE)):
-            return CachedFeatureDataset(dataset, target=target)
-        return load_rows(dataset)
-    if isinstance(dataset, CachedFeatureDataset):
-        check_target_signature(dataset.signature, target, what=f"the cached features of the {what}")
-    return dataset
-
-
-class EagleTrainer(Trainer):
+class EagleTrainer(DraftTrainer):
     r"""Trainer for stage 1: the whole shared EAGLE draft learns to predict a frozen target's next hidden state.
 
     Each batch runs the target once (online features; or reads cached features, see `eda_adapters.data`), shifts the
@@ -149,80 +70,8 @@ class EagleTrainer(Trainer):
     ```
     """
 
-    _stage = "eagle"
-    # compute_loss normalises by the loss tokens of the whole accumulated batch (see get_batch_samples), so the
-    # Trainer must not divide by the accumulation steps again
-    loss_is_scaled_for_ga = True
-
-    def __init__(
-        self,
-        model: nn.Module | str | None = None,
-        target_model: PreTrainedModel | str | None = None,
-        args: EagleTrainingConfig | None = None,
-        train_dataset: Any = None,
-        eval_dataset: Any = None,
-        tau_dataset: Any = None,
-        data_collator: Any = None,
-        callbacks: list[TrainerCallback] | None = None,
-        optimizers: tuple[Any, Any] = (None, None),
-        peft_config: Any = None,
-    ) -> None:
-        if target_model is None:
-            raise EdaInputError(
-                f"{type(self).__name__} needs target_model= (the frozen target whose features it predicts)."
-            )
-        if args is None:
-            args = self._default_config()
-        elif not isinstance(args, EagleTrainingConfig):
-            raise TypeError(
-                f"{type(self).__name__} needs args={self._default_config_class().__name__}(...), got "
-                f"{type(args).__name__}: the draft objective has its own fields (ce_weight, feature_noise_std, ...)."
-            )
-        target = _load_target(target_model)
-        target.requires_grad_(False)
-        target.eval()
-        train_dataset = resolve_dataset(train_dataset, target, "training data")
-        model = self._prepare_draft(model, target, args, peft_config, train_dataset=train_dataset)
-        eval_dataset = resolve_dataset(eval_dataset, target, "evaluation data")
-        tau_dataset = resolve_dataset(tau_dataset, target, "tau data")
-        if data_collator is None:
-            data_collator = DraftDataCollator(max_length=args.max_length, pad_to_multiple_of=args.pad_to_multiple_of)
-        if train_dataset is not None and hasattr(train_dataset, "column_names") and "input_ids" not in (
-            train_dataset.column_names or []
-        ):
-            raise EdaInputError(
-                f"The training dataset needs an `input_ids` column, it has {train_dataset.column_names}: tokenize it "
-                "(prompt + response) first, see eda_adapters.data."
-            )
-        self.target_model = target
-        self.tau_dataset = tau_dataset
-        self.last_tau: float | None = None
-        self._last_tau_step = 0
-        self._metrics: dict[str, defaultdict[str, list[float]]] = {
-            "train": defaultdict(list),
-            "eval": defaultdict(list),
-        }
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            callbacks=callbacks,
-            optimizers=optimizers,
-        )
-        quiet_trainer(self, f"train {Path(self.args.output_dir).name}")  # a bar, not a printed dict per log step
-        # The draft takes no loss kwargs; compute_loss scales its own loss to the whole optimizer step.
-        self.model_accepts_loss_kwargs = False
-        self.target_model = self.accelerator.prepare_model(self.target_model, evaluation_mode=True)
-
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def _default_config_class(cls) -> type[EagleTrainingConfig]:
-        return EagleTrainingConfig
-
-    def _default_config(self) -> EagleTrainingConfig:
-        return self._default_config_class()(output_dir=f"{self._stage}-draft")
+    stage = "eagle"
+    card_stage = "shared EAGLE draft (stage 1)"
 
     @staticmethod
     def _draft_vocab(target: PreTrainedModel, args: EagleTrainingConfig, train_dataset: Any) -> torch.Tensor | None:
@@ -283,264 +132,13 @@ class EagleTrainer(Trainer):
     @property
     def _joint(self) -> bool:
         """Whether this stage-1 run trains the shared draft jointly with a private EDA adapter."""
-        return self._stage == "eagle" and hasattr(self.accelerator.unwrap_model(self.model), "peft_config")
-
-    @staticmethod
-    def _upcast_trainable(model: nn.Module, args: EagleTrainingConfig) -> None:
-        """Keep float32 master weights for the trainable parameters under bf16/fp16 mixed precision."""
-        if args.bf16 or args.fp16:
-            for param in model.parameters():
-                if param.requires_grad and param.dtype != torch.float32:
-                    param.data = param.data.float()
-
-    # ------------------------------------------------------------------ the objective
-    def _target_features(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The target's features and logits: cached features (logits through the frozen head), or online."""
-        if FEATURES_KEY in inputs:
-            features = inputs[FEATURES_KEY]
-            head = self.target_model.get_output_embeddings()
-            with torch.no_grad():
-                features = features.to(head.weight.dtype)
-                return features, head(features)
-        return compute_target_features(
-            self.target_model, inputs["input_ids"], inputs.get("attention_mask"), return_logits=True
-        )
-
-    def compute_loss(
-        self,
-        model: nn.Module,
-        inputs: dict[str, torch.Tensor],
-        return_outputs: bool = False,
-        num_items_in_batch: torch.Tensor | int | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        mode = "train" if model.training else "eval"
-        features, target_logits = self._target_features(inputs)
-        attention_mask = inputs["attention_mask"]
-        draft_ids, draft_features, target_features, loss_mask = shift_for_draft(
-            inputs["input_ids"], features, inputs["loss_mask"] * attention_mask
-        )
-        if mode == "train":
-            draft_features = add_feature_noise(
-                draft_features,
-                self.args.feature_noise_std,
-                kind=self.args.feature_noise_type,
-                lengths=attention_mask.sum(-1),
-            )
-        outputs = model(input_ids=draft_ids, hidden_states=draft_features, attention_mask=attention_mask[:, 1:])
-        terms = eagle_loss(
-            outputs.last_hidden_state,
-            outputs.logits,
-            target_features,
-            target_logits[:, 1:],
-            loss_mask,
-            regression_weight=self.args.regression_weight,
-            ce_weight=self.args.ce_weight,
-        )
-        loss = terms.loss
-        if mode == "train":
-            loss = self._scale_for_accumulation(loss, terms.num_tokens, num_items_in_batch)
-        metrics = {
-            "regression_loss": terms.regression_loss,
-            "ce_loss": terms.ce_loss,
-            "accuracy": terms.accuracy,
-        }
-        aux_coef = self._router_aux_loss_coef()
-        if aux_coef:
-            aux = router_aux_loss(model)
-            if aux is not None:
-                scale = self.current_gradient_accumulation_steps if mode == "train" else 1
-                loss = loss + aux_coef * aux / scale
-                metrics["router_aux_loss"] = aux.detach()
-        if mode == "train":
-            self._check_finite(loss)
-        for name, value in metrics.items():
-            self._metrics[mode][name].append(self.accelerator.gather(value.reshape(1)).float().mean().item())
-        num_tokens = torch.tensor([float(terms.num_tokens)], device=loss.device)
-        self._metrics[mode]["num_tokens"].append(self.accelerator.gather(num_tokens).sum().item())
-        return (loss, outputs) if return_outputs else loss
-
-    def get_batch_samples(
-        self, epoch_iterator: Iterator, num_batches: int, device: torch.device
-    ) -> tuple[list, torch.Tensor | int | None]:
-        """The micro-batches of one optimizer step, and the loss tokens among them (over every process when
-        `average_tokens_across_devices`), which `compute_loss` divides by."""
-        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if not batch_samples:
-            return batch_samples, None
-        count = sum(_loss_tokens(batch) for batch in batch_samples).to(device)
-        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-            count = self.accelerator.gather(count.reshape(1)).sum()
-        return batch_samples, count
-
-    def _scale_for_accumulation(
-        self, loss: torch.Tensor, num_tokens: int, num_items_in_batch: torch.Tensor | int | None
-    ) -> torch.Tensor:
-        """This micro-batch's token-mean `loss` as its share of the mean over the whole optimizer step: accumulated
-        micro-batches (and processes) of ragged rows then make the gradient of one big batch."""
-        if num_items_in_batch is None:  # no count (a caller of compute_loss outside the training loop)
-            return loss / self.current_gradient_accumulation_steps
-        # the ratio first: with one micro-batch on one process it is exactly 1 and the loss stays bit-identical
-        share = loss * (num_tokens / torch.as_tensor(num_items_in_batch, device=loss.device).clamp_min(1))
-        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-            share = share * self.accelerator.num_processes  # DDP averages the gradients of the processes
-        return share
-
-    def _router_aux_loss_coef(self) -> float:
-        model = self.accelerator.unwrap_model(self.model)
-        if not hasattr(model, "peft_config"):
-            return 0.0  # a plain draft has no router
-        adapter = model.peft_config[model.active_adapter]
-        return adapter.router_aux_loss_coef if getattr(adapter, "is_routed", False) else 0.0
-
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        """Stop before the optimizer step if the loss is NaN/inf on any process (weights and checkpoints stay good)."""
-        finite = torch.isfinite(loss.detach()).reshape(1).float()
-        if self.accelerator.num_processes > 1:
-            finite = self.accelerator.gather(finite).min().reshape(1)
-        if finite.item() == 1.0:
-            return
-        step = self.state.global_step + 1
-        last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
-        kept = (
-            f"the last good checkpoint is {last} (resume_from_checkpoint={last!r})"
-            if last
-            else "no checkpoint was saved before it"
-        )
-        raise NonFiniteLossError(
-            f"Training stopped at step {step}: the loss is not finite ({loss.detach().float().item()} on this "
-            f"process); {kept}. "
-            "Lower the learning rate, check the data, or train in float32/bf16 rather than fp16."
-        )
-
-    def prediction_step(
-        self,
-        model: nn.Module,
-        inputs: dict[str, torch.Tensor],
-        prediction_loss_only: bool,
-        ignore_keys: list[str] | None = None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
-
-    # ------------------------------------------------------------------ logging
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        metrics = {name: sum(values) / len(values) for name, values in self._metrics[mode].items() if values}
-        if "num_tokens" in metrics:
-            metrics["num_tokens"] = sum(self._metrics[mode]["num_tokens"])
-        if mode == "eval":
-            metrics = {f"eval_{name}": value for name, value in metrics.items()}
-            self._last_eval_metrics = metrics
-        logs = {**logs, **metrics}
-        self._metrics[mode].clear()
-        if (
-            mode == "train"
-            and "loss" in logs
-            and self.args.tau_eval_steps
-            and self.state.global_step - self._last_tau_step >= self.args.tau_eval_steps
-        ):
-            tau = self.measure_tau()
-            if tau is not None:
-                logs["tau"] = tau
-        super().log(logs, start_time)
-
-    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
-        """`Trainer.evaluate`, returning the draft metrics (`eval_accuracy`, `eval_regression_loss`, ...) as well."""
-        self._last_eval_metrics: dict[str, float] = {}
-        metrics = super().evaluate(*args, **kwargs)
-        return {**metrics, **self._last_eval_metrics}
-
-    def measure_tau(self) -> float | None:
-        """tau of the current draft on the first `tau_num_prompts` prompts of `tau_dataset` (None without one)."""
-        if self.tau_dataset is None:
-            return None
-        self._last_tau_step = self.state.global_step
-        prompts = prompts_from_dataset(self.tau_dataset, self.args.tau_num_prompts)
-        self.last_tau = greedy_acceptance_length(
-            self.accelerator.unwrap_model(self.model),
-            self.accelerator.unwrap_model(self.target_model),
-            prompts,
-            num_draft_tokens=self.args.tau_num_draft_tokens,
-            max_new_tokens=self.args.tau_max_new_tokens,
-            show_progress=not self.args.disable_tqdm and self.is_world_process_zero(),
-        )
-        return self.last_tau
-
-    # ------------------------------------------------------------------ run signature, resume, checkpoints
-    def run_signature(self) -> dict[str, Any]:
-        """What this run is made of; a checkpoint with another signature is refused on resume."""
-        target = self.accelerator.unwrap_model(self.target_model)
-        draft_config = self._draft_base().config
-        hyper = {name: getattr(self.args, name) for name in SIGNATURE_HYPERPARAMETERS}
-        signature = {
-            "stage": self._stage,
-            "draft": self._draft_signature(draft_config),
-            "target": {
-                "name_or_path": getattr(target.config, "_name_or_path", None) or None,
-                "model_type": target.config.model_type,
-                "fingerprint": target_fingerprint(target),
-            },
-            "data": dataset_sample_fingerprint(self.train_dataset) if self.train_dataset is not None else None,
-            "hyperparameters": hyper,
-        }
-        return json.loads(json.dumps(signature, default=str))  # the form it takes once read back from disk
-
-    def _draft_base(self) -> EagleDraftModel:
-        model = self.accelerator.unwrap_model(self.model)
-        return model.get_base_model() if hasattr(model, "get_base_model") else model
+        return hasattr(self.accelerator.unwrap_model(self.model), "peft_config")
 
     def _draft_signature(self, draft_config: Any) -> dict[str, Any]:
-        signature = {
-            key: getattr(draft_config, key)
-            for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-        }
+        signature = super()._draft_signature(draft_config)
         if self._joint:
             signature["adapter"] = adapter_signature(self.accelerator.unwrap_model(self.model))
         return signature
-
-    def train(
-        self,
-        resume_from_checkpoint: str | bool | None = None,
-        trial: Any = None,
-        ignore_keys_for_eval: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """`Trainer.train`, refusing to resume from another run's checkpoint and measuring tau at the end."""
-        signature = self.run_signature()
-        if resume_from_checkpoint is True:
-            last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
-            if last is None:
-                raise FileNotFoundError(
-                    f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint-* folder: start "
-                    "without resuming, or pass the checkpoint's path."
-                )
-            resume_from_checkpoint = last
-        if resume_from_checkpoint:
-            if not os.path.isdir(resume_from_checkpoint):
-                raise FileNotFoundError(f"Checkpoint {resume_from_checkpoint} does not exist.")
-            check_run_signature(resume_from_checkpoint, signature)
-        # every process checks (they see the same directory), so none is left waiting for the others
-        check_training_output_dir(self.args.output_dir, signature)  # never train over another run's files
-        self._check_trainable_tokens()
-        self._signature = signature
-        # every process has looked at the directory before the main one writes into it (else a slower rank sees the
-        # signature's temporary file and takes the directory for another run's)
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            write_run_signature(self.args.output_dir, signature)
-        output = super().train(
-            resume_from_checkpoint=resume_from_checkpoint,
-            trial=trial,
-            ignore_keys_for_eval=ignore_keys_for_eval,
-            **kwargs,
-        )
-        if self.tau_dataset is not None:
-            tau = self.measure_tau()
-            output.metrics["tau"] = tau
-            self.log({"tau": tau})
-        return output
 
     def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Joint stage 1 saves the shared draft to `output_dir` and the private adapter to `output_dir/stage1_adapter`."""
@@ -555,83 +153,5 @@ class EagleTrainer(Trainer):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         load_joint_draft(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
 
-    def _check_trainable_tokens(self) -> None:
-        """Refuse a run with nothing to learn: no training step, or no token with a loss (all loss masks zero within
-        `max_length`)."""
-        if self.args.max_steps <= 0 and self.args.num_train_epochs <= 0:
-            raise EdaInputError(
-                f"Nothing to train: max_steps={self.args.max_steps} and num_train_epochs={self.args.num_train_epochs} "
-                "make 0 training steps; set max_steps or num_train_epochs above 0."
-            )
-        data = self.train_dataset
-        if data is None or not hasattr(data, "__len__") or len(data) == 0:
-            return
-        limit = self.args.max_length
-        for mask in _loss_masks(data):  # the first position has no previous feature: it is never a loss position
-            if any(mask[1:limit]):
-                return  # usually the first row: the scan stops at once
-        where = f" within max_length={limit}" if limit is not None else ""
-        raise EdaInputError(
-            f"Nothing to train on: the {len(data)} training samples have 0 usable tokens (loss_mask is 0 everywhere"
-            f"{where}, the first token excepted): check the data's loss_mask, or raise max_length above the prompts' "
-            "length."
-        )
 
-    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            if os.path.isdir(folder):
-                write_run_signature(folder, getattr(self, "_signature", None) or self.run_signature())
-
-    # ------------------------------------------------------------------ hub
-    def model_card_info(self) -> dict[str, Any]:
-        """Rows of the model card's Details table: base draft, target, data and the measured tau."""
-        target = self.accelerator.unwrap_model(self.target_model)
-        data = self.args.dataset_name
-        if data is None and self.train_dataset is not None:
-            data = getattr(getattr(self.train_dataset, "info", None), "dataset_name", None)
-        rows: dict[str, Any] = {
-            "stage": "shared EAGLE draft (stage 1)" if self._stage == "eagle" else "EDA adapter (stage 2)",
-            "target": getattr(target.config, "_name_or_path", None) or target.config.model_type,
-            "training data": data,
-            "training samples": len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else None,
-            "optimizer steps": self.state.global_step,
-        }
-        if self.last_tau is not None:
-            rows["tau"] = (
-                f"{self.last_tau:.3f} (greedy chain, {self.args.tau_num_draft_tokens} draft tokens, "
-                f"{self.args.tau_num_prompts} held-out prompts)"
-            )
-        return rows
-
-    def push_to_hub(
-        self,
-        commit_message: str | None = "End of training",
-        blocking: bool = True,
-        token: str | None = None,
-        revision: str | None = None,
-        private: bool | None = None,
-        repo_id: str | None = None,
-        info: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Upload the trained draft (stage 1) or adapter (stage 2) with an `eda_adapters` model card.
-
-        The card records the base draft, the target, the data and the last measured tau ([`model_card_info`], plus
-        `info`). `repo_id` defaults to `args.hub_model_id`, else the output directory's name.
-        """
-        from ..hub import push_to_hub
-
-        if not self.is_world_process_zero():
-            return None
-        repo_id = repo_id or self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
-        return push_to_hub(
-            self.accelerator.unwrap_model(self.model),
-            repo_id,
-            commit_message=commit_message,
-            private=self.args.hub_private_repo if private is None else private,
-            token=token or self.args.hub_token,
-            revision=revision or self.args.hub_revision,
-            info={**self.model_card_info(), **(info or {})},
-        )
+__all__ = ["EagleTrainer", "NonFiniteLossError"]

@@ -12,16 +12,16 @@ from transformers import PreTrainedModel
 from ..models import EagleDraftModel
 from ..tuners import EdaConfig, EdaLayer, draft_fingerprint
 from .eagle_config import EagleTrainingConfig
-from .eagle_trainer import EagleTrainer
+from .draft_trainer import DraftTrainer
 from .eda_config import EdaTrainingConfig
 from .joint import STAGE1_ADAPTER_DIR, adapter_signature
 from ..errors import EdaInputError
 
-class EdaTrainer(EagleTrainer):
+class EdaTrainer(DraftTrainer):
     r"""Trainer for stage 2: only the private EDA adapter of a shared draft trains, for a fine-tuned target.
 
-    Same objective, data, logging, checkpointing and multi-GPU behaviour as [`EagleTrainer`] (it is the same trainer
-    in another mode); the differences:
+    A sibling of [`EagleTrainer`] over [`DraftTrainer`]: the same objective, data, logging, checkpointing and
+    multi-GPU behaviour; the differences:
 
     - `model` is the shared stage-1 draft plus `peft_config=EdaConfig(...)` (wrapped with `peft.get_peft_model`, as TRL
       trainers do with a LoRA config), or a `PeftModel` that already holds a trainable EDA adapter.
@@ -48,7 +48,8 @@ class EdaTrainer(EagleTrainer):
     ```
     """
 
-    _stage = "eda"
+    stage = "eda"
+    card_stage = "EDA adapter (stage 2)"
 
     @classmethod
     def _default_config_class(cls) -> type[EagleTrainingConfig]:
