@@ -107,3 +107,14 @@ def test_unknown_forward_arguments_are_refused():
     draft = _draft()
     with pytest.raises(TypeError, match="hidden_state"):
         draft(input_ids=torch.zeros(1, 2, dtype=torch.long), hidden_state=torch.zeros(1, 2, draft.config.hidden_size))
+
+
+def test_flex_attention_agrees_with_sdpa():
+    draft = _draft("sdpa")
+    inputs = _inputs(draft, batch=2, seq=16)
+    with torch.no_grad():
+        sdpa = draft(**inputs).logits
+        draft.set_attn_implementation("flex_attention")
+        flex = draft(**inputs).logits
+    assert draft.config._attn_implementation == "flex_attention"
+    torch.testing.assert_close(flex, sdpa, atol=1e-5, rtol=1e-5)
