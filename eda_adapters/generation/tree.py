@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache
 
-from ..models.eagle.modeling_eagle import EagleDraftModel
+from ..models.eagle.modeling_eagle import TREE_MASK_IMPLEMENTATIONS, EagleDraftModel
 from .drafts import prepare_draft
 from .eos import eos_token_ids
 from .stats import SpeculativeStats, track_acceptance
@@ -91,7 +91,7 @@ class TreeSpeculator:
         self.draft: EagleDraftModel = prepare_draft(draft, target)
         self.config = config
         attn = getattr(target.config, "_attn_implementation", "sdpa")
-        if attn not in ("sdpa", "eager"):
+        if attn not in TREE_MASK_IMPLEMENTATIONS:
             raise EdaInputError(
                 f"Tree decoding needs a custom 4D attention mask, which attn_implementation={attn!r} does not take: "
                 "load the target with attn_implementation='sdpa' (or 'eager')."

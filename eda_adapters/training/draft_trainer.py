@@ -65,11 +65,6 @@ def _loss_masks(data: Any) -> Any:
         yield mask.tolist() if hasattr(mask, "tolist") else list(mask)
 
 
-def _loss_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The positions of a collated batch that the EAGLE loss counts (as `shift_for_draft` aligns them)."""
-    return (batch["loss_mask"] * batch["attention_mask"])[:, 1:].sum()
-
-
 class NonFiniteLossError(EdaInputError, FloatingPointError):
     """Training stopped because the loss became NaN or infinite (the last good checkpoint is kept). Reported like bad
     input: its message names the settings to change."""
@@ -265,7 +260,7 @@ class DraftTrainer(Trainer):
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
         if not batch_samples:
             return batch_samples, None
-        count = sum(_loss_tokens(batch) for batch in batch_samples).to(device)
+        count = sum(self.objective.loss_tokens(batch) for batch in batch_samples).to(device)
         if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
             count = self.accelerator.gather(count.reshape(1)).sum()
         return batch_samples, count

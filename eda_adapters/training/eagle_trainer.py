@@ -1,12 +1,5 @@
-"""Stage 1: train a shared EAGLE draft for a (frozen) target, on accelerate through `transformers.Trainer`.
-
-Why `transformers.Trainer` and not TRL's base classes: TRL's trainer/config bases are private API and default to
-`bf16=True` and gradient checkpointing, which fail on CPU and on a draft model; TRL has nothing for draft training.
-Subclassing `Trainer`/`TrainingArguments` directly keeps everything users know (accelerate launch, DDP, DeepSpeed,
-checkpoints that resume exactly, `push_to_hub`) and TRL's conventions are copied: a documented config dataclass paired
-with a trainer, `peft_config=` for adapters, metrics accumulated per step and averaged in `log()`, and the frozen
-second model prepared with `accelerator.prepare_model(target, evaluation_mode=True)`. What the two stages share lives
-in [`DraftTrainer`] (`draft_trainer.py`).
+"""Stage 1: train a shared EAGLE draft for a (frozen) target. What both stages share, and why it is built on
+`transformers.Trainer` rather than TRL's bases, is in [`DraftTrainer`] (`draft_trainer.py`).
 """
 
 from __future__ import annotations

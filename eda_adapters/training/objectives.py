@@ -38,6 +38,10 @@ class ObjectiveOutput:
 class DraftObjective(Protocol):
     """A draft training objective: the loss of `model` on one batch, given the frozen target's features."""
 
+    def loss_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss tokens of a collated batch, counted before any forward: the trainer divides each micro-batch's
+        summed loss by those of the whole optimizer step."""
+
     def __call__(
         self,
         model: nn.Module,
@@ -52,6 +56,10 @@ class DraftObjective(Protocol):
 class EagleObjective:
     """EAGLE-1: the draft reads (feature_t, token_{t+1}) with noisy features and predicts feature_{t+1};
     `regression_weight * SmoothL1 + ce_weight * CE(target distribution, draft distribution)` ([`eagle_loss`])."""
+
+    def loss_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The positions the loss counts, as `shift_for_draft` aligns them (the first token has no previous feature)."""
+        return (batch["loss_mask"] * batch["attention_mask"])[:, 1:].sum()
 
     def __call__(
         self,

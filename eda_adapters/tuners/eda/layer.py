@@ -51,8 +51,7 @@ class EdaLayer(nn.Module, BaseTunerLayer):
         self.eda_down_proj = nn.ModuleDict()
         self.eda_router = nn.ModuleDict()
         self.eda_top_k: dict[str, int] = {}
-        # (adapter name, private width) of each merged adapter, in merge order, so unmerge can slice them off again
-        self._merged_widths: list[tuple[str, int]] = []
+        # merged adapters in merge order: their private rows sit after the shared ones in that order
         self.merged_adapters = []
         self._disable_adapters = False
         self._active_adapter = adapter_name
@@ -66,7 +65,11 @@ class EdaLayer(nn.Module, BaseTunerLayer):
 
     @property
     def shared_intermediate_size(self) -> int:
-        return self.get_base_layer().gate_proj.out_features - sum(width for _, width in self._merged_widths)
+        return self.get_base_layer().gate_proj.out_features - sum(map(self.private_width, self.merged_adapters))
+
+    def private_width(self, adapter_name: str) -> int:
+        """Intermediate width of `adapter_name`'s private MLP (rows it adds to the shared MLP when merged)."""
+        return self.eda_gate_proj[adapter_name].weight.shape[1]
 
     def update_layer(self, adapter_name: str, config: EdaConfig) -> None:
         """Create the private experts (and router) of `adapter_name`."""
@@ -159,33 +162,31 @@ class EdaLayer(nn.Module, BaseTunerLayer):
             }
             if safe_merge and not all(torch.isfinite(weight).all() for weight in private.values()):
                 raise EdaInputError(f"NaNs or infs found in the merged weights of EDA adapter '{name}'; not merging.")
-            width = private["gate_proj"].shape[0]
+            width = self.private_width(name)
             for proj in ("gate_proj", "up_proj"):  # new output rows; their bias rows are zero
                 linear = getattr(base, proj)
                 _set_rows(linear, torch.cat((linear.weight, private[proj])), extra_bias=width)
             _set_columns(base.down_proj, torch.cat((base.down_proj.weight, private["down_proj"]), dim=1))
             base.intermediate_size = base.gate_proj.out_features
-            self._merged_widths.append((name, width))
             self.merged_adapters.append(name)
 
     @torch.no_grad()
     def unmerge(self, adapter_names: list[str] | None = None) -> None:
         """Slice merged adapters (all, or only `adapter_names`) back out of the shared MLP's weights, in place."""
-        names = [name for name, _ in self._merged_widths] if adapter_names is None else list(adapter_names)
+        names = list(self.merged_adapters if adapter_names is None else adapter_names)
         base = self.get_base_layer()
         for name in names:
             if name not in self.merged_adapters:
                 continue
-            index = [merged for merged, _ in self._merged_widths].index(name)
-            width = self._merged_widths[index][1]
-            start = self.shared_intermediate_size + sum(w for _, w in self._merged_widths[:index])
+            earlier = self.merged_adapters[: self.merged_adapters.index(name)]
+            width = self.private_width(name)
+            start = self.shared_intermediate_size + sum(map(self.private_width, earlier))
             keep = torch.cat((torch.arange(start), torch.arange(start + width, base.gate_proj.out_features)))
             keep = keep.to(base.gate_proj.weight.device)
             for proj in ("gate_proj", "up_proj"):
                 _set_rows(getattr(base, proj), getattr(base, proj).weight[keep], keep_bias=keep)
             _set_columns(base.down_proj, base.down_proj.weight[:, keep])
             base.intermediate_size = base.gate_proj.out_features
-            del self._merged_widths[index]
             self.merged_adapters.remove(name)
 
     def router_aux_loss(self) -> torch.Tensor | None:
