@@ -1,6 +1,6 @@
 """eda_adapters: Efficient Draft Adaptation of EAGLE drafts to fine-tuned targets, as a PEFT adapter type.
 
-Importing the package registers the `eagle_draft` model type with transformers' Auto classes and the `EDA` adapter
+Importing the package registers the `eagle_draft` and `eagle3_draft` model types with transformers' Auto classes and the `EDA` adapter
 type with PEFT.
 """
 
@@ -19,6 +19,9 @@ from .generation import (
 )
 from .models import (
     PACKAGED_TARGETS,
+    Eagle3DraftConfig,
+    Eagle3DraftModel,
+    Eagle3DraftOutput,
     EagleDraftConfig,
     EagleDraftModel,
     EagleDraftOutput,
@@ -107,6 +110,9 @@ __all__ = [
     "self_prompts",
     "target_signature",
     "EagleCandidateGenerator",
+    "Eagle3DraftConfig",
+    "Eagle3DraftModel",
+    "Eagle3DraftOutput",
     "EagleDraftConfig",
     "EagleDraftModel",
     "EagleDraftOutput",

@@ -82,41 +82,53 @@ class EagleDraftConfig(PreTrainedConfig):
     tie_word_embeddings: bool | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
-        if self.num_key_value_heads is None:
-            self.num_key_value_heads = self.num_attention_heads
-        if self.head_dim is None and isinstance(self.num_attention_heads, int) and self.num_attention_heads > 0:
-            self.head_dim = self.hidden_size // self.num_attention_heads
         if self.target_tie_word_embeddings is None:  # configs written before the field existed stored it in the tie flag
             self.target_tie_word_embeddings = bool(self.tie_word_embeddings)
         self.tie_word_embeddings = self.draft_ties_heads
-        super().__post_init__(**kwargs)  # also moves a legacy top-level `rope_theta` into `rope_parameters`
-        rope = dict(self.rope_parameters or {})
-        rope.setdefault("rope_type", "default")
-        rope.setdefault("rope_theta", 10000.0)
-        self.rope_parameters = rope
+        complete_attention_fields(self, super().__post_init__, **kwargs)
 
     def validate_architecture(self) -> None:
         """Part of `@strict` validation: sizes are positive and fit together."""
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise EdaInputError(f"EagleDraftConfig.{name} must be a positive integer, got {value!r}.")
-        if self.num_attention_heads % self.num_key_value_heads != 0:
-            raise EdaInputError(
-                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of num_key_value_heads "
-                f"({self.num_key_value_heads})."
-            )
-        size = self.draft_vocab_size
-        if size is not None and not 0 < size <= self.vocab_size:
-            raise EdaInputError(
-                f"EagleDraftConfig.draft_vocab_size must be an integer in [1, vocab_size={self.vocab_size}], got "
-                f"{size!r}."
-            )
+        validate_draft_sizes(self)
 
     @property
     def draft_ties_heads(self) -> bool:
         """Whether the draft's own (saved) embedding and head are one tensor: only when it owns copies of them."""
         return bool(self.save_target_heads and self.target_tie_word_embeddings)
+
+
+def complete_attention_fields(config: PreTrainedConfig, base_post_init: Any, **kwargs: Any) -> None:
+    """Derive the attention fields a draft config leaves unset (key/value heads, head size, rotary defaults) around
+    `PreTrainedConfig.__post_init__` (`base_post_init`), which also moves a legacy top-level `rope_theta` into
+    `rope_parameters`. Shared by the EAGLE-1 and EAGLE-3 configs."""
+    if config.num_key_value_heads is None:
+        config.num_key_value_heads = config.num_attention_heads
+    if config.head_dim is None and isinstance(config.num_attention_heads, int) and config.num_attention_heads > 0:
+        config.head_dim = config.hidden_size // config.num_attention_heads
+    base_post_init(**kwargs)
+    rope = dict(config.rope_parameters or {})
+    rope.setdefault("rope_type", "default")
+    rope.setdefault("rope_theta", 10000.0)
+    config.rope_parameters = rope
+
+
+def validate_draft_sizes(config: PreTrainedConfig) -> None:
+    """Sizes are positive integers, heads group evenly and a reduced draft vocabulary fits the target's."""
+    name_of = type(config).__name__
+    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value <= 0:
+            raise EdaInputError(f"{name_of}.{name} must be a positive integer, got {value!r}.")
+    if config.num_attention_heads % config.num_key_value_heads != 0:
+        raise EdaInputError(
+            f"num_attention_heads ({config.num_attention_heads}) must be a multiple of num_key_value_heads "
+            f"({config.num_key_value_heads})."
+        )
+    size = config.draft_vocab_size
+    if size is not None and not (isinstance(size, int) and 0 < size <= config.vocab_size):
+        raise EdaInputError(
+            f"{name_of}.draft_vocab_size must be an integer in [1, vocab_size={config.vocab_size}], got {size!r}."
+        )
 
 
 __all__ = ["EagleDraftConfig"]

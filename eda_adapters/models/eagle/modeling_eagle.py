@@ -106,9 +106,12 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class EagleAttention(nn.Module):
-    """Grouped-query attention with RoPE, dispatched by `config._attn_implementation` (eager, sdpa, flash, flex)."""
+    """Grouped-query attention with RoPE, dispatched by `config._attn_implementation` (eager, sdpa, flash, flex).
 
-    def __init__(self, config: EagleDraftConfig, layer_idx: int) -> None:
+    q/k/v read `input_size` features (default `hidden_size`; an EAGLE-3 layer reads `2 * hidden_size`).
+    """
+
+    def __init__(self, config: EagleDraftConfig, layer_idx: int, input_size: int | None = None) -> None:
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
@@ -120,9 +123,10 @@ class EagleAttention(nn.Module):
         self.attention_dropout = config.attention_dropout
         self.is_causal = True
         bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        width = input_size or config.hidden_size
+        self.q_proj = nn.Linear(width, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(width, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(width, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
 
     def forward(
@@ -580,9 +584,12 @@ def _ties_embeddings(model: PreTrainedModel) -> bool:
 _OPTIONAL_KEYS = set(TARGET_HEAD_KEYS) | {"rotary_emb.inv_freq"}
 
 
-def _check_loading_info(path: str | os.PathLike, info: dict[str, Any]) -> None:
-    missing = sorted(set(info.get("missing_keys") or ()) - _OPTIONAL_KEYS)
-    unexpected = sorted(set(info.get("unexpected_keys") or ()) - _OPTIONAL_KEYS)
+def _check_loading_info(
+    path: str | os.PathLike, info: dict[str, Any], optional: set[str] = _OPTIONAL_KEYS, importer: str = "EagleDraftModel"
+) -> None:
+    """Refuse a checkpoint that lacks weights of the draft (other than `optional` ones) or holds others, in one line."""
+    missing = sorted(set(info.get("missing_keys") or ()) - optional)
+    unexpected = sorted(set(info.get("unexpected_keys") or ()) - optional)
     mismatched = sorted(str(item[0]) for item in info.get("mismatched_keys") or ())
     problems = [
         f"{label} {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
@@ -593,7 +600,7 @@ def _check_loading_info(path: str | os.PathLike, info: dict[str, Any]) -> None:
         raise EdaInputError(
             f"The draft checkpoint {str(path)!r} does not match its config.json ({'; '.join(problems)}): it is "
             "damaged or in another layout; re-save it with draft.save_pretrained(), or import an EAGLE checkpoint "
-            "with EagleDraftModel.from_eagle_checkpoint()."
+            f"with {importer}.from_eagle_checkpoint()."
         )
 
 
