@@ -63,16 +63,20 @@ def target_fingerprint(model: nn.Module, values_per_tensor: int = 64) -> str:
 
 
 def _draft_own_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The shared parameters a draft owns and saves, by their name in a bare draft, leaving out the target's embedding
-    and head and everything an adapter adds: EDA weights (`eda_*`) and PEFT's per-adapter trained copies
+    """The shared parameters a draft owns and saves, by their name in a bare draft, leaving out the modules it borrows
+    from the target (the draft class's `borrowed_modules`: EAGLE-1 the embedding and head, EAGLE-3 the embedding) and
+    everything an adapter adds: EDA weights (`eda_*`) and PEFT's per-adapter trained copies
     (`modules_to_save`). PEFT's wrapping levels (`base_layer`, `original_module`) are dropped from the names."""
     params = {}
+    borrowed = next(
+        (frozenset(m.borrowed_modules) for m in model.modules() if hasattr(m, "borrowed_modules")), _TARGET_HEAD_MODULES
+    )
     # a reduced draft vocabulary's id map (`d2t`) is part of what the draft computes, though it is a buffer
     vocab_maps = ((name, b) for name, b in model.named_buffers() if name.split(".")[-1] == "d2t")
     for name, param in itertools.chain(model.named_parameters(), vocab_maps):
         parts = name.split(".")
         if (
-            _TARGET_HEAD_MODULES.intersection(parts)
+            borrowed.intersection(parts)
             or _ADAPTER_COPIES in parts
             or any(p.startswith(_ADAPTER_PREFIX) for p in parts)
         ):

@@ -9,7 +9,7 @@ import transformers.generation.utils as generation_utils
 from conftest import make_target
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
-from eda_adapters import EagleDraftModel
+from eda_adapters import Eagle3DraftModel, EagleDraftModel
 
 VOCAB = 6
 PROMPT = torch.tensor([[1, 2, 3]])
@@ -102,4 +102,14 @@ def test_reduced_draft_vocabulary_keeps_target_distribution(tiny):
     draft = EagleDraftModel.from_target(target, draft_vocab=[0, 2, 5])
     counts = _sample_counts(target, draft, runs=800, seed=2)
     assert counts[:, 1].sum() > 0 or counts[:, 3].sum() > 0, "tokens outside the draft vocabulary must still occur"
+    assert _chi_square_p_value(counts, _target_joint(target)) > 1e-3
+
+
+def test_eagle3_draft_keeps_target_distribution(tiny):
+    """An EAGLE-3 draft (three aux states of a one-layer target, a reduced draft vocabulary) samples exactly the
+    target's distribution through the same acceptance rule."""
+    target, _ = tiny
+    torch.manual_seed(0)
+    draft = Eagle3DraftModel.from_target(target, draft_vocab=[0, 2, 3, 5], aux_layer_ids=[0, 1, 1])
+    counts = _sample_counts(target, draft, runs=800, seed=3)
     assert _chi_square_p_value(counts, _target_joint(target)) > 1e-3

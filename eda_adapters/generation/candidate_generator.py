@@ -59,7 +59,8 @@ def _eos_token_ids(generation_config: GenerationConfig, target: PreTrainedModel)
 
 
 class EagleCandidateGenerator(CandidateGenerator):
-    """Propose a chain of tokens with an EAGLE draft that reads the target's last hidden states.
+    """Propose a chain of tokens with an EAGLE draft that reads the target's hidden states (EAGLE-1: the last one;
+    EAGLE-3: three of them).
 
     Selected automatically by `target.generate(..., assistant_model=draft)` once `eda_adapters` is imported. Each step
     the draft first consumes the target features of the tokens accepted at the previous step (paired with the next
@@ -72,7 +73,7 @@ class EagleCandidateGenerator(CandidateGenerator):
 
     Args:
         target: The model that calls `generate` (the verifier).
-        draft: An `EagleDraftModel`, a `PeftModel` wrapping one, or a merged draft.
+        draft: An `EagleDraftModel` or `Eagle3DraftModel`, a `PeftModel` wrapping one, or a merged draft.
         generation_config: The generation config of the `generate` call (`num_assistant_tokens`,
             `num_assistant_tokens_schedule`, `do_sample`, `max_length`, `output_hidden_states`).
         logits_processor: The target's logits processors, applied to the draft logits as well.
@@ -98,9 +99,9 @@ class EagleCandidateGenerator(CandidateGenerator):
         self.num_assistant_tokens = resolve_num_draft_tokens(generation_config, target)
         self.confidence_threshold = resolve_confidence_threshold(generation_config, target)
         self.eos_token_ids = _eos_token_ids(generation_config, target)
-        # the caller asked for all hidden states: keep them all (the last one is still what the draft reads)
-        if generation_config.output_hidden_states:
-            self.model_kwargs_overrides = {"output_hidden_states": True}
+        # the target returns only the states the draft reads, unless the caller asked for all of them
+        selection = True if generation_config.output_hidden_states else self.draft.hidden_state_indices
+        self.model_kwargs_overrides = {"output_hidden_states": selection}
         self.cache = DynamicCache()
         self.num_committed = 0  # draft cache entries built from real target features
         self.num_candidates = 0  # tokens proposed at the last step
@@ -126,7 +127,7 @@ class EagleCandidateGenerator(CandidateGenerator):
             )
         device = self.draft.device
         seq_len = input_ids.shape[1]
-        features = model_outputs.hidden_states[-1]
+        features = self.draft.target_features(model_outputs.hidden_states)
         # Features of the tokens the target has verified at the last forward: positions [start, seq_len - 1). The last
         # token of `input_ids` (the target's own bonus token) has no feature yet.
         num_new = features.shape[1] if self.num_committed == 0 else n_last_matches + 1
@@ -154,7 +155,7 @@ class EagleCandidateGenerator(CandidateGenerator):
         candidate_ids = input_ids.to(device)
         all_logits = []
         for i in range(num_tokens):
-            logits = self.logits_processor(candidate_ids, out.logits[:, -1].float())
+            logits = self.logits_processor(candidate_ids, self.draft.target_vocab_logits(out.logits[:, -1]).float())
             if self.do_sample:
                 token = torch.multinomial(torch.softmax(logits, dim=-1), num_samples=1)
             else:

@@ -8,29 +8,35 @@ from typing import Any
 from transformers import PreTrainedModel
 
 from ..models.eagle.modeling_eagle import EagleDraftModel
+from ..models.eagle3.modeling_eagle3 import Eagle3DraftModel
+
+#: A draft this package decodes with: EAGLE-1 or EAGLE-3. Both read `draft.target_features(outputs.hidden_states)`
+#: (the states `draft.hidden_state_indices` select) and give `draft.target_vocab_logits(out.logits)`.
+EagleDraft = EagleDraftModel | Eagle3DraftModel
 
 logger = logging.getLogger(__name__)
 
 
-def as_eagle_draft(model: Any) -> EagleDraftModel | None:
-    """Return the [`EagleDraftModel`] behind `model`, or `None` if `model` is not one of our drafts.
+def as_eagle_draft(model: Any) -> EagleDraft | None:
+    """Return the [`EagleDraftModel`] or [`Eagle3DraftModel`] behind `model`, or `None` if `model` is not one of our
+    drafts.
 
-    Accepts an `EagleDraftModel` (fresh, trained or a merged EDA draft) and a `peft.PeftModel` wrapping one (e.g. an
-    EDA adapter). Adapter layers are injected into the wrapped model, so running the returned base model uses the
+    Accepts a draft (fresh, trained or a merged EDA draft) and a `peft.PeftModel` wrapping one (e.g. an EDA
+    adapter). Adapter layers are injected into the wrapped model, so running the returned base model uses the
     active adapter.
     """
-    if isinstance(model, EagleDraftModel):
+    if isinstance(model, EagleDraftModel | Eagle3DraftModel):
         return model
     get_base_model = getattr(model, "get_base_model", None)
     if callable(get_base_model):
         base = get_base_model()
-        if isinstance(base, EagleDraftModel):
+        if isinstance(base, EagleDraftModel | Eagle3DraftModel):
             return base
     return None
 
 
-def prepare_draft(draft: Any, target: PreTrainedModel) -> EagleDraftModel:
-    """Check that `draft` fits `target` and return the `EagleDraftModel` to run, in eval mode.
+def prepare_draft(draft: Any, target: PreTrainedModel) -> EagleDraft:
+    """Check that `draft` fits `target` and return the EAGLE-1 or EAGLE-3 draft to run, in eval mode.
 
     A draft saved without the target's embedding and output head (the default) gets the target's own attached
     (`draft.attach_target(target)`): an EAGLE draft always decodes with the head of the target it serves. A draft
@@ -40,8 +46,8 @@ def prepare_draft(draft: Any, target: PreTrainedModel) -> EagleDraftModel:
     base = as_eagle_draft(draft)
     if base is None:
         raise TypeError(
-            f"Expected an EagleDraftModel or a PeftModel wrapping one, got {type(draft).__name__}: build the draft "
-            "with EagleDraftModel.from_target(target)."
+            f"Expected an EagleDraftModel, an Eagle3DraftModel or a PeftModel wrapping one, got "
+            f"{type(draft).__name__}: build the draft with EagleDraftModel.from_target(target)."
         )
     base.check_compatible(target)
     if not base.has_target_heads:

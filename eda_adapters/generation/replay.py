@@ -19,6 +19,7 @@ tokens (`num_assistant_tokens_schedule="constant"`, no confidence threshold) or 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from ..console import bar_options
 from transformers.cache_utils import DynamicCache
 
 from ..batched_decoding import contiguous_head_input
+from ..models.eagle.modeling_eagle import concat_hidden_states
 from .drafts import prepare_draft
 from .eos import eos_token_ids
 from .stats import SpeculativeStats
@@ -39,15 +41,18 @@ from ..errors import EdaInputError
 
 @dataclass
 class GreedyReference:
-    """The target's greedy answer to one prompt and its last hidden states: what every replay on that prompt reads.
+    """The target's greedy answer to one prompt and its features: what every replay on that prompt reads.
 
     Attributes:
         sequence: Prompt and answer, `[prompt_length + answer_length]` (the answer stops after `max_new_tokens` or at
             the first end-of-sequence token, included).
-        features: The target's last hidden states at positions `0 .. len(sequence) - 2`, `[len - 1, hidden]`.
+        features: The target's hidden states a draft reads (`hidden_state_indices`, concatenated) at positions
+            `0 .. len(sequence) - 2`, `[len - 1, features]`.
         prompt_length: Tokens of the prompt.
         max_new_tokens: The generation length decoding was asked for.
         eos_token_ids: End-of-sequence tokens that stop decoding.
+        hidden_state_indices: Which `hidden_states` the features hold: `(-1,)` (the last, EAGLE-1) or an EAGLE-3
+            draft's three aux states.
     """
 
     sequence: torch.LongTensor
@@ -55,6 +60,7 @@ class GreedyReference:
     prompt_length: int
     max_new_tokens: int
     eos_token_ids: tuple[int, ...] = ()
+    hidden_state_indices: tuple[int, ...] = (-1,)
 
     @property
     def answer_length(self) -> int:
@@ -66,9 +72,13 @@ def greedy_reference(
     prompt: torch.LongTensor,
     max_new_tokens: int,
     eos_token_id: int | list[int] | None = None,
+    *,
+    hidden_state_indices: Sequence[int] = (-1,),
 ) -> GreedyReference:
     """Decode `prompt` (`[seq]` or `[1, seq]`) greedily with `target` (plain `generate`) and keep its features."""
-    return greedy_references(target, [prompt], max_new_tokens, eos_token_id)[0]
+    return greedy_references(
+        target, [prompt], max_new_tokens, eos_token_id, hidden_state_indices=hidden_state_indices
+    )[0]
 
 
 @torch.no_grad()
@@ -80,20 +90,22 @@ def greedy_references(
     *,
     batch_size: int = 16,
     show_progress: bool = False,
+    hidden_state_indices: Sequence[int] = (-1,),
 ) -> list[GreedyReference]:
     """The target's greedy answers to `prompts` (each `[seq]` or `[1, seq]`) and their features, in prompt order.
 
     Prompts of similar length are decoded together (`batch_size` per left-padded `generate` call); every answer is
-    token-identical to decoding its prompt alone (tested). The features are the last hidden states the target
-    computes while it generates (kept with `output_hidden_states`), the ones speculative decoding reads too, so no
-    second pass over the answer is needed; they agree with a teacher-forced forward to float rounding (see
-    `docs/benchmarks.md`).
+    token-identical to decoding its prompt alone (tested). The features are the hidden states the target computes
+    while it generates (kept with `output_hidden_states`), the ones speculative decoding reads too, so no second pass
+    over the answer is needed; they agree with a teacher-forced forward to float rounding (see `docs/benchmarks.md`).
+    `hidden_state_indices` picks them: the last one for EAGLE-1 drafts, `draft.hidden_state_indices` for EAGLE-3.
     """
     if max_new_tokens < 1:
         raise EdaInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     if batch_size < 1:
         raise EdaInputError(f"batch_size must be >= 1, got {batch_size}.")
     device = target.get_input_embeddings().weight.device
+    indices = [int(i) for i in hidden_state_indices]
     eos = eos_token_ids(target, eos_token_id)
     generation = getattr(target, "generation_config", None)
     pad = getattr(generation, "pad_token_id", None)
@@ -113,10 +125,10 @@ def greedy_references(
             out = target.generate(
                 input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=False,
                 max_new_tokens=max_new_tokens, eos_token_id=list(eos) or None, pad_token_id=pad,
-                output_hidden_states=True, return_dict_in_generate=True,
+                output_hidden_states=indices, return_dict_in_generate=True,
             )
-        # the last layer at every position the target has read: the prompt (step 0), then one token per step
-        features = torch.cat([step[-1] for step in out.hidden_states], dim=1)
+        # the chosen states at every position the target has read: the prompt (step 0), then one token per step
+        features = torch.cat([concat_hidden_states(step, indices) for step in out.hidden_states], dim=1)
         for r, i in enumerate(batch):
             start = width - rows[i].numel()
             answer = out.sequences[r, width:].tolist()
@@ -124,7 +136,8 @@ def greedy_references(
             length = rows[i].numel() + (ends[0] + 1 if ends else len(answer))
             sequence = out.sequences[r, start : start + length]
             references[i] = GreedyReference(
-                sequence, features[r, start : start + length - 1], rows[i].numel(), max_new_tokens, eos
+                sequence, features[r, start : start + length - 1], rows[i].numel(), max_new_tokens, eos,
+                tuple(indices),
             )
     return references  # type: ignore[return-value]
 
@@ -134,6 +147,12 @@ class _Replay:
 
     def __init__(self, draft: Any, target: PreTrainedModel, reference: GreedyReference) -> None:
         self.draft = prepare_draft(draft, target)
+        if list(reference.hidden_state_indices) != self.draft.hidden_state_indices:
+            raise EdaInputError(
+                f"The greedy reference holds the target's hidden states {list(reference.hidden_state_indices)}, but "
+                f"this draft reads {self.draft.hidden_state_indices}: build the references with "
+                "greedy_references(..., hidden_state_indices=draft.hidden_state_indices)."
+            )
         self.ref = reference
         device = self.draft.device
         self.sequence = reference.sequence.to(device)
@@ -146,7 +165,7 @@ class _Replay:
             past_key_values=self.cache,
             use_cache=True,
         )
-        self.hidden, self.logits = out.last_hidden_state[0], out.logits[0]
+        self.hidden, self.logits = out.last_hidden_state[0], self.draft.target_vocab_logits(out.logits[0])
         self.num_pairs = pairs
         # a step after g generated tokens starts with the draft holding pairs 0 .. c - 1, c = prompt_length + g - 1;
         # its first draft token comes from pair c - 1 and predicts token c + 1
@@ -164,7 +183,7 @@ class _Replay:
             input_ids=tokens[None], hidden_states=features[None], attention_mask=allowed[None, None],
             position_ids=positions[None], past_key_values=self.cache, use_cache=True,
         )
-        return out.last_hidden_state[0], out.logits[0]
+        return out.last_hidden_state[0], self.draft.target_vocab_logits(out.logits[0])
 
     def _prefix_mask(self, starts: torch.Tensor) -> torch.Tensor:
         """`[len(starts), num_pairs]`: a query drafting from start `c` sees the committed pairs `0 .. c - 1`."""

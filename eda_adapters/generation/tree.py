@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache
 
-from ..models.eagle.modeling_eagle import TREE_MASK_IMPLEMENTATIONS, EagleDraftModel
-from .drafts import prepare_draft
+from ..models.eagle.modeling_eagle import TREE_MASK_IMPLEMENTATIONS
+from .drafts import EagleDraft, prepare_draft
 from .eos import eos_token_ids
 from .stats import SpeculativeStats, track_acceptance
 from ..errors import EdaInputError
@@ -88,7 +88,7 @@ class TreeSpeculator:
 
     def __init__(self, target: PreTrainedModel, draft: Any, config: TreeConfig) -> None:
         self.target = target
-        self.draft: EagleDraftModel = prepare_draft(draft, target)
+        self.draft: EagleDraft = prepare_draft(draft, target)
         self.config = config
         attn = getattr(target.config, "_attn_implementation", "sdpa")
         if attn not in TREE_MASK_IMPLEMENTATIONS:
@@ -114,7 +114,7 @@ class TreeSpeculator:
             use_cache=True,
         )
         self.root_hidden = out.last_hidden_state[0, -1]
-        self.root_logits = out.logits[0, -1]
+        self.root_logits = self.draft.target_vocab_logits(out.logits[0, -1])
 
     def grow_tree(self) -> DraftTree:
         """EAGLE-2 expansion: `depth` draft steps, expanding the `top_k` best nodes of each depth."""
@@ -153,7 +153,8 @@ class TreeSpeculator:
             )
             cached_nodes = torch.cat((cached_nodes, frontier))
             hidden[frontier] = out.last_hidden_state[0]
-            child = F.log_softmax(out.logits[0].float(), dim=-1).topk(cfg.top_k)  # [frontier, top_k]
+            logits = self.draft.target_vocab_logits(out.logits[0])
+            child = F.log_softmax(logits.float(), dim=-1).topk(cfg.top_k)  # [frontier, top_k]
             first_new = tokens.numel()
             child_parents = frontier.repeat_interleave(cfg.top_k)
             tokens = torch.cat((tokens, child.indices.flatten()))
@@ -179,9 +180,9 @@ class TreeSpeculator:
             attention_mask=None if allowed is None else _additive_mask(allowed, self.dtype),
             past_key_values=self.target_cache,
             use_cache=True,
-            output_hidden_states=True,
+            output_hidden_states=self.draft.hidden_state_indices,
         )
-        return out.logits[0], out.hidden_states[-1][0]
+        return out.logits[0], self.draft.target_features(out.hidden_states)[0]
 
     def prefill(self, prompt: torch.Tensor) -> int:
         """Run the target on the prompt, feed the draft, and return the first generated token (the first root)."""
@@ -285,7 +286,8 @@ def speculative_generate(
 
     Args:
         target: A Hugging Face causal LM (the verifier).
-        draft: An `EagleDraftModel`, a `PeftModel` wrapping one (its active adapter is used), or a merged draft.
+        draft: An `EagleDraftModel` or `Eagle3DraftModel`, a `PeftModel` wrapping one (its active adapter is used), or
+            a merged draft.
         input_ids: The prompt, `[1, seq]`.
         tree: The tree shape, or `None` for chain drafting through `generate`.
         max_new_tokens: Tokens to generate at most.

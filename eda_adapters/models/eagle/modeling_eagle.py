@@ -285,6 +285,8 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
     """
 
     _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}
+    #: Modules shared with the target, never saved or fingerprinted as the draft's own.
+    borrowed_modules = ("embed_tokens", "lm_head")
 
     def __init__(self, config: EagleDraftConfig) -> None:
         super().__init__(config)
@@ -440,6 +442,21 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         full = draft_logits.new_full((*draft_logits.shape[:-1], self.config.vocab_size), float("-inf"))
         return full.index_copy(-1, self.d2t, draft_logits)
 
+    # ------------------------------------------------------------------ what the draft reads from the target
+    @property
+    def hidden_state_indices(self) -> list[int]:
+        """The target `hidden_states` the draft reads, `[-1]` (the last, post-norm one): pass as
+        `target(..., output_hidden_states=...)`."""
+        return [-1]
+
+    def target_features(self, hidden_states: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+        """The draft's input from a target's `hidden_states` tuple: its last state, `[batch, seq, hidden]`."""
+        return concat_hidden_states(hidden_states, self.hidden_state_indices)
+
+    def target_vocab_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """`forward`'s logits over the target vocabulary: they already are (a reduced head is mapped in `forward`)."""
+        return logits
+
     def check_compatible(self, target_model: PreTrainedModel) -> None:
         """Raise a one-line `ValueError` if `target_model` does not fit this draft (hidden size, vocabulary)."""
         target_config = _check_causal_lm(target_model).get_text_config()
@@ -546,6 +563,16 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         from ...hub import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
+
+
+def concat_hidden_states(hidden_states: tuple[torch.Tensor | None, ...], indices: list[int]) -> torch.Tensor:
+    """The states `indices` of a target's `hidden_states` tuple, concatenated on the last dimension (the order given)."""
+    chosen = [hidden_states[i] for i in indices]
+    if any(state is None for state in chosen):
+        raise EdaInputError(
+            f"The target returned no hidden state at some of {indices}: run it with output_hidden_states={indices}."
+        )
+    return chosen[0] if len(chosen) == 1 else torch.cat(chosen, dim=-1)
 
 
 def _draft_vocab_ids(token_ids: Any, vocab_size: int) -> torch.Tensor:

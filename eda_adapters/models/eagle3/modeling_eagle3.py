@@ -40,6 +40,7 @@ from ..eagle.modeling_eagle import (
     _draft_vocab_ids,
     _ties_embeddings,
     build_attention_mask,
+    concat_hidden_states,
 )
 from .configuration_eagle3 import NUM_AUX_HIDDEN_STATES, Eagle3DraftConfig, default_aux_layer_ids
 from ...errors import EdaInputError
@@ -116,6 +117,9 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
     >>> step.logits.shape                                         # [batch, seq, draft_vocab_size]
     ```
     """
+
+    #: Modules shared with the target, never saved or fingerprinted as the draft's own (the head is the draft's).
+    borrowed_modules = ("embed_tokens",)
 
     def __init__(self, config: Eagle3DraftConfig) -> None:
         super().__init__(config)
@@ -341,7 +345,7 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
     def target_features(self, hidden_states: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
         """The draft's input from a target's `hidden_states` tuple: the three aux states, low to high, concatenated
         to `[batch, seq, 3 * target_hidden_size]`."""
-        return torch.cat([hidden_states[i] for i in self.config.eagle_aux_hidden_state_layer_ids], dim=-1)
+        return concat_hidden_states(hidden_states, self.hidden_state_indices)
 
     def target_vocab_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Draft-vocabulary logits `[..., draft_vocab_size]` as target-vocabulary logits `[..., vocab_size]`: each

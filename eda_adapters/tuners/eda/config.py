@@ -23,7 +23,7 @@ USER_FIELDS = (
 )
 
 #: Shared draft modules that `EdaConfig.modules_to_save` may declare trainable in stage 2.
-TRAINABLE_SHARED_MODULES = ("fc", "self_attn", "post_attention_layernorm", "input_layernorm")
+TRAINABLE_SHARED_MODULES = ("fc", "self_attn", "post_attention_layernorm", "input_layernorm", "hidden_norm")
 
 
 @dataclass
@@ -71,6 +71,9 @@ class EdaConfig(PeftConfig):
         draft_fingerprint (`str`, *optional*):
             Filled in when the adapter is created: a short digest of the shared draft's weights (see
             `eda_adapters.draft_fingerprint`), used to detect an adapter loaded onto another draft.
+        draft_model_type (`str`, *optional*):
+            Filled in when the adapter is created: the draft's architecture, `"eagle_draft"` (EAGLE-1) or
+            `"eagle3_draft"` (EAGLE-3); an adapter is refused on a draft of the other one.
     """
 
     target_modules: list[str] | str | None = field(
@@ -101,6 +104,9 @@ class EdaConfig(PeftConfig):
     )
     draft_fingerprint: str | None = field(
         default=None, metadata={"help": "Set automatically: digest of the shared draft's weights."}
+    )
+    draft_model_type: str | None = field(
+        default=None, metadata={"help": "Set automatically: the draft's model_type (eagle_draft or eagle3_draft)."}
     )
 
     def __post_init__(self) -> None:

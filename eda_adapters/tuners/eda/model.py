@@ -15,7 +15,9 @@ from .layer import EdaLayer
 from ...errors import EdaInputError
 
 #: Default `target_modules` per draft `model_type`.
-TRANSFORMERS_MODELS_TO_EDA_TARGET_MODULES_MAPPING: dict[str, list[str]] = {"eagle_draft": ["mlp"]}
+TRANSFORMERS_MODELS_TO_EDA_TARGET_MODULES_MAPPING: dict[str, list[str]] = {"eagle_draft": ["mlp"], "eagle3_draft": ["mlp"]}
+#: What an adapter saved before `EdaConfig.draft_model_type` existed was made for: the only draft there was.
+LEGACY_DRAFT_MODEL_TYPE = "eagle_draft"
 
 
 class EdaModel(BaseTuner):
@@ -45,6 +47,16 @@ class EdaModel(BaseTuner):
         hidden = getattr(draft_config, "hidden_size", None)
         intermediate = getattr(draft_config, "intermediate_size", None)
         fingerprint = draft_fingerprint(model) if hasattr(model, "fc") else None
+        model_type = getattr(draft_config, "model_type", None)
+        recorded_type = config.draft_model_type
+        if recorded_type is None and config.draft_hidden_size is not None:  # saved by a version without the field
+            recorded_type = LEGACY_DRAFT_MODEL_TYPE
+        if recorded_type is not None and model_type is not None and recorded_type != model_type:
+            raise EdaInputError(
+                f"EDA adapter '{adapter_name}' was made for an {_ARCHITECTURE_NAMES.get(recorded_type, recorded_type)} "
+                f"draft ({recorded_type}), but this draft is {_ARCHITECTURE_NAMES.get(model_type, model_type)} "
+                f"({model_type}): load it onto a draft of its own architecture, or train a new adapter for this one."
+            )
         if config.draft_hidden_size is not None and hidden is not None and config.draft_hidden_size != hidden:
             raise EdaInputError(
                 f"EDA adapter '{adapter_name}' was made for a draft with hidden size {config.draft_hidden_size}, but "
@@ -72,6 +84,7 @@ class EdaModel(BaseTuner):
                 DraftMismatchWarning,
                 stacklevel=2,
             )
+        config.draft_model_type = recorded_type or model_type
         config.draft_hidden_size = config.draft_hidden_size or hidden
         config.draft_intermediate_size = config.draft_intermediate_size or intermediate
         config.draft_fingerprint = config.draft_fingerprint or fingerprint
@@ -124,6 +137,9 @@ class EdaModel(BaseTuner):
     def router_aux_loss(self) -> torch.Tensor | None:
         """Load-balancing loss of the last forward, summed over wrapped MLPs (None when no adapter is routed)."""
         return router_aux_loss(self.model)
+
+
+_ARCHITECTURE_NAMES = {"eagle_draft": "EAGLE-1", "eagle3_draft": "EAGLE-3"}
 
 
 def _check_loaded_shapes(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
