@@ -39,12 +39,15 @@ def _peft_adapter_config(model: Any) -> Any | None:
 
 
 def _draft_config(model: Any) -> Any:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.config
+    return _base_draft(model).config
+
+
+def _base_draft(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def build_model_card(model: Any, repo_id: str | None = None, info: dict[str, Any] | None = None) -> ModelCard:
-    """A model card for an `EagleDraftModel` or a `PeftModel` holding an EDA adapter.
+    """A model card for an `EagleDraftModel`, an `Eagle3DraftModel` or a `PeftModel` holding an EDA adapter.
 
     Args:
         model: The draft, or the PeftModel wrapping it.
@@ -52,6 +55,8 @@ def build_model_card(model: Any, repo_id: str | None = None, info: dict[str, Any
         info: Extra facts recorded under "Details" (e.g. training data, measured tau).
     """
     draft_config = _draft_config(model)
+    draft_class = type(_base_draft(model)).__name__
+    eagle3 = draft_config.model_type == "eagle3_draft"
     adapter = _peft_adapter_config(model)
     target = getattr(draft_config, "target_name_or_path", None) or getattr(draft_config, "target_model_type", None)
     repo = repo_id or "path/to/this/repo"
@@ -69,21 +74,23 @@ def build_model_card(model: Any, repo_id: str | None = None, info: dict[str, Any
         usage = (
             "import eda_adapters  # registers the EDA adapter type with PEFT\n"
             "from peft import PeftModel\n"
-            f"draft = eda_adapters.EagleDraftModel.from_pretrained({base_draft!r}, target_model=target)\n"
+            f"draft = eda_adapters.{draft_class}.from_pretrained({base_draft!r}, target_model=target)\n"
             f"draft = PeftModel.from_pretrained(draft, {repo!r})\n"
             "out = target.generate(input_ids, assistant_model=draft)"
         )
     else:
         card_data = ModelCardData(library_name="transformers", tags=tags)
-        title = f"EAGLE draft for {target or 'a target LLM'}"
+        kind = "EAGLE-3" if eagle3 else "EAGLE"
+        borrowed = "embedding is" if eagle3 else "embedding and output head are"
+        title = f"{kind} draft for {target or 'a target LLM'}"
         summary = (
-            f"A shared EAGLE draft ({draft_config.num_hidden_layers} layer(s), hidden size {draft_config.hidden_size}) "
-            f"for the target `{target or 'unknown'}`; the target's embedding and output head are re-attached at load "
-            "time. Adapt it to fine-tuned targets with EDA adapters."
+            f"A shared {kind} draft ({draft_config.num_hidden_layers} layer(s), hidden size {draft_config.hidden_size}) "
+            f"for the target `{target or 'unknown'}`; the target's {borrowed} re-attached at load time. Adapt it to "
+            "fine-tuned targets with EDA adapters."
         )
         usage = (
             "import eda_adapters\n"
-            f"draft = eda_adapters.EagleDraftModel.from_pretrained({repo!r}, target_model=target)\n"
+            f"draft = eda_adapters.{draft_class}.from_pretrained({repo!r}, target_model=target)\n"
             "out = target.generate(input_ids, assistant_model=draft)"
         )
     if target and "/" in str(target) and adapter is None:

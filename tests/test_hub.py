@@ -75,3 +75,15 @@ def test_draft_push_to_hub_uses_our_card(fake_hub, llama_target):
     meta = _front_matter(repo / "README.md")
     assert meta["library_name"] == "transformers" and "eda_adapters" in meta["tags"]
     assert "EagleDraftModel.from_pretrained('me/tiny-draft'" in (repo / "README.md").read_text()
+
+
+def test_eagle3_draft_push_to_hub_names_its_class(fake_hub):
+    from conftest import make_target
+
+    target = make_target("llama", num_hidden_layers=8)
+    draft = eda_adapters.Eagle3DraftModel.from_target(target)
+    draft.push_to_hub("me/tiny-draft3")
+    readme = (fake_hub["me/tiny-draft3"] / "README.md").read_text()
+    assert "Eagle3DraftModel.from_pretrained('me/tiny-draft3'" in readme and "EAGLE-3 draft" in readme
+    loaded = eda_adapters.Eagle3DraftModel.from_pretrained(fake_hub["me/tiny-draft3"], target_model=target)
+    assert torch.equal(loaded.lm_head.weight, draft.lm_head.weight)

@@ -85,13 +85,6 @@ def eagle1_draft_config(checkpoint_config: dict[str, Any], tensors: dict[str, to
     q_rows = tensors["layers.0.self_attn.q_proj.weight"].shape[0]
     k_rows = tensors["layers.0.self_attn.k_proj.weight"].shape[0]
     head_dim = q_rows // heads
-    rope = dict(checkpoint_config.get("rope_parameters") or {})
-    if not rope:
-        rope = dict(checkpoint_config.get("rope_scaling") or {})
-        if "type" in rope and "rope_type" not in rope:
-            rope["rope_type"] = rope.pop("type")
-        rope["rope_theta"] = float(checkpoint_config.get("rope_theta", 10000.0))
-    rope.setdefault("rope_type", "default")
     return EagleDraftConfig(
         vocab_size=int(checkpoint_config.get("vocab_size") or tensors.get("embed_tokens.weight", fc_weight).shape[0]),
         hidden_size=hidden,
@@ -106,12 +99,25 @@ def eagle1_draft_config(checkpoint_config: dict[str, Any], tensors: dict[str, to
         hidden_act=checkpoint_config.get("hidden_act", "silu"),
         max_position_embeddings=int(checkpoint_config.get("max_position_embeddings", 4096)),
         rms_norm_eps=float(checkpoint_config.get("rms_norm_eps", 1e-6)),
-        rope_parameters=rope,
+        rope_parameters=checkpoint_rope_parameters(checkpoint_config),
         attention_bias=any(f"layers.0.self_attn.{p}.bias" in tensors for p in _ATTENTION),
         fc_bias="fc.bias" in tensors,
         target_model_type=checkpoint_config.get("model_type"),
         target_name_or_path=checkpoint_config.get("_name_or_path") or None,
     )
+
+
+def checkpoint_rope_parameters(checkpoint_config: dict[str, Any]) -> dict[str, Any]:
+    """Rotary parameters in the transformers 5 format from a published config: `rope_parameters`, or the older
+    `rope_theta` + `rope_scaling` (whose `type` key is the newer `rope_type`)."""
+    rope = dict(checkpoint_config.get("rope_parameters") or {})
+    if not rope:
+        rope = dict(checkpoint_config.get("rope_scaling") or {})
+        if "type" in rope and "rope_type" not in rope:
+            rope["rope_type"] = rope.pop("type")
+        rope["rope_theta"] = float(checkpoint_config.get("rope_theta", 10000.0))
+    rope.setdefault("rope_type", "default")
+    return rope
 
 
 def expected_eagle1_keys(config: EagleDraftConfig) -> set[str]:
@@ -164,7 +170,13 @@ def load_eagle_checkpoint(path: str | os.PathLike, target_model: Any = None, dty
         return EagleDraftModel.from_pretrained(folder, target_model=target_model)
     tensors = read_checkpoint_tensors(folder)
     if "lm_head.weight" in tensors and "midlayer.self_attn.q_proj.weight" in tensors:
-        raise EdaInputError(f"{str(folder)!r} is an EAGLE-3 draft (midlayer.*): only EAGLE-1 drafts can be imported.")
+        raise EdaInputError(
+            f"{str(folder)!r} is an EAGLE-3 draft (midlayer.*): import it with Eagle3DraftModel.from_eagle_checkpoint."
+        )
+    if checkpoint_config.get("speculators_model_type") == "eagle3":
+        raise EdaInputError(
+            f"{str(folder)!r} is a speculators EAGLE-3 draft: import it with Eagle3DraftModel.from_eagle_checkpoint."
+        )
     if any(".block_sparse_moe." in key for key in tensors):
         raise EdaInputError(
             f"{str(folder)!r} holds an EDA draft with shared and private experts: import it with "
