@@ -27,6 +27,7 @@ from .models import (
     EagleDraftOutput,
     EagleMLP,
     convert_gguf,
+    load_draft,
     load_target,
     load_target_tokenizer,
 )
@@ -139,6 +140,7 @@ __all__ = [
     "PACKAGED_TARGETS",
     "choose_dtype",
     "convert_gguf",
+    "load_draft",
     "load_target",
     "load_target_tokenizer",
     "push_to_hub",

@@ -15,7 +15,7 @@ from conftest import make_target
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from eda_adapters import EagleDraftModel, TreeConfig
+from eda_adapters import Eagle3DraftModel, EagleDraftModel, EdaInputError, TreeConfig, load_draft
 from eda_adapters.bench import benchmark, draft_vocab_comparison
 from eda_adapters.cli import build_parser, main
 from eda_adapters.research.toys import assistant_from_target, greedy_continuations, quick_fit_assistant
@@ -216,3 +216,22 @@ def test_real_bench_models_trains_twins_and_assistant_alike(saved, tmp_path, cap
     _script("real_bench_models").main(["--target", str(saved / "target"), "--dataset", str(tmp_path / "data.jsonl"),
                                        "--output-dir", str(out), "--draft-vocab", "24", "--assistant-layers", "1"])
     assert capsys.readouterr().out.count("keeping") == 3
+
+
+def test_bench_cli_runs_an_eagle3_draft(saved, tmp_path, capsys):
+    """`eda bench --draft` loads whichever draft architecture the folder holds (eda_adapters.load_draft)."""
+    target = make_target("qwen2", num_hidden_layers=3)
+    Eagle3DraftModel.from_target(target, aux_layer_ids=[1, 2, 3]).save_pretrained(tmp_path / "eagle3")
+    out = tmp_path / "out"
+    code = main([
+        "bench", "--target", str(saved / "target"), "--tokenizer", str(saved / "tokenizer"),
+        "--draft", str(tmp_path / "eagle3"), "--prompt-kinds", "prose", "--per-kind", "2", "--max-new-tokens", "4",
+        "--num-draft-tokens", "2", "--tree-depth", "2", "--tree-top-k", "2", "--tree-total-tokens", "3",
+        "--no-progress", "--output-dir", str(out), "--device", "cpu",
+    ])
+    assert code == 0, capsys.readouterr().err
+    methods = json.loads((out / "bench.json").read_text())["methods"]
+    eagle_rows = [name for name in methods if "EAGLE" in name or "tree" in name]
+    assert eagle_rows and all(methods[name]["all"]["lossless"] is True for name in methods)
+    with pytest.raises(EdaInputError, match="not a draft of this library"):
+        load_draft(saved / "target")

@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--target", help="Target causal LM: HF folder or Hub id, a .gguf file, or smollm2-135m-instruct.")
     parser.add_argument("--draft", action="append", default=[],
-                        help="EAGLE draft directory (EagleDraftModel.save_pretrained). Repeatable: every draft gets a "
+                        help="EAGLE-1 or EAGLE-3 draft directory (save_pretrained). Repeatable: every draft gets a "
                              "chain and a tree row, and each reduced-vocabulary draft is compared with the first "
                              "full-vocabulary one (draft step cost ratio, tau drop).")
     parser.add_argument("--draft-label", action="append", default=[],
@@ -132,7 +132,7 @@ def _read_prompt_groups(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def _load_real(args: argparse.Namespace, device, dtype):
-    from ..models import EagleDraftModel
+    from ..models import load_draft
     from ..models.loading import load_target, load_target_tokenizer
     from ..data.prompts import encode_chat_prompts
     from ..validation import check_model_dir, load_adapter_checked
@@ -155,7 +155,7 @@ def _load_real(args: argparse.Namespace, device, dtype):
     if args.early_exit_layers is not None and not 1 <= args.early_exit_layers < target.config.num_hidden_layers:
         raise EdaInputError(f"--early-exit-layers must be between 1 and {target.config.num_hidden_layers - 1} (the "
                             "target's layers minus one).")
-    drafts = {label: EagleDraftModel.from_pretrained(path, target_model=target, dtype=dtype).to(device).eval()
+    drafts = {label: load_draft(path, target_model=target, dtype=dtype).to(device).eval()
               for label, path in zip(draft_labels, args.draft)}
     if args.adapter:
         label = draft_labels[0]

@@ -2,6 +2,7 @@ from transformers import AutoConfig, AutoModel
 
 from .eagle import EagleDraftConfig, EagleDraftModel, EagleDraftOutput, EagleMLP
 from .eagle3 import Eagle3DraftConfig, Eagle3DraftModel, Eagle3DraftOutput
+from .draft_loading import load_draft
 from .loading import PACKAGED_TARGETS, convert_gguf, load_target, load_target_tokenizer
 
 AutoConfig.register(EagleDraftConfig.model_type, EagleDraftConfig, exist_ok=True)
@@ -23,6 +24,7 @@ __all__ = [
     "EagleMLP",
     "PACKAGED_TARGETS",
     "convert_gguf",
+    "load_draft",
     "load_target",
     "load_target_tokenizer",
 ]
