@@ -251,6 +251,73 @@ class EagleDraftPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     supports_gradient_checkpointing = True
 
+    #: Checkpoint keys a saved draft may lack (borrowed from the target, or recomputed).
+    optional_checkpoint_keys: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, target_model: PreTrainedModel | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`PreTrainedModel.from_pretrained`, plus `target_model=` to attach the target's modules the draft borrows.
+
+        Unlike the base method, a checkpoint that does not hold every weight of the draft (or holds weights the draft
+        does not have) is refused with a one-line error instead of being completed with random values. With
+        `target_model=`, the draft follows the target's dtype and device.
+        """
+        wants_info = bool(kwargs.pop("output_loading_info", False))
+        draft, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        _check_loading_info(pretrained_model_name_or_path, info, cls.optional_checkpoint_keys, cls.__name__)
+        draft.check_loaded()
+        if target_model is not None:
+            draft.attach_target(target_model)
+        return (draft, info) if wants_info else draft
+
+    def check_loaded(self) -> None:
+        """Checks a loaded draft's weights must pass beyond their names and shapes (none by default)."""
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:  # type: ignore[override]
+        """Push the draft with an `eda_adapters` model card (see [`eda_adapters.push_to_hub`])."""
+        from ...hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    def embed_inputs(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
+        """`inputs_embeds`, or the borrowed target embedding of `input_ids`."""
+        if inputs_embeds is not None:
+            return inputs_embeds
+        if input_ids is None:
+            raise EdaInputError(f"{type(self).__name__}.forward needs input_ids= or inputs_embeds=.")
+        self._require_heads()
+        return self.embed_tokens(input_ids)
+
+    def prepare_step(
+        self,
+        inputs_embeds: torch.Tensor,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.LongTensor | None,
+        past_key_values: Cache | None,
+        use_cache: bool,
+    ) -> tuple[Cache | None, torch.LongTensor, torch.Tensor | None]:
+        """Check that features and tokens pair up, and return the cache (created when `use_cache`), the positions
+        (default: continuing after the cache) and the mask."""
+        if hidden_states.shape[:2] != inputs_embeds.shape[:2]:
+            raise EdaInputError(
+                f"hidden_states {tuple(hidden_states.shape[:2])} and tokens {tuple(inputs_embeds.shape[:2])} must have "
+                "the same [batch, seq] shape (features at t pair with token t+1)."
+            )
+        batch, seq = inputs_embeds.shape[:2]
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past_len, past_len + seq, device=inputs_embeds.device).expand(batch, seq)
+        return past_key_values, position_ids, build_attention_mask(self.config, inputs_embeds, attention_mask,
+                                                                   past_key_values)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -287,6 +354,7 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
     _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}
     #: Modules shared with the target, never saved or fingerprinted as the draft's own.
     borrowed_modules = ("embed_tokens", "lm_head")
+    optional_checkpoint_keys = frozenset(TARGET_HEAD_KEYS) | {"rotary_emb.inv_freq"}
 
     def __init__(self, config: EagleDraftConfig) -> None:
         super().__init__(config)
@@ -331,28 +399,9 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         tokens, initialised from the target head's rows, which makes each draft step several times cheaper on
         large-vocabulary targets.
         """
-        target_config = _check_causal_lm(target_model).get_text_config()
-        vocab_size = target_model.get_input_embeddings().weight.shape[0]
-        fields: dict[str, Any] = {
-            "vocab_size": vocab_size,
-            "hidden_size": target_config.hidden_size,
-            "intermediate_size": getattr(target_config, "intermediate_size", 4 * target_config.hidden_size),
-            "num_hidden_layers": num_layers,
-            "num_attention_heads": target_config.num_attention_heads,
-            "num_key_value_heads": getattr(target_config, "num_key_value_heads", None),
-            "head_dim": getattr(target_config, "head_dim", None),
-            "hidden_act": getattr(target_config, "hidden_act", "silu"),
-            "max_position_embeddings": getattr(target_config, "max_position_embeddings", 4096),
-            "rms_norm_eps": getattr(target_config, "rms_norm_eps", 1e-6),
-            "rope_parameters": _draft_rope_parameters(target_config),
-            "target_model_type": target_config.model_type,
-            "target_name_or_path": getattr(target_model.config, "_name_or_path", None) or None,
-            "target_tie_word_embeddings": _ties_embeddings(target_model),
-        }
-        unknown = set(overrides) - set(EagleDraftConfig().to_dict()) - set(fields)
-        if unknown:
-            raise TypeError(f"EagleDraftModel.from_target got unknown config fields {sorted(unknown)}.")
-        fields.update(overrides)
+        fields = {**target_config_fields(target_model), "num_hidden_layers": num_layers}
+        vocab_size = fields["vocab_size"]
+        check_config_overrides(cls, EagleDraftConfig, fields, overrides)
         vocab_ids = None
         if draft_vocab is not None:
             vocab_ids = _draft_vocab_ids(draft_vocab, vocab_size)
@@ -368,26 +417,6 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         if vocab_ids is not None:
             draft.set_draft_vocab(vocab_ids)
         return draft
-
-    @classmethod
-    def from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, target_model: PreTrainedModel | None = None,
-        **kwargs: Any,
-    ) -> EagleDraftModel:
-        """`PreTrainedModel.from_pretrained`, plus `target_model=` to attach the target's embedding and head.
-
-        Unlike the base method, a checkpoint that does not hold every weight of the draft (or holds weights the draft
-        does not have) is refused with a one-line `ValueError` instead of being completed with random values. With
-        `target_model=`, the draft follows the target's dtype and device.
-        """
-        wants_info = bool(kwargs.pop("output_loading_info", False))
-        draft, info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
-        )
-        _check_loading_info(pretrained_model_name_or_path, info)
-        if target_model is not None:
-            draft.attach_target(target_model)
-        return (draft, info) if wants_info else draft
 
     @classmethod
     def from_eagle_checkpoint(
@@ -522,29 +551,15 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         """
         if hidden_states is None:
             raise EdaInputError("EagleDraftModel.forward needs hidden_states= (the target's last hidden states).")
-        if inputs_embeds is None:
-            if input_ids is None:
-                raise EdaInputError("EagleDraftModel.forward needs input_ids= or inputs_embeds=.")
-            self._require_heads()
-            inputs_embeds = self.embed_tokens(input_ids)
+        inputs_embeds = self.embed_inputs(input_ids, inputs_embeds)
         if hidden_states.shape[-1] != self.config.hidden_size:
             raise EdaInputError(
                 f"hidden_states have size {hidden_states.shape[-1]} but this draft expects {self.config.hidden_size}: "
                 "pass the last hidden states of the target the draft was built for."
             )
-        if hidden_states.shape[:2] != inputs_embeds.shape[:2]:
-            raise EdaInputError(
-                f"hidden_states {tuple(hidden_states.shape[:2])} and tokens {tuple(inputs_embeds.shape[:2])} must have "
-                "the same [batch, seq] shape (features at t pair with token t+1)."
-            )
-        batch, seq = inputs_embeds.shape[:2]
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past_len, past_len + seq, device=inputs_embeds.device).expand(batch, seq)
-        mask = build_attention_mask(self.config, inputs_embeds, attention_mask, past_key_values)
-
+        past_key_values, position_ids, mask = self.prepare_step(
+            inputs_embeds, hidden_states, attention_mask, position_ids, past_key_values, use_cache
+        )
         x = self.fc(torch.cat((inputs_embeds, hidden_states.to(inputs_embeds.dtype)), dim=-1))
         position_embeddings = self.rotary_emb(x, position_ids)
         for layer in self.layers:
@@ -558,11 +573,6 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
             last_hidden_state=x, logits=logits, past_key_values=past_key_values if use_cache else None
         )
 
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:  # type: ignore[override]
-        """Push the draft with an `eda_adapters` model card (see [`eda_adapters.push_to_hub`])."""
-        from ...hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
 
 
 def concat_hidden_states(hidden_states: tuple[torch.Tensor | None, ...], indices: list[int]) -> torch.Tensor:
@@ -573,6 +583,35 @@ def concat_hidden_states(hidden_states: tuple[torch.Tensor | None, ...], indices
             f"The target returned no hidden state at some of {indices}: run it with output_hidden_states={indices}."
         )
     return chosen[0] if len(chosen) == 1 else torch.cat(chosen, dim=-1)
+
+
+def target_config_fields(target_model: PreTrainedModel) -> dict[str, Any]:
+    """The draft config fields both draft architectures copy from a target: sizes, attention and rotary settings,
+    and what identifies the target."""
+    target_config = _check_causal_lm(target_model).get_text_config()
+    return {
+        "vocab_size": target_model.get_input_embeddings().weight.shape[0],
+        "hidden_size": target_config.hidden_size,
+        "intermediate_size": getattr(target_config, "intermediate_size", 4 * target_config.hidden_size),
+        "num_attention_heads": target_config.num_attention_heads,
+        "num_key_value_heads": getattr(target_config, "num_key_value_heads", None),
+        "head_dim": getattr(target_config, "head_dim", None),
+        "hidden_act": getattr(target_config, "hidden_act", "silu"),
+        "max_position_embeddings": getattr(target_config, "max_position_embeddings", 4096),
+        "rms_norm_eps": getattr(target_config, "rms_norm_eps", 1e-6),
+        "rope_parameters": _draft_rope_parameters(target_config),
+        "target_model_type": target_config.model_type,
+        "target_name_or_path": getattr(target_model.config, "_name_or_path", None) or None,
+        "target_tie_word_embeddings": _ties_embeddings(target_model),
+    }
+
+
+def check_config_overrides(model_class: type, config_class: type, fields: dict[str, Any], overrides: dict) -> None:
+    """`from_target(**overrides)` takes config fields only: a misspelt one is a `TypeError` naming it."""
+    unknown = set(overrides) - set(config_class().to_dict()) - set(fields)
+    if unknown:
+        raise TypeError(f"{model_class.__name__}.from_target got unknown config fields {sorted(unknown)}.")
+    fields.update(overrides)
 
 
 def _draft_vocab_ids(token_ids: Any, vocab_size: int) -> torch.Tensor:
@@ -607,13 +646,7 @@ def _ties_embeddings(model: PreTrainedModel) -> bool:
     return head is not None and head.weight is model.get_input_embeddings().weight
 
 
-# Keys a draft checkpoint may lack without harm: the target's heads (attached at load time) and recomputed buffers.
-_OPTIONAL_KEYS = set(TARGET_HEAD_KEYS) | {"rotary_emb.inv_freq"}
-
-
-def _check_loading_info(
-    path: str | os.PathLike, info: dict[str, Any], optional: set[str] = _OPTIONAL_KEYS, importer: str = "EagleDraftModel"
-) -> None:
+def _check_loading_info(path: str | os.PathLike, info: dict[str, Any], optional: frozenset[str], importer: str) -> None:
     """Refuse a checkpoint that lacks weights of the draft (other than `optional` ones) or holds others, in one line."""
     missing = sorted(set(info.get("missing_keys") or ()) - optional)
     unexpected = sorted(set(info.get("unexpected_keys") or ()) - optional)

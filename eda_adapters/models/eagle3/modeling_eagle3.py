@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
@@ -35,18 +35,14 @@ from ..eagle.modeling_eagle import (
     EagleRMSNorm,
     EagleRotaryEmbedding,
     _check_causal_lm,
-    _check_loading_info,
-    _draft_rope_parameters,
     _draft_vocab_ids,
-    _ties_embeddings,
-    build_attention_mask,
+    check_config_overrides,
     concat_hidden_states,
+    target_config_fields,
 )
 from .configuration_eagle3 import NUM_AUX_HIDDEN_STATES, Eagle3DraftConfig, default_aux_layer_ids
 from ...errors import EdaInputError
 
-#: Keys a saved EAGLE-3 draft may lack: the target's embedding (attached at load time) and recomputed buffers.
-OPTIONAL_KEYS = {"embed_tokens.weight", "rotary_emb.inv_freq"}
 HEAD_INITS = ("target", "random")
 
 
@@ -120,6 +116,7 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
 
     #: Modules shared with the target, never saved or fingerprinted as the draft's own (the head is the draft's).
     borrowed_modules = ("embed_tokens",)
+    optional_checkpoint_keys = frozenset({"embed_tokens.weight", "rotary_emb.inv_freq"})
 
     def __init__(self, config: Eagle3DraftConfig) -> None:
         super().__init__(config)
@@ -161,38 +158,22 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
         """
         if head_init not in HEAD_INITS:
             raise EdaInputError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}.")
-        target_config = _check_causal_lm(target_model).get_text_config()
-        vocab_size = target_model.get_input_embeddings().weight.shape[0]
-        num_layers = target_config.num_hidden_layers
+        fields = target_config_fields(target_model)
+        num_layers = target_model.config.get_text_config().num_hidden_layers
         if aux_layer_ids is None and num_layers < 4:
             raise EdaInputError(
                 f"The target has {num_layers} layers, too few for the default aux states [2, L//2, L-3]: pass "
                 "aux_layer_ids=[...] (three hidden_states indices in [0, L])."
             )
+        vocab_size = fields["vocab_size"]
         vocab_ids = None if draft_vocab is None else _draft_vocab_ids(draft_vocab, vocab_size).sort().values
-        fields: dict[str, Any] = {
-            "vocab_size": vocab_size,
-            "hidden_size": target_config.hidden_size,
-            "intermediate_size": getattr(target_config, "intermediate_size", 4 * target_config.hidden_size),
-            "num_attention_heads": target_config.num_attention_heads,
-            "num_key_value_heads": getattr(target_config, "num_key_value_heads", None),
-            "head_dim": getattr(target_config, "head_dim", None),
-            "hidden_act": getattr(target_config, "hidden_act", "silu"),
-            "max_position_embeddings": getattr(target_config, "max_position_embeddings", 8192),
-            "rms_norm_eps": getattr(target_config, "rms_norm_eps", 1e-6),
-            "rope_parameters": _draft_rope_parameters(target_config),
-            "target_hidden_size": target_config.hidden_size,
+        fields.update({
+            "target_hidden_size": fields["hidden_size"],
             "target_num_hidden_layers": num_layers,
             "eagle_aux_hidden_state_layer_ids": list(aux_layer_ids or default_aux_layer_ids(num_layers)),
             "draft_vocab_size": vocab_size if vocab_ids is None else int(vocab_ids.numel()),
-            "target_model_type": target_config.model_type,
-            "target_name_or_path": getattr(target_model.config, "_name_or_path", None) or None,
-            "target_tie_word_embeddings": _ties_embeddings(target_model),
-        }
-        unknown = set(overrides) - set(Eagle3DraftConfig().to_dict()) - set(fields)
-        if unknown:
-            raise TypeError(f"Eagle3DraftModel.from_target got unknown config fields {sorted(unknown)}.")
-        fields.update(overrides)
+        })
+        check_config_overrides(cls, Eagle3DraftConfig, fields, overrides)
         draft = cls(Eagle3DraftConfig(**fields))
         draft.attach_target(target_model)
         if vocab_ids is not None:
@@ -200,26 +181,6 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
         if head_init == "target":
             draft.init_head_from_target(target_model)
         return draft
-
-    @classmethod
-    def from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, target_model: PreTrainedModel | None = None,
-        **kwargs: Any,
-    ) -> Eagle3DraftModel:
-        """`PreTrainedModel.from_pretrained`, plus `target_model=` to attach the target's embedding.
-
-        A checkpoint that does not hold every weight of the draft (or holds others) is refused in one line instead
-        of being completed with random values.
-        """
-        wants_info = bool(kwargs.pop("output_loading_info", False))
-        draft, info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
-        )
-        _check_loading_info(pretrained_model_name_or_path, info, optional=OPTIONAL_KEYS, importer=cls.__name__)
-        draft.check_vocab_maps()
-        if target_model is not None:
-            draft.attach_target(target_model)
-        return (draft, info) if wants_info else draft
 
     @classmethod
     def from_eagle_checkpoint(
@@ -327,6 +288,17 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
     def has_target_heads(self) -> bool:
         return self.embed_tokens is not None
 
+    def _require_heads(self) -> None:
+        if self.embed_tokens is None:
+            raise EdaInputError(
+                "This draft has no target attached (it reads the target's embedding): call "
+                "draft.attach_target(target) or Eagle3DraftModel.from_pretrained(path, target_model=target)."
+            )
+
+    def check_loaded(self) -> None:
+        """A loaded draft's `d2t` and `t2d` must describe its draft vocabulary."""
+        self.check_vocab_maps()
+
     def get_input_embeddings(self) -> nn.Module | None:
         return self.embed_tokens
 
@@ -385,15 +357,7 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
                 "Eagle3DraftModel.forward needs hidden_states= (draft.target_features(target_outputs.hidden_states), "
                 "or the draft's previous last_hidden_state)."
             )
-        if inputs_embeds is None:
-            if input_ids is None:
-                raise EdaInputError("Eagle3DraftModel.forward needs input_ids= or inputs_embeds=.")
-            if self.embed_tokens is None:
-                raise EdaInputError(
-                    "This draft has no target attached (it reads the target's embedding): call "
-                    "draft.attach_target(target) or Eagle3DraftModel.from_pretrained(path, target_model=target)."
-                )
-            inputs_embeds = self.embed_tokens(input_ids)
+        inputs_embeds = self.embed_inputs(input_ids, inputs_embeds)
         fused_width = NUM_AUX_HIDDEN_STATES * self.config.target_hidden_size
         width = hidden_states.shape[-1]
         if width == fused_width:
@@ -404,19 +368,10 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
                 f"pass draft.target_features(outputs.hidden_states)) or {self.config.hidden_size} (its own previous "
                 "last_hidden_state)."
             )
-        if hidden_states.shape[:2] != inputs_embeds.shape[:2]:
-            raise EdaInputError(
-                f"hidden_states {tuple(hidden_states.shape[:2])} and tokens {tuple(inputs_embeds.shape[:2])} must have "
-                "the same [batch, seq] shape (features at t pair with token t+1)."
-            )
         hidden_states = hidden_states.to(inputs_embeds.dtype)
-        batch, seq = inputs_embeds.shape[:2]
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past_len, past_len + seq, device=inputs_embeds.device).expand(batch, seq)
-        mask = build_attention_mask(self.config, inputs_embeds, attention_mask, past_key_values)
+        past_key_values, position_ids, mask = self.prepare_step(
+            inputs_embeds, hidden_states, attention_mask, position_ids, past_key_values, use_cache
+        )
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         hidden_states = self.midlayer(
             inputs_embeds, hidden_states, position_embeddings, attention_mask=mask, past_key_values=past_key_values
@@ -425,12 +380,6 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
         return Eagle3DraftOutput(
             last_hidden_state=hidden_states, logits=logits, past_key_values=past_key_values if use_cache else None
         )
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:  # type: ignore[override]
-        """Push the draft with an `eda_adapters` model card (see [`eda_adapters.push_to_hub`])."""
-        from ...hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
 
 
 __all__ = ["Eagle3DraftModel", "Eagle3DraftOutput", "Eagle3DecoderLayer"]
