@@ -75,7 +75,7 @@ def _check_lossless(target, draft, prompts: list[torch.LongTensor]) -> tuple[flo
     return sum(chain_taus) / len(chain_taus), sum(tree_taus) / len(tree_taus)
 
 
-@pytest.fixture(scope="module", params=[("llama", True), ("llama", False), ("qwen2", False)], ids=str)
+@pytest.fixture(scope="module", params=[("llama", True), ("llama", False), ("qwen2", True), ("qwen2", False)], ids=str)
 def fitted(request):
     family, tied = request.param
     target = make_target(family, num_hidden_layers=LAYERS, initializer_range=0.1, tie_word_embeddings=tied)

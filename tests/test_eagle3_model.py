@@ -160,3 +160,18 @@ def test_bad_input_gets_one_line(tmp_path):
     small.save_pretrained(tmp_path)
     with pytest.raises(EdaInputError, match="vocabulary maps do not agree with draft_vocab_size=10"):
         Eagle3DraftModel.from_pretrained(tmp_path)
+
+
+def test_draft_vocabulary_from_answer_token_counts():
+    """The draft vocabulary comes from counts at the loss-masked (answer) positions: prompt tokens do not count."""
+    from eda_adapters.data import most_frequent_tokens
+
+    target = eagle3_target()
+    rows = [
+        {"input_ids": [90, 91, 92, 10, 11, 11], "loss_mask": [0, 0, 0, 1, 1, 1]},
+        {"input_ids": [90, 93, 12, 11, 12], "loss_mask": [0, 0, 1, 1, 1]},
+    ]
+    vocab = most_frequent_tokens(rows, size=3, vocab_size=97)
+    draft = Eagle3DraftModel.from_target(target, draft_vocab=vocab)
+    assert draft.t2d.nonzero().flatten().tolist() == [10, 11, 12]
+    assert torch.equal(draft.draft_token_ids, torch.tensor([10, 11, 12]))

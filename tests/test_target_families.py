@@ -14,7 +14,7 @@ from conftest import TINY
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from eda_adapters import EagleDraftModel, EdaConfig, TreeConfig, export_draft, speculative_generate
+from eda_adapters import Eagle3DraftModel, EagleDraftModel, EdaConfig, TreeConfig, export_draft, speculative_generate
 
 FAMILY_CONFIGS = {
     "llama-tied": ("llama", dict(TINY, tie_word_embeddings=True)),
@@ -139,3 +139,11 @@ def test_incomplete_draft_checkpoint_is_refused(tmp_path):
     save_file(weights, tmp_path / "draft" / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"missing layers\.0\.mlp\.down_proj\.weight.*unexpected layers\.0\.mlp\.extra"):
         EagleDraftModel.from_pretrained(tmp_path / "draft", target_model=target)
+
+
+def test_eagle3_drafts_are_lossless_on_every_family(family_target):
+    """An EAGLE-3 draft (three states of a two-layer target: [0, 1, 2]) plain and EDA-wrapped, on each family."""
+    torch.manual_seed(0)
+    draft = Eagle3DraftModel.from_target(family_target, draft_vocab=range(3, 90), aux_layer_ids=[0, 1, 2])
+    _assert_lossless(family_target, draft)
+    _assert_lossless(family_target, peft.get_peft_model(draft, EdaConfig(init_private_weights="random")))
