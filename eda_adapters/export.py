@@ -47,7 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .atomic import atomic_directory
-from .models import EagleDraftModel
+from .models import Eagle3DraftModel, EagleDraftModel
 from .tuners import EdaConfig, draft_fingerprint
 from .validation import check_disjoint, load_adapter_checked
 from .errors import EdaInputError
@@ -127,6 +127,13 @@ def merge_for_export(
     """
     if isinstance(model, EagleDraftModel):
         return _copy_without_target_heads(model)
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    if isinstance(base, Eagle3DraftModel):
+        raise EdaInputError(
+            "Exporting EAGLE-3 drafts to the engines is not implemented yet: merge adapters with merge_and_unload() "
+            "and save_pretrained(), which writes the EAGLE project's key names (fc, midlayer.*, norm, lm_head, d2t, "
+            "t2d) under this library's config.json."
+        )
     if not isinstance(model, PeftModel) or not isinstance(model.get_base_model(), EagleDraftModel):
         raise TypeError(
             f"Expected an EagleDraftModel or a PeftModel wrapping one, got {type(model).__name__}: export the draft "

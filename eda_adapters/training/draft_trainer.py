@@ -146,6 +146,7 @@ class DraftTrainer(Trainer):
                 f"{type(self).__name__} needs args={self._default_config_class().__name__}(...), got "
                 f"{type(args).__name__}: the draft objective has its own fields (ce_weight, feature_noise_std, ...)."
             )
+        _refuse_eagle3(model)
         target = _load_target(target_model)
         target.requires_grad_(False)
         target.eval()
@@ -511,4 +512,17 @@ class DraftTrainer(Trainer):
             token=token or self.args.hub_token,
             revision=revision or self.args.hub_revision,
             info={**self.model_card_info(), **(info or {})},
+        )
+
+
+def _refuse_eagle3(model: Any) -> None:
+    """The objectives here train EAGLE-1 drafts, whose input is the target's last hidden state; an EAGLE-3 draft
+    would silently read that state as its own (both have width H), so it is refused until its objective exists."""
+    from ..models import Eagle3DraftModel
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if isinstance(base, Eagle3DraftModel):
+        raise EdaInputError(
+            "The draft trainers train EAGLE-1 drafts only for now: an EAGLE-3 draft needs the training-time test "
+            "objective, which is not implemented yet; decode, import and adapt EAGLE-3 drafts with PEFT instead."
         )
