@@ -4,6 +4,8 @@ verb; the target returns only the states the draft reads."""
 
 from __future__ import annotations
 
+import json
+
 import peft
 import pytest
 import torch
@@ -141,12 +143,22 @@ def test_adapters_are_refused_across_draft_architectures(tmp_path):
     target = make_target("llama", num_hidden_layers=LAYERS)
     eagle3 = peft.get_peft_model(Eagle3DraftModel.from_target(target), EdaConfig())
     eagle3.save_pretrained(tmp_path / "e3")
+    torch.manual_seed(0)
     eagle1 = peft.get_peft_model(EagleDraftModel.from_target(target), EdaConfig())
     eagle1.save_pretrained(tmp_path / "e1")
     with pytest.raises(EdaInputError, match="made for an EAGLE-3 draft .* this draft is EAGLE-1"):
         peft.PeftModel.from_pretrained(EagleDraftModel.from_target(target), tmp_path / "e3")
     with pytest.raises(EdaInputError, match="made for an EAGLE-1 draft .* this draft is EAGLE-3"):
         peft.PeftModel.from_pretrained(Eagle3DraftModel.from_target(target), tmp_path / "e1")
+    # an adapter saved before draft_model_type existed was made for an EAGLE-1 draft, the only one there was
+    config_file = tmp_path / "e1" / "adapter_config.json"
+    config_file.write_text(json.dumps({k: v for k, v in json.loads(config_file.read_text()).items()
+                                       if k != "draft_model_type"}))
+    with pytest.raises(EdaInputError, match="made for an EAGLE-1 draft .* this draft is EAGLE-3"):
+        peft.PeftModel.from_pretrained(Eagle3DraftModel.from_target(target), tmp_path / "e1")
+    torch.manual_seed(0)
+    assert peft.PeftModel.from_pretrained(EagleDraftModel.from_target(target), tmp_path / "e1").peft_config[
+        "default"].draft_model_type == "eagle_draft"
 
 
 def test_the_target_returns_only_the_states_the_draft_reads(monkeypatch):

@@ -7,8 +7,7 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
-from ..models.eagle.modeling_eagle import EagleDraftModel
-from ..models.eagle3.modeling_eagle3 import Eagle3DraftModel
+from ..models import DRAFT_MODEL_CLASSES, Eagle3DraftModel, EagleDraftModel
 
 #: A draft this package decodes with: EAGLE-1 or EAGLE-3. Both read `draft.target_features(outputs.hidden_states)`
 #: (the states `draft.hidden_state_indices` select) and give `draft.target_vocab_logits(out.logits)`.
@@ -25,12 +24,12 @@ def as_eagle_draft(model: Any) -> EagleDraft | None:
     adapter). Adapter layers are injected into the wrapped model, so running the returned base model uses the
     active adapter.
     """
-    if isinstance(model, EagleDraftModel | Eagle3DraftModel):
+    if isinstance(model, DRAFT_MODEL_CLASSES):
         return model
     get_base_model = getattr(model, "get_base_model", None)
     if callable(get_base_model):
         base = get_base_model()
-        if isinstance(base, EagleDraftModel | Eagle3DraftModel):
+        if isinstance(base, DRAFT_MODEL_CLASSES):
             return base
     return None
 

@@ -15,7 +15,10 @@ from .layer import EdaLayer
 from ...errors import EdaInputError
 
 #: Default `target_modules` per draft `model_type`.
-TRANSFORMERS_MODELS_TO_EDA_TARGET_MODULES_MAPPING: dict[str, list[str]] = {"eagle_draft": ["mlp"], "eagle3_draft": ["mlp"]}
+TRANSFORMERS_MODELS_TO_EDA_TARGET_MODULES_MAPPING: dict[str, list[str]] = {
+    "eagle_draft": ["mlp"],  # layers.N.mlp
+    "eagle3_draft": ["mlp"],  # midlayer.mlp
+}
 #: What an adapter saved before `EdaConfig.draft_model_type` existed was made for: the only draft there was.
 LEGACY_DRAFT_MODEL_TYPE = "eagle_draft"
 
