@@ -6,7 +6,7 @@ they predict at a given tau.
 
 The target is a *randomly initialised* `Qwen2ForCausalLM` with Qwen2.5-7B's shape, built directly on the device
 (nothing is downloaded); the drafts are `EagleDraftModel.from_target(target)` (full head) and the same with a reduced
-draft vocabulary (`draft_vocab=torch.arange(N)`). Costs depend on shapes, not on weights, so random weights measure
+draft vocabulary (`draft_vocab=torch.arange(N)`), or `Eagle3DraftModel`s with `--draft-arch eagle3`. Costs depend on shapes, not on weights, so random weights measure
 them honestly; acceptance (tau) does depend on weights, so it is an input (`--tau`, plus the EAGLE papers' range).
 
 Measured (median of `--repeats`, CUDA events on a GPU, after warm-up):
@@ -41,7 +41,7 @@ from transformers import PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 from transformers.cache_utils import DynamicCache
 
 import eda_adapters
-from eda_adapters import EagleDraftModel, TreeConfig, speculative_generate, track_acceptance
+from eda_adapters import Eagle3DraftModel, EagleDraftModel, TreeConfig, speculative_generate, track_acceptance
 from eda_adapters.atomic import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -119,9 +119,11 @@ def target_forward_times(
 
 
 @torch.no_grad()
-def draft_step_times(draft: EagleDraftModel, context: int, width: int, repeats: int) -> tuple[float, float]:
+def draft_step_times(draft: Any, context: int, width: int, repeats: int) -> tuple[float, float]:
     """Seconds of one draft forward over one token (a chain step) and over `width` tokens with a tree mask (a tree
-    expansion step), each on a draft KV cache of `context` positions, logits over the target vocabulary included."""
+    expansion step), each on a draft KV cache of `context` positions, logits over the target vocabulary included.
+    The features have the draft's width: an EAGLE-3 draft then reads them as its own previous state, as every
+    draft step after the first of a decoding step does."""
     device, hidden = draft.device, draft.config.hidden_size
     ids = torch.randint(draft.config.vocab_size, (1, context + width), device=device)
     features = torch.randn(1, context + width, hidden, dtype=draft.dtype, device=device)
@@ -130,11 +132,12 @@ def draft_step_times(draft: EagleDraftModel, context: int, width: int, repeats: 
     reset = lambda: _crop_to(cache, context)  # noqa: E731
 
     def forward(n: int, mask: torch.Tensor | None = None) -> Any:
-        return draft(
+        out = draft(
             input_ids=ids[:, context : context + n], hidden_states=features[:, context : context + n],
             attention_mask=mask, position_ids=torch.full((1, n), context, device=device),
             past_key_values=cache, use_cache=True,
         )
+        return draft.target_vocab_logits(out.logits)  # decoding maps EAGLE-3's draft ids to target ids too
 
     step = median_time(lambda: forward(1), device, repeats, reset=reset)
     tree_mask = _prefix_mask(width, context, causal=False, device=device)[None, None]
@@ -219,10 +222,20 @@ def predict_speedups(costs: dict[str, Any], taus: Sequence[float], k: int, depth
     return rows
 
 
-def build_models(tiny: bool, draft_vocab: int, device: torch.device, dtype: torch.dtype, target_name: str | None = None
-                 ) -> tuple[PreTrainedModel, EagleDraftModel, EagleDraftModel]:
+def build_draft(target: PreTrainedModel, arch: str, draft_vocab: torch.Tensor | None = None) -> Any:
+    """An EAGLE-1 (`arch="eagle"`) or EAGLE-3 draft for `target`; an EAGLE-3 draft of a target with fewer than four
+    layers reads the states [0, L//2, L] (the default [2, L//2, L-3] needs four)."""
+    if arch == "eagle3":
+        layers = target.config.num_hidden_layers
+        aux = None if layers >= 4 else [0, layers // 2, layers]
+        return Eagle3DraftModel.from_target(target, draft_vocab=draft_vocab, aux_layer_ids=aux)
+    return EagleDraftModel.from_target(target, draft_vocab=draft_vocab)
+
+
+def build_models(tiny: bool, draft_vocab: int, device: torch.device, dtype: torch.dtype, target_name: str | None = None,
+                 arch: str = "eagle") -> tuple[PreTrainedModel, Any, Any]:
     """A random Qwen2.5-7B-shaped (or tiny) target in eval mode, or the real `target_name` (anything
-    `eda_adapters.load_target` accepts), and its full-head and reduced-head drafts."""
+    `eda_adapters.load_target` accepts), and its full-head and reduced-head drafts of architecture `arch`."""
     config = Qwen2Config(**(TINY if tiny else QWEN25_7B))
     with torch.device(device):
         if target_name is not None:
@@ -230,8 +243,8 @@ def build_models(tiny: bool, draft_vocab: int, device: torch.device, dtype: torc
             config = target.config
         else:
             target = Qwen2ForCausalLM._from_config(config, dtype=dtype).eval()
-        full = EagleDraftModel.from_target(target).to(device=device, dtype=dtype).eval()
-        reduced = EagleDraftModel.from_target(target, draft_vocab=torch.arange(min(draft_vocab, config.vocab_size)))
+        full = build_draft(target, arch).to(device=device, dtype=dtype).eval()
+        reduced = build_draft(target, arch, torch.arange(min(draft_vocab, config.vocab_size)))
         reduced = reduced.to(device=device, dtype=dtype).eval()
     return target, full, reduced
 
@@ -243,7 +256,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)  # tiny CPU models: one thread is fastest and least hit by other load
     dtype = torch.float32 if args.tiny or (args.target and device.type == "cpu") else torch.bfloat16
     torch.manual_seed(0)
-    target, full, reduced = build_models(args.tiny, args.draft_vocab, device, dtype, args.target)
+    target, full, reduced = build_models(args.tiny, args.draft_vocab, device, dtype, args.target, args.draft_arch)
     tree = TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_total_tokens)
     k, repeats = args.k, args.repeats
     target_times, tree_time = target_forward_times(target, args.context, (1, k + 1, tree.total_tokens),
@@ -285,7 +298,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
             "num_attention_heads": config.num_attention_heads, "num_key_value_heads": config.num_key_value_heads,
             "intermediate_size": config.intermediate_size, "vocab_size": config.vocab_size,
-            "draft_layers": full.config.num_hidden_layers, "draft_vocab_size": reduced.config.draft_vocab_size,
+            "draft_arch": args.draft_arch, "draft_layers": full.config.num_hidden_layers,
+            "draft_vocab_size": reduced.config.draft_vocab_size,
             "context": args.context, "k": k, "tree": {"depth": tree.depth, "top_k": tree.top_k,
                                                       "total_tokens": tree.total_tokens},
         },
@@ -306,7 +320,8 @@ def format_report(report: dict[str, Any]) -> str:
     k, tree = shapes["k"], shapes["tree"]
     lines = [
         f"Device: {report['device']}, {report['dtype']}, target {shapes['target']}, context {shapes['context']}, "
-        f"draft vocab {shapes['draft_vocab_size']} / {shapes['vocab_size']}",
+        f"{'EAGLE-3' if shapes.get('draft_arch') == 'eagle3' else 'EAGLE-1'} drafts, draft vocab "
+        f"{shapes['draft_vocab_size']} / {shapes['vocab_size']}",
         "",
         "| cost | ms |",
         "|---|---:|",
@@ -347,6 +362,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--k", type=int, default=5, help="draft tokens per chain step")
     parser.add_argument("--draft-vocab", type=int, default=32768, help="reduced draft vocabulary size")
+    parser.add_argument("--draft-arch", choices=("eagle", "eagle3"), default="eagle",
+                        help="EAGLE-1 drafts (default) or EAGLE-3 drafts (three target states, own head)")
     parser.add_argument("--tree-depth", type=int, default=6)
     parser.add_argument("--tree-top-k", type=int, default=10)
     parser.add_argument("--tree-total-tokens", type=int, default=60)

@@ -20,20 +20,21 @@ def gpu_costs():
     return module
 
 
-def test_tiny_cost_check_reports_every_cost(gpu_costs, tmp_path, capsys):
+@pytest.mark.parametrize("arch", ["eagle", "eagle3"])
+def test_tiny_cost_check_reports_every_cost(gpu_costs, tmp_path, capsys, arch):
     out = tmp_path / "costs" / "gpu_costs_cpu.json"
     k, depth, top_k, nodes, tau = 3, 3, 2, 6, 1.7
     returned = gpu_costs.main([
         "--tiny", "--tau", str(tau), "--context", "48", "--k", str(k), "--tree-depth", str(depth),
         "--tree-top-k", str(top_k), "--tree-total-tokens", str(nodes), "--repeats", "3", "--generate-repeats", "3",
-        "--short-run", "4", "--long-run", "12", "--json", str(out),
+        "--short-run", "4", "--long-run", "12", "--json", str(out), "--draft-arch", arch,
     ])
     report = json.loads(out.read_text())
     assert report == json.loads(json.dumps(returned))
     assert report["device"] == "cpu" and report["dtype"] == "float32"
     assert set(report["versions"]) == {"torch", "transformers", "eda_adapters"}
     shapes = report["shapes"]
-    assert shapes["hidden_size"] == 64 and shapes["context"] == 48 and shapes["k"] == k
+    assert shapes["hidden_size"] == 64 and shapes["context"] == 48 and shapes["k"] == k and shapes["draft_arch"] == arch
     assert shapes["draft_vocab_size"] < shapes["vocab_size"]
     assert shapes["tree"] == {"depth": depth, "top_k": top_k, "total_tokens": nodes}
 
