@@ -80,7 +80,7 @@ class EagleCandidateGenerator(CandidateGenerator):
     """
 
     requires_model_outputs: bool = True
-    model_kwargs_overrides: dict[str, Any] = {"output_hidden_states": -1}
+    model_kwargs_overrides: dict[str, Any]  # set per draft in __init__: the target states it reads
 
     def __init__(
         self,

@@ -468,8 +468,7 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
     def draft_logits_to_vocab(self, draft_logits: torch.Tensor) -> torch.Tensor:
         """Reduced-head logits `[..., draft_vocab_size]` as target-vocabulary logits `[..., vocab_size]`: the draft's
         tokens at their target ids, `-inf` elsewhere (probability 0, never proposed)."""
-        full = draft_logits.new_full((*draft_logits.shape[:-1], self.config.vocab_size), float("-inf"))
-        return full.index_copy(-1, self.d2t, draft_logits)
+        return scatter_to_vocab(draft_logits, self.d2t, self.config.vocab_size)
 
     # ------------------------------------------------------------------ what the draft reads from the target
     @property
@@ -573,6 +572,12 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
             last_hidden_state=x, logits=logits, past_key_values=past_key_values if use_cache else None
         )
 
+
+def scatter_to_vocab(draft_logits: torch.Tensor, target_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Draft-vocabulary logits `[..., n]` as target-vocabulary logits `[..., vocab_size]`: draft token `i` at target id
+    `target_ids[i]`, `-inf` elsewhere (probability 0: never proposed; the target still verifies)."""
+    full = draft_logits.new_full((*draft_logits.shape[:-1], vocab_size), float("-inf"))
+    return full.index_copy(-1, target_ids, draft_logits)
 
 
 def concat_hidden_states(hidden_states: tuple[torch.Tensor | None, ...], indices: list[int]) -> torch.Tensor:

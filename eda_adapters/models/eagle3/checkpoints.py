@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
-from ..eagle.checkpoints import read_checkpoint_config, read_checkpoint_tensors
+from ..eagle.checkpoints import checkpoint_rope_parameters, read_checkpoint_config, read_checkpoint_tensors
 from ..eagle.modeling_eagle import _ties_embeddings
 from .configuration_eagle3 import Eagle3DraftConfig, default_aux_layer_ids
 from ...errors import EdaInputError
@@ -180,8 +180,6 @@ def _draft_config(
     target_config: Any,
 ) -> Eagle3DraftConfig:
     """An `Eagle3DraftConfig` from a published config and the shapes of its tensors (shapes win where both exist)."""
-    from ..eagle.checkpoints import checkpoint_rope_parameters
-
     fc = state["fc.weight"]
     hidden = fc.shape[0]
     target_hidden = int(checkpoint_config.get("target_hidden_size") or layer_config.get("target_hidden_size") or hidden)

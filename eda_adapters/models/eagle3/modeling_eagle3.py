@@ -38,6 +38,7 @@ from ..eagle.modeling_eagle import (
     _draft_vocab_ids,
     check_config_overrides,
     concat_hidden_states,
+    scatter_to_vocab,
     target_config_fields,
 )
 from .configuration_eagle3 import NUM_AUX_HIDDEN_STATES, Eagle3DraftConfig, default_aux_layer_ids
@@ -324,8 +325,7 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
         draft token at its target id, `-inf` elsewhere (never proposed; the target still verifies)."""
         if self.config.draft_vocab_size == self.config.vocab_size and not bool(self.d2t.any()):
             return logits
-        full = logits.new_full((*logits.shape[:-1], self.config.vocab_size), float("-inf"))
-        return full.index_copy(-1, self.draft_token_ids, logits)
+        return scatter_to_vocab(logits, self.draft_token_ids, self.config.vocab_size)
 
     # ------------------------------------------------------------------ forward
     def forward(
