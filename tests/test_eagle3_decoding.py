@@ -177,24 +177,3 @@ def test_the_target_returns_only_the_states_the_draft_reads(monkeypatch):
     assert seen and all(kept == [2, 4, 5] for kept in seen), seen
     with pytest.raises(EdaInputError, match=r"hidden states \[-1\], but this draft reads \[2, 4, 5\]"):
         replay_acceptance(draft, target, greedy_references(target, _prompts(1), 4)[0])
-
-
-def test_trainers_refuse_eagle3_drafts_until_their_objective_exists(tmp_path):
-    from eda_adapters.training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
-
-    target = make_target("llama", num_hidden_layers=LAYERS)
-    draft = Eagle3DraftModel.from_target(target)
-    with pytest.raises(EdaInputError, match="EAGLE-1 drafts only for now"):
-        EagleTrainer(model=draft, target_model=target, args=EagleTrainingConfig(output_dir=str(tmp_path), use_cpu=True))
-    with pytest.raises(EdaInputError, match="EAGLE-1 drafts only for now"):
-        EdaTrainer(model=peft.get_peft_model(draft, EdaConfig()), target_model=target,
-                   args=EdaTrainingConfig(output_dir=str(tmp_path), use_cpu=True))
-
-
-def test_export_refuses_eagle3_drafts_in_one_line(tmp_path):
-    from eda_adapters import export_draft
-
-    draft = Eagle3DraftModel.from_target(make_target("llama", num_hidden_layers=LAYERS))
-    for model in (draft, peft.get_peft_model(draft, EdaConfig())):
-        with pytest.raises(EdaInputError, match="Exporting EAGLE-3 drafts to the engines is not implemented yet"):
-            export_draft(model, tmp_path / "out", format="eagle")

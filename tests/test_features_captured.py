@@ -13,6 +13,7 @@ from eda_adapters.cli import main
 from eda_adapters.data import regenerate
 from eda_adapters.data.feature_cache import feature_layers
 from eda_adapters.data.features import stack_layers
+from eda_adapters.training import EagleTrainer, EagleTrainingConfig
 from eda_adapters.training.draft_trainer import resolve_dataset
 
 GEN = dict(max_new_tokens=8, batch_size=3, show_progress=False)
@@ -71,9 +72,10 @@ def test_chosen_layers_are_kept_and_other_drafts_refused(tmp_path):
     expected = teacher_forced(target, rows[2]["input_ids"], layers)
     assert expected.shape[-1] == 2 * target.config.hidden_size
     torch.testing.assert_close(cached[2]["hidden_states"], expected, atol=1e-4, rtol=1e-4)
-    # an EAGLE-1 draft reads the last layer alone: one line naming what to do
+    # an EAGLE-1 draft reads the last layer alone: the trainer refuses these features in one line naming what to do
     with pytest.raises(EdaInputError, match=r"hold the target's hidden_states \[1, 2\], but this draft reads \[2\]"):
-        resolve_dataset(str(path), target, "training set")
+        EagleTrainer(target_model=target, train_dataset=str(path),
+                     args=EagleTrainingConfig(output_dir=str(tmp_path / "train"), use_cpu=True, report_to=[]))
     with pytest.raises(EdaInputError, match="out of range"):
         feature_layers(target, [7])
 

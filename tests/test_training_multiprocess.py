@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 from accelerate import debug_launcher
 
@@ -16,19 +17,26 @@ def _ragged_rows():
     return [torch.randint(3, 97, (n,), generator=generator).tolist() for n in LENGTHS]
 
 
-def _stage1_args(output_dir: str, batch_size: int) -> dict:
+def _stage1_args(output_dir: str, batch_size: int, architecture: str) -> dict:
     return dict(
         output_dir=output_dir, max_steps=3, per_device_train_batch_size=batch_size, learning_rate=1e-2, logging_steps=1,
         save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0, feature_noise_std=0.0,
+        draft_architecture=architecture, ttt_steps=3,  # EAGLE-3: three forwards of the DDP model per batch
     )
 
 
-def _train_on_two_processes(output_dir: str) -> None:
+def _target(architecture: str):
+    from conftest import make_target
+
+    # an EAGLE-3 draft reads three hidden states: [2, L//2, L-3] needs a few layers
+    return make_target("mistral", **({"num_hidden_layers": 6} if architecture == "eagle3" else {}))
+
+
+def _train_on_two_processes(output_dir: str, architecture: str) -> None:
     # Runs in each spawned process: everything is built here (no state shared with the pytest process).
     import sys
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from conftest import make_target
     from datasets import Dataset
     from safetensors.torch import save_file
 
@@ -36,14 +44,15 @@ def _train_on_two_processes(output_dir: str) -> None:
     from eda_adapters.training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
 
     torch.set_num_threads(1)
-    target = make_target("mistral")
+    target = _target(architecture)
     data = Dataset.from_dict({"input_ids": _ragged_rows()})
     common = dict(
         max_steps=3, per_device_train_batch_size=2, learning_rate=1e-2, logging_steps=1, save_strategy="no",
-        report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
+        report_to=[], use_cpu=True, disable_tqdm=True, seed=0, ttt_steps=2,
     )
     stage1 = EagleTrainer(
-        target_model=target, args=EagleTrainingConfig(**_stage1_args(f"{output_dir}/stage1", 2)), train_dataset=data
+        target_model=target, args=EagleTrainingConfig(**_stage1_args(f"{output_dir}/stage1", 2, architecture)),
+        train_dataset=data,
     )
     assert stage1.accelerator.num_processes == 2, "debug_launcher did not start 2 processes"
     before = stage1.model.fc.weight.detach().clone()
@@ -75,28 +84,28 @@ def _train_on_two_processes(output_dir: str) -> None:
             json.dump({"world_size": stage2.accelerator.num_processes, "logs": logs}, handle)
 
 
-def test_two_process_training(tmp_path, monkeypatch):
+@pytest.mark.parametrize("architecture", ["eagle", "eagle3"])
+def test_two_process_training(tmp_path, monkeypatch, architecture):
     # With OMP_NUM_THREADS unset, accelerate raises the forked workers' torch threads; an OpenMP pool re-used after
     # fork (the pytest process has already run models) deadlocks. One thread per worker is also what CPU DDP wants.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    debug_launcher(_train_on_two_processes, args=(str(tmp_path),), num_processes=2)
+    debug_launcher(_train_on_two_processes, args=(str(tmp_path), architecture), num_processes=2)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["world_size"] == 2
     assert len(result["logs"]) == 6 and all(row["num_tokens"] > 0 for row in result["logs"])
 
     # 2 processes x 2 rows make the same steps as 1 process x 4 rows: the loss is the token mean over both processes
-    from conftest import make_target
     from datasets import Dataset
     from safetensors.torch import load_file
 
-    from eda_adapters import EagleDraftModel
+    from eda_adapters import Eagle3DraftModel, EagleDraftModel
     from eda_adapters.training import EagleTrainer, EagleTrainingConfig
 
-    target = make_target("mistral")
-    draft = EagleDraftModel.from_target(target)
+    target = _target(architecture)
+    draft = (EagleDraftModel if architecture == "eagle" else Eagle3DraftModel).from_target(target)
     draft.load_state_dict(load_file(tmp_path / "initial.safetensors"))
     single = EagleTrainer(model=draft, target_model=target, args=EagleTrainingConfig(**_stage1_args(
-        str(tmp_path / "single"), 4)), train_dataset=Dataset.from_dict({"input_ids": _ragged_rows()}))
+        str(tmp_path / "single"), 4, architecture)), train_dataset=Dataset.from_dict({"input_ids": _ragged_rows()}))
     single.train()
     torch.testing.assert_close(single.model.fc.weight, load_file(tmp_path / "stage1_fc.safetensors")["fc.weight"],
                                rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ from ..export import (
 )
 from ..errors import EdaInputError
 
-HELP = "Merge EDA adapters into their shared draft and write drafts vLLM/SGLang load (one per adapter)."
+HELP = "Merge EDA adapters into their shared draft and write drafts vLLM/SGLang/speculators load (one per adapter)."
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         " (OUTPUT_DIR/NAME/); with one, OUTPUT_DIR is the servable draft.",
     )
     parser.add_argument(
-        "--draft", required=True, help="Directory of the shared draft (EagleDraftModel.save_pretrained)."
+        "--draft", required=True, help="Directory of the shared draft (EagleDraftModel/Eagle3DraftModel.save_pretrained)."
     )
     parser.add_argument(
         "--adapter", help="Directory written by PeftModel.save_pretrained; omit to export the shared draft alone."
@@ -38,9 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--adapter-name", action="append", dest="adapter_names", metavar="NAME",
         help="Export only this adapter (repeatable; default: every adapter found under --adapter).",
     )
-    parser.add_argument("--format", choices=EXPORT_FORMATS, default="eagle", help="eagle: EAGLE-1 layout; hf: ours.")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="eagle", help="eagle: an engine's layout; hf: ours.")
     parser.add_argument(
-        "--engine", choices=SERVING_ENGINES, default="vllm", help="Flavour of the eagle layout (default: vllm)."
+        "--engine", choices=SERVING_ENGINES, default="vllm",
+        help="Engine whose layout is written: vllm or sglang (EAGLE-1 and EAGLE-3 drafts), speculators (EAGLE-3; "
+        "vLLM's speculators format). Default: vllm.",
     )
     add_output_dir(parser, "Output directory (must be missing or empty).", deprecated=("--out",))
     parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty output directory.")
@@ -49,7 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--include-embeddings", action="store_true",
         help="Also write the target's embed_tokens.weight (needs --target).",
     )
-    parser.add_argument("--target", help="The target model (local path), only needed with --include-embeddings.")
+    parser.add_argument(
+        "--target",
+        help="The target model (local path or name): its embedding with --include-embeddings; recorded as the "
+        "verifier of a speculators export.",
+    )
     parser.add_argument(
         "--fold-fc-bias", action="store_true",
         help="vLLM: fold a non-zero fc bias exactly into layer 0's attention biases instead of refusing.",
@@ -62,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import EagleDraftModel
+    from ..models.draft_loading import load_draft
     from ..validation import check_disjoint, check_model_dir
 
     draft_dir = Path(args.draft)
@@ -75,14 +81,16 @@ def run(args: argparse.Namespace) -> int:
         args.output_dir, {"--draft": args.draft, "--adapter": args.adapter, "--target": args.target}, "--output-dir"
     )
     check_model_dir(draft_dir, "--draft", "draft")
-    if args.target and not args.include_embeddings:
-        raise EdaInputError("--target is only used with --include-embeddings: drop it, or add --include-embeddings.")
+    if args.target and not args.include_embeddings and args.engine != "speculators":
+        raise EdaInputError(
+            "--target is only used with --include-embeddings or --engine speculators: drop it, or add one of them."
+        )
     target = None
     if args.include_embeddings and args.target:
         from ..models.loading import load_target
 
         target = load_target(args.target)
-    draft = EagleDraftModel.from_pretrained(draft_dir, target_model=target)
+    draft = load_draft(draft_dir, target_model=target)
     options = ExportOptions(
         format=args.format,
         engine=args.engine,
@@ -91,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         fold_fc_bias=args.fold_fc_bias,
         overwrite=args.overwrite,
         allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
+        verifier=args.target if args.engine == "speculators" else None,
     )
     if args.adapter is None:
         if args.adapter_names:

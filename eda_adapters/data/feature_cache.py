@@ -114,6 +114,15 @@ def feature_layers(target: PreTrainedModel, layers: list[int] | tuple[int, ...] 
     return resolved
 
 
+def draft_feature_layers(draft: Any, target: PreTrainedModel) -> list[int]:
+    """The `hidden_states` entries a feature cache holds for `draft` (see `feature_layers`): those the draft reads
+    (its `hidden_state_indices`), then the last one unless that is all it reads, since the target's logits come from it
+    through the frozen head. EAGLE-1: `[L]`; EAGLE-3: its three aux layers, then `L`."""
+    count = target.config.get_text_config().num_hidden_layers
+    read = feature_layers(target, getattr(draft, "hidden_state_indices", None))
+    return read if read == [count] else read + [count]
+
+
 def write_feature_shard(
     path: str | os.PathLike, samples: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], dtype_name: str
 ) -> None:
@@ -278,7 +287,7 @@ class CachedFeatureDataset(TorchDataset):
         self.index = load_feature_index(path)
         if target is not None:
             check_target_signature(self.index["target"], target, what=f"the cached features in {str(path)!r}")
-        self._check_layers(target, layers)
+        self.check_layers(target, layers)
         self._shard_of: dict[int, str] = {}
         for shard in self.index["shards"]:
             check_safetensors_file(self.path / shard["file"], "cached feature shard")  # headers only: cheap
@@ -286,7 +295,9 @@ class CachedFeatureDataset(TorchDataset):
                 self._shard_of[int(sample)] = shard["file"]
         self._handles: dict[str, Any] = {}
 
-    def _check_layers(self, target: PreTrainedModel | dict[str, Any] | None, wanted: Any) -> None:
+    def check_layers(self, target: PreTrainedModel | dict[str, Any] | None, wanted: Any) -> None:
+        """Raise a one-line error unless these features hold the `hidden_states` entries `wanted` (default, with a
+        loaded `target`: its last one), in that order."""
         loaded = isinstance(target, PreTrainedModel)
         if wanted is None and not loaded:
             return

@@ -1,6 +1,6 @@
 """Training EAGLE drafts: sibling trainers over `DraftTrainer`, stage 1 (`EagleTrainer`: the whole shared draft for a
 base target) and stage 2 (`EdaTrainer`: only the private EDA adapter, for a fine-tuned target), each minimising a
-pluggable objective (`EagleObjective` by default). See docs/training.md."""
+pluggable objective (`EagleObjective` for EAGLE-1 drafts, `TrainingTimeTestObjective` for EAGLE-3). See docs/training.md."""
 
 from typing import TYPE_CHECKING
 
@@ -14,8 +14,22 @@ if TYPE_CHECKING:
     from .eagle_trainer import EagleTrainer
     from .eda_config import EdaTrainingConfig
     from .eda_trainer import EdaTrainer
-    from .losses import EagleLossOutput, add_feature_noise, eagle_loss, shift_for_draft
-    from .objectives import DraftObjective, EagleObjective, ObjectiveOutput
+    from .losses import (
+        DraftVocabLossOutput,
+        EagleLossOutput,
+        add_feature_noise,
+        draft_vocab_cross_entropy,
+        eagle_loss,
+        shift_for_draft,
+    )
+    from .objectives import (
+        DraftObjective,
+        EagleObjective,
+        ObjectiveOutput,
+        TrainingTimeTestObjective,
+        default_objective,
+        training_time_test_mask,
+    )
 
 # public name -> defining module, imported on first access: `training.eagle_config` (the CLI's option parser) must not
 # load the trainers
@@ -30,6 +44,11 @@ _LAZY_NAMES = {
     "DraftObjective": ".objectives",
     "EagleObjective": ".objectives",
     "ObjectiveOutput": ".objectives",
+    "TrainingTimeTestObjective": ".objectives",
+    "default_objective": ".objectives",
+    "training_time_test_mask": ".objectives",
+    "DraftVocabLossOutput": ".losses",
+    "draft_vocab_cross_entropy": ".losses",
     "EdaTrainingConfig": ".eda_config",
     "EdaTrainer": ".eda_trainer",
     "EagleLossOutput": ".losses",
@@ -42,6 +61,7 @@ __all__ = [
     "DraftDataCollator",
     "DraftObjective",
     "DraftTrainer",
+    "DraftVocabLossOutput",
     "EagleObjective",
     "ObjectiveOutput",
     "EagleLossOutput",
@@ -50,11 +70,15 @@ __all__ = [
     "EdaTrainer",
     "EdaTrainingConfig",
     "NonFiniteLossError",
+    "TrainingTimeTestObjective",
     "add_feature_noise",
+    "default_objective",
+    "draft_vocab_cross_entropy",
     "eagle_loss",
     "greedy_acceptance_length",
     "prompts_from_dataset",
     "shift_for_draft",
+    "training_time_test_mask",
 ]
 
 __getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY_NAMES)

@@ -26,6 +26,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..console import quiet_trainer
 from ..data import CachedFeatureDataset, check_target_signature, compute_target_features, load_rows
+from ..data.feature_cache import draft_feature_layers
+from ..data.signature import target_signature
 from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
 from ..fingerprints import dataset_sample_fingerprint, target_fingerprint
 from ..models import EagleDraftModel
@@ -35,7 +37,7 @@ from ..validation import check_causal_lm
 from .acceptance import greedy_acceptance_length, prompts_from_dataset
 from .collator import FEATURES_KEY, DraftDataCollator
 from .eagle_config import EagleTrainingConfig
-from .objectives import DraftObjective, EagleObjective
+from .objectives import DraftObjective, default_objective, unwrap_draft
 from .run_signature import (
     SIGNATURE_HYPERPARAMETERS,
     check_training_output_dir,
@@ -94,7 +96,8 @@ def resolve_dataset(dataset: Any, target: PreTrainedModel, what: str) -> Any:
         return None
     if isinstance(dataset, (str, os.PathLike)):
         if os.path.isfile(os.path.join(dataset, FEATURE_INDEX_FILE)):
-            return CachedFeatureDataset(dataset, target=target)
+            # the target is checked here, the layers once the draft that reads them is known (`check_layers`)
+            return CachedFeatureDataset(dataset, target=target_signature(target))
         return load_rows(dataset)
     if isinstance(dataset, CachedFeatureDataset):
         check_target_signature(dataset.signature, target, what=f"the cached features of the {what}")
@@ -107,15 +110,15 @@ class DraftTrainer(Trainer):
     tau, checkpoints that refuse another run's, and a model card.
 
     A sibling sets `stage` (recorded in the run signature) and `card_stage`, builds its draft in `_prepare_draft`, and
-    may save differently. The loss comes from `objective` (default: the class's `objective_class()`), e.g.
-    [`EagleObjective`]. Arguments are [`EagleTrainer`]'s.
+    may save differently. The loss comes from `objective` (default: the draft's own, see `default_objective`):
+    [`EagleObjective`] for EAGLE-1 drafts, [`TrainingTimeTestObjective`] for EAGLE-3 ones. Arguments are
+    [`EagleTrainer`]'s.
     """
 
     #: recorded in the run signature: a checkpoint of another stage is refused on resume
     stage: ClassVar[str]
     #: the "stage" row of the model card
     card_stage: ClassVar[str]
-    objective_class: ClassVar[type] = EagleObjective
     # compute_loss normalises by the loss tokens of the whole accumulated batch (see get_batch_samples), so the
     # Trainer must not divide by the accumulation steps again
     loss_is_scaled_for_ga = True
@@ -134,7 +137,6 @@ class DraftTrainer(Trainer):
         peft_config: Any = None,
         objective: DraftObjective | None = None,
     ) -> None:
-        self.objective = objective if objective is not None else self.objective_class()
         if target_model is None:
             raise EdaInputError(
                 f"{type(self).__name__} needs target_model= (the frozen target whose features it predicts)."
@@ -146,14 +148,18 @@ class DraftTrainer(Trainer):
                 f"{type(self).__name__} needs args={self._default_config_class().__name__}(...), got "
                 f"{type(args).__name__}: the draft objective has its own fields (ce_weight, feature_noise_std, ...)."
             )
-        _refuse_eagle3(model)
         target = _load_target(target_model)
         target.requires_grad_(False)
         target.eval()
         train_dataset = resolve_dataset(train_dataset, target, "training data")
         model = self._prepare_draft(model, target, args, peft_config, train_dataset=train_dataset)
+        self.objective = objective if objective is not None else default_objective(model)
+        self.feature_layers = draft_feature_layers(unwrap_draft(model), target)
         eval_dataset = resolve_dataset(eval_dataset, target, "evaluation data")
         tau_dataset = resolve_dataset(tau_dataset, target, "tau data")
+        for data in (train_dataset, eval_dataset):
+            if isinstance(data, CachedFeatureDataset):
+                data.check_layers(target, self.feature_layers)
         if data_collator is None:
             data_collator = DraftDataCollator(max_length=args.max_length, pad_to_multiple_of=args.pad_to_multiple_of)
         if train_dataset is not None and hasattr(train_dataset, "column_names") and "input_ids" not in (
@@ -214,16 +220,22 @@ class DraftTrainer(Trainer):
 
     # ------------------------------------------------------------------ the objective
     def _target_features(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The target's features and logits: cached features (logits through the frozen head), or online."""
-        if FEATURES_KEY in inputs:
-            features = inputs[FEATURES_KEY]
-            head = self.target_model.get_output_embeddings()
-            with torch.no_grad():
-                features = features.to(head.weight.dtype)
+        """The draft's input features and the target's logits: from cached features (`self.feature_layers`
+        concatenated; the logits through the frozen head from the last layer's), or from one target forward."""
+        layers = self.feature_layers
+        if FEATURES_KEY not in inputs:
+            return compute_target_features(
+                self.target_model, inputs["input_ids"], inputs.get("attention_mask"), return_logits=True,
+                layers=layers[:-1] if len(layers) > 1 else None,
+            )
+        features = inputs[FEATURES_KEY]
+        head = self.target_model.get_output_embeddings()
+        with torch.no_grad():
+            features = features.to(head.weight.dtype)
+            if len(layers) == 1:
                 return features, head(features)
-        return compute_target_features(
-            self.target_model, inputs["input_ids"], inputs.get("attention_mask"), return_logits=True
-        )
+            width = features.shape[-1] // len(layers)
+            return features[..., :-width], head(features[..., -width:])
 
     def compute_loss(
         self,
@@ -379,6 +391,9 @@ class DraftTrainer(Trainer):
             "data": dataset_sample_fingerprint(self.train_dataset) if self.train_dataset is not None else None,
             "hyperparameters": hyper,
         }
+        objective = self.objective.signature(self.args) if hasattr(self.objective, "signature") else None
+        if objective is not None:
+            signature["objective"] = objective
         return json.loads(json.dumps(signature, default=str))  # the form it takes once read back from disk
 
     def _draft_base(self) -> EagleDraftModel:
@@ -514,15 +529,3 @@ class DraftTrainer(Trainer):
             info={**self.model_card_info(), **(info or {})},
         )
 
-
-def _refuse_eagle3(model: Any) -> None:
-    """The objectives here train EAGLE-1 drafts, whose input is the target's last hidden state; an EAGLE-3 draft
-    would silently read that state as its own (both have width H), so it is refused until its objective exists."""
-    from ..models import Eagle3DraftModel
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if isinstance(base, Eagle3DraftModel):
-        raise EdaInputError(
-            "The draft trainers train EAGLE-1 drafts only for now: an EAGLE-3 draft needs the training-time test "
-            "objective, which is not implemented yet; decode, import and adapt EAGLE-3 drafts with PEFT instead."
-        )

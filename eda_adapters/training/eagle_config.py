@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .losses import FEATURE_NOISE_TYPES
+
+#: Values of `EagleTrainingConfig.draft_architecture`: the draft a trainer builds when it is given none.
+DRAFT_ARCHITECTURES = ("eagle", "eagle3")
 from ..errors import EdaInputError
 
 
@@ -37,6 +40,14 @@ class EagleTrainingConfig(TrainingArguments):
             `"uniform"`, `"gaussian"`, or `"length_scaled"` (the authors' uniform noise of half-width
             `feature_noise_std * 256 / sequence length`), see [`eda_adapters.training.add_feature_noise`].
 
+        ttt_steps (`int`, defaults to `3`):
+            EAGLE-3 drafts only: the unroll length of the training-time test, the draft's passes per batch on its own
+            outputs ([`eda_adapters.training.TrainingTimeTestObjective`]). The EAGLE-3 references use 7 and
+            `speculators` 3; each step costs one more draft forward and backward. EAGLE-3 drafts use neither
+            `regression_weight`, `ce_weight` nor feature noise.
+        ttt_step_weight (`float`, defaults to `0.8`):
+            EAGLE-3 drafts only: step `k`'s loss is weighted `ttt_step_weight ** k`.
+
         > Parameters of the data
 
         max_length (`int` or `None`, defaults to `2048`):
@@ -48,6 +59,10 @@ class EagleTrainingConfig(TrainingArguments):
 
         > Parameters of the draft built when the trainer gets no draft
 
+        draft_architecture (`str`, defaults to `"eagle"`):
+            The draft built when the trainer is given none: `"eagle"` (EAGLE-1, `EagleDraftModel`: reads the target's
+            last hidden state and predicts the next one) or `"eagle3"` (`Eagle3DraftModel`: fuses three target hidden
+            states and predicts the next token, trained with the training-time test). A given draft keeps its own.
         draft_num_layers (`int`, defaults to `1`):
             Decoder layers of the draft built with `EagleDraftModel.from_target(target, num_layers=...)` when the
             trainer is given no `model`.
@@ -57,7 +72,8 @@ class EagleTrainingConfig(TrainingArguments):
             (`eda_adapters.data.most_frequent_tokens`). Draft steps then cost a fraction of a full-vocabulary head's
             on large-vocabulary targets. `None`: the target's full head.
         freeze_draft_head (`bool`, defaults to `False`):
-            Keep the reduced head's rows equal to the target head's (only with `draft_vocab_size`).
+            Keep the reduced head's rows equal to the target head's (only with `draft_vocab_size`; EAGLE-1 drafts only:
+            an EAGLE-3 draft's head is its own and always trains).
 
         > Parameters of the acceptance-length evaluation
 
@@ -93,6 +109,9 @@ class EagleTrainingConfig(TrainingArguments):
         metadata={"help": "Noise kind.", "choices": list(FEATURE_NOISE_TYPES)},
     )
 
+    ttt_steps: int = field(default=3, metadata={"help": "EAGLE-3: training-time test unroll length."})
+    ttt_step_weight: float = field(default=0.8, metadata={"help": "EAGLE-3: step k's loss weight is this ** k."})
+
     # -- data
     max_length: int | None = field(default=2048, metadata={"help": "Truncate sequences to this many tokens."})
     pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad batches to a multiple of this."})
@@ -101,6 +120,10 @@ class EagleTrainingConfig(TrainingArguments):
     )
 
     # -- draft construction
+    draft_architecture: str = field(
+        default="eagle",
+        metadata={"help": "Draft built when none is given.", "choices": list(DRAFT_ARCHITECTURES)},
+    )
     draft_num_layers: int = field(default=1, metadata={"help": "Layers of a draft built from the target."})
     draft_vocab_size: int | None = field(
         default=None, metadata={"help": "Reduced draft vocabulary: the N most frequent training tokens (None: full)."}
@@ -136,6 +159,17 @@ class EagleTrainingConfig(TrainingArguments):
         if self.draft_vocab_size is not None and self.draft_vocab_size < 1:
             raise EdaInputError(
                 f"{type(self).__name__}.draft_vocab_size must be >= 1 or None, got {self.draft_vocab_size}."
+            )
+        if self.draft_architecture not in DRAFT_ARCHITECTURES:
+            raise EdaInputError(
+                f"{type(self).__name__}.draft_architecture must be one of {list(DRAFT_ARCHITECTURES)}, got "
+                f"{self.draft_architecture!r}."
+            )
+        if self.ttt_steps < 1:
+            raise EdaInputError(f"{type(self).__name__}.ttt_steps must be >= 1, got {self.ttt_steps}.")
+        if not 0 < self.ttt_step_weight <= 1:
+            raise EdaInputError(
+                f"{type(self).__name__}.ttt_step_weight must be in (0, 1], got {self.ttt_step_weight}."
             )
         if self.draft_num_layers < 1:
             raise EdaInputError(f"{type(self).__name__}.draft_num_layers must be >= 1, got {self.draft_num_layers}.")

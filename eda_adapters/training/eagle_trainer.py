@@ -15,7 +15,8 @@ from transformers.trainer import TRAINING_ARGS_NAME
 
 from ..data.draft_vocab import most_frequent_tokens
 from ..errors import EdaInputError
-from ..models import EagleDraftModel
+from ..models import DRAFT_MODEL_CLASSES, Eagle3DraftModel, EagleDraftModel
+from ..models.draft_loading import load_draft
 from ..tuners import EdaConfig
 from .draft_trainer import DraftTrainer, NonFiniteLossError
 from .eagle_config import EagleTrainingConfig
@@ -23,19 +24,22 @@ from .joint import adapter_signature, joint_draft, load_joint_draft, save_joint_
 
 
 class EagleTrainer(DraftTrainer):
-    r"""Trainer for stage 1: the whole shared EAGLE draft learns to predict a frozen target's next hidden state.
+    r"""Trainer for stage 1: the whole shared EAGLE draft learns from a frozen target.
 
-    Each batch runs the target once (online features; or reads cached features, see `eda_adapters.data`), shifts the
-    sequences so the draft reads (feature_t, token_{t+1}) and predicts feature_{t+1}, adds uniform noise to the input
-    features and minimises `regression_weight * SmoothL1 + ce_weight * CE(target distribution, draft distribution)`
-    ([`eda_adapters.training.eagle_loss`]). Logged metrics: `loss`, `regression_loss`, `ce_loss`, `accuracy` (draft
-    top-1 == target top-1 on loss positions), `num_tokens`, and `tau` when a `tau_dataset` is given.
+    Each batch runs the target once (online features; or reads cached features, see `eda_adapters.data`) and shifts
+    the sequences so the draft reads (feature_t, token_{t+1}). An EAGLE-1 draft then predicts feature_{t+1} from noisy
+    input features and minimises `regression_weight * SmoothL1 + ce_weight * CE(target distribution, draft
+    distribution)` ([`eda_adapters.training.eagle_loss`]). An EAGLE-3 draft runs the training-time test: `ttt_steps`
+    passes, each on its own previous output, with a soft cross-entropy over its vocabulary per pass
+    ([`eda_adapters.training.TrainingTimeTestObjective`]). Logged metrics: `loss`, `ce_loss`, `accuracy` (draft top-1
+    == target top-1 on loss positions), `regression_loss` (EAGLE-1), `accuracy_step_k` (EAGLE-3), `num_tokens`, and
+    `tau` when a `tau_dataset` is given.
 
     Args:
-        model (`EagleDraftModel`, `str` or `None`):
-            The draft to train, a path to one, or `None` to build `EagleDraftModel.from_target(target_model,
-            num_layers=args.draft_num_layers)`. The draft is attached to `target_model` (its embedding and output head
-            are the target's, frozen).
+        model (`EagleDraftModel`, `Eagle3DraftModel`, `str` or `None`):
+            The draft to train, a path to one, or `None` to build the one `args.draft_architecture` names with
+            `from_target(target_model, ...)`. The draft is attached to `target_model` (it borrows the target's
+            embedding, and an EAGLE-1 draft its output head, frozen).
         target_model (`PreTrainedModel` or `str`):
             The frozen target, or a reference `eda_adapters.load_target` accepts (HF folder, `.gguf`, packaged name).
         args ([`EagleTrainingConfig`]): Training configuration.
@@ -78,6 +82,25 @@ class EagleTrainer(DraftTrainer):
         vocab_size = target.get_input_embeddings().weight.shape[0]
         return most_frequent_tokens(iter(train_dataset), args.draft_vocab_size, vocab_size, always=always)
 
+    def _build_draft(
+        self, target: PreTrainedModel, args: EagleTrainingConfig, train_dataset: Any
+    ) -> EagleDraftModel | Eagle3DraftModel:
+        """The draft `args.draft_architecture` names, sized for `target`."""
+        draft_vocab = self._draft_vocab(target, args, train_dataset)
+        if args.draft_architecture == "eagle":
+            return EagleDraftModel.from_target(
+                target,
+                num_layers=args.draft_num_layers,
+                draft_vocab=draft_vocab,
+                draft_head_trainable=not args.freeze_draft_head,
+            )
+        if args.draft_num_layers != 1 or args.freeze_draft_head:
+            raise EdaInputError(
+                "An EAGLE-3 draft has one decoder layer and its own trainable head: leave draft_num_layers at 1 and "
+                "freeze_draft_head off with draft_architecture='eagle3'."
+            )
+        return Eagle3DraftModel.from_target(target, draft_vocab=draft_vocab)
+
     def _prepare_draft(
         self,
         model: nn.Module | str | None,
@@ -101,21 +124,19 @@ class EagleTrainer(DraftTrainer):
             # every shared module trains in stage 1 anyway: the stage-1 adapter holds the private expert alone
             peft_config = dataclasses.replace(peft_config, modules_to_save=None)
         if model is None:
-            model = EagleDraftModel.from_target(
-                target,
-                num_layers=args.draft_num_layers,
-                draft_vocab=self._draft_vocab(target, args, train_dataset),
-                draft_head_trainable=not args.freeze_draft_head,
-            )
-        elif isinstance(model, str):
-            model = EagleDraftModel.from_pretrained(model, target_model=target)
+            model = self._build_draft(target, args, train_dataset)
+        elif isinstance(model, (str, os.PathLike)):
+            model = load_draft(model, target_model=target)
         elif hasattr(model, "peft_config"):
             raise TypeError(
                 "EagleTrainer trains the whole shared draft; this model carries PEFT adapters: train them with "
-                "EdaTrainer, or pass the plain EagleDraftModel."
+                "EdaTrainer, or pass the plain draft."
             )
-        if not isinstance(model, EagleDraftModel):
-            raise TypeError(f"model must be an EagleDraftModel, a path to one, or None; got {type(model).__name__}.")
+        if not isinstance(model, DRAFT_MODEL_CLASSES):
+            raise TypeError(
+                "model must be an EagleDraftModel or Eagle3DraftModel, a path to one, or None; got "
+                f"{type(model).__name__}."
+            )
         model.attach_target(target)
         if peft_config is not None:
             model = joint_draft(model, peft_config)

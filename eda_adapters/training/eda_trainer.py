@@ -9,7 +9,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..models import EagleDraftModel
+from ..models import DRAFT_MODEL_CLASSES, Eagle3DraftModel, EagleDraftModel
+from ..models.draft_loading import load_draft
 from ..tuners import EdaConfig, EdaLayer, draft_fingerprint
 from .eagle_config import EagleTrainingConfig
 from .draft_trainer import DraftTrainer
@@ -65,11 +66,11 @@ class EdaTrainer(DraftTrainer):
     ) -> nn.Module:
         if model is None:
             raise EdaInputError(
-                "EdaTrainer needs model= the shared stage-1 draft (an EagleDraftModel, a path to one, or a PeftModel "
+                "EdaTrainer needs model= the shared stage-1 draft (an EagleDraftModel or Eagle3DraftModel, a path to one, or a PeftModel "
                 "holding an EDA adapter); train one with EagleTrainer first."
             )
-        if isinstance(model, str):
-            model = EagleDraftModel.from_pretrained(model, target_model=target)
+        if isinstance(model, (str, os.PathLike)):
+            model = load_draft(model, target_model=target)
         if isinstance(model, PeftModel):
             if peft_config is not None:
                 raise EdaInputError(
@@ -84,9 +85,10 @@ class EdaTrainer(DraftTrainer):
                 )
             model.get_base_model().attach_target(target)
         else:
-            if not isinstance(model, EagleDraftModel):
+            if not isinstance(model, DRAFT_MODEL_CLASSES):
                 raise TypeError(
-                    f"model must be an EagleDraftModel, a path to one, or a PeftModel; got {type(model).__name__}."
+                    "model must be an EagleDraftModel or Eagle3DraftModel, a path to one, or a PeftModel; got "
+                    f"{type(model).__name__}."
                 )
             if peft_config is None:
                 raise EdaInputError(
@@ -142,22 +144,23 @@ class EdaTrainer(DraftTrainer):
         return {"base draft": base, **super().model_card_info()}
 
 
-def _check_shared_mlps(draft: EagleDraftModel, config: EdaConfig) -> None:
+def _check_shared_mlps(draft: EagleDraftModel | Eagle3DraftModel, config: EdaConfig) -> None:
     """One-line error when the draft has no plain shared SwiGLU MLP for the adapter to wrap."""
     if config.target_modules is not None:
         return  # custom targets: PEFT and EdaLayer check them
-    for index, layer in enumerate(getattr(draft, "layers", [])):
+    layers = draft.named_decoder_layers()
+    if not layers:
+        raise EdaInputError("This draft has no decoder layers, so no shared MLP for an EDA adapter to wrap.")
+    for name, layer in layers:
         mlp = getattr(layer, "mlp", None)
         if isinstance(mlp, EdaLayer):
             raise EdaInputError(
-                f"layers.{index}.mlp already wraps an EDA adapter: pass the PeftModel itself (no peft_config), or "
+                f"{name}.mlp already wraps an EDA adapter: pass the PeftModel itself (no peft_config), or "
                 "merge_and_unload() it first to get a plain shared draft."
             )
         projections = ("gate_proj", "up_proj", "down_proj")
         if mlp is None or not all(isinstance(getattr(mlp, p, None), nn.Linear) for p in projections):
             raise EdaInputError(
-                f"layers.{index}.mlp of this draft is not a shared SwiGLU MLP (gate_proj/up_proj/down_proj): an EDA "
-                "adapter has nothing to wrap; use a draft built with EagleDraftModel.from_target."
+                f"{name}.mlp of this draft is not a shared SwiGLU MLP (gate_proj/up_proj/down_proj): an EDA "
+                "adapter has nothing to wrap; use a draft built with from_target."
             )
-    if not getattr(draft, "layers", None):
-        raise EdaInputError("This draft has no decoder layers, so no shared MLP for an EDA adapter to wrap.")

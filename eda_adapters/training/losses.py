@@ -103,3 +103,44 @@ def shift_for_draft(
     target logits that go with `target_features` are `target_logits[:, 1:]`.
     """
     return input_ids[:, 1:], features[:, :-1], features[:, 1:], mask[:, 1:]
+
+
+@dataclass
+class DraftVocabLossOutput:
+    """Soft cross-entropy of one unrolled step: `loss` is the mean over the counted positions, `summed` their sum
+    (both keep their graph); `accuracy` is detached."""
+
+    loss: torch.Tensor
+    summed: torch.Tensor
+    accuracy: torch.Tensor
+    num_tokens: int
+
+
+def draft_vocab_cross_entropy(
+    draft_logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    draft_token_ids: torch.LongTensor,
+    loss_mask: torch.Tensor,
+) -> DraftVocabLossOutput:
+    """EAGLE-3's loss on aligned positions: cross-entropy from the target's next-token distribution, renormalised over
+    the draft vocabulary, to the draft's.
+
+    Args:
+        draft_logits: `[B, S, draft_vocab_size]`, the draft head's logits.
+        target_logits: `[B, S, vocab_size]`, the target's logits at the same positions.
+        draft_token_ids: `[draft_vocab_size]`, the target id of each draft id.
+        loss_mask: `[B, S]`, 1 where the position counts.
+
+    `accuracy` is the share of counted positions where the draft's top token (as a target id) is the target's top token
+    over its whole vocabulary: a token outside the draft vocabulary can never be accepted, so it counts as a miss.
+    """
+    mask = loss_mask.to(torch.float32)
+    num_tokens = int(mask.sum().item())
+    denom = mask.sum().clamp_min(1.0)
+    target_probs = torch.softmax(target_logits.index_select(-1, draft_token_ids).float(), dim=-1)
+    draft_logp = torch.log_softmax(draft_logits.float(), dim=-1)
+    ce = -(target_probs * draft_logp).sum(-1)
+    summed = (ce * mask).sum()
+    agree = (draft_token_ids[draft_logits.argmax(-1)] == target_logits.argmax(-1)).to(mask.dtype)
+    accuracy = (agree * mask).sum() / denom
+    return DraftVocabLossOutput(summed / denom, summed, accuracy.detach(), num_tokens)

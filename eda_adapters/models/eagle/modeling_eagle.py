@@ -470,6 +470,10 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         tokens at their target ids, `-inf` elsewhere (probability 0, never proposed)."""
         return scatter_to_vocab(draft_logits, self.d2t, self.config.vocab_size)
 
+    def named_decoder_layers(self) -> list[tuple[str, nn.Module]]:
+        """`(name, layer)` of each decoder layer, in order (an EDA adapter wraps each one's `mlp`)."""
+        return [(f"layers.{index}", layer) for index, layer in enumerate(self.layers)]
+
     # ------------------------------------------------------------------ what the draft reads from the target
     @property
     def hidden_state_indices(self) -> list[int]:

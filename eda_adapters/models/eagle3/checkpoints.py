@@ -9,7 +9,7 @@ Three layouts (a folder with `config.json` and safetensors or plain-tensor weigh
   aux states are fixed, the states entering layers 2, L//2 and L-3 of the target, so the config does not record them:
   pass `target_model=` to resolve L.
 - **SpecForge and SGLang**: the same keys; the aux ids, when recorded, are in the nested
-  `eagle_config.eagle_aux_hidden_state_layer_ids` as *output-of-layer* ids (ours + 1).
+  `eagle_config.eagle_aux_hidden_state_layer_ids` as *output-of-layer* ids (ours - 1).
 - **speculators** (vLLM's training library): `speculators_model_type: "eagle3"`, the layer's sizes in the nested
   `transformer_layer_config` (written as a diff against its class defaults), `draft_vocab_size`,
   `target_hidden_size`, `norm_before_residual` and a top-level `eagle_aux_hidden_state_layer_ids` in *input-of-layer*

@@ -309,6 +309,10 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
+    def named_decoder_layers(self) -> list[tuple[str, nn.Module]]:
+        """`(name, layer)` of each decoder layer, in order (an EDA adapter wraps each one's `mlp`)."""
+        return [("midlayer", self.midlayer)]
+
     # ------------------------------------------------------------------ what the draft reads from the target
     @property
     def hidden_state_indices(self) -> list[int]:

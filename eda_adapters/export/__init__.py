@@ -46,15 +46,18 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .atomic import atomic_directory
-from .models import Eagle3DraftModel, EagleDraftModel
-from .tuners import EdaConfig, draft_fingerprint
-from .validation import check_disjoint, load_adapter_checked
-from .errors import EdaInputError
-from .run_directory import RunDirectory
+from ..atomic import atomic_directory
+from ..models import DRAFT_MODEL_CLASSES, Eagle3DraftModel, EagleDraftModel
+from ..tuners import EdaConfig, draft_fingerprint
+from ..validation import check_disjoint, load_adapter_checked
+from ..errors import EdaInputError
+from ..run_directory import RunDirectory
+from .eagle3 import eagle3_layout
+from .llama_config import llama_config_fields
 
 EXPORT_FORMATS = ("eagle", "hf")
-SERVING_ENGINES = ("vllm", "sglang")
+#: Engines an export targets: EAGLE-1 drafts for vLLM and SGLang, EAGLE-3 drafts for those and `speculators`.
+SERVING_ENGINES = ("vllm", "sglang", "speculators")
 EAGLE_ARCHITECTURES = {"vllm": "LlamaForCausalLM", "sglang": "LlamaForCausalLMEagle"}
 #: Extra file written beside each export recording where it came from (engines ignore it).
 EXPORT_INFO_NAME = "eda_export.json"
@@ -67,21 +70,24 @@ class ExportOptions:
 
     Args:
         format: `"eagle"` (EAGLE-1 layout for serving engines) or `"hf"` (this library's `save_pretrained` format).
-        engine: Flavour of the EAGLE-1 layout, `"vllm"` or `"sglang"`.
+        engine: The engine whose layout `format="eagle"` writes: `"vllm"` or `"sglang"` (EAGLE-1 and EAGLE-3 drafts),
+            `"speculators"` (EAGLE-3 drafts, vLLM's speculators format).
         include_embeddings: Also write the target's input embedding as `embed_tokens.weight` (needs it attached).
         dtype: `"float32"`, `"float16"`, `"bfloat16"` (or a torch dtype); default keeps the draft's dtype.
         fold_fc_bias: vLLM only: fold a non-zero `fc` bias into layer 0's attention biases (exact) instead of refusing.
         overwrite: Replace a non-empty output directory.
         allow_fingerprint_mismatch: Export an adapter that records another draft's fingerprint.
+        verifier: speculators only: the target's name or path, recorded as the draft's verifier.
     """
 
     format: Literal["eagle", "hf"] = "eagle"
-    engine: Literal["vllm", "sglang"] = "vllm"
+    engine: Literal["vllm", "sglang", "speculators"] = "vllm"
     include_embeddings: bool = False
     dtype: str | torch.dtype | None = None
     fold_fc_bias: bool = False
     overwrite: bool = False
     allow_fingerprint_mismatch: bool = False
+    verifier: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in EXPORT_FORMATS:
@@ -89,7 +95,7 @@ class ExportOptions:
         if self.format == "hf" and self.include_embeddings:
             raise EdaInputError(
                 "include_embeddings applies to format='eagle'; the hf format re-attaches the target's embedding at "
-                "load time (EagleDraftModel.from_pretrained(path, target_model=target))."
+                "load time (eda_adapters.load_draft(path, target_model=target))."
             )
         if self.engine not in SERVING_ENGINES:
             raise EdaInputError(f"engine must be one of {SERVING_ENGINES}, got {self.engine!r}.")
@@ -111,33 +117,28 @@ class ExportOptions:
 
 # ---------------------------------------------------------------------------------------------------------- merging
 def merge_for_export(
-    model: EagleDraftModel | PeftModel,
+    model: EagleDraftModel | Eagle3DraftModel | PeftModel,
     adapter_name: str | None = None,
     allow_fingerprint_mismatch: bool = False,
-) -> EagleDraftModel:
-    """Return a plain `EagleDraftModel` holding `model` with one EDA adapter merged in; `model` is left untouched.
+) -> EagleDraftModel | Eagle3DraftModel:
+    """Return a plain draft (`EagleDraftModel` or `Eagle3DraftModel`) holding `model` with one EDA adapter merged in;
+    `model` is left untouched.
 
     Args:
         model: A draft (returned as a copy, nothing to merge) or a `PeftModel` wrapping one with EDA adapters.
         adapter_name: The adapter to merge; defaults to the active one.
         allow_fingerprint_mismatch: Merge even if the adapter records another draft's fingerprint.
 
-    The copy does not include the target's embedding and output head (they are shared with the target, and may be
-    large); the merged draft has none attached.
+    The copy does not include the modules the draft borrows from the target (its embedding, and an EAGLE-1 draft's
+    output head: shared, and possibly large); the merged draft has none attached.
     """
-    if isinstance(model, EagleDraftModel):
+    if isinstance(model, DRAFT_MODEL_CLASSES):
         return _copy_without_target_heads(model)
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    if isinstance(base, Eagle3DraftModel):
-        raise EdaInputError(
-            "Exporting EAGLE-3 drafts to the engines is not implemented yet: merge adapters with merge_and_unload() "
-            "and save_pretrained(), which writes the EAGLE project's key names (fc, midlayer.*, norm, lm_head, d2t, "
-            "t2d) under this library's config.json."
-        )
-    if not isinstance(model, PeftModel) or not isinstance(model.get_base_model(), EagleDraftModel):
+    if not isinstance(model, PeftModel) or not isinstance(model.get_base_model(), DRAFT_MODEL_CLASSES):
         raise TypeError(
-            f"Expected an EagleDraftModel or a PeftModel wrapping one, got {type(model).__name__}: export the draft "
-            "returned by EagleDraftModel.from_target / peft.get_peft_model(draft, EdaConfig(...))."
+            f"Expected an EagleDraftModel, an Eagle3DraftModel or a PeftModel wrapping one, got "
+            f"{type(model).__name__}: export the draft returned by from_target / peft.get_peft_model(draft, "
+            "EdaConfig(...))."
         )
     name = adapter_name or _single_active_adapter(model)
     if name not in model.peft_config:
@@ -152,7 +153,7 @@ def merge_for_export(
 def check_exportable_adapter(
     config: EdaConfig,
     adapter_name: str,
-    draft: EagleDraftModel,
+    draft: EagleDraftModel | Eagle3DraftModel,
     allow_fingerprint_mismatch: bool = False,
 ) -> None:
     """Raise a one-line `ValueError` if adapter `adapter_name` cannot be merged exactly into `draft`."""
@@ -192,19 +193,21 @@ def _single_active_adapter(model: PeftModel) -> str:
 
 
 def _copy_without_target_heads(model: nn.Module) -> Any:
-    """Deep-copy a draft (or a PeftModel around one) without the target's shared embedding and output head."""
+    """Deep-copy a draft (or a PeftModel around one) without the modules it borrows from the target."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
-    heads = base.embed_tokens, base.lm_head
-    if not base.config.save_target_heads:
-        base.embed_tokens = base.lm_head = None
+    borrowed = () if getattr(base.config, "save_target_heads", False) else base.borrowed_modules
+    kept = {name: getattr(base, name) for name in borrowed}
+    for name in borrowed:
+        setattr(base, name, None)
     try:
         return copy.deepcopy(model)
     finally:
-        base.embed_tokens, base.lm_head = heads
+        for name, module in kept.items():
+            setattr(base, name, module)
 
 
-def _check_uniform_mlp_width(draft: EagleDraftModel) -> None:
-    widths = [layer.mlp.gate_proj.out_features for layer in draft.layers]
+def _check_uniform_mlp_width(draft: EagleDraftModel | Eagle3DraftModel) -> None:
+    widths = [layer.mlp.gate_proj.out_features for _, layer in draft.named_decoder_layers()]
     if any(width != draft.config.intermediate_size for width in widths):
         raise EdaInputError(
             f"The merged draft's layers have MLP widths {widths}: the adapter wraps only some layers, and a draft "
@@ -233,8 +236,11 @@ def eagle_layout(
         fold_fc_bias: For vLLM, fold a non-zero `fc` bias into layer 0's attention biases instead of refusing.
         dtype: Cast the tensors to this dtype (default: keep the draft's).
     """
-    if engine not in SERVING_ENGINES:
-        raise EdaInputError(f"engine must be one of {SERVING_ENGINES}, got {engine!r}.")
+    if engine not in EAGLE_ARCHITECTURES:
+        raise EdaInputError(
+            f"An EAGLE-1 draft exports for engine in {tuple(EAGLE_ARCHITECTURES)}, got {engine!r} (speculators takes "
+            "EAGLE-3 drafts)."
+        )
     config = draft.config
     if getattr(config, "draft_vocab_size", None) is not None:
         raise EdaInputError(
@@ -293,7 +299,8 @@ def eagle_layout(
         tensors["embed_tokens.weight"] = embed_weight.detach()
     out_dtype = dtype or params["fc.weight"].dtype
     tensors = {name: t.to(out_dtype).contiguous() for name, t in sorted(tensors.items())}
-    return _llama_config_dict(config, engine, attention_bias, "fc.bias" in tensors, out_dtype), tensors
+    fields = llama_config_fields(config, attention_bias, "fc.bias" in tensors, out_dtype)
+    return {"architectures": [EAGLE_ARCHITECTURES[engine]], **fields}, tensors
 
 
 def _expected_draft_keys(config: Any) -> set[str]:
@@ -320,46 +327,6 @@ def _fold_fc_bias(tensors: dict[str, torch.Tensor], fc_bias: torch.Tensor) -> No
     tensors[f"{attn}.o_proj.bias"] = (b + (old_o.float() if old_o is not None else 0.0)).to(fc_bias.dtype)
 
 
-def _llama_config_dict(
-    config: Any, engine: str, attention_bias: bool, fc_bias: bool, dtype: torch.dtype
-) -> dict[str, Any]:
-    """A `config.json` that transformers' `LlamaConfig` (4.x and 5.x), the engines' config readers and the EAGLE
-    reference code understand. `fc_bias` says whether `fc.bias` is in the weights: the EAGLE reference loader builds
-    `fc` with a bias unless `"bias": false` says otherwise (and would keep a random one)."""
-    rope = dict(config.rope_parameters)
-    rope_theta = float(rope.get("rope_theta", 10000.0))
-    # transformers 4.x (which engines pin) reads `rope_theta` + `rope_scaling`; 5.x reads `rope_parameters`.
-    # transformers < 4.45 and the EAGLE reference code read the scaling kind as `rope_scaling["type"]`
-    rope_scaling = None
-    if rope.get("rope_type", "default") != "default":
-        rope_scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
-        rope_scaling["type"] = rope_scaling["rope_type"]
-    dtype_name = str(dtype).removeprefix("torch.")
-    return {
-        "architectures": [EAGLE_ARCHITECTURES[engine]],
-        "model_type": "llama",
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size,
-        "intermediate_size": config.intermediate_size,
-        "num_hidden_layers": config.num_hidden_layers,
-        "num_attention_heads": config.num_attention_heads,
-        "num_key_value_heads": config.num_key_value_heads,
-        "head_dim": config.head_dim,
-        "hidden_act": config.hidden_act,
-        "max_position_embeddings": config.max_position_embeddings,
-        "rms_norm_eps": config.rms_norm_eps,
-        "rope_theta": rope_theta,
-        "rope_scaling": rope_scaling,
-        "rope_parameters": rope,
-        "attention_bias": attention_bias,
-        "bias": fc_bias,
-        "mlp_bias": False,
-        "tie_word_embeddings": False,
-        "torch_dtype": dtype_name,
-        "dtype": dtype_name,
-    }
-
-
 # ---------------------------------------------------------------------------------------------------------- writing
 def check_export_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Raise `RunMismatchError` unless `output_dir` is missing, empty, or may be overwritten."""
@@ -374,7 +341,7 @@ def _atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Iterat
 
 
 def _write_one(
-    merged: EagleDraftModel,
+    merged: EagleDraftModel | Eagle3DraftModel,
     directory: Path,
     options: ExportOptions,
     embed_weight: torch.Tensor | None,
@@ -386,6 +353,11 @@ def _write_one(
         if dtype is not None:
             merged.to(dtype)
         merged.save_pretrained(directory)
+    elif isinstance(merged, Eagle3DraftModel):
+        config, tensors = eagle3_layout(merged, engine, embed_weight, dtype=dtype, verifier=options.verifier)
+        save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        info = {**info, "engine": engine}
     else:
         config, tensors = eagle_layout(merged, engine, embed_weight, fold_fc_bias=options.fold_fc_bias, dtype=dtype)
         save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
@@ -409,7 +381,7 @@ def _embedding_of(model: nn.Module, include_embeddings: bool) -> torch.Tensor | 
 
 
 def export_draft(
-    model: EagleDraftModel | PeftModel,
+    model: EagleDraftModel | Eagle3DraftModel | PeftModel,
     output_dir: str | os.PathLike,
     *,
     adapter_name: str | None = None,
@@ -419,8 +391,8 @@ def export_draft(
     """Merge one EDA adapter into its draft and write a servable draft to `output_dir`.
 
     Args:
-        model: A `PeftModel` with EDA adapters on an `EagleDraftModel` (or a bare draft, exported as is). It is not
-            modified.
+        model: A `PeftModel` with EDA adapters on an `EagleDraftModel` or `Eagle3DraftModel` (or a bare draft,
+            exported as is). It is not modified.
         output_dir: Where to write; must be missing or empty unless `overwrite=True`.
         adapter_name: Which adapter to merge (defaults to the active one).
         options: How to write it ([`ExportOptions`]).
@@ -472,7 +444,7 @@ def find_adapters(adapter_path: str | os.PathLike) -> dict[str, Path]:
 
 
 def export_adapters(
-    draft: EagleDraftModel,
+    draft: EagleDraftModel | Eagle3DraftModel,
     adapter_path: str | os.PathLike,
     output_dir: str | os.PathLike,
     *,
@@ -492,8 +464,10 @@ def export_adapters(
         Adapter name -> directory written.
     """
     options = ExportOptions.build(options, **option_fields)
-    if not isinstance(draft, EagleDraftModel):
-        raise TypeError(f"export_adapters needs the shared EagleDraftModel, got {type(draft).__name__}.")
+    if not isinstance(draft, DRAFT_MODEL_CLASSES):
+        raise TypeError(
+            f"export_adapters needs the shared draft (EagleDraftModel or Eagle3DraftModel), got {type(draft).__name__}."
+        )
     available = find_adapters(adapter_path)
     check_disjoint(output_dir, {"adapter_path": adapter_path}, "output_dir")  # --overwrite would delete the adapter
     names = adapter_names or list(available)

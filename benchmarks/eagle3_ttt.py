@@ -1,0 +1,235 @@
+"""EAGLE-1 against EAGLE-3 with training-time test on SmolLM2-135M-Instruct: the same regenerated data, the same
+reduced draft vocabulary, held-out prompts, and both equal epochs and equal training compute.
+
+Rows (all trained by `EagleTrainer` on cached features of the target's own greedy answers to general chat prompts):
+
+- `eagle1`: EAGLE-1 draft, `--epochs` epochs (feature regression + cross-entropy, EAGLE-1's objective);
+- `eagle3_ttt1`: EAGLE-3 draft, `--epochs` epochs, unroll 1 (no training-time test: isolates the architecture);
+- `eagle3_ttt3`: EAGLE-3 draft, `--epochs` epochs, unroll 3 (the training-time test);
+- `eagle1_3x`: EAGLE-1 draft, 3 x `--epochs` epochs: as many draft forward/backward passes as `eagle3_ttt3`.
+
+Each is measured on `--eval-prompts` held-out prompts (never trained on) with replayed greedy chain (5 drafted tokens)
+and EAGLE-2 tree (depth 5, top-k 10, 60 tokens) decoding: tau with 95% bootstrap intervals over prompts, and the
+chain's acceptance at each drafted position, as a share of all steps and conditional on the previous position. The
+draft step cost (one token on a 64-token cache) is timed for each architecture next to a one-token target forward.
+
+Every stage keeps its output under `--work` (regenerated data, feature caches, trained drafts, row results), so a
+run that stops resumes where it stopped. Results go to `docs/benchmarks/eagle3_ttt_smollm2.json` (+ `.png`) after each
+row.
+
+    python benchmarks/eagle3_ttt.py [--work ~/.cache/eda_adapters/eagle3_ttt] [--train-prompts 600] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from eda_adapters import load_target
+from eda_adapters.data import extract_features, load_regenerated, regenerate
+from eda_adapters.data.feature_cache import draft_feature_layers
+from eda_adapters.data.io import load_tokenizer
+from eda_adapters.generation import TreeConfig
+from eda_adapters.generation.replay import greedy_references
+from eda_adapters.models import Eagle3DraftModel, EagleDraftModel
+from eda_adapters.models.draft_loading import load_draft
+from eda_adapters.plotting import pyplot
+from eda_adapters.research.demo.chat_prompts import general_chat_prompts
+from eda_adapters.research.experiment.evaluation import measure_tau
+from eda_adapters.training import EagleTrainer, EagleTrainingConfig
+from eda_adapters.training.acceptance import prompts_from_dataset
+
+TARGET = "smollm2-135m-instruct"
+OUT = Path("docs/benchmarks/eagle3_ttt_smollm2.json")
+CHAIN_TOKENS = 5
+TREE = TreeConfig(depth=5, top_k=10, total_tokens=60)
+
+
+def rows(epochs: int) -> dict[str, dict]:
+    return {
+        "eagle1": {"draft_architecture": "eagle", "num_train_epochs": epochs, "ttt_steps": 1},
+        "eagle3_ttt3": {"draft_architecture": "eagle3", "num_train_epochs": epochs, "ttt_steps": 3},
+        "eagle3_ttt1": {"draft_architecture": "eagle3", "num_train_epochs": epochs, "ttt_steps": 1},
+        "eagle1_3x": {"draft_architecture": "eagle", "num_train_epochs": 3 * epochs, "ttt_steps": 1},
+    }
+
+
+def regenerated(target, tokenizer, prompts: list[str], folder: Path, max_new_tokens: int):
+    """The target's greedy answers (resumed by `regenerate` itself)."""
+    return regenerate(target, tokenizer, [{"prompt": p} for p in prompts], folder, max_new_tokens=max_new_tokens,
+                      batch_size=16)
+
+
+def train_row(name: str, settings: dict, target, work: Path, args: argparse.Namespace) -> dict:
+    """Train one row's draft (resuming a stopped run) and return its training record."""
+    out = work / name
+    record_file = out / "train_record.json"
+    if record_file.is_file():
+        return json.loads(record_file.read_text())
+    probe = EagleDraftModel if settings["draft_architecture"] == "eagle" else Eagle3DraftModel
+    layers = draft_feature_layers(probe.from_target(target), target)
+    cache = work / ("features-" + "-".join(map(str, layers)))
+    extract_features(target, work / "regen-train", cache, layers=layers, dtype="bfloat16", batch_size=8)
+    config = EagleTrainingConfig(
+        output_dir=str(out), per_device_train_batch_size=8, learning_rate=1e-3, max_length=256,
+        draft_vocab_size=args.draft_vocab_size, feature_noise_std=0.0, save_strategy="epoch", save_total_limit=1,
+        logging_steps=25, report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0, **settings,
+    )
+    trainer = EagleTrainer(target_model=target, args=config, train_dataset=str(cache))
+    has_checkpoint = out.is_dir() and any(p.name.startswith("checkpoint-") for p in out.iterdir())
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    seconds = time.perf_counter() - start
+    trainer.save_model()
+    logs = [row for row in trainer.state.log_history if "accuracy" in row]
+    record = {
+        "settings": settings, "train_seconds_this_session": round(seconds, 1), "resumed": has_checkpoint,
+        "optimizer_steps": trainer.state.global_step, "feature_layers": layers,
+        "draft_passes_per_batch": settings["ttt_steps"] if settings["draft_architecture"] == "eagle3" else 1,
+        "last_log": logs[-1] if logs else None,
+    }
+    record_file.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+@torch.no_grad()
+def step_cost_ms(target, drafts: dict[str, torch.nn.Module], repeats: int = 200) -> dict[str, float]:
+    """Median milliseconds of one drafted token on a 64-token cache, per draft, and of a one-token target forward."""
+    ids = torch.randint(100, 1000, (1, 65), generator=torch.Generator().manual_seed(0))
+    out = target(ids[:, :64], output_hidden_states=True, use_cache=True)
+    timings = {}
+
+    def median_ms(step) -> float:
+        for _ in range(10):
+            step()
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            samples.append(time.perf_counter() - start)
+        return 1000 * statistics.median(samples)
+
+    cache = out.past_key_values
+    length = cache.get_seq_length()
+    timings["target_forward"] = median_ms(
+        lambda: (target(ids[:, 64:], past_key_values=cache, use_cache=True), cache.crop(length))
+    )
+    for name, draft in drafts.items():
+        features = draft.target_features(out.hidden_states)
+        prefill = draft(input_ids=ids[:, 1:65], hidden_states=features, use_cache=True)
+        draft_cache, hidden = prefill.past_key_values, prefill.last_hidden_state[:, -1:]
+        size = draft_cache.get_seq_length()
+
+        def step(draft=draft, draft_cache=draft_cache, hidden=hidden, size=size):
+            logits = draft(input_ids=ids[:, 64:], hidden_states=hidden, past_key_values=draft_cache,
+                           use_cache=True).logits
+            draft.target_vocab_logits(logits).argmax(-1)
+            draft_cache.crop(size)
+
+        timings[name] = median_ms(step)
+    return {name: round(ms, 3) for name, ms in timings.items()}
+
+
+def evaluate(draft, target, prompts, references) -> dict:
+    chain = measure_tau(draft, target, prompts, num_draft_tokens=CHAIN_TOKENS, method="replay", references=references)
+    tree = measure_tau(draft, target, prompts, tree=TREE, method="replay", references=references)
+    reached = [1.0] + chain.acceptance_by_position
+    conditional = [reached[i + 1] / reached[i] if reached[i] else None for i in range(CHAIN_TOKENS)]
+    return {
+        "chain_tau": round(chain.tau, 4), "chain_ci95": [round(x, 4) for x in chain.ci95],
+        "tree_tau": round(tree.tau, 4), "tree_ci95": [round(x, 4) for x in tree.ci95],
+        "chain_acceptance_by_position": [round(x, 4) for x in chain.acceptance_by_position],
+        "chain_conditional_acceptance": [round(x, 4) if x is not None else None for x in conditional],
+        "num_prompts": chain.num_prompts, "chain_steps": chain.num_steps, "tree_steps": tree.num_steps,
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    plt = pyplot("the EAGLE-3 training-time-test plot")
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, row in results["rows"].items():
+        if "eval" not in row:
+            continue
+        positions = range(1, CHAIN_TOKENS + 1)
+        left.plot(positions, row["eval"]["chain_conditional_acceptance"], marker="o", label=name)
+        right.errorbar([name], [row["eval"]["chain_tau"]], yerr=[[row["eval"]["chain_tau"] - row["eval"]["chain_ci95"][0]],
+                       [row["eval"]["chain_ci95"][1] - row["eval"]["chain_tau"]]], fmt="o", capsize=4, color="C0")
+        right.errorbar([name], [row["eval"]["tree_tau"]], yerr=[[row["eval"]["tree_tau"] - row["eval"]["tree_ci95"][0]],
+                       [row["eval"]["tree_ci95"][1] - row["eval"]["tree_tau"]]], fmt="s", capsize=4, color="C1")
+    left.set(xlabel="drafted position", ylabel="P(accept | previous accepted)", title="chain, held-out prompts")
+    left.legend(fontsize=8)
+    right.set(ylabel="tau (tokens per target forward)", title="chain (o) and tree (s), 95% CI")
+    right.tick_params(axis="x", labelrotation=20)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default=os.path.expanduser("~/.cache/eda_adapters/eagle3_ttt"))
+    parser.add_argument("--train-prompts", type=int, default=600)
+    parser.add_argument("--eval-prompts", type=int, default=100)
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="Answer length of the regenerated data.")
+    parser.add_argument("--eval-max-new-tokens", type=int, default=48)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--draft-vocab-size", type=int, default=8192)
+    parser.add_argument("--out", default=str(OUT), help="Result JSON (a PNG is written beside it).")
+    parser.add_argument("--only", nargs="*", help="Train and measure only these rows (default: all, in order).")
+    args = parser.parse_args()
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    target = load_target(TARGET, dtype="float32").eval()
+    tokenizer = load_tokenizer(TARGET)
+    general = general_chat_prompts(seed=0)
+    if args.eval_prompts + args.train_prompts > len(general):
+        raise SystemExit(f"only {len(general)} general prompts exist")
+    held = regenerated(target, tokenizer, general[: args.eval_prompts], work / "regen-eval", args.eval_max_new_tokens)
+    regenerated(target, tokenizer, general[args.eval_prompts: args.eval_prompts + args.train_prompts],
+                work / "regen-train", args.max_new_tokens)
+    prompts = prompts_from_dataset(held, len(held))
+    results = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
+    results["setup"] = {
+        "target": TARGET, "dtype": "float32", "train_prompts": args.train_prompts, "eval_prompts": args.eval_prompts,
+        "train_answers": len(load_regenerated(work / "regen-train")), "max_new_tokens": args.max_new_tokens,
+        "eval_max_new_tokens": args.eval_max_new_tokens, "draft_vocab_size": args.draft_vocab_size,
+        "epochs": args.epochs, "chain_tokens": CHAIN_TOKENS, "tree": vars(TREE) if hasattr(TREE, "__dict__") else str(TREE),
+        "machine": {"processor": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "threads": torch.get_num_threads()},
+        "command": "python benchmarks/eagle3_ttt.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("work", "only", "out") and v),
+    }
+    references: dict[tuple, list] = {}
+    selected = rows(args.epochs)
+    for name, settings in selected.items():
+        if args.only and name not in args.only:
+            continue
+        record = train_row(name, settings, target, work, args)
+        draft = load_draft(work / name, target_model=target).eval()
+        key = tuple(draft.hidden_state_indices)
+        if key not in references:
+            references[key] = greedy_references(target, prompts, args.eval_max_new_tokens, hidden_state_indices=key)
+        results["rows"][name] = {"train": record, "eval": evaluate(draft, target, prompts, references[key])}
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(name, json.dumps(results["rows"][name]["eval"]), flush=True)
+    finished = [name for name in selected if "eval" in results["rows"].get(name, {})]
+    drafts = {}
+    for architecture in ("eagle1", "eagle3_ttt3"):
+        if architecture in finished:
+            drafts[architecture.split("_")[0]] = load_draft(work / architecture, target_model=target).eval()
+    if drafts:
+        results["step_cost_ms"] = step_cost_ms(target, drafts)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out.with_suffix(".png"))
+    print(json.dumps(results.get("step_cost_ms"), indent=1))
+
+
+if __name__ == "__main__":
+    main()
