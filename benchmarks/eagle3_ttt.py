@@ -119,7 +119,7 @@ def step_cost_ms(target, drafts: dict[str, torch.nn.Module], repeats: int = 200)
     cache = out.past_key_values
     length = cache.get_seq_length()
     timings["target_forward"] = median_ms(
-        lambda: (target(ids[:, 64:], past_key_values=cache, use_cache=True), cache.crop(length))
+        lambda: (target(ids[:, 64:], past_key_values=cache, use_cache=True), cache.crop(length - cache.get_seq_length()))
     )
     for name, draft in drafts.items():
         features = draft.target_features(out.hidden_states)
@@ -131,7 +131,7 @@ def step_cost_ms(target, drafts: dict[str, torch.nn.Module], repeats: int = 200)
             logits = draft(input_ids=ids[:, 64:], hidden_states=hidden, past_key_values=draft_cache,
                            use_cache=True).logits
             draft.target_vocab_logits(logits).argmax(-1)
-            draft_cache.crop(size)
+            draft_cache.crop(size - draft_cache.get_seq_length())  # transformers 5 crops by a negative count
 
         timings[name] = median_ms(step)
     return {name: round(ms, 3) for name, ms in timings.items()}

@@ -26,9 +26,9 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..console import quiet_trainer
 from ..data import CachedFeatureDataset, check_target_signature, compute_target_features, load_rows
+from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
 from ..data.feature_cache import draft_feature_layers
 from ..data.signature import target_signature
-from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
 from ..fingerprints import dataset_sample_fingerprint, target_fingerprint
 from ..models import EagleDraftModel
 from ..models.loading import load_target

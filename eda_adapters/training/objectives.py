@@ -125,7 +125,8 @@ def training_time_test_mask(length: int, step: int, device: torch.device | str |
 
 
 def _shift_left(values: torch.Tensor) -> torch.Tensor:
-    """`values` one position to the left along the sequence axis, zero-filled at the end."""
+    """`values` one position to the left along the sequence axis, zero-filled at the end (tokens read where nothing is
+    predicted)."""
     return torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
 
 
@@ -164,7 +165,7 @@ class TrainingTimeTestObjective:
         return steps, weight
 
     def loss_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return loss_positions(batch)  # step 0's: each later step is a mean over its own positions, weighted
+        return loss_positions(batch)  # step 0's: every step's summed loss is divided by them (see the class docstring)
 
     def signature(self, args: Any) -> dict[str, Any]:
         steps, weight = self.settings(args)
@@ -201,18 +202,19 @@ class TrainingTimeTestObjective:
                 past_key_values=cache,
                 use_cache=True,
             )
-            terms = draft_vocab_cross_entropy(outputs.logits, target_logits, token_ids, loss_mask)
+            # position t of step k predicts the token after t+1+k: the last k positions have none. Slices are views
+            # (the target's logits span its whole vocabulary: never copied per step)
+            kept = length - step
+            terms = draft_vocab_cross_entropy(
+                outputs.logits[:, :kept], target_logits[:, step:], token_ids, loss_mask[:, step:]
+            )
             total = terms.summed if total is None else total + weight**step * terms.summed
             if step == 0:
                 first = terms
                 metrics["ce_loss"], metrics["accuracy"] = terms.loss.detach(), terms.accuracy
             else:
                 metrics[f"accuracy_step_{step}"] = terms.accuracy
-            if step + 1 < steps:
-                hidden_states = outputs.last_hidden_state
-                input_ids, target_logits, loss_mask = (
-                    _shift_left(input_ids), _shift_left(target_logits), _shift_left(loss_mask)
-                )
+            hidden_states, input_ids = outputs.last_hidden_state, _shift_left(input_ids)
         return ObjectiveOutput(total / max(first.num_tokens, 1), first.num_tokens, metrics, outputs)
 
 
