@@ -5,7 +5,8 @@ Rows (all trained by `EagleTrainer` on cached features of the target's own greed
 
 - `eagle1`: EAGLE-1 draft, `--epochs` epochs (feature regression + cross-entropy, EAGLE-1's objective);
 - `eagle3_ttt1`: EAGLE-3 draft, `--epochs` epochs, unroll 1 (no training-time test: isolates the architecture);
-- `eagle3_ttt3`: EAGLE-3 draft, `--epochs` epochs, unroll 3 (the training-time test);
+- `eagle3_ttt3`, `eagle3_ttt5`: EAGLE-3 draft, `--epochs` epochs, unroll 3 or 5 (the training-time test; 5 is the
+  chain's drafted length);
 - `eagle1_3x`: EAGLE-1 draft, 3 x `--epochs` epochs: as many draft forward/backward passes as `eagle3_ttt3`.
 
 Each is measured on `--eval-prompts` held-out prompts (never trained on) with replayed greedy chain (5 drafted tokens)
@@ -57,6 +58,7 @@ def rows(epochs: int) -> dict[str, dict]:
         "eagle1": {"draft_architecture": "eagle", "num_train_epochs": epochs, "ttt_steps": 1},
         "eagle3_ttt3": {"draft_architecture": "eagle3", "num_train_epochs": epochs, "ttt_steps": 3},
         "eagle3_ttt1": {"draft_architecture": "eagle3", "num_train_epochs": epochs, "ttt_steps": 1},
+        "eagle3_ttt5": {"draft_architecture": "eagle3", "num_train_epochs": epochs, "ttt_steps": 5},
         "eagle1_3x": {"draft_architecture": "eagle", "num_train_epochs": 3 * epochs, "ttt_steps": 1},
     }
 

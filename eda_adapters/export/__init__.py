@@ -22,7 +22,11 @@ result is expressible in the chosen layout and writes it:
   A non-zero `fc` bias cannot be written for vLLM; `fold_fc_bias=True` folds it exactly into layer 0's attention
   biases instead (layer 0 has no input norm, so `fc` output `Wx + b` reaches the q/k/v projections and the residual
   unchanged: `b_q += W_q b`, `b_k += W_k b`, `b_v += W_v b`, `b_o += b`), which turns on `attention_bias`.
-- `format="hf"`: the merged `EagleDraftModel` in this library's own `save_pretrained` format.
+- `format="hf"`: the merged draft in this library's own `save_pretrained` format.
+
+An EAGLE-3 draft (`Eagle3DraftModel`) merges the same way (its adapter wraps `midlayer.mlp`) and is written by
+[`eagle3_layout`] (`eagle3.py`) for `engine="vllm"`, `"sglang"` or `"speculators"`: the layouts, the aux-layer id
+conventions and the fields written explicitly are in that module's docstring.
 
 Every export writes into a temporary sibling directory and moves it into place at the end, so a failed export never
 leaves a half-written output.
