@@ -57,7 +57,7 @@ from ..validation import check_disjoint, load_adapter_checked
 from ..errors import EdaInputError
 from ..run_directory import RunDirectory
 from .eagle3 import eagle3_layout
-from .llama_config import llama_config_fields
+from .llama_config import check_silu_mlp, checked_embedding, llama_config_fields
 
 EXPORT_FORMATS = ("eagle", "hf")
 #: Engines an export targets: EAGLE-1 drafts for vLLM and SGLang, EAGLE-3 drafts for those and `speculators`.
@@ -252,11 +252,7 @@ def eagle_layout(
             "which the EAGLE-1 layouts have no field for: export with format='hf' (--format hf) and serve it with "
             "eda_adapters, or build the draft without draft_vocab for vLLM/SGLang."
         )
-    if config.hidden_act != "silu":
-        raise EdaInputError(
-            f"This draft's MLP uses hidden_act={config.hidden_act!r}; the engines' EAGLE-1 (Llama) layers only run "
-            "'silu': export with format='hf' and serve it with eda_adapters instead."
-        )
+    check_silu_mlp(config, "EAGLE-1")
     _check_uniform_mlp_width(draft)
     params = {
         name: p.detach() for name, p in draft.named_parameters() if not name.startswith(("embed_tokens.", "lm_head."))
@@ -295,12 +291,7 @@ def eagle_layout(
                 key = f"layers.{i}.self_attn.{proj}"
                 tensors.setdefault(f"{key}.bias", tensors[f"{key}.weight"].new_zeros(tensors[f"{key}.weight"].shape[0]))
     if embed_weight is not None:
-        if tuple(embed_weight.shape) != (config.vocab_size, config.hidden_size):
-            raise EdaInputError(
-                f"embed_weight has shape {tuple(embed_weight.shape)}, expected (vocab_size, hidden_size) = "
-                f"{(config.vocab_size, config.hidden_size)}: pass the embedding of the target this draft was built for."
-            )
-        tensors["embed_tokens.weight"] = embed_weight.detach()
+        tensors["embed_tokens.weight"] = checked_embedding(embed_weight, config)
     out_dtype = dtype or params["fc.weight"].dtype
     tensors = {name: t.to(out_dtype).contiguous() for name, t in sorted(tensors.items())}
     fields = llama_config_fields(config, attention_bias, "fc.bias" in tensors, out_dtype)
@@ -357,17 +348,18 @@ def _write_one(
         if dtype is not None:
             merged.to(dtype)
         merged.save_pretrained(directory)
-    elif isinstance(merged, Eagle3DraftModel):
-        config, tensors = eagle3_layout(merged, engine, embed_weight, dtype=dtype, verifier=options.verifier)
-        save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        info = {**info, "engine": engine}
     else:
-        config, tensors = eagle_layout(merged, engine, embed_weight, fold_fc_bias=options.fold_fc_bias, dtype=dtype)
+        if isinstance(merged, Eagle3DraftModel):
+            config, tensors = eagle3_layout(merged, engine, embed_weight, dtype=dtype, verifier=options.verifier)
+            info = {**info, "engine": engine}
+        else:
+            config, tensors = eagle_layout(
+                merged, engine, embed_weight, fold_fc_bias=options.fold_fc_bias, dtype=dtype
+            )
+            folded = bool(config["attention_bias"] and not merged.config.attention_bias)
+            info = {**info, "engine": engine, "fc_bias_folded": folded}
         save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
         (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        folded = bool(config["attention_bias"] and not merged.config.attention_bias)
-        info = {**info, "engine": engine, "fc_bias_folded": folded}
     info = {**info, "format": format, "intermediate_size": merged.config.intermediate_size}
     (directory / EXPORT_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
 

@@ -33,7 +33,7 @@ import torch
 from ..errors import EdaInputError
 from ..models import Eagle3DraftModel
 from ..models.eagle3.checkpoints import EXPECTED_KEYS
-from .llama_config import llama_config_fields
+from .llama_config import check_silu_mlp, checked_embedding, llama_config_fields
 
 EAGLE3_ENGINES = ("vllm", "sglang", "speculators")
 EAGLE3_ARCHITECTURE = "LlamaForCausalLMEagle3"
@@ -84,11 +84,7 @@ def eagle3_layout(
     if not isinstance(draft, Eagle3DraftModel):
         raise TypeError(f"eagle3_layout needs a plain Eagle3DraftModel, got {type(draft).__name__}.")
     config = draft.config
-    if config.hidden_act != "silu":
-        raise EdaInputError(
-            f"This draft's MLP uses hidden_act={config.hidden_act!r}; the engines' EAGLE-3 (Llama) layers only run "
-            "'silu': export with format='hf' and serve it with eda_adapters instead."
-        )
+    check_silu_mlp(config, "EAGLE-3")
     if config.attention_bias:
         raise EdaInputError(
             "This draft's attention projections have biases, which the engines' EAGLE-3 layers do not load (SGLang "
@@ -111,12 +107,7 @@ def eagle3_layout(
     }
     tensors["d2t"], tensors["t2d"] = tensors["d2t"].to(torch.int64), tensors["t2d"].to(torch.bool)
     if embed_weight is not None:
-        if tuple(embed_weight.shape) != (config.vocab_size, config.hidden_size):
-            raise EdaInputError(
-                f"embed_weight has shape {tuple(embed_weight.shape)}, expected (vocab_size, hidden_size) = "
-                f"{(config.vocab_size, config.hidden_size)}: pass the embedding of the target this draft was built for."
-            )
-        tensors["embed_tokens.weight"] = embed_weight.detach().to(out_dtype).contiguous()
+        tensors["embed_tokens.weight"] = checked_embedding(embed_weight, config).to(out_dtype).contiguous()
 
     layer = llama_config_fields(config, attention_bias=False, fc_bias=False, dtype=out_dtype)
     eagle3_fields = {

@@ -1,10 +1,32 @@
-"""The Llama fields of an exported draft's `config.json`, shared by the EAGLE-1 and EAGLE-3 layouts."""
+"""What the EAGLE-1 and EAGLE-3 layouts share: the Llama fields of an exported `config.json`, and the checks of what
+the engines' Llama layers accept."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+
+from ..errors import EdaInputError
+
+
+def check_silu_mlp(config: Any, layers: str) -> None:
+    """One-line error unless the draft's MLP runs SiLU, the only activation the engines' `layers` (Llama) run."""
+    if config.hidden_act != "silu":
+        raise EdaInputError(
+            f"This draft's MLP uses hidden_act={config.hidden_act!r}; the engines' {layers} (Llama) layers only run "
+            "'silu': export with format='hf' and serve it with eda_adapters instead."
+        )
+
+
+def checked_embedding(embed_weight: torch.Tensor, config: Any) -> torch.Tensor:
+    """The target's input embedding to write as `embed_tokens.weight`, detached, after checking it fits the draft."""
+    if tuple(embed_weight.shape) != (config.vocab_size, config.hidden_size):
+        raise EdaInputError(
+            f"embed_weight has shape {tuple(embed_weight.shape)}, expected (vocab_size, hidden_size) = "
+            f"{(config.vocab_size, config.hidden_size)}: pass the embedding of the target this draft was built for."
+        )
+    return embed_weight.detach()
 
 
 def llama_config_fields(config: Any, attention_bias: bool, fc_bias: bool, dtype: torch.dtype) -> dict[str, Any]:
