@@ -124,6 +124,26 @@ def test_stage_one_builds_and_trains_an_eagle3_draft(target, tmp_path):
             EagleTrainingConfig, tmp_path / "x", draft_architecture="eagle3", draft_num_layers=2))
 
 
+def test_aux_layer_ids_choose_the_fused_states_of_a_built_draft(tmp_path):
+    shallow = make_target("llama", num_hidden_layers=2)  # too few layers for the default [2, L//2, L-3]
+    data = greedy_dataset(shallow, 16, seed=2)
+    with pytest.raises(EdaInputError, match="too few for the default aux states"):
+        EagleTrainer(target_model=shallow, train_dataset=data, args=tiny_config(
+            EagleTrainingConfig, tmp_path / "default", draft_architecture="eagle3"))
+    args = tiny_config(EagleTrainingConfig, tmp_path / "aux", draft_architecture="eagle3", aux_layer_ids=[0, 1, 2],
+                       max_steps=2)
+    trainer = EagleTrainer(target_model=shallow, train_dataset=data, args=args)
+    assert trainer.model.config.eagle_aux_hidden_state_layer_ids == [0, 1, 2]
+    assert trainer.feature_layers == [0, 1, 2, 2]  # the fused states, then the one the target's logits come from
+    trainer.train()
+    with pytest.raises(EdaInputError, match="applies to EAGLE-3 drafts only"):
+        EagleTrainingConfig(output_dir="unused", use_cpu=True, aux_layer_ids=[0, 1, 2])
+    with pytest.raises(EdaInputError, match="a given draft keeps its own aux layers"):
+        EdaTrainer(model=trainer.model, target_model=shallow, peft_config=EdaConfig(), train_dataset=data,
+                   args=tiny_config(EdaTrainingConfig, tmp_path / "s2", draft_architecture="eagle3",
+                                    aux_layer_ids=[0, 1, 1]))
+
+
 def test_eda_stage_two_trains_only_the_private_weights_of_an_eagle3_draft(target, tmp_path):
     draft = Eagle3DraftModel.from_target(target)
     shared = {name: value.clone() for name, value in draft.state_dict().items()}

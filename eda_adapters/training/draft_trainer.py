@@ -154,6 +154,7 @@ class DraftTrainer(Trainer):
         train_dataset = resolve_dataset(train_dataset, target, "training data")
         model = self._prepare_draft(model, target, args, peft_config, train_dataset=train_dataset)
         self.objective = objective if objective is not None else default_objective(model)
+        _check_aux_layers(unwrap_draft(model), args)
         self.feature_layers = draft_feature_layers(unwrap_draft(model), target)
         eval_dataset = resolve_dataset(eval_dataset, target, "evaluation data")
         tau_dataset = resolve_dataset(tau_dataset, target, "tau data")
@@ -529,3 +530,12 @@ class DraftTrainer(Trainer):
             info={**self.model_card_info(), **(info or {})},
         )
 
+
+def _check_aux_layers(draft: nn.Module, args: EagleTrainingConfig) -> None:
+    """`args.aux_layer_ids` names the aux layers of a draft the trainer builds; a given draft keeps its own."""
+    fused = list(getattr(draft.config, "eagle_aux_hidden_state_layer_ids", None) or [])
+    if args.aux_layer_ids is not None and fused != list(args.aux_layer_ids):
+        raise EdaInputError(
+            f"aux_layer_ids={list(args.aux_layer_ids)} but the draft fuses {fused or 'the last state only'}: a given "
+            "draft keeps its own aux layers, so leave aux_layer_ids unset (or let the trainer build the draft)."
+        )

@@ -63,6 +63,10 @@ class EagleTrainingConfig(TrainingArguments):
             The draft built when the trainer is given none: `"eagle"` (EAGLE-1, `EagleDraftModel`: reads the target's
             last hidden state and predicts the next one) or `"eagle3"` (`Eagle3DraftModel`: fuses three target hidden
             states and predicts the next token, trained with the training-time test). A given draft keeps its own.
+        aux_layer_ids (`list[int]` or `None`, defaults to `None`):
+            EAGLE-3 drafts only: the three `hidden_states` indices of the target the built draft fuses (index 0 is the
+            embeddings, `L` the final normed state). `None`: the engines' default `[2, L//2, L-3]`, which needs a
+            target of at least 4 layers. Serving engines capture layers 1..L-1 only (`eda export` checks).
         draft_num_layers (`int`, defaults to `1`):
             Decoder layers of the draft built with `EagleDraftModel.from_target(target, num_layers=...)` when the
             trainer is given no `model`.
@@ -124,6 +128,9 @@ class EagleTrainingConfig(TrainingArguments):
         default="eagle",
         metadata={"help": "Draft built when none is given.", "choices": list(DRAFT_ARCHITECTURES)},
     )
+    aux_layer_ids: list[int] | None = field(
+        default=None, metadata={"help": "EAGLE-3: the three target hidden_states the draft fuses (default 2 L//2 L-3)."}
+    )
     draft_num_layers: int = field(default=1, metadata={"help": "Layers of a draft built from the target."})
     draft_vocab_size: int | None = field(
         default=None, metadata={"help": "Reduced draft vocabulary: the N most frequent training tokens (None: full)."}
@@ -164,6 +171,11 @@ class EagleTrainingConfig(TrainingArguments):
             raise EdaInputError(
                 f"{type(self).__name__}.draft_architecture must be one of {list(DRAFT_ARCHITECTURES)}, got "
                 f"{self.draft_architecture!r}."
+            )
+        if self.aux_layer_ids is not None and self.draft_architecture != "eagle3":
+            raise EdaInputError(
+                f"{type(self).__name__}.aux_layer_ids applies to EAGLE-3 drafts only: set draft_architecture='eagle3' "
+                "or leave aux_layer_ids unset."
             )
         if self.ttt_steps < 1:
             raise EdaInputError(f"{type(self).__name__}.ttt_steps must be >= 1, got {self.ttt_steps}.")

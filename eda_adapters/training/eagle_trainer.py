@@ -99,7 +99,7 @@ class EagleTrainer(DraftTrainer):
                 "An EAGLE-3 draft has one decoder layer and its own trainable head: leave draft_num_layers at 1 and "
                 "freeze_draft_head off with draft_architecture='eagle3'."
             )
-        return Eagle3DraftModel.from_target(target, draft_vocab=draft_vocab)
+        return Eagle3DraftModel.from_target(target, draft_vocab=draft_vocab, aux_layer_ids=args.aux_layer_ids)
 
     def _prepare_draft(
         self,
