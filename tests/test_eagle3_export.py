@@ -17,6 +17,7 @@ from transformers import LlamaConfig
 from eda_adapters import Eagle3DraftModel, EagleDraftModel, EdaConfig, EdaInputError, export_draft
 from eda_adapters.cli import main
 from eda_adapters.export.eagle3 import EAGLE3_ENGINES
+from eda_adapters.training import unroll_training_time_test
 
 LAYERS = 8
 AUX = [1, 4, 6]  # not the default: the ids must be translated, not re-derived
@@ -138,6 +139,9 @@ def test_bad_exports_are_refused_in_one_line_and_leave_nothing(tmp_path, source)
     for engine in EAGLE3_ENGINES:
         with pytest.raises(EdaInputError, match=r"\[8\] cannot be expressed"):
             export_draft(after_norm, tmp_path / engine, engine=engine)
+    repeated = Eagle3DraftModel.from_target(target, aux_layer_ids=[2, 4, 4])
+    with pytest.raises(EdaInputError, match="repeat a layer: the speculators library refuses"):
+        export_draft(repeated, tmp_path / "repeated", engine="speculators")
     with pytest.raises(EdaInputError, match="speculators takes EAGLE-3 drafts"):
         export_draft(EagleDraftModel.from_target(target), tmp_path / "eagle1", engine="speculators")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["written"]  # no half-written folder
@@ -157,3 +161,27 @@ def test_eda_export_writes_an_eagle3_adapter_for_speculators(tmp_path, source, c
     assert config["speculators_model_type"] == "eagle3"
     assert config["speculators_config"]["verifier"]["name_or_path"] == str(tmp_path / "target")
     assert Eagle3DraftModel.from_eagle_checkpoint(tmp_path / "out", target_model=target).config.draft_vocab_size == 80
+
+
+def test_the_speculators_package_loads_an_export_and_unrolls_it_to_our_logits(tmp_path, source):
+    """Opt-in (`pip install speculators`; skipped otherwise): vLLM's `speculators` loads our export with the target as
+    its verifier, and its own training-time-test forward gives our logits at every unrolled step."""
+    speculators = pytest.importorskip("speculators.models.eagle3", reason="opt-in check: pip install speculators")
+    target, draft = source
+    target.save_pretrained(tmp_path / "target")
+    folder = export_draft(draft, tmp_path / "export", engine="speculators", verifier=str(tmp_path / "target"))
+    config = speculators.Eagle3SpeculatorConfig.from_pretrained(folder)
+    config.transformer_layer_config._attn_implementation = "sdpa"  # its default, flex attention, compiles
+    theirs = speculators.Eagle3DraftModel.from_pretrained(folder, config=config).eval()
+    theirs.load_verifier_weights()
+    steps, ids = 3, torch.randint(0, 97, (1, 24), generator=torch.Generator().manual_seed(3))
+    logits = []
+    theirs.lm_head.register_forward_hook(lambda module, inputs, output: logits.append(output[0]))
+    with torch.no_grad():
+        features = draft.target_features(target(ids, output_hidden_states=True).hidden_states)[:, :-1]
+        ours = [out.logits[0] for out in unroll_training_time_test(draft, ids[:, 1:], features, steps)]
+        theirs(hidden_states=features, input_ids=ids[:, 1:], document_ids=torch.zeros_like(ids[:, 1:]), ttt_steps=steps)
+    assert len(logits) == steps
+    for step in range(steps):  # the last `step` positions read padding (ours zeros the ids, theirs too)
+        kept = ids.shape[1] - 1 - step
+        torch.testing.assert_close(logits[step][:kept], ours[step][:kept], rtol=1e-4, atol=1e-5)

@@ -145,8 +145,10 @@ def test_bad_input_gets_one_line(tmp_path):
     target = eagle3_target()
     with pytest.raises(Exception, match=r"aux_layer_ids|hidden_states indices"):
         Eagle3DraftModel.from_target(target, aux_layer_ids=[1, 3, 9])
-    with pytest.raises(EdaInputError, match="too few for the default aux states"):
-        Eagle3DraftModel.from_target(make_target("llama"))
+    for layers in (2, 6):  # [2, 1, -1] and [2, 3, 3]: out of range, repeated
+        with pytest.raises(EdaInputError, match="too few for the default aux states"):
+            Eagle3DraftModel.from_target(make_target("llama", num_hidden_layers=layers))
+    assert Eagle3DraftModel.from_target(make_target("llama", num_hidden_layers=7)).hidden_state_indices == [2, 3, 4]
     draft = Eagle3DraftModel.from_target(target)
     with pytest.raises(EdaInputError, match="target_hidden_size"):
         draft.attach_target(make_target("llama", num_hidden_layers=LAYERS, hidden_size=48, num_attention_heads=4))

@@ -55,6 +55,11 @@ def engine_aux_layer_ids(aux_layer_ids: list[int], target_num_hidden_layers: int
             "train the draft on other aux layers (Eagle3DraftModel.from_target(target, aux_layer_ids=[...]))"
             + (", or export it for vllm or speculators." if engine == "sglang" and min(outside) < lowest else ".")
         )
+    if engine == "speculators" and len(set(aux_layer_ids)) != len(aux_layer_ids):
+        raise EdaInputError(
+            f"This draft reads the target's hidden_states {list(aux_layer_ids)}, which repeat a layer: the speculators "
+            "library refuses repeated aux ids. Train the draft on three distinct layers, or export it for vllm."
+        )
     return [i - 1 for i in aux_layer_ids] if engine == "sglang" else list(aux_layer_ids)
 
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         TrainingTimeTestObjective,
         default_objective,
         training_time_test_mask,
+        unroll_training_time_test,
     )
 
 # public name -> defining module, imported on first access: `training.eagle_config` (the CLI's option parser) must not
@@ -47,6 +48,7 @@ _LAZY_NAMES = {
     "TrainingTimeTestObjective": ".objectives",
     "default_objective": ".objectives",
     "training_time_test_mask": ".objectives",
+    "unroll_training_time_test": ".objectives",
     "DraftVocabLossOutput": ".losses",
     "draft_vocab_cross_entropy": ".losses",
     "EdaTrainingConfig": ".eda_config",
@@ -79,6 +81,7 @@ __all__ = [
     "prompts_from_dataset",
     "shift_for_draft",
     "training_time_test_mask",
+    "unroll_training_time_test",
 ]
 
 __getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY_NAMES)

@@ -10,6 +10,7 @@ outputs. [`default_objective`] picks the one a draft was designed for.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import torch
@@ -130,6 +131,33 @@ def _shift_left(values: torch.Tensor) -> torch.Tensor:
     return torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
 
 
+def unroll_training_time_test(
+    model: nn.Module, input_ids: torch.Tensor, hidden_states: torch.Tensor, num_steps: int
+) -> Iterator[Any]:
+    """Yield the draft's outputs of each unrolled step `0 .. num_steps - 1` of the training-time test.
+
+    `input_ids[:, t]` is the token after `t` and `hidden_states[:, t]` the target's features at `t` (what the draft
+    reads at step 0, as [`shift_for_draft`] aligns them). Step `k` reads the previous step's `last_hidden_state` and
+    the tokens shifted `k` places left, at position ids `t + k`, with [`training_time_test_mask`] over one KV cache.
+    Position `t` of step `k` predicts the token `k + 1` places after `t + 1`; the last `k` positions of step `k` read
+    padding and predict nothing.
+    """
+    batch, length = input_ids.shape
+    positions = torch.arange(length, device=input_ids.device).expand(batch, length)
+    cache = DynamicCache(config=unwrap_draft(model).config)
+    for step in range(num_steps):
+        outputs = model(
+            input_ids=input_ids,
+            hidden_states=hidden_states,
+            attention_mask=training_time_test_mask(length, step, input_ids.device),
+            position_ids=positions + step,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        yield outputs
+        hidden_states, input_ids = outputs.last_hidden_state, _shift_left(input_ids)
+
+
 class TrainingTimeTestObjective:
     """EAGLE-3's training-time test: the draft unrolled `num_steps` times on its own outputs.
 
@@ -187,21 +215,11 @@ class TrainingTimeTestObjective:
             inputs["input_ids"], features, inputs["loss_mask"] * inputs["attention_mask"]
         )
         target_logits = target_logits[:, 1:]
-        batch, length = input_ids.shape
-        positions = torch.arange(length, device=input_ids.device).expand(batch, length)
-        cache = DynamicCache(config=draft.config)
+        length = input_ids.shape[1]
         total = None
         metrics: dict[str, torch.Tensor] = {}
         first = outputs = None
-        for step in range(steps):
-            outputs = model(
-                input_ids=input_ids,
-                hidden_states=hidden_states,
-                attention_mask=training_time_test_mask(length, step, input_ids.device),
-                position_ids=positions + step,
-                past_key_values=cache,
-                use_cache=True,
-            )
+        for step, outputs in enumerate(unroll_training_time_test(model, input_ids, hidden_states, steps)):
             # position t of step k predicts the token after t+1+k: the last k positions have none. Slices are views
             # (the target's logits span its whole vocabulary: never copied per step)
             kept = length - step
@@ -214,7 +232,6 @@ class TrainingTimeTestObjective:
                 metrics["ce_loss"], metrics["accuracy"] = terms.loss.detach(), terms.accuracy
             else:
                 metrics[f"accuracy_step_{step}"] = terms.accuracy
-            hidden_states, input_ids = outputs.last_hidden_state, _shift_left(input_ids)
         return ObjectiveOutput(total / max(first.num_tokens, 1), first.num_tokens, metrics, outputs)
 
 

@@ -161,10 +161,11 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
             raise EdaInputError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}.")
         fields = target_config_fields(target_model)
         num_layers = target_model.config.get_text_config().num_hidden_layers
-        if aux_layer_ids is None and num_layers < 4:
+        default = default_aux_layer_ids(num_layers)
+        if aux_layer_ids is None and (len(set(default)) < NUM_AUX_HIDDEN_STATES or min(default) < 0):
             raise EdaInputError(
-                f"The target has {num_layers} layers, too few for the default aux states [2, L//2, L-3]: pass "
-                "aux_layer_ids=[...] (three hidden_states indices in [0, L])."
+                f"The target has {num_layers} layers, too few for the default aux states [2, L//2, L-3] (they repeat a "
+                "layer below 7 layers): pass aux_layer_ids=[...] (three distinct hidden_states indices in [0, L])."
             )
         vocab_size = fields["vocab_size"]
         vocab_ids = None if draft_vocab is None else _draft_vocab_ids(draft_vocab, vocab_size).sort().values
