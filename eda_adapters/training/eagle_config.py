@@ -66,7 +66,8 @@ class EagleTrainingConfig(TrainingArguments):
         aux_layer_ids (`list[int]` or `None`, defaults to `None`):
             EAGLE-3 drafts only: the three `hidden_states` indices of the target the built draft fuses (index 0 is the
             embeddings, `L` the final normed state). `None`: the engines' default `[2, L//2, L-3]`, which needs a
-            target of at least 4 layers. Serving engines capture layers 1..L-1 only (`eda export` checks).
+            target of at least 7 layers (below, it repeats a layer). Serving engines capture states 0 .. L-1 (SGLang
+            1 .. L-1; `eda export` checks).
         draft_num_layers (`int`, defaults to `1`):
             Decoder layers of the draft built with `EagleDraftModel.from_target(target, num_layers=...)` when the
             trainer is given no `model`.
