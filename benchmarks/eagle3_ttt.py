@@ -1,5 +1,6 @@
-"""EAGLE-1 against EAGLE-3 with training-time test on SmolLM2-135M-Instruct: the same regenerated data, the same
-reduced draft vocabulary, held-out prompts, and both equal epochs and equal training compute.
+"""EAGLE-1 against EAGLE-3 with training-time test on a real target (SmolLM2-135M-Instruct, `--target smollm2`) or on
+the CPU miniature (`--target demo`: `eda demo`'s 2-layer base target and its general prompts): the same regenerated
+data, the same draft vocabulary, held-out prompts, and both equal epochs and equal training compute.
 
 Rows (all trained by `EagleTrainer` on cached features of the target's own greedy answers to general chat prompts):
 
@@ -14,11 +15,15 @@ and EAGLE-2 tree (depth 5, top-k 10, 60 tokens) decoding: tau with 95% bootstrap
 chain's acceptance at each drafted position, as a share of all steps and conditional on the previous position. The
 draft step cost (one token on a 64-token cache) is timed for each architecture next to a one-token target forward.
 
-Every stage keeps its output under `--work` (regenerated data, feature caches, trained drafts, row results), so a
-run that stops resumes where it stopped. Results go to `docs/benchmarks/eagle3_ttt_smollm2.json` (+ `.png`) after each
-row.
+The miniature's target has 2 layers, too few for the default aux states `[2, L//2, L-3]`: its EAGLE-3 drafts fuse
+`hidden_states` 0, 1 and 2 (embeddings, the middle, the final normed state).
 
-    python benchmarks/eagle3_ttt.py [--work ~/.cache/eda_adapters/eagle3_ttt] [--train-prompts 600] [--epochs 2]
+Every stage keeps its output under `--work` (regenerated data, feature caches, trained drafts, row results), so a
+run that stops resumes where it stopped. Results go to `docs/benchmarks/eagle3_ttt_<target>.json` (+ `.png`) after
+each row.
+
+    python benchmarks/eagle3_ttt.py [--target smollm2] [--train-prompts 600] [--epochs 2]
+    python benchmarks/eagle3_ttt.py --target demo
 """
 
 from __future__ import annotations
@@ -30,37 +35,59 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 
 from eda_adapters import load_target
 from eda_adapters.data import extract_features, load_regenerated, regenerate
 from eda_adapters.data.feature_cache import draft_feature_layers
-from eda_adapters.data.io import load_tokenizer
+from eda_adapters.data.io import load_rows, load_tokenizer
 from eda_adapters.generation import TreeConfig
 from eda_adapters.generation.replay import greedy_references
 from eda_adapters.models import Eagle3DraftModel, EagleDraftModel
 from eda_adapters.models.draft_loading import load_draft
 from eda_adapters.plotting import pyplot
+from eda_adapters.research.demo import DemoSize, build_demo
 from eda_adapters.research.demo.chat_prompts import general_chat_prompts
 from eda_adapters.research.experiment.evaluation import measure_tau
 from eda_adapters.training import EagleTrainer, EagleTrainingConfig
 from eda_adapters.training.acceptance import prompts_from_dataset
 
-TARGET = "smollm2-135m-instruct"
-OUT = Path("docs/benchmarks/eagle3_ttt_smollm2.json")
+#: Per `--target`: the defaults that fit it (each a command-line flag) and its EAGLE-3 aux states (None: the default).
+TARGETS = {
+    "smollm2": {"train_prompts": 600, "eval_prompts": 100, "max_new_tokens": 96, "eval_max_new_tokens": 48,
+                "epochs": 2, "draft_vocab_size": 8192, "aux_layer_ids": None},
+    "demo": {"train_prompts": 2000, "eval_prompts": 100, "max_new_tokens": 64, "eval_max_new_tokens": 64,
+             "epochs": 16, "draft_vocab_size": None, "aux_layer_ids": [0, 1, 2]},
+}
 CHAIN_TOKENS = 5
 TREE = TreeConfig(depth=5, top_k=10, total_tokens=60)
 
 
-def rows(epochs: int) -> dict[str, dict]:
+def rows(epochs: int, aux_layer_ids: list[int] | None) -> dict[str, dict]:
+    eagle3 = {"draft_architecture": "eagle3", "num_train_epochs": epochs,
+              **({"aux_layer_ids": aux_layer_ids} if aux_layer_ids else {})}
     return {
         "eagle1": {"draft_architecture": "eagle", "num_train_epochs": epochs, "ttt_steps": 1},
-        "eagle3_ttt3": {"draft_architecture": "eagle3", "num_train_epochs": epochs, "ttt_steps": 3},
-        "eagle3_ttt1": {"draft_architecture": "eagle3", "num_train_epochs": epochs, "ttt_steps": 1},
-        "eagle3_ttt5": {"draft_architecture": "eagle3", "num_train_epochs": epochs, "ttt_steps": 5},
+        "eagle3_ttt3": {**eagle3, "ttt_steps": 3},
+        "eagle3_ttt1": {**eagle3, "ttt_steps": 1},
+        "eagle3_ttt5": {**eagle3, "ttt_steps": 5},
         "eagle1_3x": {"draft_architecture": "eagle", "num_train_epochs": 3 * epochs, "ttt_steps": 1},
     }
+
+
+def load_setup(name: str, work: Path, eval_prompts: int) -> tuple[PreTrainedModel, Any, list[str], list[str]]:
+    """The target (float32), its tokenizer, the held-out general prompts and the training ones (disjoint)."""
+    if name == "smollm2":
+        target_name = "smollm2-135m-instruct"
+        general = general_chat_prompts(seed=0)
+        return (load_target(target_name, dtype="float32").eval(), load_tokenizer(target_name),
+                general[:eval_prompts], general[eval_prompts:])
+    demo = build_demo(work / "demo", DemoSize(), seed=0)  # trains the targets once, then reuses them
+    prompts = [[row["prompt"] for row in load_rows(path)] for path in (demo.general_eval_prompts, demo.general_prompts)]
+    return load_target(demo.base_target, dtype="float32").eval(), load_tokenizer(demo.tokenizer), *prompts
 
 
 def regenerated(target, tokenizer, prompts: list[str], folder: Path, max_new_tokens: int):
@@ -75,8 +102,11 @@ def train_row(name: str, settings: dict, target, work: Path, args: argparse.Name
     record_file = out / "train_record.json"
     if record_file.is_file():
         return json.loads(record_file.read_text())
-    probe = EagleDraftModel if settings["draft_architecture"] == "eagle" else Eagle3DraftModel
-    layers = draft_feature_layers(probe.from_target(target), target)
+    if settings["draft_architecture"] == "eagle":
+        probe = EagleDraftModel.from_target(target)
+    else:
+        probe = Eagle3DraftModel.from_target(target, aux_layer_ids=settings.get("aux_layer_ids"))
+    layers = draft_feature_layers(probe, target)
     cache = work / ("features-" + "-".join(map(str, layers)))
     extract_features(target, work / "regen-train", cache, layers=layers, dtype="bfloat16", batch_size=8)
     config = EagleTrainingConfig(
@@ -104,7 +134,7 @@ def train_row(name: str, settings: dict, target, work: Path, args: argparse.Name
 @torch.no_grad()
 def step_cost_ms(target, drafts: dict[str, torch.nn.Module], repeats: int = 200) -> dict[str, float]:
     """Median milliseconds of one drafted token on a 64-token cache, per draft, and of a one-token target forward."""
-    ids = torch.randint(100, 1000, (1, 65), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, target.config.vocab_size, (1, 65), generator=torch.Generator().manual_seed(0))
     out = target(ids[:, :64], output_hidden_states=True, use_cache=True)
     timings = {}
 
@@ -175,31 +205,40 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", default=os.path.expanduser("~/.cache/eda_adapters/eagle3_ttt"))
-    parser.add_argument("--train-prompts", type=int, default=600)
-    parser.add_argument("--eval-prompts", type=int, default=100)
-    parser.add_argument("--max-new-tokens", type=int, default=96, help="Answer length of the regenerated data.")
-    parser.add_argument("--eval-max-new-tokens", type=int, default=48)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--draft-vocab-size", type=int, default=8192)
-    parser.add_argument("--out", default=str(OUT), help="Result JSON (a PNG is written beside it).")
+    parser.add_argument("--target", choices=list(TARGETS), default="smollm2")
+    parser.add_argument("--work", help="Cache of every stage (default ~/.cache/eda_adapters/eagle3_ttt-<target>).")
+    parser.add_argument("--train-prompts", type=int)
+    parser.add_argument("--eval-prompts", type=int)
+    parser.add_argument("--max-new-tokens", type=int, help="Answer length of the regenerated data.")
+    parser.add_argument("--eval-max-new-tokens", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--draft-vocab-size", type=int, help="0: the target's whole vocabulary.")
+    parser.add_argument("--out", help="Result JSON (default docs/benchmarks/eagle3_ttt_<target>.json; PNG beside it).")
     parser.add_argument("--only", nargs="*", help="Train and measure only these rows (default: all, in order).")
     args = parser.parse_args()
-    work, out = Path(args.work), Path(args.out)
+    defaults = TARGETS[args.target]
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None and key != "aux_layer_ids":
+            setattr(args, key, value)
+    args.draft_vocab_size = args.draft_vocab_size or None
+    # the SmolLM2 cache kept its first name
+    default_work = "eagle3_ttt" if args.target == "smollm2" else f"eagle3_ttt-{args.target}"
+    work = Path(args.work or os.path.expanduser(f"~/.cache/eda_adapters/{default_work}"))
+    out = Path(args.out or f"docs/benchmarks/eagle3_ttt_{args.target}.json")
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    target = load_target(TARGET, dtype="float32").eval()
-    tokenizer = load_tokenizer(TARGET)
-    general = general_chat_prompts(seed=0)
-    if args.eval_prompts + args.train_prompts > len(general):
-        raise SystemExit(f"only {len(general)} general prompts exist")
-    held = regenerated(target, tokenizer, general[: args.eval_prompts], work / "regen-eval", args.eval_max_new_tokens)
-    regenerated(target, tokenizer, general[args.eval_prompts: args.eval_prompts + args.train_prompts],
-                work / "regen-train", args.max_new_tokens)
+    target, tokenizer, held_prompts, train_prompts = load_setup(args.target, work, args.eval_prompts)
+    if args.eval_prompts > len(held_prompts) or args.train_prompts > len(train_prompts):
+        raise SystemExit(f"only {len(held_prompts)} held-out and {len(train_prompts)} training prompts exist")
+    held = regenerated(target, tokenizer, held_prompts[: args.eval_prompts], work / "regen-eval",
+                       args.eval_max_new_tokens)
+    regenerated(target, tokenizer, train_prompts[: args.train_prompts], work / "regen-train", args.max_new_tokens)
     prompts = prompts_from_dataset(held, len(held))
     results = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
     results["setup"] = {
-        "target": TARGET, "dtype": "float32", "train_prompts": args.train_prompts, "eval_prompts": args.eval_prompts,
+        "target": args.target, "target_layers": target.config.num_hidden_layers,
+        "eagle3_aux_layer_ids": defaults["aux_layer_ids"] or "default", "dtype": "float32",
+        "train_prompts": args.train_prompts, "eval_prompts": args.eval_prompts,
         "train_answers": len(load_regenerated(work / "regen-train")), "max_new_tokens": args.max_new_tokens,
         "eval_max_new_tokens": args.eval_max_new_tokens, "draft_vocab_size": args.draft_vocab_size,
         "epochs": args.epochs, "chain_tokens": CHAIN_TOKENS, "tree": vars(TREE) if hasattr(TREE, "__dict__") else str(TREE),
@@ -209,7 +248,7 @@ def main() -> None:
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("work", "only", "out") and v),
     }
     references: dict[tuple, list] = {}
-    selected = rows(args.epochs)
+    selected = rows(args.epochs, defaults["aux_layer_ids"])
     for name, settings in selected.items():
         if args.only and name not in args.only:
             continue
