@@ -223,11 +223,11 @@ def predict_speedups(costs: dict[str, Any], taus: Sequence[float], k: int, depth
 
 
 def build_draft(target: PreTrainedModel, arch: str, draft_vocab: torch.Tensor | None = None) -> Any:
-    """An EAGLE-1 (`arch="eagle"`) or EAGLE-3 draft for `target`; an EAGLE-3 draft of a target with fewer than four
-    layers reads the states [0, L//2, L] (the default [2, L//2, L-3] needs four)."""
+    """An EAGLE-1 (`arch="eagle"`) or EAGLE-3 draft for `target`; an EAGLE-3 draft of a target with fewer than seven
+    layers reads the states [0, L//2, L] (the default [2, L//2, L-3] repeats a layer below seven)."""
     if arch == "eagle3":
         layers = target.config.num_hidden_layers
-        aux = None if layers >= 4 else [0, layers // 2, layers]
+        aux = None if layers >= 7 else [0, layers // 2, layers]
         return Eagle3DraftModel.from_target(target, draft_vocab=draft_vocab, aux_layer_ids=aux)
     return EagleDraftModel.from_target(target, draft_vocab=draft_vocab)
 
