@@ -30,7 +30,6 @@ from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
 from ..data.feature_cache import draft_feature_layers
 from ..data.signature import target_signature
 from ..fingerprints import dataset_sample_fingerprint, target_fingerprint
-from ..models import EagleDraftModel
 from ..models.loading import load_target
 from ..tuners import router_aux_loss
 from ..validation import check_causal_lm
@@ -154,8 +153,9 @@ class DraftTrainer(Trainer):
         train_dataset = resolve_dataset(train_dataset, target, "training data")
         model = self._prepare_draft(model, target, args, peft_config, train_dataset=train_dataset)
         self.objective = objective if objective is not None else default_objective(model)
-        _check_aux_layers(unwrap_draft(model), args)
-        self.feature_layers = draft_feature_layers(unwrap_draft(model), target)
+        draft = unwrap_draft(model)
+        _check_aux_layers(draft, args)
+        self.feature_layers = draft_feature_layers(draft, target)
         eval_dataset = resolve_dataset(eval_dataset, target, "evaluation data")
         tau_dataset = resolve_dataset(tau_dataset, target, "tau data")
         for data in (train_dataset, eval_dataset):
@@ -397,9 +397,8 @@ class DraftTrainer(Trainer):
             signature["objective"] = objective
         return json.loads(json.dumps(signature, default=str))  # the form it takes once read back from disk
 
-    def _draft_base(self) -> EagleDraftModel:
-        model = self.accelerator.unwrap_model(self.model)
-        return model.get_base_model() if hasattr(model, "get_base_model") else model
+    def _draft_base(self) -> nn.Module:
+        return unwrap_draft(self.accelerator.unwrap_model(self.model))
 
     def _draft_signature(self, draft_config: Any) -> dict[str, Any]:
         return {
