@@ -1,0 +1,68 @@
+"""The shared draft for SmolLM2-135M-Instruct: data, EAGLE-1 and EAGLE-3 drafts, their comparison, the committed draft.
+
+    python recipes/smollm2/shared_draft.py --max-minutes 90     # one chunk; run it again to go on
+
+Every invocation does at most `--max-minutes` of work, stops between units of work (a part of answers, a training
+checkpoint), logs what it did and what it cost to recipes/smollm2/data/chunks.jsonl, and writes its small durable
+outputs into the repository (commit them). See recipes/smollm2/SHARED-DRAFT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from eda_adapters import load_target
+from eda_adapters.compute_dtype import choose_dtype
+from eda_adapters.console import quiet_console
+from eda_adapters.data.io import load_tokenizer
+from eda_adapters.research.shared_draft.answers import AnswerSettings, answer_parts, build_prompts
+from eda_adapters.research.shared_draft.chunks import ChunkBudget, ChunkLog
+from eda_adapters.research.shared_draft.prompt_mix import PromptMix
+
+RECIPE = Path(__file__).resolve().parent
+STAGES = ("prompts", "answers")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="smollm2-135m-instruct", help="the target (packaged name or folder)")
+    parser.add_argument("--max-minutes", type=float, default=90.0, help="work budget of this invocation")
+    parser.add_argument("--data-dir", type=Path, default=RECIPE / "data", help="committed data (token ids, logs)")
+    parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "eda_adapters" / "smollm2-shared",
+                        help="cache of unfinished work")
+    parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="the last stage to run")
+    parser.add_argument("--verbose", action="store_true", help="print everything transformers and datasets print")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    budget, log = ChunkBudget(args.max_minutes), ChunkLog(args.data_dir / "chunks.jsonl")
+    started = time.perf_counter()
+    stages = STAGES[:STAGES.index(args.until) + 1]
+    try:
+        with quiet_console(verbose=args.verbose):
+            target = load_target(args.target, dtype=choose_dtype())
+            tokenizer = load_tokenizer(args.target)
+            settings = AnswerSettings()
+            done = build_prompts(target, tokenizer, args.data_dir, args.work_dir, PromptMix(), settings, budget, log)
+            if done and "answers" in stages:
+                done = answer_parts(target, tokenizer, args.data_dir, args.work_dir, settings, budget, log)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; finished parts are in {args.data_dir}, unfinished work in {args.work_dir}: run the "
+              "same command again", file=sys.stderr)
+        return 130
+    minutes = (time.perf_counter() - started) / 60
+    state = "every stage is done" if done else "stopped at the time budget: run the same command again"
+    print(f"chunk {log.chunk}: {minutes:.1f} min; {state}; commit {args.data_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
