@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,6 @@ from eda_adapters import load_target
 from eda_adapters.data import extract_features, load_regenerated, regenerate
 from eda_adapters.data.feature_cache import draft_feature_layers
 from eda_adapters.data.io import load_rows, load_tokenizer
-from eda_adapters.generation import TreeConfig
 from eda_adapters.generation.replay import greedy_references
 from eda_adapters.models import Eagle3DraftModel, EagleDraftModel
 from eda_adapters.models.draft_loading import load_draft
@@ -52,6 +50,7 @@ from eda_adapters.plotting import pyplot
 from eda_adapters.research.demo import DemoSize, build_demo
 from eda_adapters.research.demo.chat_prompts import general_chat_prompts
 from eda_adapters.research.experiment.evaluation import measure_tau
+from eda_adapters.research.shared_draft.evaluation import CHAIN_TOKENS, TREE, step_cost_ms
 from eda_adapters.training import EagleTrainer, EagleTrainingConfig
 from eda_adapters.training.acceptance import prompts_from_dataset
 
@@ -62,8 +61,6 @@ TARGETS = {
     "demo": {"train_prompts": 2000, "eval_prompts": 100, "max_new_tokens": 64, "eval_max_new_tokens": 64,
              "epochs": 16, "draft_vocab_size": None, "aux_layer_ids": [0, 1, 2]},
 }
-CHAIN_TOKENS = 5
-TREE = TreeConfig(depth=5, top_k=10, total_tokens=60)
 
 
 def rows(epochs: int, aux_layer_ids: list[int] | None) -> dict[str, dict]:
@@ -129,44 +126,6 @@ def train_row(name: str, settings: dict, target, work: Path, args: argparse.Name
     }
     record_file.write_text(json.dumps(record, indent=2) + "\n")
     return record
-
-
-@torch.no_grad()
-def step_cost_ms(target, drafts: dict[str, torch.nn.Module], repeats: int = 200) -> dict[str, float]:
-    """Median milliseconds of one drafted token on a 64-token cache, per draft, and of a one-token target forward."""
-    ids = torch.randint(0, target.config.vocab_size, (1, 65), generator=torch.Generator().manual_seed(0))
-    out = target(ids[:, :64], output_hidden_states=True, use_cache=True)
-    timings = {}
-
-    def median_ms(step) -> float:
-        for _ in range(10):
-            step()
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            step()
-            samples.append(time.perf_counter() - start)
-        return 1000 * statistics.median(samples)
-
-    cache = out.past_key_values
-    length = cache.get_seq_length()
-    timings["target_forward"] = median_ms(
-        lambda: (target(ids[:, 64:], past_key_values=cache, use_cache=True), cache.crop(length - cache.get_seq_length()))
-    )
-    for name, draft in drafts.items():
-        features = draft.target_features(out.hidden_states)
-        prefill = draft(input_ids=ids[:, 1:65], hidden_states=features, use_cache=True)
-        draft_cache, hidden = prefill.past_key_values, prefill.last_hidden_state[:, -1:]
-        size = draft_cache.get_seq_length()
-
-        def step(draft=draft, draft_cache=draft_cache, hidden=hidden, size=size):
-            logits = draft(input_ids=ids[:, 64:], hidden_states=hidden, past_key_values=draft_cache,
-                           use_cache=True).logits
-            draft.target_vocab_logits(logits).argmax(-1)
-            draft_cache.crop(size - draft_cache.get_seq_length())  # transformers 5 crops by a negative count
-
-        timings[name] = median_ms(step)
-    return {name: round(ms, 3) for name, ms in timings.items()}
 
 
 def evaluate(draft, target, prompts, references) -> dict:

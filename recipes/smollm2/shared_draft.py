@@ -20,10 +20,14 @@ from eda_adapters.console import quiet_console
 from eda_adapters.data.io import load_tokenizer
 from eda_adapters.research.shared_draft.answers import AnswerSettings, answer_parts, build_prompts
 from eda_adapters.research.shared_draft.chunks import ChunkBudget, ChunkLog
+from eda_adapters.research.shared_draft.compare import better_draft, compare_drafts, export_draft, write_results
 from eda_adapters.research.shared_draft.prompt_mix import PromptMix
+from eda_adapters.research.shared_draft.training import ARCHITECTURES, TrainSettings, feature_cache, train_draft, \
+    training_plan
 
 RECIPE = Path(__file__).resolve().parent
-STAGES = ("prompts", "answers")
+REPO = RECIPE.parents[1]
+STAGES = ("prompts", "answers", "train", "compare")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,9 +37,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=RECIPE / "data", help="committed data (token ids, logs)")
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "eda_adapters" / "smollm2-shared",
                         help="cache of unfinished work")
+    parser.add_argument("--draft-dir", type=Path, default=RECIPE / "shared-draft", help="the committed draft")
+    parser.add_argument("--results", type=Path, default=REPO / "docs" / "benchmarks" / "shared_draft_smollm2.json",
+                        help="the comparison's JSON (its plot goes beside it)")
+    parser.add_argument("--held-out-per-kind", type=int, default=40, help="held-out prompts of each kind for tau")
+    parser.add_argument("--eval-max-new-tokens", type=int, default=64)
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="the last stage to run")
     parser.add_argument("--verbose", action="store_true", help="print everything transformers and datasets print")
     return parser.parse_args(argv)
+
+
+def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkBudget, log: ChunkLog) -> bool:
+    """Every stage up to `stages[-1]` that is not done yet; `False` when the budget stopped one."""
+    target = load_target(args.target, dtype=choose_dtype())
+    tokenizer = load_tokenizer(args.target)
+    answers = AnswerSettings()
+    if not build_prompts(target, tokenizer, args.data_dir, args.work_dir, PromptMix(), answers, budget, log):
+        return False
+    if "answers" in stages and not answer_parts(target, tokenizer, args.data_dir, args.work_dir, answers, budget, log):
+        return False
+    if "train" not in stages:
+        return True
+    settings = TrainSettings()
+    caches = {arch: feature_cache(target, arch, args.data_dir, args.work_dir, settings, log) for arch in ARCHITECTURES}
+    plan = training_plan(target, caches, args.data_dir, args.work_dir, settings, log)
+    drafts = {arch: train_draft(target, arch, caches[arch], plan, args.data_dir, args.work_dir, settings, budget, log)
+              for arch in ARCHITECTURES}
+    if any(path is None for path in drafts.values()):
+        return False
+    if "compare" not in stages or args.results.exists():
+        return True
+    served = load_target(args.target, dtype="float32")  # as `eda bench` serves it on a CPU
+    results = compare_drafts(served, tokenizer, drafts, args.held_out_per_kind, args.eval_max_new_tokens, log)
+    results["chosen"] = better_draft(results)
+    results["command"] = "python recipes/smollm2/shared_draft.py"
+    export_draft(drafts[results["chosen"]], args.draft_dir, served)
+    write_results(results, args.results)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,12 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = STAGES[:STAGES.index(args.until) + 1]
     try:
         with quiet_console(verbose=args.verbose):
-            target = load_target(args.target, dtype=choose_dtype())
-            tokenizer = load_tokenizer(args.target)
-            settings = AnswerSettings()
-            done = build_prompts(target, tokenizer, args.data_dir, args.work_dir, PromptMix(), settings, budget, log)
-            if done and "answers" in stages:
-                done = answer_parts(target, tokenizer, args.data_dir, args.work_dir, settings, budget, log)
+            done = run_stages(args, stages, budget, log)
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...atomic import atomic_write_json
 from ...data import regenerate
+from ...data.prompt_filter import PromptFilter
 from ...data.self_prompting import self_prompts
 from ...errors import EdaInputError
 from ...fingerprints import target_fingerprint
@@ -47,7 +48,8 @@ class AnswerSettings:
 
 
 def build_prompts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data_dir: Path, work_dir: Path,
-                  mix: PromptMix, settings: AnswerSettings, budget: ChunkBudget, log: ChunkLog) -> bool:
+                  mix: PromptMix, settings: AnswerSettings, budget: ChunkBudget, log: ChunkLog,
+                  prompt_filter: PromptFilter | None = None) -> bool:
     """Write `data_dir/prompts.jsonl.gz` once every source is complete; returns whether it exists now.
 
     Self-written prompts grow by `settings.self_prompt_step` per call of `self_prompts` (a run asked for more keeps
@@ -63,7 +65,7 @@ def build_prompts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
         started = time.perf_counter()
         written = self_prompts(target, tokenizer, run_dir, have + step, seed=0,
                                max_prompt_tokens=settings.max_prompt_tokens,
-                               batch_size=settings.self_prompt_batch_size)
+                               batch_size=settings.self_prompt_batch_size, prompt_filter=prompt_filter)
         seconds = time.perf_counter() - started
         new = len(written) - have
         if new > 0 and seconds > 5:  # a step already on disk costs nothing and says nothing about the rate

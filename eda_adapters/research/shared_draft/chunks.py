@@ -62,9 +62,9 @@ class ChunkLog:
 
 
 def write_jsonl_gz(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
-    """Compressed JSON lines, written whole or not at all (mtime fixed so the bytes depend on the rows only)."""
+    """Compressed JSON lines, written whole or not at all (no name or time in the header: the bytes depend on the rows only)."""
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
             for row in rows:
                 handle.write((json.dumps(row, separators=(",", ":")) + "\n").encode())
 

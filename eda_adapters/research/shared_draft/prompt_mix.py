@@ -27,8 +27,11 @@ EMBEDDED_SOURCES = ("docs", "stdlib-code", "math")
 
 @dataclass(frozen=True)
 class PromptMix:
-    """How many prompts each source gives (`self`: how many self-written ones to keep)."""
+    """How many prompts each source gives: `docs` and `stdlib_code` cap their fixed lists (`None`: all of them),
+    `math` problems are generated, `self_written` user turns are kept from the target's own."""
 
+    docs: int | None = None
+    stdlib_code: int | None = None
     math: int = 1000
     self_written: int = 6000
     held_out_threshold: float = 0.5
@@ -41,9 +44,9 @@ def held_out_prompts(per_kind: int = HELD_OUT_PER_KIND, seed: int = 0) -> list[d
 
 def embedded_prompts(mix: PromptMix) -> list[dict[str, str]]:
     """The embedded sources' prompts as rows `{"source", "prompt"}`, in a fixed order."""
-    rows = [{"source": "docs", "prompt": p} for p in general_chat_prompts()]
-    rows += [{"source": "stdlib-code", "prompt": r["prompt"]} for r in code_chat_rows()
-             if r["prompt"].startswith("Implement")]
+    rows = [{"source": "docs", "prompt": p} for p in general_chat_prompts(mix.docs)]
+    code = [r["prompt"] for r in code_chat_rows() if r["prompt"].startswith("Implement")]
+    rows += [{"source": "stdlib-code", "prompt": p} for p in code[:mix.stdlib_code]]
     rows += [{"source": "math", "prompt": r["prompt"]} for r in math_chat_rows(mix.math, seed=1)]
     return rows
 

@@ -1,0 +1,99 @@
+"""The comparison stage of the shared-draft recipe: both trained drafts on the held-out prompts, side by side, and
+the better one exported (bfloat16 safetensors) as the committed shared draft."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ...atomic import atomic_directory, atomic_write_json
+from ...compute_dtype import machine_key
+from ...data.prompts import render_prompt, resolve_chat_template
+from ...generation.replay import greedy_references
+from ...models.draft_loading import load_draft
+from ...plotting import pyplot
+from .chunks import ChunkLog
+from .evaluation import CHAIN_TOKENS, TREE, step_cost_ms, tau_report
+from .prompt_mix import held_out_prompts
+
+
+def held_out_ids(tokenizer: PreTrainedTokenizerBase, per_kind: int) -> tuple[list[torch.LongTensor], list[str]]:
+    """The first `per_kind` held-out prompts of each kind, rendered as the target sees them, and their kinds."""
+    chosen: dict[str, int] = {}
+    ids, kinds = [], []
+    template = resolve_chat_template(tokenizer, None)
+    for row in held_out_prompts():
+        if chosen.get(row["kind"], 0) >= per_kind:
+            continue
+        chosen[row["kind"]] = chosen.get(row["kind"], 0) + 1
+        ids.append(torch.tensor(render_prompt(tokenizer, [{"role": "user", "content": row["prompt"]}], template)[1]))
+        kinds.append(row["kind"])
+    return ids, kinds
+
+
+def compare_drafts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, drafts: dict[str, Path],
+                   per_kind: int, max_new_tokens: int, log: ChunkLog) -> dict[str, Any]:
+    """tau (chain and tree, overall and per kind) and the draft step cost of every draft, on the same references."""
+    started = time.perf_counter()
+    prompts, kinds = held_out_ids(tokenizer, per_kind)
+    loaded = {name: load_draft(path, target_model=target, dtype=target.dtype).eval() for name, path in drafts.items()}
+    references: dict[tuple[int, ...], list] = {}
+    rows = {}
+    for name, draft in loaded.items():
+        key = tuple(draft.hidden_state_indices)
+        if key not in references:
+            references[key] = greedy_references(target, prompts, max_new_tokens, hidden_state_indices=key)
+        with torch.no_grad():
+            rows[name] = tau_report(draft, target, references[key], kinds)
+    costs = step_cost_ms(target, loaded)
+    for name in rows:
+        rows[name]["draft_step_ms"] = costs[name]
+    seconds = time.perf_counter() - started
+    log.record("compare", seconds, drafts=list(drafts))
+    return {
+        "rows": rows, "target_forward_ms": costs["target_forward"],
+        "setup": {"held_out_per_kind": per_kind, "max_new_tokens": max_new_tokens, "chain_tokens": CHAIN_TOKENS,
+                  "tree": {"depth": TREE.depth, "top_k": TREE.top_k, "total_tokens": TREE.total_tokens},
+                  "dtype": str(target.dtype).replace("torch.", ""), "machine": machine_key(),
+                  "threads": torch.get_num_threads(), "seconds": round(seconds, 1)},
+    }
+
+
+def better_draft(results: dict[str, Any]) -> str:
+    """The draft with the higher held-out chain tau (the chain is what pays on a CPU, see docs/benchmarks.md)."""
+    return max(results["rows"], key=lambda name: results["rows"][name]["chain"]["tau"])
+
+
+def export_draft(path: Path, output_dir: Path, target: PreTrainedModel) -> None:
+    """Save the draft at `path` in bfloat16 to `output_dir` (written whole or not at all)."""
+    draft = load_draft(path, target_model=target, dtype=torch.bfloat16)
+    with atomic_directory(output_dir) as tmp:
+        draft.save_pretrained(tmp)
+
+
+def plot_comparison(results: dict[str, Any], path: Path) -> None:
+    """Conditional acceptance by drafted position (left) and chain / tree tau with 95% intervals (right)."""
+    plt = pyplot("the shared-draft comparison plot")
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for index, (name, row) in enumerate(results["rows"].items()):
+        left.plot(range(1, CHAIN_TOKENS + 1), row["chain"]["conditional_acceptance"], marker="o", label=name)
+        for offset, (kind, marker) in enumerate((("chain", "o"), ("tree", "s"))):
+            tau, (low, high) = row[kind]["tau"], row[kind]["ci95"]
+            right.errorbar([index + 0.15 * offset], [tau], yerr=[[tau - low], [high - tau]], fmt=marker, capsize=4,
+                           color=f"C{offset}", label=kind if index == 0 else None)
+    right.set_xticks(range(len(results["rows"])), list(results["rows"]))
+    left.set(xlabel="drafted position", ylabel="P(accept | previous accepted)", title="chain, held-out prompts")
+    left.legend(fontsize=8)
+    right.set(ylabel="tau (tokens per target forward)", title="95% intervals over prompts")
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def write_results(results: dict[str, Any], json_path: Path) -> None:
+    atomic_write_json(json_path, results)
+    plot_comparison(results, json_path.with_suffix(".png"))

@@ -1,0 +1,88 @@
+"""Held-out evaluation of trained drafts: chain and tree tau with 95% intervals, overall and per prompt kind,
+per-position acceptance, and the cost of one draft step next to a target forward."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from ...generation import TreeConfig
+from ...generation.replay import GreedyReference, replay_acceptance
+from ..experiment.evaluation import TauMeasurement, summarize
+
+CHAIN_TOKENS = 5
+TREE = TreeConfig(depth=5, top_k=10, total_tokens=60)
+
+
+def _rounded(measurement: TauMeasurement) -> dict[str, Any]:
+    return {"tau": round(measurement.tau, 4), "ci95": [round(x, 4) for x in measurement.ci95],
+            "num_prompts": measurement.num_prompts, "steps": measurement.num_steps}
+
+
+def tau_report(draft: nn.Module, target: PreTrainedModel, references: Sequence[GreedyReference],
+               kinds: Sequence[str] | None = None, *, num_draft_tokens: int = CHAIN_TOKENS,
+               tree: TreeConfig = TREE) -> dict[str, Any]:
+    """Chain and tree tau of `draft`, replayed from the target's greedy `references` (one per prompt; `kinds` names
+    each prompt's kind), over all prompts and per kind, with 95% bootstrap intervals over prompts; and the chain's
+    acceptance by position (`P(at least i accepted)`) and conditional on the previous position."""
+    report: dict[str, Any] = {}
+    for name, kwargs, depth in (("chain", {"num_draft_tokens": num_draft_tokens}, num_draft_tokens),
+                                ("tree", {"tree": tree}, tree.depth)):
+        per_prompt = [replay_acceptance(draft, target, ref, **kwargs).accepted_lengths for ref in references]
+        overall = summarize(per_prompt, depth)
+        report[name] = _rounded(overall)
+        if kinds is not None:
+            report[name]["by_kind"] = {
+                kind: _rounded(summarize([p for p, k in zip(per_prompt, kinds) if k == kind], depth))
+                for kind in dict.fromkeys(kinds)
+            }
+        if name == "chain":
+            reached = [1.0] + overall.acceptance_by_position
+            report[name]["acceptance_by_position"] = [round(x, 4) for x in overall.acceptance_by_position]
+            report[name]["conditional_acceptance"] = [
+                round(reached[i + 1] / reached[i], 4) if reached[i] else None for i in range(depth)
+            ]
+    return report
+
+
+def _median_ms(step: Callable[[], Any], repeats: int) -> float:
+    for _ in range(10):
+        step()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        samples.append(time.perf_counter() - start)
+    return 1000 * statistics.median(samples)
+
+
+@torch.no_grad()
+def step_cost_ms(target: PreTrainedModel, drafts: dict[str, nn.Module], repeats: int = 200) -> dict[str, float]:
+    """Median milliseconds of one drafted token on a 64-token cache, per draft, and of a one-token target forward
+    (`"target_forward"`), measured side by side."""
+    ids = torch.randint(0, target.config.vocab_size, (1, 65), generator=torch.Generator().manual_seed(0))
+    out = target(ids[:, :64], output_hidden_states=True, use_cache=True)
+    cache = out.past_key_values
+    length = cache.get_seq_length()
+    timings = {"target_forward": _median_ms(
+        lambda: (target(ids[:, 64:], past_key_values=cache, use_cache=True), cache.crop(length - cache.get_seq_length())),
+        repeats,
+    )}
+    for name, draft in drafts.items():
+        prefill = draft(input_ids=ids[:, 1:65], hidden_states=draft.target_features(out.hidden_states), use_cache=True)
+        draft_cache, hidden = prefill.past_key_values, prefill.last_hidden_state[:, -1:]
+        size = draft_cache.get_seq_length()
+
+        def step(draft=draft, draft_cache=draft_cache, hidden=hidden, size=size):
+            logits = draft(input_ids=ids[:, 64:], hidden_states=hidden, past_key_values=draft_cache,
+                           use_cache=True).logits
+            draft.target_vocab_logits(logits).argmax(-1)
+            draft_cache.crop(size - draft_cache.get_seq_length())  # transformers 5 crops by a negative count
+
+        timings[name] = _median_ms(step, repeats)
+    return {name: round(ms, 3) for name, ms in timings.items()}

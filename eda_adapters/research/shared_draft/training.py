@@ -1,0 +1,145 @@
+"""The training stages of the shared-draft recipe: one draft per architecture, at the same training compute.
+
+Equal compute means equal wall-clock seconds of training on the same machine. A short probe measures each
+architecture's seconds per optimizer step once; `max_steps = train_minutes * 60 / seconds_per_step` is then fixed
+in the committed plan (`data_dir/training-plan.json`), so the learning-rate schedule does not change between chunks
+or machines. Training stops at the invocation's budget with a checkpoint and resumes from it in the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel, TrainerCallback
+
+from ...atomic import atomic_write_json
+from ...data import extract_features
+from ...data.feature_cache import draft_feature_layers
+from ...models import Eagle3DraftModel, EagleDraftModel
+from ...training import EagleTrainer, EagleTrainingConfig
+from .answers import load_answers
+from .chunks import ChunkBudget, ChunkLog
+
+ARCHITECTURES = ("eagle", "eagle3")
+PLAN_FILE = "training-plan.json"
+MIN_TRAIN_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What both drafts share; only the architecture (and EAGLE-3's training-time test) differs."""
+
+    train_minutes: float = 75.0
+    draft_vocab_size: int = 8192
+    per_device_train_batch_size: int = 8
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    max_length: int = 512
+    ttt_steps: int = 3
+    save_minutes: float = 10.0
+    probe_steps: int = 12
+    feature_dtype: str = "bfloat16"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _config(arch: str, settings: TrainSettings, output_dir: Path, max_steps: int, save_steps: int) -> EagleTrainingConfig:
+    return EagleTrainingConfig(
+        output_dir=str(output_dir), draft_architecture=arch, ttt_steps=settings.ttt_steps if arch == "eagle3" else 1,
+        draft_vocab_size=settings.draft_vocab_size, per_device_train_batch_size=settings.per_device_train_batch_size,
+        learning_rate=settings.learning_rate, lr_scheduler_type="cosine", warmup_steps=settings.warmup_steps,
+        max_length=settings.max_length, max_steps=max_steps, save_strategy="steps", save_steps=save_steps,
+        save_total_limit=1, logging_steps=50, report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
+        **settings.extra,
+    )
+
+
+def feature_cache(target: PreTrainedModel, arch: str, data_dir: Path, work_dir: Path, settings: TrainSettings,
+                  log: ChunkLog) -> Path:
+    """Extract (or resume extracting) the features `arch`'s draft reads, for every committed answer."""
+    probe = EagleDraftModel.from_target(target) if arch == "eagle" else Eagle3DraftModel.from_target(target)
+    layers = draft_feature_layers(probe, target)
+    cache = work_dir / ("features-" + "-".join(map(str, layers)))
+    if not (cache / "index.json").exists():
+        started = time.perf_counter()
+        extract_features(target, load_answers(data_dir), cache, layers=layers, dtype=settings.feature_dtype,
+                         batch_size=16)
+        log.record("features", time.perf_counter() - started, architecture=arch, layers=layers)
+    return cache
+
+
+class _StepClock(TrainerCallback):
+    """Seconds of every optimizer step; asks the trainer to save and stop when the invocation's budget runs out."""
+
+    def __init__(self, budget: ChunkBudget | None = None, margin_seconds: float = 120.0) -> None:
+        self.budget, self.margin, self.steps, self._last = budget, margin_seconds, [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._last = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(time.perf_counter() - self._last)
+        if self.budget is not None and self.budget.left() < self.margin and state.global_step < state.max_steps:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def training_plan(target: PreTrainedModel, caches: dict[str, Path], data_dir: Path, work_dir: Path,
+                  settings: TrainSettings, log: ChunkLog) -> dict[str, Any]:
+    """The committed plan: per architecture, the probed seconds per step and the `max_steps` of its budget."""
+    path = data_dir / PLAN_FILE
+    plan = json.loads(path.read_text()) if path.exists() else {"settings": asdict(settings), "architectures": {}}
+    for arch, cache in caches.items():
+        if arch in plan["architectures"]:
+            continue
+        clock = _StepClock()
+        config = _config(arch, settings, work_dir / f"probe-{arch}", settings.probe_steps, settings.probe_steps + 1)
+        config.save_strategy = "no"
+        started = time.perf_counter()
+        EagleTrainer(target_model=target, args=config, train_dataset=str(cache), callbacks=[clock]).train()
+        seconds_per_step = statistics.median(clock.steps[2:])
+        max_steps = int(settings.train_minutes * 60 / seconds_per_step)
+        plan["architectures"][arch] = {"seconds_per_step": round(seconds_per_step, 4), "max_steps": max_steps,
+                                       "probe_steps": settings.probe_steps}
+        log.record("probe", time.perf_counter() - started, architecture=arch, seconds_per_step=seconds_per_step)
+        atomic_write_json(path, plan)
+    return plan
+
+
+def train_draft(target: PreTrainedModel, arch: str, cache: Path, plan: dict[str, Any], data_dir: Path,
+                work_dir: Path, settings: TrainSettings, budget: ChunkBudget, log: ChunkLog) -> Path | None:
+    """Train (or resume) `arch`'s draft to its planned steps; returns the finished draft's folder, or `None` when
+    the budget ran out first (a checkpoint is saved; the next invocation resumes it)."""
+    final = work_dir / f"draft-{arch}"
+    if (final / "config.json").exists():
+        return final
+    if budget.left() < MIN_TRAIN_SECONDS:  # not worth a start and a checkpoint
+        return None
+    steps = plan["architectures"][arch]
+    save_steps = max(1, int(settings.save_minutes * 60 / steps["seconds_per_step"]))
+    out = work_dir / f"train-{arch}"
+    config = _config(arch, settings, out, steps["max_steps"], save_steps)
+    clock = _StepClock(budget)
+    trainer = EagleTrainer(target_model=target, args=config, train_dataset=str(cache), callbacks=[clock])
+    resumed = out.is_dir() and any(p.name.startswith("checkpoint-") for p in out.iterdir())
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if resumed else None)
+    seconds = time.perf_counter() - started
+    state = trainer.state
+    logs = [row for row in state.log_history if "accuracy" in row]
+    log.record("train", seconds, architecture=arch, global_step=state.global_step, max_steps=state.max_steps,
+               resumed=resumed, last_log=logs[-1] if logs else None)
+    if state.global_step < state.max_steps:
+        return None
+    trainer.save_model(str(final))
+    atomic_write_json(data_dir / f"training-{arch}.json", {
+        "architecture": arch, "global_step": state.global_step, "train_seconds": sum(
+            row["seconds"] for row in log.rows() if row["stage"] == "train" and row.get("architecture") == arch),
+        "log_history": state.log_history,
+    })
+    return final
