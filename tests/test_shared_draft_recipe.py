@@ -4,13 +4,13 @@ draft that loads."""
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from conftest import make_target
-from test_data_common import fresh_process_state, make_tokenizer  # noqa: F401
+from test_data_common import make_tokenizer
 
 from eda_adapters.data import PromptFilter
 from eda_adapters.models.draft_loading import load_draft
@@ -120,3 +120,65 @@ def test_data_stages_stop_at_the_budget_and_resume_to_the_same_answers(chatty, t
     with pytest.raises(ValueError, match="other settings.*max_new_tokens"):
         answers.answer_parts(chatty, tok, data, work, other, CountdownBudget(9), log)
     assert (data / "answers-000.jsonl.gz").read_bytes() == before
+
+
+class StepsBudget(ChunkBudget):
+    """A budget whose time runs out after `calls` questions (each training step asks once)."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__(max_minutes=60)
+        self.calls = calls
+
+    def left(self) -> float:
+        self.calls -= 1
+        return 1e6 if self.calls >= 0 else 0.0
+
+
+def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok, tmp_path):
+    data, work = tmp_path / "data", tmp_path / "work"
+    log = ChunkLog(data / "chunks.jsonl")
+    assert answers.build_prompts(chatty, tok, data, work, MIX, SETTINGS, CountdownBudget(9), log, LOOSE)
+    assert answers.answer_parts(chatty, tok, data, work, SETTINGS, CountdownBudget(9), log)
+    settings = training.TrainSettings(train_minutes=0.004, draft_vocab_size=48, per_device_train_batch_size=4,
+                                      warmup_steps=1, max_length=64, probe_steps=5)
+    caches = {arch: training.feature_cache(chatty, arch, data, work, settings, log) for arch in training.ARCHITECTURES}
+    assert caches["eagle"] != caches["eagle3"]  # EAGLE-3 reads three more layers
+    plan = training.training_plan(chatty, caches, data, work, settings, log)
+    steps = {arch: plan["architectures"][arch]["max_steps"] for arch in training.ARCHITECTURES}
+    assert all(n >= 1 for n in steps.values())
+    for arch in training.ARCHITECTURES:  # equal seconds: steps in inverse proportion to the probed step cost
+        probed = plan["architectures"][arch]["seconds_per_step"]
+        assert steps[arch] == int(settings.train_minutes * 60 / probed)
+    assert json.loads((data / training.PLAN_FILE).read_text()) == plan  # committed, so chunks never re-plan
+    plan["architectures"]["eagle"]["max_steps"] = 6  # fixed here so that the stop falls mid-run
+    # time is left for 3 questions (one before starting, one after each step): the third step saves and stops
+    assert training.train_draft(chatty, "eagle", caches["eagle"], plan, data, work, settings, StepsBudget(3),
+                                log) is None
+    assert list((work / "train-eagle").glob("checkpoint-3"))
+    final = training.train_draft(chatty, "eagle", caches["eagle"], plan, data, work, settings, StepsBudget(99), log)
+    assert final is not None and (final / "config.json").exists()
+    trains = [row for row in log.rows() if row["stage"] == "train"]
+    assert [(row["global_step"], row["resumed"]) for row in trains] == [(3, False), (6, True)]
+    record = json.loads((data / "training-eagle.json").read_text())
+    assert record["global_step"] == 6 and record["train_seconds"] == pytest.approx(
+        sum(row["seconds"] for row in trains), abs=0.2)
+    drafts = {"eagle": final, "eagle3": training.train_draft(chatty, "eagle3", caches["eagle3"], plan, data, work,
+                                                            settings, StepsBudget(10**6), log)}
+    results = compare.compare_drafts(chatty, tok, drafts, per_kind=2, max_new_tokens=6, log=log)
+    for arch, row in results["rows"].items():
+        assert 1.0 <= row["chain"]["tau"] <= 6.0 and row["chain"]["ci95"][0] <= row["chain"]["tau"]
+        assert set(row["chain"]["by_kind"]) == {"prose", "code", "math"}
+        assert row["tree"]["by_kind"]["math"]["num_prompts"] == 2
+        assert len(row["chain"]["conditional_acceptance"]) == 5 and row["draft_step_ms"] > 0
+    chosen = compare.better_draft(results)
+    assert results["rows"][chosen]["chain"]["tau"] == max(r["chain"]["tau"] for r in results["rows"].values())
+    compare.export_draft(drafts[chosen], tmp_path / "shared-draft")
+    assert chatty.dtype == torch.float32  # the target is left as it was
+    exported = load_draft(tmp_path / "shared-draft", target_model=chatty)
+    assert type(exported) is type(load_draft(drafts[chosen], target_model=chatty))
+    with safe_open(tmp_path / "shared-draft" / "model.safetensors", "pt") as weights:
+        dtypes = {weights.get_slice(name).get_dtype() for name in weights.keys()}
+    assert "F32" not in dtypes and "BF16" in dtypes
+    assert load_draft(tmp_path / "shared-draft", target_model=chatty, dtype=torch.float32).dtype == torch.float32
+    compare.write_results(results, tmp_path / "results.json")
+    assert (tmp_path / "results.png").stat().st_size > 0

@@ -71,7 +71,7 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
     results = compare_drafts(served, tokenizer, drafts, args.held_out_per_kind, args.eval_max_new_tokens, log)
     results["chosen"] = better_draft(results)
     results["command"] = "python recipes/smollm2/shared_draft.py"
-    export_draft(drafts[results["chosen"]], args.draft_dir, served)
+    export_draft(drafts[results["chosen"]], args.draft_dir)
     write_results(results, args.results)
     return True
 

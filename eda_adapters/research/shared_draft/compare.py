@@ -68,9 +68,10 @@ def better_draft(results: dict[str, Any]) -> str:
     return max(results["rows"], key=lambda name: results["rows"][name]["chain"]["tau"])
 
 
-def export_draft(path: Path, output_dir: Path, target: PreTrainedModel) -> None:
+def export_draft(path: Path, output_dir: Path) -> None:
     """Save the draft at `path` in bfloat16 to `output_dir` (written whole or not at all)."""
-    draft = load_draft(path, target_model=target, dtype=torch.bfloat16)
+    # loaded without its target: attached, `.to()` would cast the target's own embedding too
+    draft = load_draft(path).to(torch.bfloat16)  # floating tensors only: d2t/t2d keep their types
     with atomic_directory(output_dir) as tmp:
         draft.save_pretrained(tmp)
 

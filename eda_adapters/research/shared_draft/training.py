@@ -104,7 +104,7 @@ def training_plan(target: PreTrainedModel, caches: dict[str, Path], data_dir: Pa
         EagleTrainer(target_model=target, args=config, train_dataset=str(cache), callbacks=[clock]).train()
         seconds_per_step = statistics.median(clock.steps[2:])
         max_steps = int(settings.train_minutes * 60 / seconds_per_step)
-        plan["architectures"][arch] = {"seconds_per_step": round(seconds_per_step, 4), "max_steps": max_steps,
+        plan["architectures"][arch] = {"seconds_per_step": seconds_per_step, "max_steps": max_steps,
                                        "probe_steps": settings.probe_steps}
         log.record("probe", time.perf_counter() - started, architecture=arch, seconds_per_step=seconds_per_step)
         atomic_write_json(path, plan)
