@@ -116,3 +116,37 @@ def test_stage1_trainer_builds_and_trains_a_reduced_draft(setup, tmp_path):
     trainer.save_model()
     reloaded = EagleDraftModel.from_pretrained(tmp_path / "run", target_model=target)
     assert torch.equal(reloaded.d2t, draft.d2t)
+
+
+def test_the_reduced_head_loss_equals_the_vocabulary_wide_one_in_value_and_gradient(setup):
+    """EAGLE-1's objective scores a reduced head on its own logits; the result is the loss over the forward's
+    target-vocabulary logits (-inf outside the draft's tokens), only cheaper."""
+    from eda_adapters.training import EagleTrainingConfig
+    from eda_adapters.training.losses import eagle_loss, shift_for_draft
+    from eda_adapters.training.objectives import EagleObjective
+
+    target, _, vocab = setup
+    torch.manual_seed(0)
+    draft = EagleDraftModel.from_target(target, draft_vocab=vocab)
+    ids = torch.randint(0, target.config.vocab_size, (2, 12))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "loss_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        out = target(ids, output_hidden_states=True)
+    features, target_logits = out.hidden_states[-1], out.logits
+    args = EagleTrainingConfig(output_dir="unused", feature_noise_std=0.0, report_to=[], use_cpu=True)
+    result = EagleObjective()(draft, inputs, features, target_logits, args, training=False)
+    result.loss.backward()
+    fast = {name: p.grad.clone() for name, p in draft.named_parameters() if p.grad is not None}
+    draft.zero_grad()
+    draft_ids, draft_features, target_features, mask = shift_for_draft(ids, features, inputs["loss_mask"])
+    wide = draft(input_ids=draft_ids, hidden_states=draft_features)
+    assert torch.isinf(wide.logits).any()  # the forward maps the reduced head onto the whole vocabulary
+    reference = eagle_loss(wide.last_hidden_state, wide.logits, target_features, target_logits[:, 1:], mask)
+    reference.loss.backward()
+    torch.testing.assert_close(result.loss, reference.loss)
+    assert result.metrics["accuracy"] == reference.accuracy
+    torch.testing.assert_close(result.metrics["ce_loss"], reference.ce_loss)
+    for name, p in draft.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(fast[name], p.grad, msg=name)
+    torch.testing.assert_close(result.outputs.logits, wide.logits.detach())  # not training: what forward gives

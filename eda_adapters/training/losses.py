@@ -66,6 +66,7 @@ def eagle_loss(
     loss_mask: torch.Tensor,
     regression_weight: float = 1.0,
     ce_weight: float = 0.1,
+    draft_token_ids: torch.LongTensor | None = None,
 ) -> EagleLossOutput:
     """EAGLE objective on aligned positions: SmoothL1 on the next hidden state + cross-entropy to the target's
     next-token distribution (soft labels through the frozen head).
@@ -74,22 +75,28 @@ def eagle_loss(
     `draft_hidden`/`target_hidden` `[B, S, H]`, `draft_logits`/`target_logits` `[B, S, V]`, `loss_mask` `[B, S]`
     (1 where the position counts, e.g. response tokens). Returns the masked means and top-1 agreement (draft argmax
     == target argmax). `-inf` draft logits (tokens outside a reduced draft vocabulary) are left out of the
-    cross-entropy, whose target distribution is renormalised over the tokens the draft scores.
+    cross-entropy, whose target distribution is renormalised over the tokens the draft scores. The same loss, without
+    the target-vocabulary-wide tensors: a reduced head's own logits `[B, S, draft_vocab_size]` as `draft_logits` and
+    its token ids as `draft_token_ids` (see [`draft_vocab_cross_entropy`]).
     """
     mask = loss_mask.to(draft_hidden.dtype)
     num_tokens = int(mask.sum().item())
     denom = mask.sum().clamp_min(1.0)
     regression = F.smooth_l1_loss(draft_hidden.float(), target_hidden.float(), reduction="none").mean(-1)
     regression = (regression * mask).sum() / denom
-    draft_logp = torch.log_softmax(draft_logits.float(), dim=-1)
-    # A draft with a reduced vocabulary scores only its tokens (-inf elsewhere): the target distribution is
-    # renormalised over them, as EAGLE-3 trains its reduced head.
-    scored = torch.isfinite(draft_logp)
-    target_probs = torch.softmax(target_logits.float().masked_fill(~scored, float("-inf")), dim=-1)
-    ce = -(target_probs * draft_logp.masked_fill(~scored, 0.0)).sum(-1)
-    ce = (ce * mask).sum() / denom
-    agree = (draft_logits.argmax(-1) == target_logits.argmax(-1)).to(mask.dtype)
-    accuracy = (agree * mask).sum() / denom
+    if draft_token_ids is not None:
+        terms = draft_vocab_cross_entropy(draft_logits, target_logits, draft_token_ids, loss_mask)
+        ce, accuracy = terms.loss, terms.accuracy
+    else:
+        draft_logp = torch.log_softmax(draft_logits.float(), dim=-1)
+        # A draft with a reduced vocabulary scores only its tokens (-inf elsewhere): the target distribution is
+        # renormalised over them, as EAGLE-3 trains its reduced head.
+        scored = torch.isfinite(draft_logp)
+        target_probs = torch.softmax(target_logits.float().masked_fill(~scored, float("-inf")), dim=-1)
+        ce = -(target_probs * draft_logp.masked_fill(~scored, 0.0)).sum(-1)
+        ce = (ce * mask).sum() / denom
+        agree = (draft_logits.argmax(-1) == target_logits.argmax(-1)).to(mask.dtype)
+        accuracy = (agree * mask).sum() / denom
     loss = regression_weight * regression + ce_weight * ce
     return EagleLossOutput(loss, regression.detach(), ce.detach(), accuracy.detach(), num_tokens)
 

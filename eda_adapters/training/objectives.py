@@ -91,16 +91,25 @@ class EagleObjective:
             draft_features = add_feature_noise(
                 draft_features, args.feature_noise_std, kind=args.feature_noise_type, lengths=attention_mask.sum(-1)
             )
-        outputs = model(input_ids=draft_ids, hidden_states=draft_features, attention_mask=attention_mask[:, 1:])
+        # A reduced head's loss needs only its own logits: mapping them onto the target vocabulary (-inf elsewhere)
+        # would make every softmax of the loss vocabulary-wide, most of a step's time on a 49k-token target.
+        draft = unwrap_draft(model)
+        reduced = getattr(draft, "draft_head", None) is not None
+        outputs = model(input_ids=draft_ids, hidden_states=draft_features, attention_mask=attention_mask[:, 1:],
+                        compute_logits=not reduced)
+        logits = draft.draft_head(outputs.last_hidden_state) if reduced else outputs.logits
         terms = eagle_loss(
             outputs.last_hidden_state,
-            outputs.logits,
+            logits,
             target_features,
             target_logits[:, 1:],
             loss_mask,
             regression_weight=args.regression_weight,
             ce_weight=args.ce_weight,
+            draft_token_ids=draft.d2t if reduced else None,
         )
+        if reduced and not training:  # what `forward` gives, for `compute_loss(..., return_outputs=True)`
+            outputs.logits = draft.draft_logits_to_vocab(logits.detach())
         metrics = {"regression_loss": terms.regression_loss, "ce_loss": terms.ce_loss, "accuracy": terms.accuracy}
         return ObjectiveOutput(terms.loss, terms.num_tokens, metrics, outputs)
 
