@@ -77,6 +77,7 @@ def test_chunk_log_rates_and_compressed_rows(tmp_path):
     assert ChunkLog(tmp_path / "chunks.jsonl").chunk == 2  # the next invocation is the next chunk
     assert log.last_rate("answers", "prompts", default=2.0) == 3.0
     assert log.seconds_by_stage() == {"answers": 42.0}
+    assert "| 1 | " in log.markdown() and "answers 0.7" in log.markdown() and "(0.01 h)" in log.markdown()
     rows = [{"input_ids": [1, 2, 3]}, {"input_ids": [4]}]
     write_jsonl_gz(tmp_path / "a.jsonl.gz", rows)
     write_jsonl_gz(tmp_path / "b.jsonl.gz", rows)
@@ -141,7 +142,9 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
     assert answers.answer_parts(chatty, tok, data, work, SETTINGS, CountdownBudget(9), log)
     settings = training.TrainSettings(train_minutes=0.004, draft_vocab_size=48, per_device_train_batch_size=4,
                                       warmup_steps=1, max_length=64, probe_steps=5)
-    caches = {arch: training.feature_cache(chatty, arch, data, work, settings, log) for arch in training.ARCHITECTURES}
+    assert training.feature_cache(chatty, "eagle", data, work, settings, CountdownBudget(0), log) is None
+    caches = {arch: training.feature_cache(chatty, arch, data, work, settings, CountdownBudget(1), log)
+              for arch in training.ARCHITECTURES}
     assert caches["eagle"] != caches["eagle3"]  # EAGLE-3 reads three more layers
     plan = training.training_plan(chatty, caches, data, work, settings, log)
     steps = {arch: plan["architectures"][arch]["max_steps"] for arch in training.ARCHITECTURES}
@@ -182,3 +185,14 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
     assert load_draft(tmp_path / "shared-draft", target_model=chatty, dtype=torch.float32).dtype == torch.float32
     compare.write_results(results, tmp_path / "results.json")
     assert (tmp_path / "results.png").stat().st_size > 0
+
+
+def test_the_recipe_reports_its_chunks_without_loading_a_model(tmp_path):
+    import subprocess
+    import sys
+
+    ChunkLog(tmp_path / "chunks.jsonl").record("answers", 90.0, prompts=3)
+    done = subprocess.run([sys.executable, "recipes/smollm2/shared_draft.py", "--report", "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| 1 | " in done.stdout and "answers 1.5" in done.stdout

@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--held-out-per-kind", type=int, default=40, help="held-out prompts of each kind for tau")
     parser.add_argument("--eval-max-new-tokens", type=int, default=64)
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="the last stage to run")
+    parser.add_argument("--report", action="store_true", help="print the time each chunk took (a table), and stop")
     parser.add_argument("--verbose", action="store_true", help="print everything transformers and datasets print")
     return parser.parse_args(argv)
 
@@ -59,15 +60,19 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
     if "train" not in stages:
         return True
     settings = TrainSettings()
-    caches = {arch: feature_cache(target, arch, args.data_dir, args.work_dir, settings, log) for arch in ARCHITECTURES}
-    plan = training_plan(target, caches, args.data_dir, args.work_dir, settings, log)
-    drafts = {arch: train_draft(target, arch, caches[arch], plan, args.data_dir, args.work_dir, settings, budget, log)
+    caches = {arch: feature_cache(target, arch, args.data_dir, args.work_dir, settings, budget, log)
+              for arch in ARCHITECTURES}
+    if any(cache is None for cache in caches.values()):
+        return False
+    # the drafts train (fp32 weights) and are compared against the float32 target, as `eda bench` serves it on a CPU
+    served = load_target(args.target, dtype="float32")
+    plan = training_plan(served, caches, args.data_dir, args.work_dir, settings, log)
+    drafts = {arch: train_draft(served, arch, caches[arch], plan, args.data_dir, args.work_dir, settings, budget, log)
               for arch in ARCHITECTURES}
     if any(path is None for path in drafts.values()):
         return False
     if "compare" not in stages or args.results.exists():
         return True
-    served = load_target(args.target, dtype="float32")  # as `eda bench` serves it on a CPU
     results = compare_drafts(served, tokenizer, drafts, args.held_out_per_kind, args.eval_max_new_tokens, log)
     results["chosen"] = better_draft(results)
     results["command"] = "python recipes/smollm2/shared_draft.py"
@@ -79,6 +84,9 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     budget, log = ChunkBudget(args.max_minutes), ChunkLog(args.data_dir / "chunks.jsonl")
+    if args.report:
+        print(log.markdown())
+        return 0
     started = time.perf_counter()
     stages = STAGES[:STAGES.index(args.until) + 1]
     try:

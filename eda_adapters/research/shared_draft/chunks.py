@@ -54,6 +54,20 @@ class ChunkLog:
                 return row["seconds"] / row[unit]
         return default
 
+    def markdown(self) -> str:
+        """One table row per chunk: its date, the seconds of each stage it ran, its total; then the sum."""
+        chunks: dict[int, dict[str, Any]] = {}
+        for row in self.rows():
+            chunk = chunks.setdefault(row["chunk"], {"date": row["date"], "stages": {}})
+            chunk["stages"][row["stage"]] = chunk["stages"].get(row["stage"], 0.0) + row["seconds"]
+        lines = ["| chunk | date | work (minutes) | total (minutes) |", "|---:|---|---|---:|"]
+        for number, chunk in sorted(chunks.items()):
+            work = ", ".join(f"{stage} {seconds / 60:.1f}" for stage, seconds in chunk["stages"].items())
+            lines.append(f"| {number} | {chunk['date']} | {work} | {sum(chunk['stages'].values()) / 60:.1f} |")
+        total = sum(self.seconds_by_stage().values())
+        lines.append(f"| all | | | {total / 60:.1f} ({total / 3600:.2f} h) |")
+        return "\n".join(lines)
+
     def seconds_by_stage(self) -> dict[str, float]:
         totals: dict[str, float] = {}
         for row in self.rows():

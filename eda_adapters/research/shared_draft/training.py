@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, TrainerCallback
 
 from ...atomic import atomic_write_json
 from ...data import extract_features
-from ...data.feature_cache import draft_feature_layers
+from ...data.feature_cache import INDEX_FILE, draft_feature_layers
 from ...models import Eagle3DraftModel, EagleDraftModel
 from ...training import EagleTrainer, EagleTrainingConfig
 from .answers import load_answers
@@ -59,16 +59,21 @@ def _config(arch: str, settings: TrainSettings, output_dir: Path, max_steps: int
 
 
 def feature_cache(target: PreTrainedModel, arch: str, data_dir: Path, work_dir: Path, settings: TrainSettings,
-                  log: ChunkLog) -> Path:
-    """Extract (or resume extracting) the features `arch`'s draft reads, for every committed answer."""
+                  budget: ChunkBudget, log: ChunkLog) -> Path | None:
+    """Extract the features `arch`'s draft reads, for every committed answer, into the cache; `None` when the
+    estimated time (from the last extraction's rate) does not fit the budget."""
     probe = EagleDraftModel.from_target(target) if arch == "eagle" else Eagle3DraftModel.from_target(target)
     layers = draft_feature_layers(probe, target)
     cache = work_dir / ("features-" + "-".join(map(str, layers)))
-    if not (cache / "index.json").exists():
-        started = time.perf_counter()
-        extract_features(target, load_answers(data_dir), cache, layers=layers, dtype=settings.feature_dtype,
-                         batch_size=16)
-        log.record("features", time.perf_counter() - started, architecture=arch, layers=layers)
+    if (cache / INDEX_FILE).exists():
+        return cache
+    dataset = load_answers(data_dir)
+    tokens = sum(len(ids) for ids in dataset["input_ids"])
+    if not budget.allows(tokens * log.last_rate("features", "tokens", default=1 / 1000)):
+        return None
+    started = time.perf_counter()
+    extract_features(target, dataset, cache, layers=layers, dtype=settings.feature_dtype, batch_size=16)
+    log.record("features", time.perf_counter() - started, architecture=arch, layers=layers, tokens=tokens)
     return cache
 
 
