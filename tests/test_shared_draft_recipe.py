@@ -196,3 +196,25 @@ def test_the_recipe_reports_its_chunks_without_loading_a_model(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| 1 | " in done.stdout and "answers 1.5" in done.stdout
+
+
+def test_the_recipe_script_reports_bad_input_and_interruptions_in_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "smollm2" / "shared_draft.py"
+    spec = importlib.util.spec_from_file_location("smollm2_shared_draft", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    where = ["--data-dir", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work")]
+    assert recipe.main(["--target", str(tmp_path / "no-such-model"), *where]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "no-such-model" in err and len(err.splitlines()) == 1
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipe, "run_stages", interrupted)
+    assert recipe.main(where) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted; ") and "run the same command again" in err and len(err.splitlines()) == 1

@@ -11,5 +11,7 @@ imports from here; this side uses the runtime like any user would. It needs the 
 | `experiment/` | `eda experiment`: the paper's comparison on any base target and its fine-tunes |
 | `domains/` | the SmolLM2 recipe's domain chats and fine-tunes (`recipes/smollm2/build.py`) |
 | `bench_fixtures` | what `eda bench` runs on without `--target` (a tiny offline setup) and its `--prompt-kinds` sets |
+| `shared_draft/` | the shared-draft recipe (`recipes/smollm2/shared_draft.py`): prompt mix, chunked data and training, comparison |
+| `recipe_runner` | how recipe scripts run their work: a quiet console, bad input and Ctrl-C as one line |
 | `commands/` | the `eda demo` and `eda experiment` subcommands, registered through the `eda_adapters.commands` entry points |
 """

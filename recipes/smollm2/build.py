@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from eda_adapters.console import quiet_console
 from eda_adapters.research.domains.domain_targets import DomainTargetSizes, prepare_domain_targets
 from eda_adapters.research.domains.finetune import FinetuneSettings
+from eda_adapters.research.recipe_runner import RecipeStopped, run_recipe_work
 
 EXPERIMENT_CONFIG = Path(__file__).resolve().parents[1] / "eda-experiment" / "smollm2.yaml"
 
@@ -45,16 +45,15 @@ def main(argv: list[str] | None = None) -> int:
                                 train_last_layers=args.train_last_layers or None)
     started = time.perf_counter()
     try:
-        with quiet_console(verbose=args.verbose):
-            prepare_domain_targets(args.base_target, args.output_dir, DomainTargetSizes(),
-                                   finetune={"code": settings, "math": settings})
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; finished work is kept in {args.output_dir} (an unfinished fine-tune resumes from its last "
-              "checkpoint): run the same command again", file=sys.stderr)
-        return 130
+        run_recipe_work(
+            lambda: prepare_domain_targets(args.base_target, args.output_dir, DomainTargetSizes(),
+                                           finetune={"code": settings, "math": settings}),
+            verbose=args.verbose,
+            interrupted=f"finished work is kept in {args.output_dir} (an unfinished fine-tune resumes from its last "
+                        "checkpoint): run the same command again",
+        )
+    except RecipeStopped as stopped:
+        return stopped.exit_code
     print(f"inputs ready in {args.output_dir} ({time.perf_counter() - started:.0f}s)")
     if args.experiment:
         from eda_adapters.cli import main as eda_main

@@ -4,7 +4,7 @@
 
 Every invocation does at most `--max-minutes` of work, stops between units of work (a part of answers, a training
 checkpoint), logs what it did and what it cost to recipes/smollm2/data/chunks.jsonl, and writes its small durable
-outputs into the repository (commit them). See recipes/smollm2/SHARED-DRAFT.md.
+outputs into the repository (commit them). See recipes/smollm2/README.md, "The shared draft".
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from eda_adapters import load_target
 from eda_adapters.compute_dtype import choose_dtype
-from eda_adapters.console import quiet_console
 from eda_adapters.data.io import load_tokenizer
+from eda_adapters.research.recipe_runner import RecipeStopped, run_recipe_work
 from eda_adapters.research.shared_draft.answers import AnswerSettings, answer_parts, build_prompts
 from eda_adapters.research.shared_draft.chunks import ChunkBudget, ChunkLog
 from eda_adapters.research.shared_draft.compare import better_draft, compare_drafts, export_draft, write_results
@@ -90,15 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     stages = STAGES[:STAGES.index(args.until) + 1]
     try:
-        with quiet_console(verbose=args.verbose):
-            done = run_stages(args, stages, budget, log)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; finished parts are in {args.data_dir}, unfinished work in {args.work_dir}: run the "
-              "same command again", file=sys.stderr)
-        return 130
+        done = run_recipe_work(
+            lambda: run_stages(args, stages, budget, log), verbose=args.verbose,
+            interrupted=f"finished parts are in {args.data_dir}, unfinished work in {args.work_dir}: run the same "
+                        "command again",
+        )
+    except RecipeStopped as stopped:
+        return stopped.exit_code
     minutes = (time.perf_counter() - started) / 60
     state = "every stage is done" if done else "stopped at the time budget: run the same command again"
     print(f"chunk {log.chunk}: {minutes:.1f} min; {state}; commit {args.data_dir}")
