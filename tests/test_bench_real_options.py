@@ -13,11 +13,12 @@ import pytest
 import torch
 from conftest import make_target
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from eda_adapters import Eagle3DraftModel, EagleDraftModel, EdaInputError, TreeConfig, load_draft
 from eda_adapters.bench import benchmark, draft_vocab_comparison
 from eda_adapters.cli import build_parser, main
+from eda_adapters.fingerprints import target_fingerprint
 from eda_adapters.research.toys import assistant_from_target, greedy_continuations, quick_fit_assistant
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -235,3 +236,22 @@ def test_bench_cli_runs_an_eagle3_draft(saved, tmp_path, capsys):
     assert eagle_rows and all(methods[name]["all"]["lossless"] is True for name in methods)
     with pytest.raises(EdaInputError, match="not a draft of this library"):
         load_draft(saved / "target")
+
+
+def test_a_draft_trained_for_other_weights_gets_one_line_naming_both(saved, tmp_path, capsys):
+    other = make_target("qwen2", num_hidden_layers=3, seed=1)  # same shapes, other weights
+    EagleDraftModel.from_target(other).save_pretrained(tmp_path / "other")
+    target = AutoModelForCausalLM.from_pretrained(saved / "target")
+    for draft_class in (EagleDraftModel, Eagle3DraftModel):
+        kwargs = {"aux_layer_ids": [0, 1, 2]} if draft_class is Eagle3DraftModel else {}
+        assert draft_class.from_target(target, **kwargs).check_target(target) is None
+        line = draft_class.from_target(other, **kwargs).check_target(target)
+        assert line.count(target_fingerprint(other)) == 1 and line.count(target_fingerprint(target)) == 1
+    args = ["bench", "--target", str(saved / "target"), "--tokenizer", str(saved / "tokenizer"),
+            "--prompt-kinds", "prose", "--per-kind", "1", "--max-new-tokens", "2", "--num-draft-tokens", "1",
+            "--tree-depth", "1", "--tree-top-k", "1", "--tree-total-tokens", "1", "--no-progress", "--device", "cpu"]
+    assert main([*args, "--draft", str(tmp_path / "other"), "--output-dir", str(tmp_path / "a")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and target_fingerprint(other) in warnings[0] and "eda adapt" in warnings[0]
+    assert main([*args, "--draft", str(saved / "full"), "--output-dir", str(tmp_path / "b")]) == 0
+    assert "warning:" not in capsys.readouterr().err

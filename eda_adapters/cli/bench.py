@@ -7,6 +7,7 @@ from ._conventions import add_dtype, add_output_dir
 import argparse
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,11 @@ def _load_real(args: argparse.Namespace, device, dtype):
         label = draft_labels[0]
         drafts[label] = load_adapter_checked(drafts[label], args.adapter, "--adapter",
                                              args.allow_fingerprint_mismatch).eval()
+    for label, draft in drafts.items():
+        adapted = args.adapter and label == draft_labels[0]
+        mismatch = None if adapted else draft.check_target(target)
+        if mismatch:
+            print(f"warning: {label}: {mismatch}", file=sys.stderr)
     assistants = {label: load_target(path, dtype=dtype, device=device)
                   for label, path in zip(assistant_labels, args.assistant)}
     prompt_groups = {}

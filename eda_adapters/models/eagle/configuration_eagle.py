@@ -38,6 +38,8 @@ class EagleDraftConfig(PreTrainedConfig):
         fc_bias (`bool`, defaults to `False`): Bias on the fusion layer `fc` (EAGLE-1 checkpoints have one).
         target_model_type (`str`, *optional*): `model_type` of the target the draft was built for.
         target_name_or_path (`str`, *optional*): Name or path of that target, recorded for model cards and checks.
+        target_fingerprint (`str`, *optional*): Weight fingerprint of that target (`eda_adapters.fingerprints.
+            target_fingerprint`): `check_target` names both when the draft serves a target with other weights.
         draft_vocab_size (`int`, *optional*): Size of a reduced draft vocabulary (as EAGLE-3 and FR-Spec use): the draft
             then scores only these tokens with its own head `draft_head` `[draft_vocab_size, hidden]` (initialised from
             the target head's rows) and the buffer `d2t` maps draft ids to target ids. Other tokens get logit `-inf`,
@@ -75,6 +77,7 @@ class EagleDraftConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     target_model_type: str | None = None
     target_name_or_path: str | None = None
+    target_fingerprint: str | None = None
     draft_vocab_size: int | None = None
     draft_head_trainable: bool = True
     save_target_heads: bool = False

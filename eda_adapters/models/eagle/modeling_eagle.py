@@ -36,6 +36,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_eagle import EagleDraftConfig
 from ...errors import EdaInputError
+from ...fingerprints import target_fingerprint
 
 TARGET_HEAD_KEYS = ("embed_tokens.weight", "lm_head.weight", "lm_head.bias")
 
@@ -274,6 +275,22 @@ class EagleDraftPreTrainedModel(PreTrainedModel):
         if target_model is not None:
             draft.attach_target(target_model)
         return (draft, info) if wants_info else draft
+
+    def check_target(self, target_model: PreTrainedModel) -> str | None:
+        """`None` when `target_model` has the weights this draft was trained for (or the draft does not record them),
+        else one line naming both. Not an error: the draft still decodes losslessly with any target it fits, it only
+        accepts less; an EDA adapter is how it is made to fit a fine-tuned target."""
+        recorded = getattr(self.config, "target_fingerprint", None)
+        if not recorded:
+            return None
+        actual = target_fingerprint(target_model)
+        if actual == recorded:
+            return None
+        trained_for = self.config.target_name_or_path or self.config.target_model_type or "another target"
+        serving = getattr(target_model.config, "_name_or_path", None) or target_model.config.model_type
+        return (f"this draft was trained for {trained_for} (weights {recorded}), but the target is {serving} "
+                f"(weights {actual}): decoding stays lossless but accepts fewer tokens; adapt the draft to this target "
+                "with an EDA adapter (`eda adapt`)")
 
     def check_loaded(self) -> None:
         """Checks a loaded draft's weights must pass beyond their names and shapes (none by default)."""
@@ -611,6 +628,7 @@ def target_config_fields(target_model: PreTrainedModel) -> dict[str, Any]:
         "rope_parameters": _draft_rope_parameters(target_config),
         "target_model_type": target_config.model_type,
         "target_name_or_path": getattr(target_model.config, "_name_or_path", None) or None,
+        "target_fingerprint": target_fingerprint(target_model),
         "target_tie_word_embeddings": _ties_embeddings(target_model),
     }
 

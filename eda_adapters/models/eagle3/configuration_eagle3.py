@@ -55,6 +55,8 @@ class Eagle3DraftConfig(PreTrainedConfig):
             `vocab_size`. The buffer `d2t` maps draft id `i` to target id `i + d2t[i]`.
         target_model_type (`str`, *optional*): `model_type` of the target the draft was built for.
         target_name_or_path (`str`, *optional*): Name or path of that target.
+        target_fingerprint (`str`, *optional*): Weight fingerprint of that target (`eda_adapters.fingerprints.
+            target_fingerprint`): `check_target` names both when the draft serves a target with other weights.
         target_tie_word_embeddings (`bool`, *optional*): Whether the target ties its embedding and head (recorded for
             exports; the draft's own head is never tied).
         tie_word_embeddings (`bool`, defaults to `False`): Always false: the draft borrows the target's embedding and
@@ -84,6 +86,7 @@ class Eagle3DraftConfig(PreTrainedConfig):
     draft_vocab_size: int | None = None
     target_model_type: str | None = None
     target_name_or_path: str | None = None
+    target_fingerprint: str | None = None
     target_tie_word_embeddings: bool | None = None
     tie_word_embeddings: bool = False
 
