@@ -54,6 +54,7 @@ def _config(arch: str, settings: TrainSettings, output_dir: Path, max_steps: int
         learning_rate=settings.learning_rate, lr_scheduler_type="cosine", warmup_steps=settings.warmup_steps,
         max_length=settings.max_length, max_steps=max_steps, save_strategy="steps", save_steps=save_steps,
         save_total_limit=1, logging_steps=50, report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length",  # answers run 1 to 256 tokens: less padding per batch
         **settings.extra,
     )
 
