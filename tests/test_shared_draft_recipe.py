@@ -173,6 +173,11 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
         assert set(row["chain"]["by_kind"]) == {"prose", "code", "math"}
         assert row["tree"]["by_kind"]["math"]["num_prompts"] == 2
         assert len(row["chain"]["conditional_acceptance"]) == 5 and row["draft_step_ms"] > 0
+        speedups = row["predicted_chain_speedup"]
+        assert list(speedups) == [1, 2, 3, 4, 5] and speedups[row["best_chain_tokens"]] == max(speedups.values())
+        verify, draft_ms = results["verify_ms"], row["draft_step_ms"]
+        tau2 = 1 + sum(row["chain"]["acceptance_by_position"][:2])
+        assert speedups[2] == pytest.approx(tau2 * verify[1] / (2 * draft_ms + verify[3]), abs=1e-3)
     chosen = compare.better_draft(results)
     assert results["rows"][chosen]["chain"]["tau"] == max(r["chain"]["tau"] for r in results["rows"].values())
     compare.export_draft(drafts[chosen], tmp_path / "shared-draft")

@@ -17,7 +17,7 @@ from ...generation.replay import greedy_references
 from ...models.draft_loading import load_draft
 from ...plotting import pyplot
 from .chunks import ChunkLog
-from .evaluation import CHAIN_TOKENS, TREE, step_cost_ms, tau_report
+from .evaluation import CHAIN_TOKENS, TREE, chain_speedups, step_cost_ms, tau_report, verify_cost_ms
 from .prompt_mix import held_out_prompts
 
 
@@ -50,12 +50,17 @@ def compare_drafts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         with torch.no_grad():
             rows[name] = tau_report(draft, target, references[key], kinds)
     costs = step_cost_ms(target, loaded)
-    for name in rows:
-        rows[name]["draft_step_ms"] = costs[name]
+    verify = verify_cost_ms(target, [*range(1, CHAIN_TOKENS + 2), TREE.total_tokens])
+    for name, row in rows.items():
+        row["draft_step_ms"] = costs[name]
+        row["predicted_chain_speedup"] = chain_speedups(row["chain"]["acceptance_by_position"], costs[name], verify)
+        row["best_chain_tokens"] = max(row["predicted_chain_speedup"], key=row["predicted_chain_speedup"].get)
+        row["predicted_tree_speedup"] = round(row["tree"]["tau"] * verify[1] / (
+            TREE.depth * costs[name] + verify[TREE.total_tokens]), 3)
     seconds = time.perf_counter() - started
     log.record("compare", seconds, drafts=list(drafts))
     return {
-        "rows": rows, "target_forward_ms": costs["target_forward"],
+        "rows": rows, "target_forward_ms": costs["target_forward"], "verify_ms": verify,
         "setup": {"held_out_per_kind": per_kind, "max_new_tokens": max_new_tokens, "chain_tokens": CHAIN_TOKENS,
                   "tree": {"depth": TREE.depth, "top_k": TREE.top_k, "total_tokens": TREE.total_tokens},
                   "dtype": str(target.dtype).replace("torch.", ""), "machine": machine_key(),

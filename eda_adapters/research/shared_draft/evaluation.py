@@ -86,3 +86,34 @@ def step_cost_ms(target: PreTrainedModel, drafts: dict[str, nn.Module], repeats:
 
         timings[name] = _median_ms(step, repeats)
     return {name: round(ms, 3) for name, ms in timings.items()}
+
+
+@torch.no_grad()
+def verify_cost_ms(target: PreTrainedModel, new_tokens: Sequence[int], repeats: int = 50) -> dict[int, float]:
+    """Median milliseconds of a target forward over `n` new tokens on a 64-token cache, for each `n`: what verifying
+    a chain of `n - 1` drafted tokens (or a tree of `n` nodes) costs."""
+    ids = torch.randint(0, target.config.vocab_size, (1, 64 + max(new_tokens)),
+                        generator=torch.Generator().manual_seed(0))
+    cache = target(ids[:, :64], use_cache=True).past_key_values
+    costs = {}
+    for n in new_tokens:
+        def step(n=n):
+            target(ids[:, 64:64 + n], past_key_values=cache, use_cache=True)
+            cache.crop(64 - cache.get_seq_length())  # transformers 5 crops by a negative count
+
+        costs[n] = round(_median_ms(step, repeats), 3)
+    return costs
+
+
+def chain_speedups(acceptance_by_position: Sequence[float], draft_step_ms: float,
+                   verify_ms: dict[int, float]) -> dict[int, float]:
+    """Predicted speed over plain greedy of a chain of `k` drafted tokens, for every `k` the acceptance covers:
+    `tau(k) * t(1) / (k * draft step + t(k + 1))`, with `tau(k) = 1 + sum_{i <= k} P(at least i accepted)`
+    (measured with the longest chain: a shorter one accepts the same prefixes)."""
+    speedups = {}
+    for k in range(1, len(acceptance_by_position) + 1):
+        if k + 1 not in verify_ms:
+            break
+        tau = 1.0 + sum(acceptance_by_position[:k])
+        speedups[k] = round(tau * verify_ms[1] / (k * draft_step_ms + verify_ms[k + 1]), 3)
+    return speedups
