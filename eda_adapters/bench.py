@@ -9,7 +9,7 @@ import os
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ def benchmark(
     early_exit_layers: int | None = None,
     assistants: dict[str, PreTrainedModel] | None = None,
     measure_draft_steps: bool = True,
-    assistant_confidence_threshold: float | None = None,
+    assistant_confidence_threshold: float | Mapping[str, float | None] | None = None,
 ) -> list[BenchResult]:
     """Time every available method on `prompts` (each `[1, seq]`), same target, same run. Greedy decoding.
 
@@ -72,7 +72,8 @@ def benchmark(
     assisted generation, `k` tokens per step on a constant schedule. `early_exit_layers=n` adds transformers'
     early-exit assisted generation (the target's first `n` layers and its head as the assistant).
     `assistant_confidence_threshold` sets the vanilla assistants' early chain stop (transformers' default, 0.4, when
-    None; 0 drafts all `k` tokens every step, as the EAGLE chain does).
+    None; 0 drafts all `k` tokens every step, as the EAGLE chain does): one value for all, or `{label: value}` per
+    assistant (give the same model twice, loaded twice, to compare thresholds).
 
     With `measure_draft_steps`, each draft's chain row also gets `draft_step_ms`: the median time of its one-token
     forwards (head included) in one extra, untimed chain run on the first prompt, the cost that a reduced draft
@@ -101,8 +102,10 @@ def benchmark(
     for label, small_lm in (({"vanilla LM": assistant} if assistant is not None else {}) | (assistants or {})).items():
         small_lm.generation_config.num_assistant_tokens = num_draft_tokens
         small_lm.generation_config.num_assistant_tokens_schedule = "constant"
-        if assistant_confidence_threshold is not None:
-            small_lm.generation_config.assistant_confidence_threshold = assistant_confidence_threshold
+        threshold = (assistant_confidence_threshold.get(label) if isinstance(assistant_confidence_threshold, Mapping)
+                     else assistant_confidence_threshold)
+        if threshold is not None:
+            small_lm.generation_config.assistant_confidence_threshold = threshold
         methods[f"assisted generation ({label})"] = _chain_runner(target, small_lm, num_draft_tokens, common)
     if prompt_lookup:
         methods["prompt lookup decoding"] = lambda ids: target.generate(

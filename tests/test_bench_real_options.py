@@ -105,6 +105,12 @@ def test_assistant_confidence_threshold_zero_drafts_every_token():
     eager = benchmark(target, prompts, 12, assistants=copy, assistant_confidence_threshold=0.0, **kwargs)[-1]
     assert default.matches_plain and eager.matches_plain
     assert eager.tau > default.tau and eager.tau >= 3.5  # k=3 drafted + the bonus token per step, nearly always
+    per_label = {"copy": assistant_from_target(target, 2), "copy, default": assistant_from_target(target, 2)}
+    rows = benchmark(target, prompts, 12, assistants=per_label, assistant_confidence_threshold={"copy": 0.0},
+                     **kwargs)
+    by_name = {row.method: row for row in rows}
+    assert by_name["assisted generation (copy)"].tau == eager.tau
+    assert by_name["assisted generation (copy, default)"].tau == default.tau
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +261,24 @@ def test_a_draft_trained_for_other_weights_gets_one_line_naming_both(saved, tmp_
     assert len(warnings) == 1 and target_fingerprint(other) in warnings[0] and "eda adapt" in warnings[0]
     assert main([*args, "--draft", str(saved / "full"), "--output-dir", str(tmp_path / "b")]) == 0
     assert "warning:" not in capsys.readouterr().err
+
+
+def test_one_assistant_twice_at_two_confidence_thresholds(saved, tmp_path, capsys):
+    args = ["bench", "--target", str(saved / "target"), "--tokenizer", str(saved / "tokenizer"),
+            "--draft", str(saved / "full"), "--prompt-kinds", "prose", "--per-kind", "1", "--max-new-tokens", "3",
+            "--num-draft-tokens", "2", "--tree-depth", "1", "--tree-top-k", "1", "--tree-total-tokens", "1",
+            "--no-progress", "--device", "cpu",
+            "--assistant", str(saved / "assistant"), "--assistant-label", "distilled (default threshold)",
+            "--assistant", str(saved / "assistant"), "--assistant-label", "distilled (threshold 0)"]
+    assert main([*args, "--assistant-confidence-threshold", "0", "--assistant-confidence-threshold", "0",
+                 "--assistant-confidence-threshold", "0", "--output-dir", str(tmp_path / "bad")]) == 2
+    assert "3 --assistant-confidence-threshold for 2 --assistant" in capsys.readouterr().err
+    assert main([*args, "--assistant-confidence-threshold", "default", "--assistant-confidence-threshold", "0",
+                 "--output-dir", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    payload = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert payload["info"]["assistant_confidence_thresholds"] == {
+        "distilled (default threshold)": None, "distilled (threshold 0)": 0.0}
+    rows = {name: kinds["all"] for name, kinds in payload["methods"].items() if name.startswith("assisted")}
+    assert set(rows) == {"assisted generation (distilled (default threshold))",
+                         "assisted generation (distilled (threshold 0))"}
+    assert all(row["lossless"] for row in rows.values())

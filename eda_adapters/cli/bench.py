@@ -40,9 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "(repeatable; e.g. from benchmarks/fit_assistant.py).")
     parser.add_argument("--assistant-label", action="append", default=[],
                         help="Row label of the n-th --assistant (default: 'vanilla LM', or its directory name).")
-    parser.add_argument("--assistant-confidence-threshold", type=float, default=None,
-                        help="Stop a vanilla assistant's chain below this confidence (default: transformers' 0.4; "
-                             "0 drafts all --num-draft-tokens every step, like the EAGLE chain).")
+    parser.add_argument("--assistant-confidence-threshold", action="append", default=[], type=_threshold,
+                        help="Stop a vanilla assistant's chain below this confidence ('default': transformers' 0.4; "
+                             "0 drafts all --num-draft-tokens every step, like the EAGLE chain). Once for every "
+                             "--assistant, or once per --assistant, in order (the same path twice compares two).")
     parser.add_argument("--early-exit-layers", type=int, default=None,
                         help="Add transformers' early-exit assisted generation with the target's first N layers.")
     prompts = parser.add_mutually_exclusive_group()
@@ -132,6 +133,28 @@ def _read_prompt_groups(args: argparse.Namespace) -> dict[str, list[str]]:
     return {"all": lines}
 
 
+def _threshold(text: str) -> float | None:
+    """An assistant confidence threshold: a number, or 'default' (transformers' own)."""
+    if text == "default":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'default'") from None
+
+
+def _assistant_thresholds(values: list[float | None], labels: list[str]) -> dict[str, float | None]:
+    """One --assistant-confidence-threshold for every assistant, or one per assistant."""
+    if not values:
+        return {}
+    if len(values) == 1:
+        return dict.fromkeys(labels, values[0])
+    if len(values) != len(labels):
+        raise EdaInputError(f"{len(values)} --assistant-confidence-threshold for {len(labels)} --assistant: give one "
+                            "for all, or one per --assistant.")
+    return dict(zip(labels, values))
+
+
 def _load_real(args: argparse.Namespace, device, dtype):
     from ..models import load_draft
     from ..models.loading import load_target, load_target_tokenizer
@@ -144,6 +167,7 @@ def _load_real(args: argparse.Namespace, device, dtype):
         raise EdaInputError("--adapter applies to one draft: pass a single --draft with it.")
     draft_labels = _labels(args.draft, args.draft_label, "--draft", "")
     assistant_labels = _labels(args.assistant, args.assistant_label, "--assistant", "vanilla LM")
+    _assistant_thresholds(args.assistant_confidence_threshold, assistant_labels)  # refused before anything loads
     for path in args.draft:
         if not (Path(path) / "config.json").is_file():
             raise FileNotFoundError(f"No draft at {path} (no config.json): pass a draft.save_pretrained directory.")
@@ -270,12 +294,13 @@ def run(args: argparse.Namespace) -> int:
         drafts, assistants = {"": draft}, {"vanilla LM": assistant}
         prompt_groups, setup = {"all": tiny.prompts}, tiny.description
 
+    thresholds = _assistant_thresholds(args.assistant_confidence_threshold, list(assistants))
     start = time.perf_counter()
     parts = {
         kind: benchmark(
             target, prompts, args.max_new_tokens, draft=drafts, assistants=assistants,
             num_draft_tokens=args.num_draft_tokens, tree=tree, early_exit_layers=args.early_exit_layers,
-            show_progress=not args.no_progress, assistant_confidence_threshold=args.assistant_confidence_threshold,
+            show_progress=not args.no_progress, assistant_confidence_threshold=thresholds,
         )
         for kind, prompts in prompt_groups.items()
     }
@@ -283,6 +308,7 @@ def run(args: argparse.Namespace) -> int:
     results = combine_results(list(parts.values())) if per_kind else parts["all"]
     comparisons = draft_vocab_comparison(results, _draft_vocab_sizes(drafts, target.config.vocab_size))
     info = _info(args, setup, device, dtype, target, drafts, assistants, prompt_groups, tree)
+    info["assistant_confidence_thresholds"] = {label: thresholds.get(label) for label in assistants}
     info["seconds"] = round(time.perf_counter() - start, 1)
     paths = save_bench_results(results, args.output_dir, info, per_kind=per_kind, comparisons=comparisons)
     if args.json:
