@@ -179,6 +179,10 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
         tau2 = 1 + sum(row["chain"]["acceptance_by_position"][:2])
         assert speedups[2] == pytest.approx(tau2 * verify[1] / (2 * draft_ms + verify[3]), abs=1e-3)
     chosen = compare.better_draft(results)
+    shapes = results["rows"][chosen]["tree_shapes"]  # the smaller trees, measured for the better draft only
+    assert len(shapes) == 3 and shapes[0]["predicted_speedup"] == max(s["predicted_speedup"] for s in shapes)
+    assert all(s["total_tokens"] in {int(n) for n in results["verify_ms"]} for s in shapes)
+    assert sum("tree_shapes" in row for row in results["rows"].values()) == 1
     assert results["rows"][chosen]["chain"]["tau"] == max(r["chain"]["tau"] for r in results["rows"].values())
     compare.export_draft(drafts[chosen], tmp_path / "shared-draft")
     assert chatty.dtype == torch.float32  # the target is left as it was

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -13,11 +13,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ...atomic import atomic_directory, atomic_write_json
 from ...compute_dtype import machine_key
 from ...data.prompts import render_prompt, resolve_chat_template
+from ...generation import TreeConfig
 from ...generation.replay import greedy_references
 from ...models.draft_loading import load_draft
 from ...plotting import pyplot
 from .chunks import ChunkLog
-from .evaluation import CHAIN_TOKENS, TREE, chain_speedups, step_cost_ms, tau_report, verify_cost_ms
+from .evaluation import (
+    CHAIN_TOKENS, TREE, TREE_SHAPES, chain_speedups, step_cost_ms, tau_report, tree_shapes_report, tree_speedup,
+    verify_cost_ms,
+)
 from .prompt_mix import held_out_prompts
 
 
@@ -36,8 +40,10 @@ def held_out_ids(tokenizer: PreTrainedTokenizerBase, per_kind: int) -> tuple[lis
 
 
 def compare_drafts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, drafts: dict[str, Path],
-                   per_kind: int, max_new_tokens: int, log: ChunkLog) -> dict[str, Any]:
-    """tau (chain and tree, overall and per kind) and the draft step cost of every draft, on the same references."""
+                   per_kind: int, max_new_tokens: int, log: ChunkLog,
+                   tree_shapes: Sequence[TreeConfig] | None = TREE_SHAPES) -> dict[str, Any]:
+    """tau (chain and tree, overall and per kind), the draft step cost and the predicted speedups of every draft, on
+    the same references; for the better draft, also the smaller `tree_shapes`."""
     started = time.perf_counter()
     prompts, kinds = held_out_ids(tokenizer, per_kind)
     loaded = {name: load_draft(path, target_model=target, dtype=target.dtype).eval() for name, path in drafts.items()}
@@ -50,13 +56,20 @@ def compare_drafts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         with torch.no_grad():
             rows[name] = tau_report(draft, target, references[key], kinds)
     costs = step_cost_ms(target, loaded)
-    verify = verify_cost_ms(target, [*range(1, CHAIN_TOKENS + 2), TREE.total_tokens])
+    shapes = tree_shapes or ()
+    verify = verify_cost_ms(target, sorted({*range(1, CHAIN_TOKENS + 2), TREE.total_tokens,
+                                            *(shape.total_tokens for shape in shapes)}))
     for name, row in rows.items():
         row["draft_step_ms"] = costs[name]
         row["predicted_chain_speedup"] = chain_speedups(row["chain"]["acceptance_by_position"], costs[name], verify)
         row["best_chain_tokens"] = max(row["predicted_chain_speedup"], key=row["predicted_chain_speedup"].get)
-        row["predicted_tree_speedup"] = round(row["tree"]["tau"] * verify[1] / (
-            TREE.depth * costs[name] + verify[TREE.total_tokens]), 3)
+        row["predicted_tree_speedup"] = tree_speedup(row["tree"]["tau"], TREE, costs[name], verify)
+    if shapes:  # the better draft only: a CPU's best tree is small, and each shape is one more replay
+        best = max(rows, key=lambda name: rows[name]["chain"]["tau"])
+        key = tuple(loaded[best].hidden_state_indices)
+        with torch.no_grad():
+            rows[best]["tree_shapes"] = tree_shapes_report(loaded[best], target, references[key], shapes,
+                                                           costs[best], verify)
     seconds = time.perf_counter() - started
     log.record("compare", seconds, drafts=list(drafts))
     return {

@@ -17,6 +17,9 @@ from ..experiment.evaluation import TauMeasurement, summarize
 
 CHAIN_TOKENS = 5
 TREE = TreeConfig(depth=5, top_k=10, total_tokens=60)
+#: Smaller trees for a CPU, where verifying 60 tokens costs about twice one (see docs/benchmarks.md).
+TREE_SHAPES = (TreeConfig(depth=4, top_k=4, total_tokens=8), TreeConfig(depth=5, top_k=4, total_tokens=16),
+               TreeConfig(depth=5, top_k=8, total_tokens=32))
 
 
 def _rounded(measurement: TauMeasurement) -> dict[str, Any]:
@@ -117,3 +120,22 @@ def chain_speedups(acceptance_by_position: Sequence[float], draft_step_ms: float
         tau = 1.0 + sum(acceptance_by_position[:k])
         speedups[k] = round(tau * verify_ms[1] / (k * draft_step_ms + verify_ms[k + 1]), 3)
     return speedups
+
+
+def tree_speedup(tau: float, tree: TreeConfig, draft_step_ms: float, verify_ms: dict[int, float]) -> float:
+    """Predicted speed over plain greedy of tree decoding: `tau * t(1) / (depth * draft step + t(total_tokens))`
+    (one batched draft forward per depth level)."""
+    return round(tau * verify_ms[1] / (tree.depth * draft_step_ms + verify_ms[tree.total_tokens]), 3)
+
+
+def tree_shapes_report(draft: nn.Module, target: PreTrainedModel, references: Sequence[GreedyReference],
+                       shapes: Sequence[TreeConfig], draft_step_ms: float,
+                       verify_ms: dict[int, float]) -> list[dict[str, Any]]:
+    """Replayed tau (with its interval) and predicted speedup of each tree shape, the best predicted first."""
+    rows = []
+    for shape in shapes:
+        per_prompt = [replay_acceptance(draft, target, ref, tree=shape).accepted_lengths for ref in references]
+        measured = _rounded(summarize(per_prompt, shape.depth))
+        rows.append({"depth": shape.depth, "top_k": shape.top_k, "total_tokens": shape.total_tokens, **measured,
+                     "predicted_speedup": tree_speedup(measured["tau"], shape, draft_step_ms, verify_ms)})
+    return sorted(rows, key=lambda row: -row["predicted_speedup"])
