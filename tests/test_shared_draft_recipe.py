@@ -5,6 +5,7 @@ draft that loads."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -201,15 +202,15 @@ def test_the_recipe_reports_its_chunks_without_loading_a_model(tmp_path):
     import sys
 
     ChunkLog(tmp_path / "chunks.jsonl").record("answers", 90.0, prompts=3)
-    done = subprocess.run([sys.executable, "recipes/smollm2/shared_draft.py", "--report", "--data-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    script = Path(__file__).resolve().parents[1] / "recipes" / "smollm2" / "shared_draft.py"
+    done = subprocess.run([sys.executable, str(script), "--report", "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "| 1 | " in done.stdout and "answers 1.5" in done.stdout
 
 
 def test_the_recipe_script_reports_bad_input_and_interruptions_in_one_line(tmp_path, capsys, monkeypatch):
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "recipes" / "smollm2" / "shared_draft.py"
     spec = importlib.util.spec_from_file_location("smollm2_shared_draft", path)
