@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from transformers import AutoModelForCausalLM
 from conftest import make_target
 from test_data_common import make_tokenizer
 
 from eda_adapters.data import PromptFilter
 from eda_adapters.models.draft_loading import load_draft
-from eda_adapters.research.shared_draft import answers, compare, training
+from eda_adapters.research.shared_draft import answers, assistant, compare, training
 from eda_adapters.research.shared_draft.chunks import ChunkBudget, ChunkLog, read_jsonl_gz, write_jsonl_gz
 from eda_adapters.research.shared_draft.prompt_mix import (
     HeldOutGuard, PromptMix, embedded_prompts, held_out_prompts,
@@ -168,6 +169,11 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
         sum(row["seconds"] for row in trains), abs=0.2)
     drafts = {"eagle": final, "eagle3": training.train_draft(chatty, "eagle3", caches["eagle3"], plan, data, work,
                                                             settings, StepsBudget(10**6), log)}
+    assert assistant.train_assistant(chatty, data, work, settings, CountdownBudget(0), log) is None
+    small = assistant.train_assistant(chatty, data, work, settings, CountdownBudget(1), log)
+    assert AutoModelForCausalLM.from_pretrained(small).config.num_hidden_layers == assistant.ASSISTANT_LAYERS
+    record = json.loads((data / "training-assistant-l2.json").read_text())
+    assert record["steps"] >= 1 and log.rows()[-1]["stage"] == "assistant"
     results = compare.compare_drafts(chatty, tok, drafts, per_kind=2, max_new_tokens=6, log=log)
     for arch, row in results["rows"].items():
         assert 1.0 <= row["chain"]["tau"] <= 6.0 and row["chain"]["ci95"][0] <= row["chain"]["tau"]

@@ -124,14 +124,16 @@ def quick_fit_assistant(
     """Distil `target` into a small vanilla causal LM `assistant` (KL to the target's next-token distribution) on the
     same data, so that benchmarks compare EAGLE drafts against an equally trained classic assistant.
 
-    `sequences` may be right-padded (`attention_mask`, 0 on padding); `loss_mask` (default: `attention_mask`) picks
-    the positions whose next-token distribution counts, e.g. the response tokens of regenerated chat data. The
-    target's logits are computed per batch, so real vocabularies fit in memory. Returns the step losses."""
+    `sequences` may be right-padded (`attention_mask`, 0 on padding; each batch is cut to its longest row);
+    `loss_mask` (default: `attention_mask`) picks the positions whose next-token distribution counts, e.g. the
+    response tokens of regenerated chat data. The target's logits are computed per batch, so real vocabularies fit in
+    memory. Returns the step losses."""
     attention_mask = torch.ones_like(sequences) if attention_mask is None else attention_mask
     weights = (attention_mask if loss_mask is None else loss_mask * attention_mask).float()
 
     def batch_loss(rows: torch.Tensor) -> torch.Tensor:
-        ids, mask, weight = sequences[rows], attention_mask[rows], weights[rows]
+        width = int(attention_mask[rows].sum(-1).max())  # right padding beyond the batch's longest row is dropped
+        ids, mask, weight = sequences[rows, :width], attention_mask[rows, :width], weights[rows, :width]
         with torch.no_grad():
             target_logp = F.log_softmax(target(input_ids=ids, attention_mask=mask).logits.float(), -1)
         logp = F.log_softmax(assistant(input_ids=ids, attention_mask=mask).logits.float(), -1)

@@ -18,6 +18,7 @@ from eda_adapters import load_target
 from eda_adapters.compute_dtype import choose_dtype
 from eda_adapters.data.io import load_tokenizer
 from eda_adapters.research.recipe_runner import RecipeStopped, run_recipe_work
+from eda_adapters.research.shared_draft.assistant import train_assistant
 from eda_adapters.research.shared_draft.answers import AnswerSettings, answer_parts, build_prompts
 from eda_adapters.research.shared_draft.chunks import ChunkBudget, ChunkLog
 from eda_adapters.research.shared_draft.compare import better_draft, compare_drafts, export_draft, write_results
@@ -70,6 +71,8 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
     drafts = {arch: train_draft(served, arch, caches[arch], plan, args.data_dir, args.work_dir, settings, budget, log)
               for arch in ARCHITECTURES}
     if any(path is None for path in drafts.values()):
+        return False
+    if train_assistant(served, args.data_dir, args.work_dir, settings, budget, log) is None:
         return False
     if "compare" not in stages or args.results.exists():
         return True
