@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from conftest import make_target
 from test_data_common import make_tokenizer
 
+from eda_adapters.cli import build_parser
 from eda_adapters.data import PromptFilter
 from eda_adapters.models.draft_loading import load_draft
 from eda_adapters.research.shared_draft import answers, assistant, compare, training
@@ -229,6 +230,15 @@ def test_the_recipe_script_reports_bad_input_and_interruptions_in_one_line(tmp_p
 
     def interrupted(*args):
         raise KeyboardInterrupt
+
+    results = {"chosen": "eagle3", "rows": {"eagle3": {"best_chain_tokens": 3, "tree_shapes": [
+        {"depth": 4, "top_k": 4, "total_tokens": 8}]}}}
+    command = " ".join(recipe.bench_arguments(recipe.parse_args([]), results, tmp_path / "a", relative=True))
+    assert "--draft recipes/smollm2/shared-draft " in command and "--num-draft-tokens 3 " in command
+    assert "--tree-depth 4 --tree-top-k 4 --tree-total-tokens 8" in command and command.count("--assistant ") == 2
+    assert "--json docs/benchmarks/real_cpu.json" in command
+    parsed = build_parser().parse_args(recipe.bench_arguments(recipe.parse_args([]), results, tmp_path / "a"))
+    assert parsed.assistant_confidence_threshold == [None, 0.0] and Path(parsed.draft[0]).is_absolute()
 
     monkeypatch.setattr(recipe, "run_stages", interrupted)
     assert recipe.main(where) == 130

@@ -10,11 +10,15 @@ outputs into the repository (commit them). See recipes/smollm2/README.md, "The s
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
 from eda_adapters import load_target
+from eda_adapters.cli import main as eda_main
 from eda_adapters.compute_dtype import choose_dtype
 from eda_adapters.data.io import load_tokenizer
 from eda_adapters.research.recipe_runner import RecipeStopped, run_recipe_work
@@ -28,7 +32,9 @@ from eda_adapters.research.shared_draft.training import ARCHITECTURES, TrainSett
 
 RECIPE = Path(__file__).resolve().parent
 REPO = RECIPE.parents[1]
-STAGES = ("prompts", "answers", "train", "compare")
+STAGES = ("prompts", "answers", "train", "compare", "bench")
+BENCH_JSON = REPO / "docs" / "benchmarks" / "real_cpu.json"
+BENCH_MINUTES = 45
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,14 +80,58 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
         return False
     if train_assistant(served, args.data_dir, args.work_dir, settings, budget, log) is None:
         return False
-    if "compare" not in stages or args.results.exists():
+    if "compare" not in stages:
         return True
+    if not args.results.exists():
+        compare_and_export(args, served, tokenizer, drafts, log)
+    return "bench" not in stages or run_bench(args, budget, log)
+
+
+def compare_and_export(args: argparse.Namespace, served, tokenizer, drafts: dict[str, Path], log: ChunkLog) -> None:
+    """Both drafts on the held-out prompts; the better one exported; the results and the bench command recorded."""
     results = compare_drafts(served, tokenizer, drafts, args.held_out_per_kind, args.eval_max_new_tokens, log)
     results["chosen"] = better_draft(results)
     results["command"] = "python recipes/smollm2/shared_draft.py"
     export_draft(drafts[results["chosen"]], args.draft_dir)
+    results["bench_command"] = "eda " + shlex.join(
+        bench_arguments(args, results, args.work_dir / "assistant-l2", relative=True))
     write_results(results, args.results)
+
+
+def run_bench(args: argparse.Namespace, budget: ChunkBudget, log: ChunkLog) -> bool:
+    """The speed side by side (`eda bench`, the command the comparison recorded), once."""
+    if (args.work_dir / "bench" / "bench.json").exists():
+        return True
+    if not budget.allows(BENCH_MINUTES * 60):
+        return False
+    results = json.loads(args.results.read_text())
+    started = time.perf_counter()
+    code = eda_main(bench_arguments(args, results, args.work_dir / "assistant-l2"))
+    if code != 0:
+        raise ValueError(f"eda bench failed (exit {code}); its command is in {args.results}")
+    log.record("bench", time.perf_counter() - started)
     return True
+
+
+def bench_arguments(args: argparse.Namespace, results: dict, assistant: Path, relative: bool = False) -> list[str]:
+    """`eda bench` on the held-out prompts with the chain length and tree shape the cost model chose, the distilled
+    assistant at transformers' confidence threshold and at 0, plain greedy and prompt lookup (`relative`: the
+    repository's paths relative to its root, as the docs give them)."""
+    def path(p: Path) -> str:
+        return os.path.relpath(p, REPO) if relative else str(p)
+
+    row = results["rows"][results["chosen"]]
+    tree = row["tree_shapes"][0]
+    return [
+        "bench", "--target", args.target, "--draft", path(args.draft_dir),
+        "--draft-label", "shared draft", "--assistant", str(assistant), "--assistant-label",
+        "distilled assistant (0.4)", "--assistant", str(assistant), "--assistant-label", "distilled assistant (0)",
+        "--assistant-confidence-threshold", "default", "--assistant-confidence-threshold", "0",
+        "--prompt-kinds", "prose,code,math", "--per-kind", "11", "--max-new-tokens", "128",
+        "--num-draft-tokens", str(row["best_chain_tokens"]), "--tree-depth", str(tree["depth"]),
+        "--tree-top-k", str(tree["top_k"]), "--tree-total-tokens", str(tree["total_tokens"]), "--threads", "2",
+        "--output-dir", str(args.work_dir / "bench"), "--json", path(BENCH_JSON),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
