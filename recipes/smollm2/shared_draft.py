@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -109,6 +110,7 @@ def run_bench(args: argparse.Namespace, budget: ChunkBudget, log: ChunkLog) -> b
     code = eda_main(bench_arguments(args, results, args.work_dir / "assistant-l2"))
     if code != 0:
         raise ValueError(f"eda bench failed (exit {code}); its command is in {args.results}")
+    shutil.copyfile(args.work_dir / "bench" / "bench.png", BENCH_JSON.with_suffix(".png"))  # the plot beside it
     log.record("bench", time.perf_counter() - started)
     return True
 
