@@ -4,6 +4,7 @@ draft that loads."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from test_data_common import make_tokenizer
 
 from eda_adapters.cli import build_parser
 from eda_adapters.data import PromptFilter
+from eda_adapters.fingerprints import target_fingerprint
 from eda_adapters.models.draft_loading import load_draft
 from eda_adapters.research.shared_draft import answers, assistant, compare, training
 from eda_adapters.research.shared_draft.chunks import ChunkBudget, ChunkLog, read_jsonl_gz, write_jsonl_gz
@@ -116,6 +118,9 @@ def test_data_stages_stop_at_the_budget_and_resume_to_the_same_answers(chatty, t
                              attention_mask=torch.ones_like(prompt_ids), pad_token_id=tok.pad_token_id)
     answer = first["input_ids"][first["num_prompt_tokens"]:]
     assert greedy[0, prompt_ids.shape[1]:].tolist()[: len(answer)] == answer
+    with pytest.raises(ValueError, match=r"other settings \(math, self_written\)"):
+        answers.build_prompts(chatty, tok, data, work, PromptMix(docs=3, stdlib_code=2, math=3), SETTINGS,
+                              CountdownBudget(9), log, LOOSE)
     stages = [row["stage"] for row in log.rows()]
     assert stages.count("answers") == 3
     # answers made with other settings are refused in one line, nothing is overwritten
@@ -156,6 +161,9 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
         probed = plan["architectures"][arch]["seconds_per_step"]
         assert steps[arch] == int(settings.train_minutes * 60 / probed)
     assert json.loads((data / training.PLAN_FILE).read_text()) == plan  # committed, so chunks never re-plan
+    with pytest.raises(ValueError, match=r"training plan .* other settings \(learning_rate\)"):
+        training.training_plan(chatty, caches, data, work, training.TrainSettings(
+            **{**dataclasses.asdict(settings), "learning_rate": 0.5}), log)
     plan["architectures"]["eagle"]["max_steps"] = 6  # fixed here so that the stop falls mid-run
     # time is left for 3 questions (one before starting, one after each step): the third step saves and stops
     assert training.train_draft(chatty, "eagle", caches["eagle"], plan, data, work, settings, StepsBudget(3),
@@ -244,3 +252,32 @@ def test_the_recipe_script_reports_bad_input_and_interruptions_in_one_line(tmp_p
     assert recipe.main(where) == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith("interrupted; ") and "run the same command again" in err and len(err.splitlines()) == 1
+
+
+def test_the_recipe_runs_end_to_end_on_a_tiny_target_and_a_second_run_does_nothing(chatty, tok, tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "smollm2" / "shared_draft.py"
+    spec = importlib.util.spec_from_file_location("smollm2_shared_draft_e2e", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    chatty.save_pretrained(tmp_path / "target")
+    tok.save_pretrained(tmp_path / "target")
+    argv = ["--target", str(tmp_path / "target"), "--data-dir", str(tmp_path / "data"),
+            "--work-dir", str(tmp_path / "work"), "--draft-dir", str(tmp_path / "shared-draft"),
+            "--results", str(tmp_path / "results.json"), "--self-prompts", "0", "--docs-prompts", "3",
+            "--code-prompts", "2", "--math-prompts", "2", "--max-new-tokens", "6", "--part-size", "4",
+            "--draft-vocab-size", "48", "--train-minutes", "0.004", "--held-out-per-kind", "1",
+            "--eval-max-new-tokens", "4", "--until", "compare", "--max-minutes", "30"]
+    assert recipe.main(argv) == 0, capsys.readouterr().err
+    assert "every stage is done" in capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["rows"]) == {"eagle", "eagle3"} and results["bench_command"].startswith("eda bench ")
+    shared = load_draft(tmp_path / "shared-draft", target_model=chatty)
+    assert shared.config.target_fingerprint == target_fingerprint(chatty) and shared.check_target(chatty) is None
+    assert (tmp_path / "results.png").exists() and len(list((tmp_path / "data").glob("answers-*.jsonl.gz"))) == 2
+    stages = {row["stage"] for row in ChunkLog(tmp_path / "data" / "chunks.jsonl").rows()}
+    assert {"answers", "features", "probe", "train", "assistant", "compare"} <= stages
+    rows_before = len(ChunkLog(tmp_path / "data" / "chunks.jsonl").rows())
+    assert recipe.main(argv) == 0  # everything is on disk: nothing runs again
+    assert len(ChunkLog(tmp_path / "data" / "chunks.jsonl").rows()) == rows_before

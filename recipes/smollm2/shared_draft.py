@@ -45,6 +45,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=RECIPE / "data", help="committed data (token ids, logs)")
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "eda_adapters" / "smollm2-shared",
                         help="cache of unfinished work")
+    sizes = parser.add_argument_group("sizes (the defaults are the ones chosen for SmolLM2 on 2 cores)")
+    sizes.add_argument("--self-prompts", type=int, default=PromptMix.self_written,
+                       help="user turns the target writes itself")
+    sizes.add_argument("--docs-prompts", type=int, help="documentation questions (default: all 737)")
+    sizes.add_argument("--code-prompts", type=int, help="standard-library implement requests (default: all 358)")
+    sizes.add_argument("--math-prompts", type=int, default=PromptMix.math, help="generated word problems")
+    sizes.add_argument("--max-new-tokens", type=int, default=AnswerSettings.max_new_tokens, help="answer length cap")
+    sizes.add_argument("--part-size", type=int, default=AnswerSettings.part_size, help="prompts per answer part")
+    sizes.add_argument("--draft-vocab-size", type=int, default=TrainSettings.draft_vocab_size)
+    sizes.add_argument("--train-minutes", type=float, default=TrainSettings.train_minutes,
+                       help="training time of each draft and of the assistant")
     parser.add_argument("--draft-dir", type=Path, default=RECIPE / "shared-draft", help="the committed draft")
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "benchmarks" / "shared_draft_smollm2.json",
                         help="the comparison's JSON (its plot goes beside it)")
@@ -60,14 +71,16 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
     """Every stage up to `stages[-1]` that is not done yet; `False` when the budget stopped one."""
     target = load_target(args.target, dtype=choose_dtype())
     tokenizer = load_tokenizer(args.target)
-    answers = AnswerSettings()
-    if not build_prompts(target, tokenizer, args.data_dir, args.work_dir, PromptMix(), answers, budget, log):
+    mix = PromptMix(docs=args.docs_prompts, stdlib_code=args.code_prompts, math=args.math_prompts,
+                    self_written=args.self_prompts)
+    answers = AnswerSettings(max_new_tokens=args.max_new_tokens, part_size=args.part_size)
+    if not build_prompts(target, tokenizer, args.data_dir, args.work_dir, mix, answers, budget, log):
         return False
     if "answers" in stages and not answer_parts(target, tokenizer, args.data_dir, args.work_dir, answers, budget, log):
         return False
     if "train" not in stages:
         return True
-    settings = TrainSettings()
+    settings = TrainSettings(train_minutes=args.train_minutes, draft_vocab_size=args.draft_vocab_size)
     caches = {arch: feature_cache(target, arch, args.data_dir, args.work_dir, settings, budget, log)
               for arch in ARCHITECTURES}
     if any(cache is None for cache in caches.values()):

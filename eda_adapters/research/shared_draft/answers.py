@@ -28,7 +28,7 @@ from ...data.prompt_filter import PromptFilter
 from ...data.self_prompting import self_prompts
 from ...errors import EdaInputError
 from ...fingerprints import target_fingerprint
-from .chunks import ChunkBudget, ChunkLog, read_jsonl_gz, write_jsonl_gz
+from .chunks import ChunkBudget, ChunkLog, check_recorded, read_jsonl_gz, write_jsonl_gz
 from .prompt_mix import EMBEDDED_SOURCES, HeldOutGuard, PromptMix, embedded_prompts, held_out_prompts, last_user_turn
 
 PROMPTS_FILE = "prompts.jsonl.gz"
@@ -55,9 +55,13 @@ def build_prompts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
     Self-written prompts grow by `settings.self_prompt_step` per call of `self_prompts` (a run asked for more keeps
     its first prompts), so an invocation stops between steps when the next one would overrun the budget."""
     if (data_dir / PROMPTS_FILE).exists():
+        recorded = json.loads((data_dir / "prompts.json").read_text())
+        check_recorded(recorded["mix"], asdict(mix), f"{data_dir / PROMPTS_FILE}",
+                       "pass the sizes it records, or use another --data-dir")
         return True
     run_dir = work_dir / "self-prompts"
     have, per_prompt = 0, log.last_rate("self-prompts", "prompts", default=1.0)
+    written: list[list[dict[str, str]]] = []
     while have < mix.self_written:
         step = min(settings.self_prompt_step, mix.self_written - have)
         if not budget.allows(per_prompt * step):
@@ -65,7 +69,7 @@ def build_prompts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
         started = time.perf_counter()
         written = self_prompts(target, tokenizer, run_dir, have + step, seed=0,
                                max_prompt_tokens=settings.max_prompt_tokens,
-                               batch_size=settings.self_prompt_batch_size, prompt_filter=prompt_filter)
+                               batch_size=settings.self_prompt_batch_size, prompt_filter=prompt_filter)["messages"]
         seconds = time.perf_counter() - started
         new = len(written) - have
         if new > 0 and seconds > 5:  # a step already on disk costs nothing and says nothing about the rate
@@ -76,7 +80,7 @@ def build_prompts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
     guard = HeldOutGuard(held_out, mix.held_out_threshold)
     rows = [{"source": r["source"], "messages": [{"role": "user", "content": r["prompt"]}]}
             for r in embedded_prompts(mix) if guard.keep(r["source"], r["prompt"])]
-    rows += [{"source": "self", "messages": m} for m in written["messages"]
+    rows += [{"source": "self", "messages": m} for m in written
              if guard.keep("self", last_user_turn(m))]
     kept: dict[str, int] = {}
     for row in rows:
@@ -98,11 +102,10 @@ def answer_parts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, da
             "part_size": settings.part_size}
     info_path = data_dir / ANSWERS_INFO
     if info_path.exists():
-        recorded = json.loads(info_path.read_text())
-        changed = [k for k in ("target_fingerprint", "max_new_tokens", "part_size") if recorded.get(k) != info[k]]
-        if changed:
-            raise EdaInputError(f"{data_dir} holds answers made with other settings ({', '.join(changed)}): use "
-                                "another data folder, or delete its answers-*.jsonl.gz to make them again")
+        check_recorded(json.loads(info_path.read_text()),
+                       {k: info[k] for k in ("target_fingerprint", "max_new_tokens", "part_size")},
+                       f"the answers in {data_dir}", "use another --data-dir, or delete its answers-*.jsonl.gz and "
+                       "answers.json to make them again")
     else:
         atomic_write_json(info_path, info)
     num_parts = math.ceil(len(prompts) / settings.part_size)

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 from ...atomic import atomic_path
 from ...compute_dtype import machine_key
+from ...errors import EdaInputError
 
 
 class ChunkBudget:
@@ -86,3 +87,10 @@ def write_jsonl_gz(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> N
 def read_jsonl_gz(path: str | os.PathLike) -> list[dict[str, Any]]:
     with gzip.open(path, "rt") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def check_recorded(recorded: dict[str, Any], wanted: dict[str, Any], what: str, fix: str) -> None:
+    """Raise a one-line error naming the fields where `wanted` differs from what a committed file `recorded`."""
+    changed = sorted(key for key in wanted if recorded.get(key) != wanted[key])
+    if changed:
+        raise EdaInputError(f"{what} was made with other settings ({', '.join(changed)}): {fix}")

@@ -23,7 +23,7 @@ from ...data.feature_cache import INDEX_FILE, draft_feature_layers
 from ...models import Eagle3DraftModel, EagleDraftModel
 from ...training import EagleTrainer, EagleTrainingConfig
 from .answers import load_answers
-from .chunks import ChunkBudget, ChunkLog
+from .chunks import ChunkBudget, ChunkLog, check_recorded
 
 ARCHITECTURES = ("eagle", "eagle3")
 PLAN_FILE = "training-plan.json"
@@ -100,6 +100,8 @@ def training_plan(target: PreTrainedModel, caches: dict[str, Path], data_dir: Pa
     """The committed plan: per architecture, the probed seconds per step and the `max_steps` of its budget."""
     path = data_dir / PLAN_FILE
     plan = json.loads(path.read_text()) if path.exists() else {"settings": asdict(settings), "architectures": {}}
+    check_recorded(plan["settings"], asdict(settings), f"the training plan {path}",
+                   "pass the settings it records, or delete it to plan (and train) again")
     for arch, cache in caches.items():
         if arch in plan["architectures"]:
             continue
