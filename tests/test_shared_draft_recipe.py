@@ -74,6 +74,19 @@ def test_training_prompts_never_repeat_a_held_out_prompt():
     assert guard.keep("self", "How do I plant tomatoes in a small balcony garden?")
 
 
+def test_drafts_are_compared_on_other_held_out_prompts_than_eda_bench_times(tok):
+    from eda_adapters.research.bench_fixtures import benchmark_chat_prompts
+
+    timed = {row["prompt"] for row in benchmark_chat_prompts(11)}  # `eda bench --prompt-kinds ... --per-kind 11`
+    compared = compare.comparison_prompts(29)
+    assert len(timed) == 33 and not timed & {row["prompt"] for row in compared}
+    assert timed <= {row["prompt"] for row in held_out_prompts()}  # both are held out from training
+    ids, kinds = compare.held_out_ids(tok, 29)
+    assert len(ids) == 87 and [kinds.count(kind) for kind in ("prose", "code", "math")] == [29, 29, 29]
+    with pytest.raises(ValueError, match="at most 29 per kind"):
+        compare.comparison_prompts(30)
+
+
 def test_chunk_log_rates_and_compressed_rows(tmp_path):
     log = ChunkLog(tmp_path / "chunks.jsonl")
     assert log.chunk == 1 and log.last_rate("answers", "prompts", default=2.0) == 2.0

@@ -27,7 +27,7 @@ from eda_adapters.research.shared_draft.assistant import train_assistant
 from eda_adapters.research.shared_draft.answers import AnswerSettings, answer_parts, build_prompts
 from eda_adapters.research.shared_draft.chunks import ChunkBudget, ChunkLog
 from eda_adapters.research.shared_draft.compare import better_draft, compare_drafts, export_draft, write_results
-from eda_adapters.research.shared_draft.prompt_mix import PromptMix
+from eda_adapters.research.shared_draft.prompt_mix import BENCH_PER_KIND, HELD_OUT_PER_KIND, PromptMix
 from eda_adapters.research.shared_draft.training import ARCHITECTURES, TrainSettings, feature_cache, train_draft, \
     training_plan
 
@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--draft-dir", type=Path, default=RECIPE / "shared-draft", help="the committed draft")
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "benchmarks" / "shared_draft_smollm2.json",
                         help="the comparison's JSON (its plot goes beside it)")
-    parser.add_argument("--held-out-per-kind", type=int, default=40, help="held-out prompts of each kind for tau")
+    parser.add_argument("--held-out-per-kind", type=int, default=HELD_OUT_PER_KIND - BENCH_PER_KIND,
+                        help="held-out prompts of each kind for tau (after the first 11, which eda bench times)")
     parser.add_argument("--eval-max-new-tokens", type=int, default=64)
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="the last stage to run")
     parser.add_argument("--report", action="store_true", help="print the time each chunk took (a table), and stop")

@@ -22,21 +22,32 @@ from .evaluation import (
     CHAIN_TOKENS, TREE, TREE_SHAPES, chain_speedups, step_cost_ms, tau_report, tree_shapes_report, tree_speedup,
     verify_cost_ms,
 )
-from .prompt_mix import held_out_prompts
+from .prompt_mix import BENCH_PER_KIND, HELD_OUT_PER_KIND, held_out_prompts
+
+
+def comparison_prompts(per_kind: int, skip: int = BENCH_PER_KIND) -> list[dict[str, str]]:
+    """`per_kind` held-out prompts (`{"kind", "prompt"}`) of each kind, after the first `skip`: those `eda bench
+    --per-kind 11` times, so that the drafts, the chain length and the tree shape are chosen on other prompts than
+    the speed is measured on."""
+    seen: dict[str, int] = {}
+    rows = []
+    for row in held_out_prompts():
+        seen[row["kind"]] = seen.get(row["kind"], 0) + 1
+        if skip < seen[row["kind"]] <= skip + per_kind:
+            rows.append(row)
+    if len(rows) < per_kind * len(seen):
+        raise ValueError(f"only {len(rows)} held-out prompts after the first {skip} of each kind: ask for at most "
+                         f"{HELD_OUT_PER_KIND - skip} per kind")
+    return rows
 
 
 def held_out_ids(tokenizer: PreTrainedTokenizerBase, per_kind: int) -> tuple[list[torch.LongTensor], list[str]]:
-    """The first `per_kind` held-out prompts of each kind, rendered as the target sees them, and their kinds."""
-    chosen: dict[str, int] = {}
-    ids, kinds = [], []
+    """The `comparison_prompts` rendered as the target sees them, and their kinds."""
     template = resolve_chat_template(tokenizer, None)
-    for row in held_out_prompts():
-        if chosen.get(row["kind"], 0) >= per_kind:
-            continue
-        chosen[row["kind"]] = chosen.get(row["kind"], 0) + 1
-        ids.append(torch.tensor(render_prompt(tokenizer, [{"role": "user", "content": row["prompt"]}], template)[1]))
-        kinds.append(row["kind"])
-    return ids, kinds
+    rows = comparison_prompts(per_kind)
+    ids = [torch.tensor(render_prompt(tokenizer, [{"role": "user", "content": row["prompt"]}], template)[1])
+           for row in rows]
+    return ids, [row["kind"] for row in rows]
 
 
 def compare_drafts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, drafts: dict[str, Path],

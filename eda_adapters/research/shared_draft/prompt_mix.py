@@ -21,7 +21,8 @@ from ...data.prompt_filter import DuplicateIndex
 from ..demo.chat_prompts import benchmark_chat_prompts, general_chat_prompts
 from ..domains.domain_chats import code_chat_rows, math_chat_rows
 
-HELD_OUT_PER_KIND = 40  # all 40 prose subjects; evaluation and `eda bench` use a prefix of these
+HELD_OUT_PER_KIND = 40  # all 40 prose subjects
+BENCH_PER_KIND = 11  # `eda bench --per-kind 11` times the first 11 of each kind; the drafts are compared on the others
 EMBEDDED_SOURCES = ("docs", "stdlib-code", "math")
 
 
