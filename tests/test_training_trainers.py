@@ -294,6 +294,26 @@ def test_cached_features_train_like_online_features(world, tmp_path):
         EagleTrainer(target_model=world["finetuned"], args=config, train_dataset=str(tmp_path / "features"))
 
 
+def test_length_grouped_batches_over_cached_features_read_lengths_from_headers(world, tmp_path, monkeypatch):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from eda_adapters.data import CachedFeatureDataset, extract_features
+
+    cache = extract_features(world["base"], world["base_train"], tmp_path / "features", batch_size=16,
+                             show_progress=False)
+    assert cache.lengths == [len(ids) for ids in world["base_train"]["input_ids"]]
+    config = tiny_config(EagleTrainingConfig, tmp_path / "out", max_steps=2,
+                         train_sampling_strategy="group_by_length")
+    trainer = EagleTrainer(target_model=world["base"], args=config, train_dataset=str(tmp_path / "features"))
+    loaded = []
+    original = CachedFeatureDataset.__getitem__
+    monkeypatch.setattr(CachedFeatureDataset, "__getitem__", lambda self, i: loaded.append(i) or original(self, i))
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler) and sampler.lengths == cache.lengths and not loaded
+    trainer.train()
+    assert trainer.state.global_step == 2
+
+
 def test_bf16_mixed_precision_keeps_float32_trainable_weights(tmp_path):
     target = make_target("qwen2").to(torch.bfloat16)
     rows = torch.randint(3, 97, (8, 12), generator=torch.Generator().manual_seed(0)).tolist()

@@ -318,6 +318,19 @@ class CachedFeatureDataset(TorchDataset):
         return self.index["target"]
 
     @property
+    def lengths(self) -> list[int]:
+        """Tokens of every sample, in order, read from the shards' headers (no feature is loaded): what a
+        length-grouped sampler needs."""
+        lengths = []
+        for i in range(len(self)):
+            file = self._shard_of[i]
+            handle = self._handles.get(file)
+            if handle is None:
+                handle = self._handles[file] = safe_open(str(self.path / file), framework="pt")
+            lengths.append(int(handle.get_slice(f"{i}.input_ids").get_shape()[0]))
+        return lengths
+
+    @property
     def layers(self) -> list[int] | None:
         """The target's `hidden_states` entries these features hold (`None`: not recorded, the last one)."""
         return self.index.get("layers")

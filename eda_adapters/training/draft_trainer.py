@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..console import quiet_trainer
@@ -265,6 +266,15 @@ class DraftTrainer(Trainer):
         num_tokens = torch.tensor([float(result.num_tokens)], device=loss.device)
         self._metrics[mode]["num_tokens"].append(self.accelerator.gather(num_tokens).sum().item())
         return (loss, outputs) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """transformers' sampler, except that a length-grouped one over cached features reads the lengths from the
+        shards' headers instead of loading every sample's features to count its tokens."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, CachedFeatureDataset):
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=dataset.lengths)
+        return super()._get_train_sampler(train_dataset)
 
     def get_batch_samples(
         self, epoch_iterator: Iterator, num_batches: int, device: torch.device
