@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, TrainerCallback
 
-from ...atomic import atomic_write_json
+from ...atomic import atomic_directory, atomic_write_json
 from ...data import extract_features
 from ...data.feature_cache import INDEX_FILE, draft_feature_layers
 from ...models import Eagle3DraftModel, EagleDraftModel
@@ -42,7 +42,7 @@ class TrainSettings:
     max_length: int = 512
     ttt_steps: int = 3
     save_minutes: float = 10.0
-    probe_steps: int = 12
+    probe_steps: int = 50  # one megabatch of the length-grouped sampler: every length, not only the longest
     feature_dtype: str = "bfloat16"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -110,7 +110,7 @@ def training_plan(target: PreTrainedModel, caches: dict[str, Path], data_dir: Pa
         config.save_strategy = "no"
         started = time.perf_counter()
         EagleTrainer(target_model=target, args=config, train_dataset=str(cache), callbacks=[clock]).train()
-        seconds_per_step = statistics.median(clock.steps[2:])
+        seconds_per_step = statistics.mean(clock.steps[1:])  # the first step warms up
         max_steps = int(settings.train_minutes * 60 / seconds_per_step)
         plan["architectures"][arch] = {"seconds_per_step": seconds_per_step, "max_steps": max_steps,
                                        "probe_steps": settings.probe_steps}
@@ -144,7 +144,8 @@ def train_draft(target: PreTrainedModel, arch: str, cache: Path, plan: dict[str,
                resumed=resumed, last_log=logs[-1] if logs else None)
     if state.global_step < state.max_steps:
         return None
-    trainer.save_model(str(final))
+    with atomic_directory(final) as tmp:
+        trainer.save_model(str(tmp))
     atomic_write_json(data_dir / f"training-{arch}.json", {
         "architecture": arch, "global_step": state.global_step, "train_seconds": sum(
             row["seconds"] for row in log.rows() if row["stage"] == "train" and row.get("architecture") == arch),
