@@ -213,6 +213,10 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
     assert all(s["total_tokens"] in {int(n) for n in results["verify_ms"]} for s in shapes)
     assert sum("tree_shapes" in row for row in results["rows"].values()) == 1
     assert results["rows"][chosen]["chain"]["tau"] == max(r["chain"]["tau"] for r in results["rows"].values())
+    for arch, path in drafts.items():  # either may win
+        compare.export_draft(path, tmp_path / f"export-{arch}")
+        assert load_draft(tmp_path / f"export-{arch}", target_model=chatty).config.model_type == load_draft(
+            path).config.model_type
     compare.export_draft(drafts[chosen], tmp_path / "shared-draft")
     assert chatty.dtype == torch.float32  # the target is left as it was
     exported = load_draft(tmp_path / "shared-draft", target_model=chatty)
