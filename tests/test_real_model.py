@@ -56,6 +56,9 @@ def test_smollm2_loads_as_a_tied_causal_lm(smollm2):
     prompt = encode_chat_prompts(tokenizer, ["What is the capital of France?"])[0]
     answer = tokenizer.decode(target.generate(prompt, do_sample=False, max_new_tokens=12)[0, prompt.shape[1]:])
     assert "Paris" in answer  # real weights, not a random model
+    # a draft records the packaged name (which loads the target again), not this machine's cache folder
+    assert target.name_or_path == "smollm2-135m-instruct"
+    assert EagleDraftModel.from_target(target).config.target_name_or_path == "smollm2-135m-instruct"
 
 
 def test_briefly_fitted_draft_is_lossless_and_accepts(smollm2):

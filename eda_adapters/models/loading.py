@@ -180,7 +180,8 @@ def load_target(
 
     Raises a one-line `FileNotFoundError` for a path that does not exist (with `HF_HUB_OFFLINE=1` for any name not on
     disk), `TypeError` for a model that is not a decoder-only causal LM, `ImportError` naming the missing package.
-    Extra keyword arguments go to `from_pretrained` (`trust_remote_code` is the caller's explicit choice).
+    Extra keyword arguments go to `from_pretrained` (`trust_remote_code` is the caller's explicit choice). A packaged
+    target's `name_or_path` is its packaged name.
     """
     path = resolve_target_path(name_or_path, gguf_file)
     _check_exists(path, "model")
@@ -200,6 +201,9 @@ def load_target(
         _check_causal_lm(model)
     except TypeError as err:
         raise EdaInputError(f"{str(name_or_path)!r}: {err}") from None
+    if str(name_or_path).lower() in PACKAGED_TARGETS:
+        # what a draft records as its target: the name that loads it again, not this machine's cache folder
+        model.config._name_or_path = model.name_or_path = str(name_or_path).lower()
     if device is not None:
         model = model.to(device)
     return model.eval().requires_grad_(False)
