@@ -293,6 +293,9 @@ def test_the_recipe_runs_end_to_end_on_a_tiny_target_and_a_second_run_does_nothi
     shared = load_draft(tmp_path / "shared-draft", target_model=chatty)
     assert shared.config.target_fingerprint == target_fingerprint(chatty) and shared.check_target(chatty) is None
     assert (tmp_path / "results.png").exists() and len(list((tmp_path / "data").glob("answers-*.jsonl.gz"))) == 2
+    card = (tmp_path / "shared-draft" / "README.md").read_text()
+    chosen = results["rows"][results["chosen"]]
+    assert f"{chosen['chain']['tau']} [{chosen['chain']['ci95'][0]}" in card and "python recipes/smollm2" in card
     stages = {row["stage"] for row in ChunkLog(tmp_path / "data" / "chunks.jsonl").rows()}
     assert {"answers", "features", "probe", "train", "assistant", "compare"} <= stages
     rows_before = len(ChunkLog(tmp_path / "data" / "chunks.jsonl").rows())

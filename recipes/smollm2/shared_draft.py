@@ -26,7 +26,8 @@ from eda_adapters.research.recipe_runner import RecipeStopped, run_recipe_work
 from eda_adapters.research.shared_draft.assistant import train_assistant
 from eda_adapters.research.shared_draft.answers import AnswerSettings, answer_parts, build_prompts
 from eda_adapters.research.shared_draft.chunks import ChunkBudget, ChunkLog
-from eda_adapters.research.shared_draft.compare import better_draft, compare_drafts, export_draft, write_results
+from eda_adapters.research.shared_draft.compare import better_draft, card_facts, compare_drafts, export_draft, \
+    write_results
 from eda_adapters.research.shared_draft.prompt_mix import BENCH_PER_KIND, HELD_OUT_PER_KIND, PromptMix
 from eda_adapters.research.shared_draft.training import ARCHITECTURES, TrainSettings, feature_cache, train_draft, \
     training_plan
@@ -107,7 +108,7 @@ def compare_and_export(args: argparse.Namespace, served, tokenizer, drafts: dict
     results = compare_drafts(served, tokenizer, drafts, args.held_out_per_kind, args.eval_max_new_tokens, log)
     results["chosen"] = better_draft(results)
     results["command"] = "python recipes/smollm2/shared_draft.py"
-    export_draft(drafts[results["chosen"]], args.draft_dir)
+    export_draft(drafts[results["chosen"]], args.draft_dir, card_facts(results))
     results["bench_command"] = "eda " + shlex.join(
         bench_arguments(args, results, args.work_dir / "assistant-l2", relative=True))
     write_results(results, args.results)

@@ -14,6 +14,7 @@ from ...atomic import atomic_directory, atomic_write_json
 from ...compute_dtype import machine_key
 from ...data.prompts import render_prompt, resolve_chat_template
 from ...generation import TreeConfig
+from ...hub import build_model_card
 from ...generation.replay import greedy_references
 from ...models.draft_loading import load_draft
 from ...plotting import pyplot
@@ -97,12 +98,28 @@ def better_draft(results: dict[str, Any]) -> str:
     return max(results["rows"], key=lambda name: results["rows"][name]["chain"]["tau"])
 
 
-def export_draft(path: Path, output_dir: Path) -> None:
-    """Save the draft at `path` in bfloat16 to `output_dir` (written whole or not at all)."""
+def export_draft(path: Path, output_dir: Path, info: dict[str, Any] | None = None) -> None:
+    """Save the draft at `path` in bfloat16 to `output_dir` with a model card (`info`: facts for its Details table),
+    written whole or not at all."""
     # loaded without its target: attached, `.to()` would cast the target's own embedding too
     draft = load_draft(path).to(torch.bfloat16)  # floating tensors only: d2t/t2d keep their types
     with atomic_directory(output_dir) as tmp:
         draft.save_pretrained(tmp)
+        build_model_card(draft, info=info).save(str(tmp / "README.md"))
+
+
+def card_facts(results: dict[str, Any]) -> dict[str, Any]:
+    """What the committed draft's model card states: how it was chosen and what it measured."""
+    row = results["rows"][results["chosen"]]
+    setup = results["setup"]
+    return {
+        "built by": f"`{results['command']}` (eda_adapters, recipes/smollm2/README.md)",
+        "chosen over": ", ".join(name for name in results["rows"] if name != results["chosen"]) + " (higher chain tau)",
+        "held-out chain tau (k=5), 95% CI": f"{row['chain']['tau']} [{row['chain']['ci95'][0]}, {row['chain']['ci95'][1]}]",
+        "held-out tree tau, 95% CI": f"{row['tree']['tau']} [{row['tree']['ci95'][0]}, {row['tree']['ci95'][1]}]",
+        "held-out prompts": f"{setup['held_out_per_kind']} per kind (prose, code, math), {setup['max_new_tokens']} tokens",
+        "measured on": f"{setup['machine']['cpu']}, {setup['threads']} threads, {setup['dtype']}",
+    }
 
 
 def plot_comparison(results: dict[str, Any], path: Path) -> None:
