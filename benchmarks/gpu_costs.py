@@ -273,9 +273,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                                     args.generate_repeats)
     overhead = {}
     for name, (draft_step, draft_tree_step) in draft_times.items():
-        overhead[f"chain_{name}"] = step_s[f"chain_{name}"] - target_times[str(k + 1)] - k * draft_step
-        overhead[f"tree_{name}"] = (step_s[f"tree_{name}"] - tree_time - (tree.depth - 1) * draft_tree_step
-                                    - draft_step)
+        # a difference of medians: where the overhead is smaller than the noise it can come out negative; that is 0
+        overhead[f"chain_{name}"] = max(0.0, step_s[f"chain_{name}"] - target_times[str(k + 1)] - k * draft_step)
+        overhead[f"tree_{name}"] = max(0.0, step_s[f"tree_{name}"] - tree_time - (tree.depth - 1) * draft_tree_step
+                                       - draft_step)
     costs = {
         "target_forward_s": target_times,
         "target_tree_forward_s": tree_time,

@@ -45,8 +45,9 @@ def test_tiny_cost_check_reports_every_cost(gpu_costs, tmp_path, capsys, arch):
         times += report[key].values()
     assert set(report["decoding_step_s"]) == {"plain", "chain_full", "chain_reduced", "tree_full", "tree_reduced"}
     assert set(report["overhead_s"]) == {"chain_full", "chain_reduced", "tree_full", "tree_reduced"}
-    times += [*report["decoding_step_s"].values(), *report["overhead_s"].values()]
+    times += report["decoding_step_s"].values()
     assert all(t > 0 for t in times), times
+    assert all(t >= 0 for t in report["overhead_s"].values())  # noise below the overhead is reported as 0
 
     rows = report["predicted_speedup"]
     assert [row["tau"] for row in rows] == [tau, 3.0, 4.0, 4.79, 5.0]
