@@ -41,6 +41,8 @@ LAYER_OF = {
     "research.experiment": "experiment",
     "research.demo": "demo",
     "research.domains": "domains",
+    "research.shared_draft": "shared draft",
+    "research.recipe_runner": "recipe runner",
     "research.bench_fixtures": "research plugins",
     "research.commands": "research plugins",
 }
@@ -50,8 +52,9 @@ RUNTIME_LAYERS = {"base", "models", "tuners", "validation", "data", "generation"
 # Layer -> the layers below it that it may import (besides itself). Runtime, bottom to top: base, then the model and
 # the adapter type; in the middle data and decoding (independent of each other), then training (uses both) and
 # export; the benchmark above them; the CLI last. The research side sits on the runtime (never the other way round):
-# the toy fixtures, the experiment, the demo and the recipe's domains, and on top what the CLI finds through entry
-# points (eda_adapters/cli/plugins.py).
+# the toy fixtures, the experiment, the demo, the recipe's domains and its shared draft (what the recipe scripts run,
+# with how they run it: the recipe runner), and on top what the CLI finds through entry points
+# (eda_adapters/cli/plugins.py).
 _BELOW_DATA = {"base", "models", "tuners", "validation"}
 _MIDDLE = _BELOW_DATA | {"data", "generation", "training", "export"}
 _RUNTIME_LIBRARY = _MIDDLE | {"bench"}
@@ -72,6 +75,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "experiment": _MIDDLE | {"toys"},
     "demo": _MIDDLE | {"toys", "experiment"},
     "domains": _MIDDLE | {"demo"},
+    "shared draft": _MIDDLE | {"toys", "experiment", "demo", "domains"},
+    "recipe runner": {"base"},
     "research plugins": _RUNTIME_LIBRARY | {"toys", "experiment", "demo"},
 }
 
