@@ -34,7 +34,7 @@ MIN_TRAIN_SECONDS = 300.0
 class TrainSettings:
     """What both drafts share; only the architecture (and EAGLE-3's training-time test) differs."""
 
-    train_minutes: float = 75.0
+    train_minutes: float = 60.0
     draft_vocab_size: int = 8192
     per_device_train_batch_size: int = 8
     learning_rate: float = 1e-3
