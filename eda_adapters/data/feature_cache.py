@@ -321,14 +321,15 @@ class CachedFeatureDataset(TorchDataset):
     def lengths(self) -> list[int]:
         """Tokens of every sample, in order, read from the shards' headers (no feature is loaded): what a
         length-grouped sampler needs."""
-        lengths = []
-        for i in range(len(self)):
-            file = self._shard_of[i]
-            handle = self._handles.get(file)
-            if handle is None:
-                handle = self._handles[file] = safe_open(str(self.path / file), framework="pt")
-            lengths.append(int(handle.get_slice(f"{i}.input_ids").get_shape()[0]))
-        return lengths
+        return [int(self._shard(i).get_slice(f"{i}.input_ids").get_shape()[0]) for i in range(len(self))]
+
+    def _shard(self, i: int) -> Any:
+        """The open shard that holds sample `i` (opened once per process, memory-mapped)."""
+        file = self._shard_of[i]
+        handle = self._handles.get(file)
+        if handle is None:
+            handle = self._handles[file] = safe_open(str(self.path / file), framework="pt")
+        return handle
 
     @property
     def layers(self) -> list[int] | None:
@@ -349,10 +350,7 @@ class CachedFeatureDataset(TorchDataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < len(self):
             raise IndexError(f"sample {i} out of range for {len(self)} cached samples")
-        file = self._shard_of[i]
-        handle = self._handles.get(file)
-        if handle is None:
-            handle = self._handles[file] = safe_open(str(self.path / file), framework="pt")
+        handle = self._shard(i)
         return {
             "input_ids": handle.get_tensor(f"{i}.input_ids"),
             "loss_mask": handle.get_tensor(f"{i}.loss_mask").long(),
