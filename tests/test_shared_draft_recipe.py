@@ -207,7 +207,8 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
         verify, draft_ms = results["verify_ms"], row["draft_step_ms"]
         tau2 = 1 + sum(row["chain"]["acceptance_by_position"][:2])
         assert speedups[2] == pytest.approx(tau2 * verify[1] / (2 * draft_ms + verify[3]), abs=1e-3)
-    chosen = compare.better_draft(results)
+    chosen = results["chosen"]
+    assert chosen == compare.better_draft(results["rows"])
     shapes = results["rows"][chosen]["tree_shapes"]  # the smaller trees, measured for the better draft only
     assert len(shapes) == 3 and shapes[0]["predicted_speedup"] == max(s["predicted_speedup"] for s in shapes)
     assert all(s["total_tokens"] in {int(n) for n in results["verify_ms"]} for s in shapes)

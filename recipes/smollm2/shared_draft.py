@@ -26,8 +26,7 @@ from eda_adapters.research.recipe_runner import RecipeStopped, run_recipe_work
 from eda_adapters.research.shared_draft.assistant import train_assistant
 from eda_adapters.research.shared_draft.answers import AnswerSettings, answer_parts, build_prompts
 from eda_adapters.research.shared_draft.chunks import ChunkBudget, ChunkLog
-from eda_adapters.research.shared_draft.compare import better_draft, card_facts, compare_drafts, export_draft, \
-    write_results
+from eda_adapters.research.shared_draft.compare import card_facts, compare_drafts, export_draft, write_results
 from eda_adapters.research.shared_draft.prompt_mix import BENCH_PER_KIND, HELD_OUT_PER_KIND, PromptMix
 from eda_adapters.research.shared_draft.training import ARCHITECTURES, TrainSettings, feature_cache, train_draft, \
     training_plan
@@ -106,7 +105,6 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
 def compare_and_export(args: argparse.Namespace, served, tokenizer, drafts: dict[str, Path], log: ChunkLog) -> None:
     """Both drafts on the held-out prompts; the better one exported; the results and the bench command recorded."""
     results = compare_drafts(served, tokenizer, drafts, args.held_out_per_kind, args.eval_max_new_tokens, log)
-    results["chosen"] = better_draft(results)
     results["command"] = "python recipes/smollm2/shared_draft.py"
     export_draft(drafts[results["chosen"]], args.draft_dir, card_facts(results))
     results["bench_command"] = "eda " + shlex.join(

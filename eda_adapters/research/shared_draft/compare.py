@@ -55,7 +55,7 @@ def compare_drafts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                    per_kind: int, max_new_tokens: int, log: ChunkLog,
                    tree_shapes: Sequence[TreeConfig] | None = TREE_SHAPES) -> dict[str, Any]:
     """tau (chain and tree, overall and per kind), the draft step cost and the predicted speedups of every draft, on
-    the same references; for the better draft, also the smaller `tree_shapes`."""
+    the same references; the better draft (`"chosen"`) also gets the smaller `tree_shapes`."""
     started = time.perf_counter()
     prompts, kinds = held_out_ids(tokenizer, per_kind)
     loaded = {name: load_draft(path, target_model=target, dtype=target.dtype).eval() for name, path in drafts.items()}
@@ -69,15 +69,15 @@ def compare_drafts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
             rows[name] = tau_report(draft, target, references[key], kinds)
     costs = step_cost_ms(target, loaded)
     shapes = tree_shapes or ()
-    verify = verify_cost_ms(target, sorted({*range(1, CHAIN_TOKENS + 2), TREE.total_tokens,
-                                            *(shape.total_tokens for shape in shapes)}))
+    verify = {1: costs["target_forward"], **verify_cost_ms(target, sorted({
+        *range(2, CHAIN_TOKENS + 2), TREE.total_tokens, *(shape.total_tokens for shape in shapes)}))}
     for name, row in rows.items():
         row["draft_step_ms"] = costs[name]
         row["predicted_chain_speedup"] = chain_speedups(row["chain"]["acceptance_by_position"], costs[name], verify)
         row["best_chain_tokens"] = max(row["predicted_chain_speedup"], key=row["predicted_chain_speedup"].get)
         row["predicted_tree_speedup"] = tree_speedup(row["tree"]["tau"], TREE, costs[name], verify)
+    best = better_draft(rows)
     if shapes:  # the better draft only: a CPU's best tree is small, and each shape is one more replay
-        best = max(rows, key=lambda name: rows[name]["chain"]["tau"])
         key = tuple(loaded[best].hidden_state_indices)
         with torch.no_grad():
             rows[best]["tree_shapes"] = tree_shapes_report(loaded[best], target, references[key], shapes,
@@ -85,7 +85,7 @@ def compare_drafts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     seconds = time.perf_counter() - started
     log.record("compare", seconds, drafts=list(drafts))
     return {
-        "rows": rows, "target_forward_ms": costs["target_forward"], "verify_ms": verify,
+        "rows": rows, "chosen": best, "target_forward_ms": costs["target_forward"], "verify_ms": verify,
         "setup": {"held_out_per_kind": per_kind, "max_new_tokens": max_new_tokens, "chain_tokens": CHAIN_TOKENS,
                   "tree": {"depth": TREE.depth, "top_k": TREE.top_k, "total_tokens": TREE.total_tokens},
                   "dtype": str(target.dtype).replace("torch.", ""), "machine": machine_key(),
@@ -93,9 +93,9 @@ def compare_drafts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     }
 
 
-def better_draft(results: dict[str, Any]) -> str:
+def better_draft(rows: dict[str, Any]) -> str:
     """The draft with the higher held-out chain tau (the chain is what pays on a CPU, see docs/benchmarks.md)."""
-    return max(results["rows"], key=lambda name: results["rows"][name]["chain"]["tau"])
+    return max(rows, key=lambda name: rows[name]["chain"]["tau"])
 
 
 def export_draft(path: Path, output_dir: Path, info: dict[str, Any] | None = None) -> None:
