@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 from transformers import PreTrainedModel
 
 from ...atomic import atomic_directory, atomic_write_json
@@ -43,7 +42,7 @@ def train_assistant(target: PreTrainedModel, data_dir: Path, work_dir: Path, set
     losses = quick_fit_assistant(target, assistant, steps=steps, seed=0, **fit)
     seconds = time.perf_counter() - started
     with atomic_directory(final) as tmp:
-        assistant.to(torch.float32).save_pretrained(tmp)
+        assistant.save_pretrained(tmp)
     atomic_write_json(data_dir / f"training-assistant-l{num_layers}.json", {
         "num_layers": num_layers, "steps": steps, "probe_seconds_per_step": seconds_per_step,
         "train_seconds": round(seconds, 1), "lr": ASSISTANT_LR, "first_losses": losses[:5], "last_losses": losses[-5:],
