@@ -12,16 +12,18 @@ On-disk layout of a feature directory (resumable and multi-process like regenera
          "num_samples": int, "num_tokens": int,
          "dataset_fingerprint": str,             # digest of the input_ids/loss_mask the features were computed on
          "shards": [{"file": "chunks/shard-000000000.safetensors", "samples": [0, 1, ...], "num_tokens": int}, ...]}
-    chunks/shard-<first>.safetensors  for every sample s of the shard, three tensors:
-        "<s>.input_ids"      int64  [seq]
-        "<s>.loss_mask"      int8   [seq]          (1 on the tokens the draft is trained on, e.g. the response)
-        "<s>.hidden_states"  dtype  [seq, len(layers) * hidden]  the kept `hidden_states` entries, concatenated
+    chunks/shard-<first>.safetensors  for every sample s of the shard, three or four tensors:
+        "<s>.input_ids"         int64  [seq]
+        "<s>.loss_mask"         int8   [seq]       (1 on the tokens the draft is trained on, e.g. the response)
+        "<s>.hidden_states"     dtype  [seq, len(layers) * hidden]  the kept `hidden_states` entries, concatenated
+        "<s>.target_top_token"  int64  [seq]       the target's top next token (written by `extract_features`)
     run.json, progress-r<rank>.jsonl   resume bookkeeping
 
 Samples are numbered by their row in the dataset given to `extract_features` (or by prompt, for features captured by
 `regenerate(..., capture_features=True)`). Logits are not stored: they are `target.lm_head(hidden_states)` of the
-last layer (the draft holds the frozen head). An index without `layers` (written before they were recorded) holds the
-last layer.
+last layer (the draft holds the frozen head). Only the target's top token is stored: with it, training a draft
+whose head scores a reduced vocabulary needs the head's rows for that vocabulary alone, not the whole vocabulary's
+logits at every step. An index without `layers` (written before they were recorded) holds the last layer.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from transformers import PreTrainedModel
 from ..atomic import atomic_path
 from ..fingerprints import dataset_tokens_fingerprint
 from ..validation import check_causal_lm, check_safetensors_file
-from .features import compute_target_features
+from .features import compute_target_features, target_top_tokens
 from .io import (
     DatasetLike,
     atomic_write_json,
@@ -56,6 +58,8 @@ from ..errors import EdaInputError
 
 FORMAT = "eda-features/1"
 INDEX_FILE = "index.json"
+#: Per-sample key of the target's top next token `[seq]`, where the features carry it.
+TOP_TOKEN_KEY = "target_top_token"
 FEATURES_DIR = "features"  # where regeneration keeps the features it captured
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -70,10 +74,11 @@ def _dtype_name(dtype: torch.dtype | str | None, target: PreTrainedModel) -> str
 
 
 def pad_batch(samples: list[dict[str, Any]], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
-    """Right-pad samples (`input_ids`, optional `loss_mask` and `hidden_states`) into a batch.
+    """Right-pad samples (`input_ids`, optional `loss_mask`, `hidden_states` and `target_top_token`) into a batch.
 
     Returns `input_ids` `[B, S]`, `attention_mask` `[B, S]`, `loss_mask` `[B, S]` (0 on padding; all ones where a
-    sample has none) and, when the samples carry them, `hidden_states` `[B, S, H]` (zeros on padding).
+    sample has none) and, when every sample carries them, `hidden_states` `[B, S, H]` and `target_top_token` `[B, S]`
+    (zeros on padding).
     """
     lengths = [len(s["input_ids"]) for s in samples]
     width = max(lengths)
@@ -86,6 +91,9 @@ def pad_batch(samples: list[dict[str, Any]], pad_token_id: int = 0) -> dict[str,
     if with_hidden:
         first = samples[0]["hidden_states"]
         batch["hidden_states"] = torch.zeros(len(samples), width, first.shape[-1], dtype=first.dtype)
+    with_top = all(TOP_TOKEN_KEY in s for s in samples)
+    if with_top:
+        batch[TOP_TOKEN_KEY] = torch.zeros(len(samples), width, dtype=torch.long)
     for row, (sample, length) in enumerate(zip(samples, lengths)):
         batch["input_ids"][row, :length] = torch.as_tensor(sample["input_ids"])
         batch["attention_mask"][row, :length] = 1
@@ -93,6 +101,8 @@ def pad_batch(samples: list[dict[str, Any]], pad_token_id: int = 0) -> dict[str,
         batch["loss_mask"][row, :length] = 1 if mask is None else torch.as_tensor(mask)
         if with_hidden:
             batch["hidden_states"][row, :length] = sample["hidden_states"]
+        if with_top:
+            batch[TOP_TOKEN_KEY][row, :length] = torch.as_tensor(sample[TOP_TOKEN_KEY])
     return batch
 
 
@@ -124,15 +134,18 @@ def draft_feature_layers(draft: Any, target: PreTrainedModel) -> list[int]:
 
 
 def write_feature_shard(
-    path: str | os.PathLike, samples: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], dtype_name: str
+    path: str | os.PathLike, samples: dict[int, tuple[torch.Tensor, ...]], dtype_name: str
 ) -> None:
-    """Write `{sample: (input_ids, loss_mask, features)}` (one sequence each, unpadded) as one shard, atomically."""
+    """Write `{sample: (input_ids, loss_mask, features[, target_top_token])}` (one sequence each, unpadded) as one
+    shard, atomically."""
     tensors = {}
-    for index, (input_ids, loss_mask, hidden) in samples.items():
+    for index, (input_ids, loss_mask, hidden, *top_token) in samples.items():
         tensors[f"{index}.input_ids"] = torch.as_tensor(input_ids, dtype=torch.long).clone()
         tensors[f"{index}.loss_mask"] = torch.as_tensor(loss_mask).to(torch.int8).clone()
         # clone: each tensor gets its own storage (a slice of the batch would share it)
         tensors[f"{index}.hidden_states"] = hidden.to(_DTYPES[dtype_name]).cpu().clone()
+        if top_token:
+            tensors[f"{index}.{TOP_TOKEN_KEY}"] = torch.as_tensor(top_token[0], dtype=torch.long).cpu().clone()
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
 
@@ -221,18 +234,24 @@ def extract_features(
 
     target.eval()
     lengths = [len(ids) for ids in rows["input_ids"]]
+    hidden_size = signature["hidden_size"]
+    with_top_tokens = layers[-1] == target.config.get_text_config().num_hidden_layers
 
     def write_shard(indices: list[int]) -> str:
         batch = pad_batch([rows[i] for i in indices])
         hidden, _ = compute_target_features(
             target, batch["input_ids"].to(target.device), batch["attention_mask"].to(target.device), layers=layers
         )
+        hidden = hidden.to(_DTYPES[dtype_name])
+        # from the features as stored: what the head gives at training time (only after the final norm)
+        top_tokens = target_top_tokens(target, hidden[..., -hidden_size:]) if with_top_tokens else None
         name = f"shard-{indices[0]:09d}.safetensors"
         write_feature_shard(
             run.chunk_path(name),
             {
                 index: (batch["input_ids"][row, : lengths[index]], batch["loss_mask"][row, : lengths[index]],
                         hidden[row, : lengths[index]])
+                + (() if top_tokens is None else (top_tokens[row, : lengths[index]],))
                 for row, index in enumerate(indices)
             },
             dtype_name,
@@ -268,7 +287,8 @@ def load_feature_index(path: str | os.PathLike) -> dict[str, Any]:
 
 class CachedFeatureDataset(TorchDataset):
     """Map-style dataset over cached features; item `i` is sample `i` of the extracted dataset:
-    `{"input_ids": LongTensor[seq], "loss_mask": LongTensor[seq], "hidden_states": Tensor[seq, hidden]}`.
+    `{"input_ids": LongTensor[seq], "loss_mask": LongTensor[seq], "hidden_states": Tensor[seq, hidden]}`, plus
+    `"target_top_token": LongTensor[seq]` where the shard stores it (features from `extract_features`).
 
     Pass `target` (the model the draft is trained for, or its `target_signature`) to refuse features that came from
     another target, and `layers` (the `hidden_states` entries the draft reads, see `feature_layers`; with a loaded
@@ -294,6 +314,7 @@ class CachedFeatureDataset(TorchDataset):
             for sample in shard["samples"]:
                 self._shard_of[int(sample)] = shard["file"]
         self._handles: dict[str, Any] = {}
+        self._shard_keys: dict[str, frozenset[str]] = {}
 
     def check_layers(self, target: PreTrainedModel | dict[str, Any] | None, wanted: Any) -> None:
         """Raise a one-line error unless these features hold the `hidden_states` entries `wanted` (default, with a
@@ -351,11 +372,21 @@ class CachedFeatureDataset(TorchDataset):
         if not 0 <= i < len(self):
             raise IndexError(f"sample {i} out of range for {len(self)} cached samples")
         handle = self._shard(i)
-        return {
+        sample = {
             "input_ids": handle.get_tensor(f"{i}.input_ids"),
             "loss_mask": handle.get_tensor(f"{i}.loss_mask").long(),
             "hidden_states": handle.get_tensor(f"{i}.hidden_states"),
         }
+        if f"{i}.{TOP_TOKEN_KEY}" in self._keys(self._shard_of[i]):
+            sample[TOP_TOKEN_KEY] = handle.get_tensor(f"{i}.{TOP_TOKEN_KEY}")
+        return sample
+
+    def _keys(self, file: str) -> frozenset[str]:
+        """The tensor names of one open shard (read once: a shard of an older run may lack the top tokens)."""
+        keys = self._shard_keys.get(file)
+        if keys is None:
+            keys = self._shard_keys[file] = frozenset(self._handles[file].keys())
+        return keys
 
     def __getstate__(self) -> dict[str, Any]:
         # open file handles do not travel to DataLoader workers; each worker reopens its own

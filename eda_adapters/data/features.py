@@ -40,3 +40,18 @@ def stack_layers(hidden_states: tuple[torch.Tensor, ...], layers: list[int]) -> 
     if len(layers) == 1:
         return hidden_states[layers[0]]
     return torch.cat([hidden_states[layer] for layer in layers], dim=-1)
+
+
+@torch.no_grad()
+def target_top_tokens(target: PreTrainedModel, last_hidden: torch.Tensor, rows_per_pass: int = 4096) -> torch.Tensor:
+    """The target's most likely next token `[..., ]` (int64) at every position of `last_hidden` `[..., hidden]` (its
+    last, post-norm hidden states), through its output head: what draft training compares the draft's top token
+    with. Computed from the features as cached, so it matches `head(features).argmax(-1)` at training time exactly;
+    `rows_per_pass` positions at a time, so the vocabulary-wide logits never all exist at once."""
+    head = target.get_output_embeddings()
+    flat = last_hidden.reshape(-1, last_hidden.shape[-1])
+    tokens = [
+        head(flat[start : start + rows_per_pass].to(device=head.weight.device, dtype=head.weight.dtype)).argmax(-1)
+        for start in range(0, flat.shape[0], rows_per_pass)
+    ]
+    return torch.cat(tokens).reshape(last_hidden.shape[:-1]).cpu()

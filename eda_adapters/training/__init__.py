@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .eda_config import EdaTrainingConfig
     from .eda_trainer import EdaTrainer
     from .losses import (
+        DraftVocabLogits,
         DraftVocabLossOutput,
         EagleLossOutput,
         add_feature_noise,
@@ -49,6 +50,7 @@ _LAZY_NAMES = {
     "default_objective": ".objectives",
     "training_time_test_mask": ".objectives",
     "unroll_training_time_test": ".objectives",
+    "DraftVocabLogits": ".losses",
     "DraftVocabLossOutput": ".losses",
     "draft_vocab_cross_entropy": ".losses",
     "EdaTrainingConfig": ".eda_config",
@@ -63,6 +65,7 @@ __all__ = [
     "DraftDataCollator",
     "DraftObjective",
     "DraftTrainer",
+    "DraftVocabLogits",
     "DraftVocabLossOutput",
     "EagleObjective",
     "ObjectiveOutput",

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import pad_batch
+from ..data.feature_cache import TOP_TOKEN_KEY
 from ..errors import EdaInputError
 
 #: Name of the optional per-sample column holding cached target features `[seq, hidden]` (see `eda_adapters.data`).
@@ -21,11 +22,12 @@ class DraftDataCollator:
 
     Each sample is a mapping with `input_ids` (`[seq]`) and optionally `loss_mask` (1 = position counts in the loss,
     e.g. response tokens; default all ones), cached target features `hidden_states` (`[seq, hidden]`, e.g. from
-    `CachedFeatureDataset`) and `attention_mask` (for rows stored padded: their padding is dropped first). Other
+    `CachedFeatureDataset`), the target's top next token `target_top_token` (`[seq]`, stored with them) and
+    `attention_mask` (for rows stored padded: their padding is dropped first). Other
     columns are ignored.
 
     Returns `input_ids`, `attention_mask`, `loss_mask` (`[batch, seq]`, 0 on padding) and, when the samples carry them,
-    `hidden_states` (`[batch, seq, hidden]`).
+    `hidden_states` (`[batch, seq, hidden]`) and `target_top_token` (`[batch, seq]`).
     """
 
     pad_token_id: int = 0
@@ -52,7 +54,7 @@ class DraftDataCollator:
             )
         ids = torch.as_tensor(sample["input_ids"], dtype=torch.long).flatten()
         out = {"input_ids": ids}
-        for key in ("loss_mask", FEATURES_KEY):
+        for key in ("loss_mask", FEATURES_KEY, TOP_TOKEN_KEY):
             if sample.get(key) is not None:
                 value = torch.as_tensor(sample[key])
                 if value.shape[0] != len(ids):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -28,7 +29,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..console import quiet_trainer
 from ..data import CachedFeatureDataset, check_target_signature, compute_target_features, load_rows
 from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
-from ..data.feature_cache import draft_feature_layers
+from ..data.feature_cache import TOP_TOKEN_KEY, draft_feature_layers
 from ..data.signature import target_signature
 from ..fingerprints import dataset_sample_fingerprint, target_fingerprint
 from ..models.loading import load_target
@@ -37,6 +38,7 @@ from ..validation import check_causal_lm
 from .acceptance import greedy_acceptance_length, prompts_from_dataset
 from .collator import FEATURES_KEY, DraftDataCollator
 from .eagle_config import EagleTrainingConfig
+from .losses import DraftVocabLogits
 from .objectives import DraftObjective, default_objective, unwrap_draft
 from .run_signature import (
     SIGNATURE_HYPERPARAMETERS,
@@ -221,9 +223,14 @@ class DraftTrainer(Trainer):
                     param.data = param.data.float()
 
     # ------------------------------------------------------------------ the objective
-    def _target_features(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _target_features(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | DraftVocabLogits]:
         """The draft's input features and the target's logits: from cached features (`self.feature_layers`
-        concatenated; the logits through the frozen head from the last layer's), or from one target forward."""
+        concatenated; the logits through the frozen head from the last layer's), or from one target forward.
+
+        A reduced draft head, an objective that reads it and features that store the target's top token need only
+        the head's rows of the draft vocabulary: the logits come as [`DraftVocabLogits`]."""
         layers = self.feature_layers
         if FEATURES_KEY not in inputs:
             return compute_target_features(
@@ -234,10 +241,24 @@ class DraftTrainer(Trainer):
         head = self.target_model.get_output_embeddings()
         with torch.no_grad():
             features = features.to(head.weight.dtype)
-            if len(layers) == 1:
-                return features, head(features)
             width = features.shape[-1] // len(layers)
-            return features[..., :-width], head(features[..., -width:])
+            draft_input, last = features[..., :-width], features[..., -width:]
+            if len(layers) == 1:
+                draft_input = features
+            token_ids = self._draft_vocab_ids(model, inputs, head)
+            if token_ids is None:
+                return draft_input, head(last)
+            bias = None if head.bias is None else head.bias[token_ids]
+            return draft_input, DraftVocabLogits(F.linear(last, head.weight[token_ids], bias), inputs[TOP_TOKEN_KEY])
+
+    def _draft_vocab_ids(self, model: nn.Module, inputs: dict[str, torch.Tensor], head: nn.Module) -> torch.Tensor | None:
+        """The target ids of a reduced draft head's tokens, where the draft-vocabulary logits suffice; else `None`."""
+        if TOP_TOKEN_KEY not in inputs or not getattr(self.objective, "reads_draft_vocab_logits", False):
+            return None
+        token_ids = getattr(unwrap_draft(model), "draft_token_ids", None)
+        if not isinstance(head, nn.Linear) or token_ids is None or token_ids.numel() >= head.out_features:
+            return None
+        return token_ids.to(head.weight.device)
 
     def compute_loss(
         self,
@@ -247,7 +268,7 @@ class DraftTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         mode = "train" if model.training else "eval"
-        features, target_logits = self._target_features(inputs)
+        features, target_logits = self._target_features(model, inputs)
         result = self.objective(model, inputs, features, target_logits, self.args, training=mode == "train")
         loss, metrics, outputs = result.loss, dict(result.metrics), result.outputs
         if mode == "train":

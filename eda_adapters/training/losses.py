@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from ..errors import EdaInputError
 
 
@@ -62,7 +64,7 @@ def eagle_loss(
     draft_hidden: torch.Tensor,
     draft_logits: torch.Tensor,
     target_hidden: torch.Tensor,
-    target_logits: torch.Tensor,
+    target_logits: torch.Tensor | DraftVocabLogits,
     loss_mask: torch.Tensor,
     regression_weight: float = 1.0,
     ce_weight: float = 0.1,
@@ -77,7 +79,8 @@ def eagle_loss(
     == target argmax). `-inf` draft logits (tokens outside a reduced draft vocabulary) are left out of the
     cross-entropy, whose target distribution is renormalised over the tokens the draft scores. The same loss, without
     the target-vocabulary-wide tensors: a reduced head's own logits `[B, S, draft_vocab_size]` as `draft_logits` and
-    its token ids as `draft_token_ids` (see [`draft_vocab_cross_entropy`]).
+    its token ids as `draft_token_ids` (see [`draft_vocab_cross_entropy`]); then `target_logits` may be a
+    [`DraftVocabLogits`].
     """
     mask = loss_mask.to(draft_hidden.dtype)
     num_tokens = int(mask.sum().item())
@@ -87,6 +90,8 @@ def eagle_loss(
     if draft_token_ids is not None:
         terms = draft_vocab_cross_entropy(draft_logits, target_logits, draft_token_ids, loss_mask)
         ce, accuracy = terms.loss, terms.accuracy
+    elif isinstance(target_logits, DraftVocabLogits):
+        raise EdaInputError("DraftVocabLogits need the draft's `draft_token_ids`: pass them to eagle_loss.")
     else:
         draft_logp = torch.log_softmax(draft_logits.float(), dim=-1)
         # A draft with a reduced vocabulary scores only its tokens (-inf elsewhere): the target distribution is
@@ -123,9 +128,28 @@ class DraftVocabLossOutput:
     num_tokens: int
 
 
+@dataclass(frozen=True)
+class DraftVocabLogits:
+    """The target's logits over a draft's vocabulary alone, with its top token over its whole vocabulary: all that a
+    reduced head's loss and accuracy read, at a fraction of the cost of the vocabulary-wide logits (the trainer builds
+    it from cached features that store the top token, see `eda_adapters.data.feature_cache`).
+
+    Args:
+        logits: `[B, S, draft_vocab_size]`, column `i` the target's logit of the draft's token `i`.
+        top_token: `[B, S]`, the target's most likely token (a target id).
+    """
+
+    logits: torch.Tensor
+    top_token: torch.Tensor
+
+    def __getitem__(self, positions: Any) -> DraftVocabLogits:
+        """The same positions of both (`[:, 1:]`); the vocabulary axis is never indexed."""
+        return DraftVocabLogits(self.logits[positions], self.top_token[positions])
+
+
 def draft_vocab_cross_entropy(
     draft_logits: torch.Tensor,
-    target_logits: torch.Tensor,
+    target_logits: torch.Tensor | DraftVocabLogits,
     draft_token_ids: torch.LongTensor,
     loss_mask: torch.Tensor,
 ) -> DraftVocabLossOutput:
@@ -134,7 +158,8 @@ def draft_vocab_cross_entropy(
 
     Args:
         draft_logits: `[B, S, draft_vocab_size]`, the draft head's logits.
-        target_logits: `[B, S, vocab_size]`, the target's logits at the same positions.
+        target_logits: `[B, S, vocab_size]`, the target's logits at the same positions, or only their draft-vocabulary
+            columns and top token ([`DraftVocabLogits`]).
         draft_token_ids: `[draft_vocab_size]`, the target id of each draft id.
         loss_mask: `[B, S]`, 1 where the position counts.
 
@@ -144,10 +169,14 @@ def draft_vocab_cross_entropy(
     mask = loss_mask.to(torch.float32)
     num_tokens = int(mask.sum().item())
     denom = mask.sum().clamp_min(1.0)
-    target_probs = torch.softmax(target_logits.index_select(-1, draft_token_ids).float(), dim=-1)
+    if isinstance(target_logits, DraftVocabLogits):
+        scored, target_top = target_logits.logits, target_logits.top_token
+    else:
+        scored, target_top = target_logits.index_select(-1, draft_token_ids), target_logits.argmax(-1)
+    target_probs = torch.softmax(scored.float(), dim=-1)
     draft_logp = torch.log_softmax(draft_logits.float(), dim=-1)
     ce = -(target_probs * draft_logp).sum(-1)
     summed = (ce * mask).sum()
-    agree = (draft_token_ids[draft_logits.argmax(-1)] == target_logits.argmax(-1)).to(mask.dtype)
+    agree = (draft_token_ids[draft_logits.argmax(-1)] == target_top).to(mask.dtype)
     accuracy = (agree * mask).sum() / denom
     return DraftVocabLossOutput(summed / denom, summed, accuracy.detach(), num_tokens)

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from ..errors import EdaInputError
-from .losses import add_feature_noise, draft_vocab_cross_entropy, eagle_loss, shift_for_draft
+from .losses import DraftVocabLogits, add_feature_noise, draft_vocab_cross_entropy, eagle_loss, shift_for_draft
 
 
 @dataclass
@@ -39,7 +39,12 @@ class ObjectiveOutput:
 
 
 class DraftObjective(Protocol):
-    """A draft training objective: the loss of `model` on one batch, given the frozen target's features."""
+    """A draft training objective: the loss of `model` on one batch, given the frozen target's features.
+
+    An objective whose class sets `reads_draft_vocab_logits = True` scores a reduced draft head on the target's
+    draft-vocabulary logits alone: for such a draft, and cached features that store the target's top token, the
+    trainer passes `target_logits` as a [`DraftVocabLogits`] instead of the vocabulary-wide tensor.
+    """
 
     def loss_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss tokens of a collated batch, counted before any forward: the trainer divides each micro-batch's
@@ -53,7 +58,7 @@ class DraftObjective(Protocol):
         model: nn.Module,
         inputs: dict[str, torch.Tensor],
         features: torch.Tensor,
-        target_logits: torch.Tensor,
+        target_logits: torch.Tensor | DraftVocabLogits,
         args: Any,
         training: bool,
     ) -> ObjectiveOutput: ...
@@ -68,6 +73,8 @@ class EagleObjective:
     """EAGLE-1: the draft reads (feature_t, token_{t+1}) with noisy features and predicts feature_{t+1};
     `regression_weight * SmoothL1 + ce_weight * CE(target distribution, draft distribution)` ([`eagle_loss`])."""
 
+    reads_draft_vocab_logits = True
+
     def loss_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return loss_positions(batch)
 
@@ -79,7 +86,7 @@ class EagleObjective:
         model: nn.Module,
         inputs: dict[str, torch.Tensor],
         features: torch.Tensor,
-        target_logits: torch.Tensor,
+        target_logits: torch.Tensor | DraftVocabLogits,
         args: Any,
         training: bool,
     ) -> ObjectiveOutput:
@@ -189,6 +196,8 @@ class TrainingTimeTestObjective:
     draft's own features: about the acceptance rate at depth k given the earlier tokens were accepted).
     """
 
+    reads_draft_vocab_logits = True
+
     def __init__(self, num_steps: int | None = None, step_weight: float | None = None) -> None:
         if num_steps is not None and num_steps < 1:
             raise EdaInputError(f"TrainingTimeTestObjective needs num_steps >= 1, got {num_steps}.")
@@ -213,7 +222,7 @@ class TrainingTimeTestObjective:
         model: nn.Module,
         inputs: dict[str, torch.Tensor],
         features: torch.Tensor,
-        target_logits: torch.Tensor,
+        target_logits: torch.Tensor | DraftVocabLogits,
         args: Any,
         training: bool,
     ) -> ObjectiveOutput:
@@ -230,7 +239,7 @@ class TrainingTimeTestObjective:
         first = outputs = None
         for step, outputs in enumerate(unroll_training_time_test(model, input_ids, hidden_states, steps)):
             # position t of step k predicts the token after t+1+k: the last k positions have none. Slices are views
-            # (the target's logits span its whole vocabulary: never copied per step)
+            # (the target's logits may span its whole vocabulary: never copied per step)
             kept = length - step
             terms = draft_vocab_cross_entropy(
                 outputs.logits[:, :kept], target_logits[:, step:], token_ids, loss_mask[:, step:]

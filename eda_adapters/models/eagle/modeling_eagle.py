@@ -482,6 +482,11 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         self.draft_head.weight.copy_(head.weight[ids.to(head.weight.device)].to(self.draft_head.weight))
         return self
 
+    @property
+    def draft_token_ids(self) -> torch.Tensor | None:
+        """The target id of each draft id, `[draft_vocab_size]`; `None` when the draft scores the full vocabulary."""
+        return self.d2t
+
     def draft_logits_to_vocab(self, draft_logits: torch.Tensor) -> torch.Tensor:
         """Reduced-head logits `[..., draft_vocab_size]` as target-vocabulary logits `[..., vocab_size]`: the draft's
         tokens at their target ids, `-inf` elsewhere (probability 0, never proposed)."""
