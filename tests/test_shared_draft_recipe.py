@@ -302,3 +302,19 @@ def test_the_recipe_runs_end_to_end_on_a_tiny_target_and_a_second_run_does_nothi
     rows_before = len(ChunkLog(tmp_path / "data" / "chunks.jsonl").rows())
     assert recipe.main(argv) == 0  # everything is on disk: nothing runs again
     assert len(ChunkLog(tmp_path / "data" / "chunks.jsonl").rows()) == rows_before
+
+
+def test_drafts_of_a_bfloat16_target_train_with_float32_weights_in_mixed_precision(tmp_path):
+    from datasets import Dataset
+
+    from eda_adapters.training import EagleTrainer
+
+    settings = training.TrainSettings(draft_vocab_size=48)
+    data = Dataset.from_dict({"input_ids": [[5, 6, 7, 8]] * 4})
+    for dtype in (torch.bfloat16, torch.float32):
+        target = make_target("llama").to(dtype)
+        config = training._config("eagle", settings, tmp_path / str(dtype), 2, 3, target)
+        assert config.bf16 == (dtype == torch.bfloat16)
+        trainer = EagleTrainer(target_model=target, args=config, train_dataset=data)
+        trained = [p.dtype for p in trainer.model.parameters() if p.requires_grad]
+        assert trained and set(trained) == {torch.float32} and target.dtype == dtype

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import PreTrainedModel, TrainerCallback
 
 from ...atomic import atomic_directory, atomic_write_json
@@ -47,8 +48,12 @@ class TrainSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _config(arch: str, settings: TrainSettings, output_dir: Path, max_steps: int, save_steps: int) -> EagleTrainingConfig:
+def _config(arch: str, settings: TrainSettings, output_dir: Path, max_steps: int, save_steps: int,
+            target: PreTrainedModel) -> EagleTrainingConfig:
+    # a draft built from a bfloat16 target is bfloat16: mixed precision keeps its trainable weights (and AdamW's
+    # updates, most of them below bfloat16's resolution) in float32, and its matmuls in bfloat16
     return EagleTrainingConfig(
+        bf16=target.dtype == torch.bfloat16,
         output_dir=str(output_dir), draft_architecture=arch, ttt_steps=settings.ttt_steps if arch == "eagle3" else 1,
         draft_vocab_size=settings.draft_vocab_size, per_device_train_batch_size=settings.per_device_train_batch_size,
         learning_rate=settings.learning_rate, lr_scheduler_type="cosine", warmup_steps=settings.warmup_steps,
@@ -106,7 +111,8 @@ def training_plan(target: PreTrainedModel, caches: dict[str, Path], data_dir: Pa
         if arch in plan["architectures"]:
             continue
         clock = _StepClock()
-        config = _config(arch, settings, work_dir / f"probe-{arch}", settings.probe_steps, settings.probe_steps + 1)
+        config = _config(arch, settings, work_dir / f"probe-{arch}", settings.probe_steps, settings.probe_steps + 1,
+                         target)
         config.save_strategy = "no"
         started = time.perf_counter()
         EagleTrainer(target_model=target, args=config, train_dataset=str(cache), callbacks=[clock]).train()
@@ -131,7 +137,7 @@ def train_draft(target: PreTrainedModel, arch: str, cache: Path, plan: dict[str,
     steps = plan["architectures"][arch]
     save_steps = max(1, int(settings.save_minutes * 60 / steps["seconds_per_step"]))
     out = work_dir / f"train-{arch}"
-    config = _config(arch, settings, out, steps["max_steps"], save_steps)
+    config = _config(arch, settings, out, steps["max_steps"], save_steps, target)
     clock = _StepClock(budget)
     trainer = EagleTrainer(target_model=target, args=config, train_dataset=str(cache), callbacks=[clock])
     resumed = out.is_dir() and any(p.name.startswith("checkpoint-") for p in out.iterdir())
