@@ -86,11 +86,12 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
               for arch in ARCHITECTURES}
     if any(cache is None for cache in caches.values()):
         return False
-    # the drafts train (fp32 weights) and are compared against the float32 target, as `eda bench` serves it on a CPU
-    served = load_target(args.target, dtype="float32")
-    plan = training_plan(served, caches, args.data_dir, args.work_dir, settings, log)
-    drafts = {arch: train_draft(served, arch, caches[arch], plan, args.data_dir, args.work_dir, settings, budget, log)
+    # the drafts train on the features' target (bfloat16 where this machine runs it fast: mixed precision, float32
+    # weights), and are compared against the float32 target, as `eda bench` serves it on a CPU
+    plan = training_plan(target, caches, args.data_dir, args.work_dir, settings, log)
+    drafts = {arch: train_draft(target, arch, caches[arch], plan, args.data_dir, args.work_dir, settings, budget, log)
               for arch in ARCHITECTURES}
+    served = load_target(args.target, dtype="float32")
     if any(path is None for path in drafts.values()):
         return False
     if train_assistant(served, args.data_dir, args.work_dir, settings, budget, log) is None:
