@@ -91,9 +91,9 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
     plan = training_plan(target, caches, args.data_dir, args.work_dir, settings, log)
     drafts = {arch: train_draft(target, arch, caches[arch], plan, args.data_dir, args.work_dir, settings, budget, log)
               for arch in ARCHITECTURES}
-    served = load_target(args.target, dtype="float32")
     if any(path is None for path in drafts.values()):
         return False
+    served = load_target(args.target, dtype="float32")
     if train_assistant(served, args.data_dir, args.work_dir, settings, budget, log) is None:
         return False
     if "compare" not in stages:
