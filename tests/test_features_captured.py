@@ -72,10 +72,18 @@ def test_chosen_layers_are_kept_and_other_drafts_refused(tmp_path):
     expected = teacher_forced(target, rows[2]["input_ids"], layers)
     assert expected.shape[-1] == 2 * target.config.hidden_size
     torch.testing.assert_close(cached[2]["hidden_states"], expected, atol=1e-4, rtol=1e-4)
-    # an EAGLE-1 draft reads the last layer alone: the trainer refuses these features in one line naming what to do
-    with pytest.raises(EdaInputError, match=r"hold the target's hidden_states \[1, 2\], but this draft reads \[2\]"):
-        EagleTrainer(target_model=target, train_dataset=str(path),
-                     args=EagleTrainingConfig(output_dir=str(tmp_path / "train"), use_cpu=True, report_to=[]))
+    # an EAGLE-1 draft reads the last layer alone: the trainer serves it those columns of the same shards
+    trainer = EagleTrainer(target_model=target, train_dataset=str(path),
+                           args=EagleTrainingConfig(output_dir=str(tmp_path / "train"), use_cpu=True, report_to=[]))
+    served = trainer.train_dataset
+    assert served.layers == [target.config.num_hidden_layers] and served.stored_layers == layers
+    hidden = target.config.hidden_size
+    torch.testing.assert_close(served[2]["hidden_states"], cached[2]["hidden_states"][:, hidden:])
+    # any order of a subset; a layer that is not stored is refused in one line naming what to do
+    swapped = CachedFeatureDataset(path, target=target, layers=list(reversed(layers)))
+    torch.testing.assert_close(swapped[1]["hidden_states"], cached[1]["hidden_states"].roll(hidden, dims=-1))
+    with pytest.raises(EdaInputError, match=r"hold the target's hidden_states \[1, 2\], but this draft reads \[0, 2\]"):
+        CachedFeatureDataset(path, target=target, layers=[0, -1])
     with pytest.raises(EdaInputError, match="out of range"):
         feature_layers(target, [7])
 

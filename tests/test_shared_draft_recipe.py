@@ -16,7 +16,7 @@ from conftest import make_target
 from test_data_common import make_tokenizer
 
 from eda_adapters.cli import build_parser
-from eda_adapters.data import PromptFilter
+from eda_adapters.data import CachedFeatureDataset, PromptFilter
 from eda_adapters.fingerprints import target_fingerprint
 from eda_adapters.models.draft_loading import load_draft
 from eda_adapters.research.shared_draft import answers, assistant, compare, training
@@ -163,10 +163,13 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
     assert answers.answer_parts(chatty, tok, data, work, SETTINGS, CountdownBudget(9), log)
     settings = training.TrainSettings(train_minutes=0.004, draft_vocab_size=48, per_device_train_batch_size=4,
                                       warmup_steps=1, max_length=64, probe_steps=5)
-    assert training.feature_cache(chatty, "eagle", data, work, settings, CountdownBudget(0), log) is None
-    caches = {arch: training.feature_cache(chatty, arch, data, work, settings, CountdownBudget(1), log)
-              for arch in training.ARCHITECTURES}
-    assert caches["eagle"] != caches["eagle3"]  # EAGLE-3 reads three more layers
+    assert training.feature_cache(chatty, data, work, settings, CountdownBudget(0), log) is None
+    cache = training.feature_cache(chatty, data, work, settings, CountdownBudget(1), log)
+    # one extraction serves both: EAGLE-3's three aux layers and the last one, which EAGLE-1 reads alone
+    eagle3_layers = training.draft_feature_layers(training.Eagle3DraftModel.from_target(chatty), chatty)
+    assert CachedFeatureDataset(cache).stored_layers == eagle3_layers and len(eagle3_layers) == 4
+    assert [row["stage"] for row in log.rows()].count("features") == 1
+    caches = {arch: cache for arch in training.ARCHITECTURES}
     plan = training.training_plan(chatty, caches, data, work, settings, log)
     steps = {arch: plan["architectures"][arch]["max_steps"] for arch in training.ARCHITECTURES}
     assert all(n >= 1 for n in steps.values())

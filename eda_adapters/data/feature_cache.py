@@ -292,7 +292,9 @@ class CachedFeatureDataset(TorchDataset):
 
     Pass `target` (the model the draft is trained for, or its `target_signature`) to refuse features that came from
     another target, and `layers` (the `hidden_states` entries the draft reads, see `feature_layers`; with a loaded
-    `target` the default is its last layer, EAGLE-1's) to refuse features of other layers. Shards are opened lazily
+    `target` the default is its last layer, EAGLE-1's) to serve those entries alone, in that order: one extraction
+    of an EAGLE-3 draft's layers, which end with the last one, serves an EAGLE-1 draft too. Features that lack one
+    of them are refused. Shards are opened lazily
     with `safe_open` (memory-mapped), once per worker. Batch with
     `pad_batch` (e.g. `DataLoader(ds, collate_fn=pad_batch)`).
     """
@@ -307,7 +309,8 @@ class CachedFeatureDataset(TorchDataset):
         self.index = load_feature_index(path)
         if target is not None:
             check_target_signature(self.index["target"], target, what=f"the cached features in {str(path)!r}")
-        self.check_layers(target, layers)
+        self._columns: list[int] | None = None  # positions in the stored layers of those served; None: all
+        self.select_layers(target, layers)
         self._shard_of: dict[int, str] = {}
         for shard in self.index["shards"]:
             check_safetensors_file(self.path / shard["file"], "cached feature shard")  # headers only: cheap
@@ -316,23 +319,25 @@ class CachedFeatureDataset(TorchDataset):
         self._handles: dict[str, Any] = {}
         self._shard_keys: dict[str, frozenset[str]] = {}
 
-    def check_layers(self, target: PreTrainedModel | dict[str, Any] | None, wanted: Any) -> None:
-        """Raise a one-line error unless these features hold the `hidden_states` entries `wanted` (default, with a
-        loaded `target`: its last one), in that order."""
+    def select_layers(self, target: PreTrainedModel | dict[str, Any] | None, wanted: Any) -> None:
+        """Serve the `hidden_states` entries `wanted` (default, with a loaded `target`: its last one), in that order,
+        from those stored; raise a one-line error naming the fix when one of them is not stored."""
         loaded = isinstance(target, PreTrainedModel)
         if wanted is None and not loaded:
             return
         wanted = feature_layers(target, wanted) if loaded else [int(layer) for layer in wanted]
-        stored = self.index.get("layers")
+        stored = self.stored_layers
         if stored is None:  # written before layers were recorded: the last one
             if not loaded:
                 return
             stored = feature_layers(target)
-        if list(stored) != wanted:
+        missing = [layer for layer in wanted if layer not in stored]
+        if missing:
             raise EdaInputError(
                 f"the cached features in {str(self.path)!r} hold the target's hidden_states {list(stored)}, but this "
                 f"draft reads {wanted}: extract features of those layers (`extract_features(..., layers={wanted})`)"
             )
+        self._columns = None if wanted == list(stored) else [list(stored).index(layer) for layer in wanted]
 
     @property
     def signature(self) -> dict[str, Any]:
@@ -353,9 +358,15 @@ class CachedFeatureDataset(TorchDataset):
         return handle
 
     @property
-    def layers(self) -> list[int] | None:
-        """The target's `hidden_states` entries these features hold (`None`: not recorded, the last one)."""
+    def stored_layers(self) -> list[int] | None:
+        """The target's `hidden_states` entries the shards hold (`None`: not recorded, the last one)."""
         return self.index.get("layers")
+
+    @property
+    def layers(self) -> list[int] | None:
+        """The target's `hidden_states` entries an item holds, in order (`None`: not recorded, the last one)."""
+        stored = self.stored_layers
+        return stored if self._columns is None else [stored[c] for c in self._columns]
 
     @property
     def hidden_size(self) -> int:
@@ -375,11 +386,18 @@ class CachedFeatureDataset(TorchDataset):
         sample = {
             "input_ids": handle.get_tensor(f"{i}.input_ids"),
             "loss_mask": handle.get_tensor(f"{i}.loss_mask").long(),
-            "hidden_states": handle.get_tensor(f"{i}.hidden_states"),
+            "hidden_states": self._hidden_states(handle, f"{i}.hidden_states"),
         }
         if f"{i}.{TOP_TOKEN_KEY}" in self._keys(self._shard_of[i]):
             sample[TOP_TOKEN_KEY] = handle.get_tensor(f"{i}.{TOP_TOKEN_KEY}")
         return sample
+
+    def _hidden_states(self, handle: Any, key: str) -> torch.Tensor:
+        if self._columns is None:
+            return handle.get_tensor(key)
+        # read only the served layers' columns of the memory-mapped shard
+        stored, width = handle.get_slice(key), self.hidden_size
+        return torch.cat([stored[:, c * width:(c + 1) * width] for c in self._columns], dim=-1)
 
     def _keys(self, file: str) -> frozenset[str]:
         """The tensor names of one open shard (read once: a shard of an older run may lack the top tokens)."""

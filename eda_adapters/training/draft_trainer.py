@@ -98,7 +98,7 @@ def resolve_dataset(dataset: Any, target: PreTrainedModel, what: str) -> Any:
         return None
     if isinstance(dataset, (str, os.PathLike)):
         if os.path.isfile(os.path.join(dataset, FEATURE_INDEX_FILE)):
-            # the target is checked here, the layers once the draft that reads them is known (`check_layers`)
+            # the target is checked here, the layers once the draft that reads them is known (`select_layers`)
             return CachedFeatureDataset(dataset, target=target_signature(target))
         return load_rows(dataset)
     if isinstance(dataset, CachedFeatureDataset):
@@ -163,7 +163,7 @@ class DraftTrainer(Trainer):
         tau_dataset = resolve_dataset(tau_dataset, target, "tau data")
         for data in (train_dataset, eval_dataset):
             if isinstance(data, CachedFeatureDataset):
-                data.check_layers(target, self.feature_layers)
+                data.select_layers(target, self.feature_layers)
         if data_collator is None:
             data_collator = DraftDataCollator(max_length=args.max_length, pad_to_multiple_of=args.pad_to_multiple_of)
         if train_dataset is not None and hasattr(train_dataset, "column_names") and "input_ids" not in (

@@ -82,10 +82,10 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
     if "train" not in stages:
         return True
     settings = TrainSettings(train_minutes=args.train_minutes, draft_vocab_size=args.draft_vocab_size)
-    caches = {arch: feature_cache(target, arch, args.data_dir, args.work_dir, settings, budget, log)
-              for arch in ARCHITECTURES}
-    if any(cache is None for cache in caches.values()):
+    cache = feature_cache(target, args.data_dir, args.work_dir, settings, budget, log)
+    if cache is None:
         return False
+    caches = {arch: cache for arch in ARCHITECTURES}
     # the drafts train on the features' target (bfloat16 where this machine runs it fast: mixed precision, float32
     # weights), and are compared against the float32 target, as `eda bench` serves it on a CPU
     plan = training_plan(target, caches, args.data_dir, args.work_dir, settings, log)

@@ -35,7 +35,7 @@ MIN_TRAIN_SECONDS = 300.0
 class TrainSettings:
     """What both drafts share; only the architecture (and EAGLE-3's training-time test) differs."""
 
-    train_minutes: float = 60.0
+    train_minutes: float = 45.0  # x3 (two drafts, the assistant): what the 8-hour budget leaves, see the README
     draft_vocab_size: int = 8192
     per_device_train_batch_size: int = 8
     learning_rate: float = 1e-3
@@ -64,12 +64,14 @@ def _config(arch: str, settings: TrainSettings, output_dir: Path, max_steps: int
     )
 
 
-def feature_cache(target: PreTrainedModel, arch: str, data_dir: Path, work_dir: Path, settings: TrainSettings,
+def feature_cache(target: PreTrainedModel, data_dir: Path, work_dir: Path, settings: TrainSettings,
                   budget: ChunkBudget, log: ChunkLog) -> Path | None:
-    """Extract the features `arch`'s draft reads, for every committed answer, into the cache; `None` when the
-    estimated time (from the last extraction's rate) does not fit the budget."""
-    probe = EagleDraftModel.from_target(target) if arch == "eagle" else Eagle3DraftModel.from_target(target)
-    layers = draft_feature_layers(probe, target)
+    """Extract the features every architecture's draft reads, for every committed answer, into the cache, once: the
+    union of their layers (EAGLE-3's aux layers and the last one, which EAGLE-1 reads alone), served to each draft
+    as its own (`CachedFeatureDataset.select_layers`). `None` when the estimated time (from the last extraction's
+    rate) does not fit the budget."""
+    probes = (EagleDraftModel.from_target(target), Eagle3DraftModel.from_target(target))
+    layers = sorted({layer for probe in probes for layer in draft_feature_layers(probe, target)})  # the last one last
     cache = work_dir / ("features-" + "-".join(map(str, layers)))
     if (cache / INDEX_FILE).exists():
         return cache
@@ -79,7 +81,8 @@ def feature_cache(target: PreTrainedModel, arch: str, data_dir: Path, work_dir: 
         return None
     started = time.perf_counter()
     extract_features(target, dataset, cache, layers=layers, dtype=settings.feature_dtype, batch_size=16)
-    log.record("features", time.perf_counter() - started, architecture=arch, layers=layers, tokens=tokens)
+    log.record("features", time.perf_counter() - started, architectures=list(ARCHITECTURES), layers=layers,
+               tokens=tokens)
     return cache
 
 
