@@ -63,6 +63,20 @@ def test_quick_fit_assistant_ignores_padding_and_learns():
     assert losses[-1] < 0.5 * losses[0]
 
 
+
+def test_quick_fit_assistant_in_mixed_precision_keeps_float32_weights():
+    target = make_target("qwen2", num_hidden_layers=2)
+    sequences = torch.randint(3, 97, (4, 10), generator=torch.Generator().manual_seed(2))
+    runs = {}
+    for dtype in (None, torch.bfloat16):
+        assistant = assistant_from_target(target, 1)
+        runs[dtype] = quick_fit_assistant(target, assistant, sequences, steps=3, lr=1e-3, batch_size=4,
+                                          autocast_dtype=dtype)
+        assert all(p.dtype == torch.float32 for p in assistant.parameters())  # weights and AdamW stay float32
+    # the same loss up to bfloat16's rounding, and not bit-identical: the forwards did run in bfloat16
+    assert runs[torch.bfloat16][0] == pytest.approx(runs[None][0], rel=0.05)
+    assert runs[torch.bfloat16][0] != runs[None][0]
+
 def test_vanilla_assistant_rows_and_reduced_vocab_comparison():
     target = make_target("llama", num_hidden_layers=3)
     with torch.no_grad():  # confident predictions: transformers' assistant stops a chain below 0.4 confidence

@@ -120,6 +120,7 @@ def quick_fit_assistant(
     seed: int = 0,
     attention_mask: torch.Tensor | None = None,
     loss_mask: torch.Tensor | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> list[float]:
     """Distil `target` into a small vanilla causal LM `assistant` (KL to the target's next-token distribution) on the
     same data, so that benchmarks compare EAGLE drafts against an equally trained classic assistant.
@@ -127,16 +128,20 @@ def quick_fit_assistant(
     `sequences` may be right-padded (`attention_mask`, 0 on padding; each batch is cut to its longest row);
     `loss_mask` (default: `attention_mask`) picks the positions whose next-token distribution counts, e.g. the
     response tokens of regenerated chat data. The target's logits are computed per batch, so real vocabularies fit in
-    memory. Returns the step losses."""
+    memory. `autocast_dtype` (e.g. `torch.bfloat16`) runs both forwards under `torch.autocast` in that dtype: mixed
+    precision, with the assistant's weights and AdamW in their own dtype. Returns the step losses."""
     attention_mask = torch.ones_like(sequences) if attention_mask is None else attention_mask
     weights = (attention_mask if loss_mask is None else loss_mask * attention_mask).float()
 
     def batch_loss(rows: torch.Tensor) -> torch.Tensor:
         width = int(attention_mask[rows].sum(-1).max())  # right padding beyond the batch's longest row is dropped
         ids, mask, weight = sequences[rows, :width], attention_mask[rows, :width], weights[rows, :width]
-        with torch.no_grad():
-            target_logp = F.log_softmax(target(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        logp = F.log_softmax(assistant(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        with torch.autocast(sequences.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            with torch.no_grad():
+                target_logits = target(input_ids=ids, attention_mask=mask).logits
+            logits = assistant(input_ids=ids, attention_mask=mask).logits
+        target_logp = F.log_softmax(target_logits.float(), -1)
+        logp = F.log_softmax(logits.float(), -1)
         per_position = F.kl_div(logp, target_logp, log_target=True, reduction="none").sum(-1)
         return (per_position * weight).sum() / weight.sum().clamp(min=1.0)
 

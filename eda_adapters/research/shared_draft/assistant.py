@@ -7,9 +7,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedModel
 
 from ...atomic import atomic_directory, atomic_write_json
+from ...compute_dtype import choose_dtype
 from ...training.collator import DraftDataCollator
 from ..toys import assistant_from_target, quick_fit_assistant
 from .answers import load_answers
@@ -31,8 +33,11 @@ def train_assistant(target: PreTrainedModel, data_dir: Path, work_dir: Path, set
     if not budget.allows(settings.train_minutes * 60 + 60):
         return None
     batch = DraftDataCollator(max_length=settings.max_length)(list(load_answers(data_dir)))
+    # the drafts' mixed precision where this CPU runs bfloat16 fast (float32 weights and AdamW): the same seconds buy
+    # the same kind of steps
+    autocast = torch.bfloat16 if choose_dtype() == torch.bfloat16 else None
     fit = dict(sequences=batch["input_ids"], attention_mask=batch["attention_mask"], loss_mask=batch["loss_mask"],
-               lr=ASSISTANT_LR, batch_size=settings.per_device_train_batch_size)
+               lr=ASSISTANT_LR, batch_size=settings.per_device_train_batch_size, autocast_dtype=autocast)
     started = time.perf_counter()
     quick_fit_assistant(target, assistant_from_target(target, num_layers), steps=PROBE_STEPS, seed=1, **fit)
     seconds_per_step = (time.perf_counter() - started) / PROBE_STEPS
@@ -45,7 +50,7 @@ def train_assistant(target: PreTrainedModel, data_dir: Path, work_dir: Path, set
         assistant.save_pretrained(tmp)
     atomic_write_json(data_dir / f"training-assistant-l{num_layers}.json", {
         "num_layers": num_layers, "steps": steps, "probe_seconds_per_step": seconds_per_step,
-        "train_seconds": round(seconds, 1), "lr": ASSISTANT_LR, "first_losses": losses[:5], "last_losses": losses[-5:],
+        "train_seconds": round(seconds, 1), "lr": ASSISTANT_LR, "autocast_dtype": str(autocast), "first_losses": losses[:5], "last_losses": losses[-5:],
     })
     log.record("assistant", seconds, steps=steps, num_layers=num_layers)
     return final
