@@ -77,7 +77,7 @@ def main() -> None:
         def step() -> None:
             with torch.no_grad():  # what the trainer's _target_features does on cached features
                 if name.endswith("draft_vocab"):
-                    target_logits = DraftVocabLogits(torch.nn.functional.linear(last, head.weight[vocab]), top_token)
+                    target_logits = DraftVocabLogits.from_head(head, last, vocab, top_token)
                 else:
                     target_logits = head(last)
             # the trainer's bf16 mixed precision: matmuls in bfloat16, weights and their gradients in float32

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -248,8 +247,7 @@ class DraftTrainer(Trainer):
             token_ids = self._draft_vocab_ids(model, inputs, head)
             if token_ids is None:
                 return draft_input, head(last)
-            bias = None if head.bias is None else head.bias[token_ids]
-            return draft_input, DraftVocabLogits(F.linear(last, head.weight[token_ids], bias), inputs[TOP_TOKEN_KEY])
+            return draft_input, DraftVocabLogits.from_head(head, last, token_ids, inputs[TOP_TOKEN_KEY])
 
     def _draft_vocab_ids(self, model: nn.Module, inputs: dict[str, torch.Tensor], head: nn.Module) -> torch.Tensor | None:
         """The target ids of a reduced draft head's tokens, where the draft-vocabulary logits suffice; else `None`."""

@@ -146,6 +146,13 @@ class DraftVocabLogits:
         """The same positions of both (`[:, 1:]`); the vocabulary axis is never indexed."""
         return DraftVocabLogits(self.logits[positions], self.top_token[positions])
 
+    @classmethod
+    def from_head(cls, head: torch.nn.Linear, hidden_states: torch.Tensor, draft_token_ids: torch.LongTensor,
+                  top_token: torch.Tensor) -> DraftVocabLogits:
+        """The target's logits through its `head` rows of `draft_token_ids` alone, from its last `hidden_states`."""
+        bias = None if head.bias is None else head.bias[draft_token_ids]
+        return cls(F.linear(hidden_states, head.weight[draft_token_ids], bias), top_token)
+
 
 def draft_vocab_cross_entropy(
     draft_logits: torch.Tensor,
