@@ -30,6 +30,11 @@ TRAINER_LOG = "trainer_log.jsonl"
 _quiet = False
 
 
+def is_quiet() -> bool:
+    """Whether a [`quiet_console`] is active."""
+    return _quiet
+
+
 def bar_options(show: bool = True) -> dict[str, bool]:
     """tqdm options of a library progress bar: shown as requested; inside a [`quiet_console`] it vanishes when done
     (`leave=False`), so that the screen keeps each stage's summary line instead of a finished bar per pass."""

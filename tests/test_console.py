@@ -15,7 +15,7 @@ from eda_adapters.console import TRAINER_LOG, bar_options, quiet_console
 from eda_adapters.training import EagleTrainer, EagleTrainingConfig
 
 
-def _train(tmp_path, name: str, disable_tqdm: bool) -> EagleTrainer:
+def _train(tmp_path, name: str, disable_tqdm: bool | None) -> EagleTrainer:
     target = make_target("llama")
     generator = torch.Generator().manual_seed(0)
     data = Dataset.from_dict({"input_ids": torch.randint(3, 97, (16, 12), generator=generator).tolist()})
@@ -30,8 +30,10 @@ def _train(tmp_path, name: str, disable_tqdm: bool) -> EagleTrainer:
 
 
 def test_quiet_training_shows_a_summary_and_writes_the_log_dicts_to_a_file(tmp_path, capsys):
-    with quiet_console():
-        _train(tmp_path, "quiet", disable_tqdm=False)
+    with quiet_console():  # the default disable_tqdm: transformers would derive True from the lowered log level
+        _train(tmp_path, "quiet", disable_tqdm=None)
+        hidden = EagleTrainingConfig(output_dir=str(tmp_path / "hidden"), use_cpu=True, disable_tqdm=True)
+    assert hidden.disable_tqdm is True  # an explicit choice stands
     out, err = capsys.readouterr()
     assert "{'loss'" not in out + err and "'grad_norm'" not in out + err
     summary = [line for line in out.splitlines() if line.startswith("train quiet:")]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..console import is_quiet as console_is_quiet
 from .losses import FEATURE_NOISE_TYPES
 
 #: Values of `EagleTrainingConfig.draft_architecture`: the draft a trainer builds when it is given none.
@@ -193,4 +194,8 @@ class EagleTrainingConfig(TrainingArguments):
         for name in ("tau_num_draft_tokens", "tau_max_new_tokens", "tau_num_prompts"):
             if getattr(self, name) < 1:
                 raise EdaInputError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.disable_tqdm is None and console_is_quiet():
+            # the quiet console lowers transformers' log level to hide its noise, and TrainingArguments derives
+            # `disable_tqdm` from that level: without this, a training inside it would show no progress at all
+            self.disable_tqdm = False
         super().__post_init__()
