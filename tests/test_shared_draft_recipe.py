@@ -169,8 +169,7 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
     eagle3_layers = training.draft_feature_layers(training.Eagle3DraftModel.from_target(chatty), chatty)
     assert CachedFeatureDataset(cache).stored_layers == eagle3_layers and len(eagle3_layers) == 4
     assert [row["stage"] for row in log.rows()].count("features") == 1
-    caches = {arch: cache for arch in training.ARCHITECTURES}
-    plan = training.training_plan(chatty, caches, data, work, settings, log)
+    plan = training.training_plan(chatty, cache, data, work, settings, log)
     steps = {arch: plan["architectures"][arch]["max_steps"] for arch in training.ARCHITECTURES}
     assert all(n >= 1 for n in steps.values())
     for arch in training.ARCHITECTURES:  # equal seconds: steps in inverse proportion to the probed step cost
@@ -178,21 +177,21 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
         assert steps[arch] == int(settings.train_minutes * 60 / probed)
     assert json.loads((data / training.PLAN_FILE).read_text()) == plan  # committed, so chunks never re-plan
     with pytest.raises(ValueError, match=r"training plan .* other settings \(learning_rate\)"):
-        training.training_plan(chatty, caches, data, work, training.TrainSettings(
+        training.training_plan(chatty, cache, data, work, training.TrainSettings(
             **{**dataclasses.asdict(settings), "learning_rate": 0.5}), log)
     plan["architectures"]["eagle"]["max_steps"] = 6  # fixed here so that the stop falls mid-run
     # time is left for 3 questions (one before starting, one after each step): the third step saves and stops
-    assert training.train_draft(chatty, "eagle", caches["eagle"], plan, data, work, settings, StepsBudget(3),
+    assert training.train_draft(chatty, "eagle", cache, plan, data, work, settings, StepsBudget(3),
                                 log) is None
     assert list((work / "train-eagle").glob("checkpoint-3"))
-    final = training.train_draft(chatty, "eagle", caches["eagle"], plan, data, work, settings, StepsBudget(99), log)
+    final = training.train_draft(chatty, "eagle", cache, plan, data, work, settings, StepsBudget(99), log)
     assert final is not None and (final / "config.json").exists()
     trains = [row for row in log.rows() if row["stage"] == "train"]
     assert [(row["global_step"], row["resumed"]) for row in trains] == [(3, False), (6, True)]
     record = json.loads((data / "training-eagle.json").read_text())
     assert record["global_step"] == 6 and record["train_seconds"] == pytest.approx(
         sum(row["seconds"] for row in trains), abs=0.2)
-    drafts = {"eagle": final, "eagle3": training.train_draft(chatty, "eagle3", caches["eagle3"], plan, data, work,
+    drafts = {"eagle": final, "eagle3": training.train_draft(chatty, "eagle3", cache, plan, data, work,
                                                             settings, StepsBudget(10**6), log)}
     assert assistant.train_assistant(chatty, data, work, settings, CountdownBudget(0), log) is None
     small = assistant.train_assistant(chatty, data, work, settings, CountdownBudget(1), log)

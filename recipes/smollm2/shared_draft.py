@@ -85,11 +85,10 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
     cache = feature_cache(target, args.data_dir, args.work_dir, settings, budget, log)
     if cache is None:
         return False
-    caches = {arch: cache for arch in ARCHITECTURES}
     # the drafts train on the features' target (bfloat16 where this machine runs it fast: mixed precision, float32
     # weights), and are compared against the float32 target, as `eda bench` serves it on a CPU
-    plan = training_plan(target, caches, args.data_dir, args.work_dir, settings, log)
-    drafts = {arch: train_draft(target, arch, caches[arch], plan, args.data_dir, args.work_dir, settings, budget, log)
+    plan = training_plan(target, cache, args.data_dir, args.work_dir, settings, log)
+    drafts = {arch: train_draft(target, arch, cache, plan, args.data_dir, args.work_dir, settings, budget, log)
               for arch in ARCHITECTURES}
     if any(path is None for path in drafts.values()):
         return False

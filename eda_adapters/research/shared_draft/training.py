@@ -103,14 +103,14 @@ class _StepClock(TrainerCallback):
         return control
 
 
-def training_plan(target: PreTrainedModel, caches: dict[str, Path], data_dir: Path, work_dir: Path,
+def training_plan(target: PreTrainedModel, cache: Path, data_dir: Path, work_dir: Path,
                   settings: TrainSettings, log: ChunkLog) -> dict[str, Any]:
     """The committed plan: per architecture, the probed seconds per step and the `max_steps` of its budget."""
     path = data_dir / PLAN_FILE
     plan = json.loads(path.read_text()) if path.exists() else {"settings": asdict(settings), "architectures": {}}
     check_recorded(plan["settings"], asdict(settings), f"the training plan {path}",
                    "pass the settings it records, or delete it to plan (and train) again")
-    for arch, cache in caches.items():
+    for arch in ARCHITECTURES:
         if arch in plan["architectures"]:
             continue
         clock = _StepClock()
