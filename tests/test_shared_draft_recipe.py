@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,16 @@ class StepsBudget(ChunkBudget):
         return 1e6 if self.calls >= 0 else 0.0
 
 
+def test_training_seconds_count_the_run_that_made_the_draft_and_apart_the_lost_ones(tmp_path):
+    log = ChunkLog(tmp_path / "chunks.jsonl")
+    log.record("train", 60.0, architecture="eagle", resumed=False, global_step=10)  # its checkpoint was lost
+    log.record("train", 30.0, architecture="eagle3", resumed=False, global_step=4)
+    log.record("train", 50.0, architecture="eagle", resumed=False, global_step=8)  # started over
+    log.record("train", 20.0, architecture="eagle", resumed=True, global_step=12)
+    assert training.training_seconds(log, "eagle") == {"train_seconds": 70.0, "lost_seconds": 60.0}
+    assert training.training_seconds(log, "eagle3") == {"train_seconds": 30.0, "lost_seconds": 0.0}
+
+
 def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok, tmp_path):
     data, work = tmp_path / "data", tmp_path / "work"
     log = ChunkLog(data / "chunks.jsonl")
@@ -185,12 +196,16 @@ def test_both_drafts_train_at_equal_compute_stop_resume_and_compare(chatty, tok,
                                 log) is None
     assert list((work / "train-eagle").glob("checkpoint-3"))
     final = training.train_draft(chatty, "eagle", cache, plan, data, work, settings, StepsBudget(99), log)
-    assert final is not None and (final / "config.json").exists()
+    assert final == training.finished_draft(data, "eagle") and (final / "config.json").exists()
+    assert load_draft(final).dtype == torch.bfloat16  # kept beside the committed data, at half the size
     trains = [row for row in log.rows() if row["stage"] == "train"]
     assert [(row["global_step"], row["resumed"]) for row in trains] == [(3, False), (6, True)]
     record = json.loads((data / "training-eagle.json").read_text())
-    assert record["global_step"] == 6 and record["train_seconds"] == pytest.approx(
+    assert record["global_step"] == 6 and record["lost_seconds"] == 0 and record["train_seconds"] == pytest.approx(
         sum(row["seconds"] for row in trains), abs=0.2)
+    # on a new machine (no cache: no features, no checkpoint) the committed draft is done: nothing trains again
+    assert training.train_draft(chatty, "eagle", None, plan, data, tmp_path / "new-machine", settings,
+                                CountdownBudget(0), log) == final
     drafts = {"eagle": final, "eagle3": training.train_draft(chatty, "eagle3", cache, plan, data, work,
                                                             settings, StepsBudget(10**6), log)}
     assert assistant.train_assistant(chatty, data, work, settings, CountdownBudget(0), log) is None
@@ -300,10 +315,15 @@ def test_the_recipe_runs_end_to_end_on_a_tiny_target_and_a_second_run_does_nothi
     chosen = results["rows"][results["chosen"]]
     assert f"{chosen['chain']['tau']} [{chosen['chain']['ci95'][0]}" in card and "python recipes/smollm2" in card
     stages = {row["stage"] for row in ChunkLog(tmp_path / "data" / "chunks.jsonl").rows()}
-    assert {"answers", "features", "probe", "train", "assistant", "compare"} <= stages
+    assert {"answers", "features", "probe", "train", "compare"} <= stages
+    assert "assistant" not in stages  # the bench's baseline: trained in the chunk that benches
     rows_before = len(ChunkLog(tmp_path / "data" / "chunks.jsonl").rows())
     assert recipe.main(argv) == 0  # everything is on disk: nothing runs again
     assert len(ChunkLog(tmp_path / "data" / "chunks.jsonl").rows()) == rows_before
+    shutil.rmtree(tmp_path / "work")  # a new machine: the cache is gone, the committed drafts and data are not
+    assert recipe.main(argv) == 0 and "every stage is done" in capsys.readouterr().out
+    assert len(ChunkLog(tmp_path / "data" / "chunks.jsonl").rows()) == rows_before
+    assert not list((tmp_path / "work").glob("features-*"))  # no feature extraction, no training
 
 
 def test_drafts_of_a_bfloat16_target_train_with_float32_weights_in_mixed_precision(tmp_path):

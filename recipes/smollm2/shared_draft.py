@@ -28,8 +28,8 @@ from eda_adapters.research.shared_draft.answers import AnswerSettings, answer_pa
 from eda_adapters.research.shared_draft.chunks import ChunkBudget, ChunkLog
 from eda_adapters.research.shared_draft.compare import card_facts, compare_drafts, export_draft, write_results
 from eda_adapters.research.shared_draft.prompt_mix import BENCH_PER_KIND, HELD_OUT_PER_KIND, PromptMix
-from eda_adapters.research.shared_draft.training import ARCHITECTURES, TrainSettings, feature_cache, train_draft, \
-    training_plan
+from eda_adapters.research.shared_draft.training import ARCHITECTURES, TrainSettings, feature_cache, finished_draft, \
+    train_draft, training_plan
 
 RECIPE = Path(__file__).resolve().parent
 REPO = RECIPE.parents[1]
@@ -82,24 +82,27 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
     if "train" not in stages:
         return True
     settings = TrainSettings(train_minutes=args.train_minutes, draft_vocab_size=args.draft_vocab_size)
-    cache = feature_cache(target, args.data_dir, args.work_dir, settings, budget, log)
-    if cache is None:
+    # the finished drafts are committed: once both are, the features (in the cache only) are not needed again
+    pending = [arch for arch in ARCHITECTURES if not (finished_draft(args.data_dir, arch) / "config.json").exists()]
+    cache = feature_cache(target, args.data_dir, args.work_dir, settings, budget, log) if pending else None
+    if pending and cache is None:
         return False
     # the drafts train on the features' target (bfloat16 where this machine runs it fast: mixed precision, float32
     # weights), and are compared against the float32 target, as `eda bench` serves it on a CPU
     plan = training_plan(target, cache, args.data_dir, args.work_dir, settings, log)
     drafts = {arch: train_draft(target, arch, cache, plan, args.data_dir, args.work_dir, settings, budget, log)
               for arch in ARCHITECTURES}
-    if any(path is None for path in drafts.values()):
-        return False
+    if any(path is None for path in drafts.values()) or "compare" not in stages:
+        return all(path is not None for path in drafts.values())
     served = load_target(args.target, dtype="float32")
-    if train_assistant(served, args.data_dir, args.work_dir, settings, budget, log) is None:
-        return False
-    if "compare" not in stages:
-        return True
     if not args.results.exists():
         compare_and_export(args, served, tokenizer, drafts, log)
-    return "bench" not in stages or run_bench(args, budget, log)
+    if "bench" not in stages or log.done("bench"):
+        return True
+    # the assistant is the bench's baseline only; it lives in the cache, so it is trained in the chunk that benches
+    if train_assistant(served, args.data_dir, args.work_dir, settings, budget, log) is None:
+        return False
+    return run_bench(args, budget, log)
 
 
 def compare_and_export(args: argparse.Namespace, served, tokenizer, drafts: dict[str, Path], log: ChunkLog) -> None:
@@ -114,8 +117,6 @@ def compare_and_export(args: argparse.Namespace, served, tokenizer, drafts: dict
 
 def run_bench(args: argparse.Namespace, budget: ChunkBudget, log: ChunkLog) -> bool:
     """The speed side by side (`eda bench`, the command the comparison recorded), once."""
-    if (args.work_dir / "bench" / "bench.json").exists():
-        return True
     if not budget.allows(BENCH_MINUTES * 60):
         return False
     results = json.loads(args.results.read_text())

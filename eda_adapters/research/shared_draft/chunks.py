@@ -48,6 +48,10 @@ class ChunkLog:
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
 
+    def done(self, stage: str) -> bool:
+        """Whether a chunk has recorded `stage` (one that runs once and commits its result)."""
+        return any(row["stage"] == stage for row in self.rows())
+
     def last_rate(self, stage: str, unit: str, default: float) -> float:
         """Seconds per `unit` of the last logged unit of work of `stage` (`default` before there is one)."""
         for row in reversed(self.rows()):

@@ -25,9 +25,11 @@ from ...models import Eagle3DraftModel, EagleDraftModel
 from ...training import EagleTrainer, EagleTrainingConfig
 from .answers import load_answers
 from .chunks import ChunkBudget, ChunkLog, check_recorded
+from .compare import export_draft
 
 ARCHITECTURES = ("eagle", "eagle3")
 PLAN_FILE = "training-plan.json"
+DRAFTS_DIR = "drafts"
 MIN_TRAIN_SECONDS = 300.0
 
 
@@ -103,9 +105,10 @@ class _StepClock(TrainerCallback):
         return control
 
 
-def training_plan(target: PreTrainedModel, cache: Path, data_dir: Path, work_dir: Path,
+def training_plan(target: PreTrainedModel, cache: Path | None, data_dir: Path, work_dir: Path,
                   settings: TrainSettings, log: ChunkLog) -> dict[str, Any]:
-    """The committed plan: per architecture, the probed seconds per step and the `max_steps` of its budget."""
+    """The committed plan: per architecture, the probed seconds per step and the `max_steps` of its budget (`cache`,
+    the features, is only read to probe an architecture the plan does not hold yet)."""
     path = data_dir / PLAN_FILE
     plan = json.loads(path.read_text()) if path.exists() else {"settings": asdict(settings), "architectures": {}}
     check_recorded(plan["settings"], asdict(settings), f"the training plan {path}",
@@ -113,6 +116,8 @@ def training_plan(target: PreTrainedModel, cache: Path, data_dir: Path, work_dir
     for arch in ARCHITECTURES:
         if arch in plan["architectures"]:
             continue
+        if cache is None:
+            raise ValueError(f"the training plan {path} has no {arch!r} yet: probing it needs the feature cache")
         clock = _StepClock()
         config = _config(arch, settings, work_dir / f"probe-{arch}", settings.probe_steps, settings.probe_steps + 1,
                          target)
@@ -128,36 +133,53 @@ def training_plan(target: PreTrainedModel, cache: Path, data_dir: Path, work_dir
     return plan
 
 
-def train_draft(target: PreTrainedModel, arch: str, cache: Path, plan: dict[str, Any], data_dir: Path,
+def finished_draft(data_dir: Path, arch: str) -> Path:
+    """Where `arch`'s finished draft is kept: beside the committed data, in bfloat16 (about 20 MB), since the cache
+    (and with it the float32 draft training wrote) may not outlive the machine it was made on."""
+    return data_dir / DRAFTS_DIR / arch
+
+
+def training_seconds(log: ChunkLog, arch: str) -> dict[str, float]:
+    """Seconds of `arch`'s training: of the run that made its draft (from its last fresh start, through the chunks
+    that resumed it), and of earlier runs lost with their checkpoint, which bought nothing."""
+    rows = [row for row in log.rows() if row["stage"] == "train" and row.get("architecture") == arch]
+    fresh = max((i for i, row in enumerate(rows) if not row.get("resumed")), default=0)
+    return {"train_seconds": sum(row["seconds"] for row in rows[fresh:]),
+            "lost_seconds": sum(row["seconds"] for row in rows[:fresh])}
+
+
+def train_draft(target: PreTrainedModel, arch: str, cache: Path | None, plan: dict[str, Any], data_dir: Path,
                 work_dir: Path, settings: TrainSettings, budget: ChunkBudget, log: ChunkLog) -> Path | None:
-    """Train (or resume) `arch`'s draft to its planned steps; returns the finished draft's folder, or `None` when
-    the budget ran out first (a checkpoint is saved; the next invocation resumes it)."""
+    """Train (or resume) `arch`'s draft to its planned steps; returns the finished draft's folder
+    ([`finished_draft`]), or `None` when the budget ran out first (a checkpoint is saved; the next invocation resumes
+    it). `cache` is only read when the draft is not finished yet."""
+    durable = finished_draft(data_dir, arch)
+    if (durable / "config.json").exists():
+        return durable
     final = work_dir / f"draft-{arch}"
-    if (final / "config.json").exists():
-        return final
-    if budget.left() < MIN_TRAIN_SECONDS:  # not worth a start and a checkpoint
-        return None
-    steps = plan["architectures"][arch]
-    save_steps = max(1, int(settings.save_minutes * 60 / steps["seconds_per_step"]))
-    out = work_dir / f"train-{arch}"
-    config = _config(arch, settings, out, steps["max_steps"], save_steps, target)
-    clock = _StepClock(budget)
-    trainer = EagleTrainer(target_model=target, args=config, train_dataset=str(cache), callbacks=[clock])
-    resumed = out.is_dir() and any(p.name.startswith("checkpoint-") for p in out.iterdir())
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resumed else None)
-    seconds = time.perf_counter() - started
-    state = trainer.state
-    logs = [row for row in state.log_history if "accuracy" in row]
-    log.record("train", seconds, architecture=arch, global_step=state.global_step, max_steps=state.max_steps,
-               resumed=resumed, last_log=logs[-1] if logs else None)
-    if state.global_step < state.max_steps:
-        return None
-    with atomic_directory(final) as tmp:
-        trainer.save_model(str(tmp))
-    atomic_write_json(data_dir / f"training-{arch}.json", {
-        "architecture": arch, "global_step": state.global_step, "train_seconds": sum(
-            row["seconds"] for row in log.rows() if row["stage"] == "train" and row.get("architecture") == arch),
-        "log_history": state.log_history,
-    })
-    return final
+    if not (final / "config.json").exists():
+        if cache is None or budget.left() < MIN_TRAIN_SECONDS:  # not worth a start and a checkpoint
+            return None
+        steps = plan["architectures"][arch]
+        save_steps = max(1, int(settings.save_minutes * 60 / steps["seconds_per_step"]))
+        out = work_dir / f"train-{arch}"
+        config = _config(arch, settings, out, steps["max_steps"], save_steps, target)
+        clock = _StepClock(budget)
+        trainer = EagleTrainer(target_model=target, args=config, train_dataset=str(cache), callbacks=[clock])
+        resumed = out.is_dir() and any(p.name.startswith("checkpoint-") for p in out.iterdir())
+        started = time.perf_counter()
+        trainer.train(resume_from_checkpoint=True if resumed else None)
+        state = trainer.state
+        logs = [row for row in state.log_history if "accuracy" in row]
+        log.record("train", time.perf_counter() - started, architecture=arch, global_step=state.global_step,
+                   max_steps=state.max_steps, resumed=resumed, last_log=logs[-1] if logs else None)
+        if state.global_step < state.max_steps:
+            return None
+        with atomic_directory(final) as tmp:
+            trainer.save_model(str(tmp))
+        atomic_write_json(data_dir / f"training-{arch}.json", {
+            "architecture": arch, "global_step": state.global_step, **training_seconds(log, arch),
+            "log_history": state.log_history,
+        })
+    export_draft(final, durable)
+    return durable
