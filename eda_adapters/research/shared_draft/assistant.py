@@ -50,7 +50,8 @@ def train_assistant(target: PreTrainedModel, data_dir: Path, work_dir: Path, set
         assistant.save_pretrained(tmp)
     atomic_write_json(data_dir / f"training-assistant-l{num_layers}.json", {
         "num_layers": num_layers, "steps": steps, "probe_seconds_per_step": seconds_per_step,
-        "train_seconds": round(seconds, 1), "lr": ASSISTANT_LR, "autocast_dtype": str(autocast), "first_losses": losses[:5], "last_losses": losses[-5:],
+        "train_seconds": round(seconds, 1), "lr": ASSISTANT_LR, "autocast_dtype": str(autocast),
+        "first_losses": losses[:5], "last_losses": losses[-5:],
     })
     log.record("assistant", seconds, steps=steps, num_layers=num_layers)
     return final
