@@ -28,7 +28,7 @@ from eda_adapters.research.shared_draft.answers import AnswerSettings, answer_pa
 from eda_adapters.research.shared_draft.chunks import ChunkBudget, ChunkLog
 from eda_adapters.research.shared_draft.compare import card_facts, compare_drafts, export_draft, write_results
 from eda_adapters.research.shared_draft.prompt_mix import BENCH_PER_KIND, HELD_OUT_PER_KIND, PromptMix
-from eda_adapters.research.shared_draft.training import ARCHITECTURES, TrainSettings, feature_cache, finished_draft, \
+from eda_adapters.research.shared_draft.training import ARCHITECTURES, TrainSettings, draft_is_finished, feature_cache, \
     train_draft, training_plan
 
 RECIPE = Path(__file__).resolve().parent
@@ -83,7 +83,7 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...], budget: ChunkB
         return True
     settings = TrainSettings(train_minutes=args.train_minutes, draft_vocab_size=args.draft_vocab_size)
     # the finished drafts are committed: once both are, the features (in the cache only) are not needed again
-    pending = [arch for arch in ARCHITECTURES if not (finished_draft(args.data_dir, arch) / "config.json").exists()]
+    pending = [arch for arch in ARCHITECTURES if not draft_is_finished(args.data_dir, arch)]
     cache = feature_cache(target, args.data_dir, args.work_dir, settings, budget, log) if pending else None
     if pending and cache is None:
         return False

@@ -139,6 +139,11 @@ def finished_draft(data_dir: Path, arch: str) -> Path:
     return data_dir / DRAFTS_DIR / arch
 
 
+def draft_is_finished(data_dir: Path, arch: str) -> bool:
+    """Whether `arch`'s finished draft is kept ([`finished_draft`]): then neither training nor features are needed."""
+    return (finished_draft(data_dir, arch) / "config.json").exists()
+
+
 def training_seconds(log: ChunkLog, arch: str) -> dict[str, float]:
     """Seconds of `arch`'s training: of the run that made its draft (from its last fresh start, through the chunks
     that resumed it), and of earlier runs lost with their checkpoint, which bought nothing."""
@@ -153,9 +158,8 @@ def train_draft(target: PreTrainedModel, arch: str, cache: Path | None, plan: di
     """Train (or resume) `arch`'s draft to its planned steps; returns the finished draft's folder
     ([`finished_draft`]), or `None` when the budget ran out first (a checkpoint is saved; the next invocation resumes
     it). `cache` is only read when the draft is not finished yet."""
-    durable = finished_draft(data_dir, arch)
-    if (durable / "config.json").exists():
-        return durable
+    if draft_is_finished(data_dir, arch):
+        return finished_draft(data_dir, arch)
     final = work_dir / f"draft-{arch}"
     if not (final / "config.json").exists():
         if cache is None or budget.left() < MIN_TRAIN_SECONDS:  # not worth a start and a checkpoint
@@ -181,5 +185,6 @@ def train_draft(target: PreTrainedModel, arch: str, cache: Path | None, plan: di
             "architecture": arch, "global_step": state.global_step, **training_seconds(log, arch),
             "log_history": state.log_history,
         })
+    durable = finished_draft(data_dir, arch)
     export_draft(final, durable)
     return durable
