@@ -20,11 +20,11 @@ import torch
 from eda_adapters import load_target
 from eda_adapters.atomic import atomic_write_json
 from eda_adapters.compute_dtype import machine_key
+from eda_adapters.data.io import load_tokenizer
 from eda_adapters.data.prompts import render_prompt, resolve_chat_template
 from eda_adapters.generation.replay import greedy_references
 from eda_adapters.models.draft_loading import load_draft
 from eda_adapters.research.shared_draft.evaluation import tau_report
-from eda_adapters.data.io import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "recipes" / "smollm2" / "data"

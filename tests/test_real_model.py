@@ -8,7 +8,6 @@ elsewhere the test is skipped with the install command. Takes a few minutes on 2
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
