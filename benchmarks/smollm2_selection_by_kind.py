@@ -50,7 +50,7 @@ def main() -> None:
     tree = TreeConfig(depth=config["tree_depth"], top_k=config["tree_top_k"], total_tokens=config["tree_total_tokens"])
 
     scored = Dataset.from_json(str(run / "math" / "scores.jsonl"))
-    picked = {s: Counter(kind(r["prompt"]) for r in select_by_shift(scored, args.budget, method=s, seed=config["seed"]))
+    picked = {s: Counter(kind(r["prompt"]) for r in select_by_shift(scored, args.budget, strategy=s, seed=config["seed"]))
               for s in ("shift", "random")}
     result = {"pool": dict(Counter(kind(r["prompt"]) for r in scored)), "picked": picked, "tau": {}}
     for selection in ("shift", "random"):

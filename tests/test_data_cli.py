@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,9 +61,13 @@ def test_regenerate_extract_select_reselect(models, tmp_path, capsys):
     assert main(["select", "--dataset", str(sel / "scores.jsonl"), "--budget", "0.5",
                  "--output-dir", str(tmp_path / "sel2")]) == 0
     assert sorted(load_regenerated(tmp_path / "sel2")["shift_score"]) == sorted(scores)[-3:]
-    assert main(["select", "--dataset", str(regen), "--budget", "2", "--method", "random",
+    assert main(["select", "--dataset", str(regen), "--budget", "2", "--strategy", "random",
                  "--output-dir", str(tmp_path / "rand")]) == 0
     assert len(load_regenerated(tmp_path / "rand")) == 2
+    assert main(["select", "--dataset", str(sel / "scores.jsonl"), "--budget", "3", "--strategy", "cluster",
+                 "--num-clusters", "2", "--output-dir", str(tmp_path / "clu")]) == 0
+    info = json.loads((tmp_path / "clu" / "selection.json").read_text())
+    assert info["strategy"] == {"name": "cluster", "num_clusters": 2, "seed": 0} and info["num_selected"] == 3
 
 
 def test_cli_errors_are_one_line(models, tmp_path, capsys):
@@ -77,8 +82,19 @@ def test_cli_errors_are_one_line(models, tmp_path, capsys):
                                   "--output-dir", str(tmp_path / "v"), "--backend", "vllm"])
     assert "cannot load a model" in error(["regenerate", "--target", str(tmp_path / "nope"), "--prompts", prompts,
                                            "--output-dir", str(tmp_path / "n")])
-    assert "larger than the dataset" in error(["select", "--dataset", prompts, "--budget", "100", "--method",
+    assert "larger than the dataset" in error(["select", "--dataset", prompts, "--budget", "100", "--strategy",
                                                "random", "--output-dir", str(tmp_path / "s")])
+    assert "choose one of ('topk'" in error(["select", "--dataset", prompts, "--budget", "2", "--strategy", "best",
+                                             "--output-dir", str(tmp_path / "s")])
+    assert "temperature must be a finite number > 0" in error(
+        ["select", "--dataset", prompts, "--budget", "2", "--strategy", "weighted", "--temperature", "0",
+         "--output-dir", str(tmp_path / "s")])
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "data.jsonl").write_text(Path(prompts).read_text())
+    (made / "selection.json").write_text(json.dumps({"strategy": {"name": "topk", "seed": 0}}))
+    assert "pass the scored pool" in error(["select", "--dataset", str(made), "--budget", "2", "--strategy",
+                                            "random", "--output-dir", str(tmp_path / "s")])
     assert "pass --base-target and --target" in error(["select", "--dataset", prompts, "--budget", "2",
                                                    "--output-dir", str(tmp_path / "s")])
     (tmp_path / "full").mkdir()

@@ -73,10 +73,31 @@ def test_select_top_budget_random_baseline_and_reselect(pair, tmp_path):
     assert sorted(half["shift_score"], reverse=True) == sorted(scored["shift_score"], reverse=True)[:4]
     assert half["input_ids"] == [r for r in scored["input_ids"] if r in half["input_ids"]]  # original order kept
 
-    rand_a = select_by_shift(scored, 4, method="random", seed=0)
-    rand_b = select_by_shift(scored, 4, method="random", seed=0)
-    rand_c = select_by_shift(scored, 4, method="random", seed=5)
+    rand_a = select_by_shift(scored, 4, strategy="random", seed=0)
+    rand_b = select_by_shift(scored, 4, strategy="random", seed=0)
+    rand_c = select_by_shift(scored, 4, strategy="random", seed=5)
     assert len(rand_a) == 4 and rand_a["input_ids"] == rand_b["input_ids"] != rand_c["input_ids"]
+    with pytest.warns(FutureWarning, match="strategy="):
+        assert select_by_shift(scored, 4, method="random", seed=5)["input_ids"] == rand_c["input_ids"]
+
+
+def test_scores_carry_the_base_embeddings_cluster_reads(pair):
+    base, finetuned = pair
+    dataset, shifted = constructed_dataset()
+    scored = add_shift_scores(dataset, base, finetuned, show_progress=False)
+    embeddings = torch.tensor(scored["base_embedding"])
+    assert embeddings.shape == (len(dataset), len(dataset))  # min(32, pool size, hidden size) components
+    assert torch.allclose(embeddings.mean(0), torch.zeros(len(dataset)), atol=1e-3)  # centred on the pool
+    # cluster selection from the saved columns, no model: every sample of a one-sample-per-cluster pool is kept
+    assert len(select_by_shift(scored, len(dataset), strategy="cluster", num_clusters=len(dataset))) == len(dataset)
+    by_cluster = select_by_shift(scored, 3, strategy="cluster", num_clusters=1)
+    assert by_cluster["input_ids"] == select_by_shift(scored, 3)["input_ids"]  # one cluster is topk
+    # a pool scored before embeddings existed: cluster scores it again when the models are there, else says so
+    old = scored.remove_columns("base_embedding")
+    with pytest.raises(ValueError, match="'base_embedding' column"):
+        select_by_shift(old, 3, strategy="cluster", num_clusters=2)
+    again = select_by_shift(old, 3, base, finetuned, strategy="cluster", num_clusters=2, show_progress=False)
+    assert len(again) == 3 and "base_embedding" in again.column_names
 
 
 def test_selection_bad_input(pair):

@@ -1,13 +1,20 @@
-"""`eda select`: keep the samples with the highest representation shift (or a random baseline) within a budget."""
+"""`eda select`: keep a budget of samples chosen by representation shift (a strategy), or a random baseline."""
 
 from __future__ import annotations
 
-from ._conventions import add_base_target, add_dtype, add_output_dir, add_target
-
 import argparse
+import json
+from pathlib import Path
+
 from ..errors import EdaInputError
+from ._conventions import add_base_target, add_dtype, add_flag, add_output_dir, add_target
 
 HELP = "Select training samples by representation shift between the base and the fine-tuned target."
+STRATEGY_HELP = (
+    "topk: the highest shift scores (default); weighted: drawn with weights score**(1/--temperature); cluster: the "
+    "highest scores within --num-clusters clusters of the pool, each cluster's share in proportion to its total "
+    "shift; random: a uniform sample (the baseline)."
+)
 
 
 def _budget(text: str) -> int | float:
@@ -27,7 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--dataset", required=True,
                         help="Tokenized dataset (input_ids, loss_mask): an `eda regenerate` output or a scores.jsonl.")
     parser.add_argument("--budget", required=True, type=_budget, help="Samples to keep: a count or a fraction.")
-    parser.add_argument("--method", choices=("shift", "random"), default="shift")
+    add_flag(parser, "--strategy", deprecated=("--method",), default="topk", help=STRATEGY_HELP)
+    parser.add_argument("--temperature", type=float, default=1.0, help="Of --strategy weighted (> 0; default 1).")
+    parser.add_argument("--num-clusters", type=int, default=8, help="Of --strategy cluster (>= 1; default 8).")
     parser.add_argument("--metric", choices=("cosine", "l2"), default="cosine",
                         help="Per-token shift: 1 - cosine similarity (default) or L2 distance of last hidden states.")
     add_target(parser, "The fine-tuned target (needed unless the dataset has scores)", required=False,
@@ -35,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_base_target(parser, "The base target it was fine-tuned from (needed unless the dataset has scores)")
     add_output_dir(parser, "Directory for the selection (must be new or empty).")
     parser.add_argument("--plot", action="store_true", help="Also save OUTPUT_DIR/shift_hist.png.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of --method random.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the weighted, cluster and random strategies.")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--recompute", action="store_true", help="Score again even if the dataset has scores.")
     add_dtype(parser, default="auto")
@@ -52,26 +61,52 @@ def _tokenizer_or_none(path: str):
         return None
 
 
+def check_not_a_selection(dataset: str, strategy: str) -> None:
+    """Refuse to select with `strategy` from a selection another strategy made (`eda select`'s data.jsonl or its
+    folder): it would stack two strategies. Its scores.jsonl, the whole scored pool, is the input to use."""
+    from ..data.selection_strategies import canonical_strategy
+
+    path = Path(dataset)
+    folder = path if path.is_dir() else path.parent
+    record = folder / "selection.json"
+    if not record.is_file() or (path.is_file() and path.name != "data.jsonl"):
+        return
+    info = json.loads(record.read_text())
+    previous = canonical_strategy(info.get("strategy", {}).get("name") if isinstance(info.get("strategy"), dict)
+                                  else info.get("method", "topk"))
+    if previous != strategy:
+        raise EdaInputError(
+            f"{dataset} is a selection made with strategy {previous!r}; to select with {strategy!r}, pass the scored "
+            f"pool {folder / 'scores.jsonl'} as --dataset"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.io import atomic_write_json, load_causal_lm, load_rows, save_dataset_jsonl
     from ..validation import check_model_dir
     from ..data.runs import process_state
-    from ..data.selection import SCORE_COLUMN, add_shift_scores, resolve_budget, select_by_shift
+    from ..data.selection import EMBEDDING_COLUMN, SCORE_COLUMN, add_shift_scores, resolve_budget, select_by_shift
+    from ..data.selection_strategies import SelectionStrategy
     from ..data.signature import target_signature
     from ..run_directory import RunDirectory
 
+    strategy = SelectionStrategy(args.strategy, temperature=args.temperature, num_clusters=args.num_clusters,
+                                 seed=args.seed)  # bad options fail before anything is read
+    check_not_a_selection(args.dataset, strategy.name)
     state = process_state()  # under `accelerate launch` every process scores a share; the main one writes
     out = RunDirectory(args.output_dir, "selection").require_empty()
     state.wait_for_everyone()
     rows = load_rows(args.dataset)
     resolve_budget(args.budget, len(rows))  # fail before any model is loaded
-    info: dict = {"method": args.method, "budget": args.budget, "seed": args.seed, "num_samples": len(rows)}
-    needs_scores = args.recompute or (args.method == "shift" and SCORE_COLUMN not in rows.column_names)
+    info: dict = {"strategy": strategy.to_dict(), "budget": args.budget, "num_samples": len(rows)}
+    missing = [SCORE_COLUMN] * strategy.needs_scores + [EMBEDDING_COLUMN] * strategy.needs_embeddings
+    needs_scores = args.recompute or any(column not in rows.column_names for column in missing)
     if needs_scores or (args.base_target and args.target and SCORE_COLUMN not in rows.column_names):
         if not (args.base_target and args.target):
             raise EdaInputError(
-                f"the dataset has no {SCORE_COLUMN!r} column (columns found: {rows.column_names}): pass "
-                "--base-target and --target to score it, or --method random"
+                f"{strategy.name} selection needs the dataset's {' and '.join(repr(c) for c in missing)} column(s) "
+                f"(columns found: {rows.column_names}): pass --base-target and --target to score it, or --strategy "
+                "random"
             )
         check_model_dir(args.base_target, "--base-target", "model")
         check_model_dir(args.target, "--target", "model")
@@ -85,11 +120,9 @@ def run(args: argparse.Namespace) -> int:
     if not state.is_main_process:
         return 0
     if args.plot and SCORE_COLUMN not in rows.column_names:
-        raise EdaInputError("--plot needs shift scores: pass --base and --finetuned")
+        raise EdaInputError("--plot needs shift scores: pass --base-target and --target")
     out.mkdir(parents=True, exist_ok=True)
-    selected = select_by_shift(
-        rows, args.budget, method=args.method, seed=args.seed, plot=out / "shift_hist.png" if args.plot else None
-    )
+    selected = select_by_shift(rows, args.budget, strategy=strategy, plot=out / "shift_hist.png" if args.plot else None)
     if SCORE_COLUMN in rows.column_names:
         save_dataset_jsonl(rows, out / "scores.jsonl")
         chosen = selected[SCORE_COLUMN]
@@ -98,5 +131,5 @@ def run(args: argparse.Namespace) -> int:
     save_dataset_jsonl(selected, out / "data.jsonl")
     info["num_selected"] = len(selected)
     atomic_write_json(out / "selection.json", info)
-    print(f"selected {len(selected)} of {len(rows)} samples ({args.method}) -> {out}/data.jsonl")
+    print(f"selected {len(selected)} of {len(rows)} samples ({strategy.name}) -> {out}/data.jsonl")
     return 0

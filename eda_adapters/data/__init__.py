@@ -8,10 +8,12 @@ from .selection import (
     add_shift_scores,
     check_same_tokens,
     plot_shift_histogram,
+    pool_embeddings,
     representation_shift,
     resolve_budget,
     select_by_shift,
 )
+from .selection_strategies import SELECTION_STRATEGIES, SelectionStrategy
 from .self_prompting import load_self_prompts, self_prompts, user_turn_opening
 from .signature import check_target_signature, target_fingerprint, target_signature
 
@@ -20,6 +22,8 @@ __all__ = [
     "DecodingSettings",
     "DuplicateIndex",
     "PromptFilter",
+    "SELECTION_STRATEGIES",
+    "SelectionStrategy",
     "add_shift_scores",
     "check_same_tokens",
     "check_target_signature",
@@ -33,6 +37,7 @@ __all__ = [
     "most_frequent_tokens",
     "pad_batch",
     "plot_shift_histogram",
+    "pool_embeddings",
     "regenerate",
     "representation_shift",
     "resolve_budget",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-import random
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -33,10 +33,13 @@ from .features import compute_target_features
 from .io import DatasetLike, check_token_ids, load_rows, require_columns
 from .runs import process_state
 from ..errors import EdaInputError
+from .selection_strategies import SelectionStrategy
 
 SHIFT_METRICS = ("cosine", "l2")
-SELECTION_METHODS = ("shift", "random")
 SCORE_COLUMN = "shift_score"
+#: Where `add_shift_scores` stores each sample's base-target embedding (see `pool_embeddings`).
+EMBEDDING_COLUMN = "base_embedding"
+EMBEDDING_DIMS = 32
 
 
 def check_same_tokens(
@@ -82,18 +85,18 @@ def _token_shift(base_hidden: torch.Tensor, ft_hidden: torch.Tensor, metric: str
 
 
 @torch.no_grad()
-def representation_shift(
+def _score_pool(
     base: PreTrainedModel,
     finetuned: PreTrainedModel,
     dataset: DatasetLike,
     *,
-    metric: str = "cosine",
-    batch_size: int = 8,
-    base_tokenizer: PreTrainedTokenizerBase | None = None,
-    finetuned_tokenizer: PreTrainedTokenizerBase | None = None,
-    show_progress: bool = True,
-) -> list[float]:
-    """One representation-shift score per sample of `dataset` (columns `input_ids`, optional `loss_mask`)."""
+    metric: str,
+    batch_size: int,
+    base_tokenizer: PreTrainedTokenizerBase | None,
+    finetuned_tokenizer: PreTrainedTokenizerBase | None,
+    show_progress: bool,
+) -> tuple[list[float], torch.Tensor]:
+    """Shift scores, and the base target's mean hidden state over the same tokens `[num_samples, hidden]`."""
     if metric not in SHIFT_METRICS:
         raise EdaInputError(f"unknown shift metric {metric!r}; choose one of {SHIFT_METRICS}")
     if batch_size < 1:
@@ -108,7 +111,7 @@ def representation_shift(
     # several processes (accelerate launch): each scores a contiguous share of the batches, then all gather
     state = process_state()
     starts = list(range(0, len(rows), batch_size))
-    scored: list[tuple[int, float]] = []
+    scored: list[tuple[int, float, torch.Tensor]] = []
     with state.split_between_processes(starts) as my_starts:
         for start in tqdm(my_starts, desc="scoring shift", unit="batch",
                           **bar_options(show_progress and state.is_main_process)):
@@ -126,10 +129,41 @@ def representation_shift(
             empty = mask.sum(-1) == 0
             mask[empty] = batch["attention_mask"][empty]
             mask = mask.float()
-            scored.extend(zip(range(start, stop), ((per_token * mask).sum(-1) / mask.sum(-1).clamp_min(1)).tolist()))
+            weights = mask / mask.sum(-1, keepdim=True).clamp_min(1)
+            means = torch.einsum("bt,bth->bh", weights, base_hidden.float().cpu())
+            scored.extend(zip(range(start, stop), (per_token * weights).sum(-1).tolist(), means.unbind()))
     if state.num_processes > 1:
         scored = gather_object(scored)
-    return [score for _, score in sorted(scored)]
+    scored.sort(key=lambda item: item[0])
+    means = torch.stack([mean for _, _, mean in scored]) if scored else torch.empty(0, 0)
+    return [score for _, score, _ in scored], means
+
+
+def representation_shift(
+    base: PreTrainedModel,
+    finetuned: PreTrainedModel,
+    dataset: DatasetLike,
+    *,
+    metric: str = "cosine",
+    batch_size: int = 8,
+    base_tokenizer: PreTrainedTokenizerBase | None = None,
+    finetuned_tokenizer: PreTrainedTokenizerBase | None = None,
+    show_progress: bool = True,
+) -> list[float]:
+    """One representation-shift score per sample of `dataset` (columns `input_ids`, optional `loss_mask`)."""
+    scores, _ = _score_pool(base, finetuned, dataset, metric=metric, batch_size=batch_size,
+                            base_tokenizer=base_tokenizer, finetuned_tokenizer=finetuned_tokenizer,
+                            show_progress=show_progress)
+    return scores
+
+
+def pool_embeddings(mean_states: torch.Tensor, dims: int = EMBEDDING_DIMS) -> torch.Tensor:
+    """The pool's coordinates on its first `dims` principal components `[num_samples, min(dims, ...)]`: what
+    `cluster` selection clusters, small enough to store beside every sample."""
+    centred = mean_states.double() - mean_states.double().mean(0, keepdim=True)
+    u, s, _ = torch.linalg.svd(centred, full_matrices=False)
+    keep = min(dims, s.numel())
+    return (u[:, :keep] * s[:keep]).float()
 
 
 def add_shift_scores(
@@ -138,14 +172,21 @@ def add_shift_scores(
     finetuned: PreTrainedModel,
     *,
     column: str = SCORE_COLUMN,
+    embedding_column: str = EMBEDDING_COLUMN,
     **kwargs,
 ) -> Dataset:
-    """`dataset` with a `column` of `representation_shift` scores (replacing an existing one)."""
+    """`dataset` with a `column` of `representation_shift` scores and an `embedding_column` of the base target's
+    embeddings of each sample (`pool_embeddings`, for `cluster` selection), replacing existing ones."""
     rows = load_rows(dataset)
-    scores = representation_shift(base, finetuned, rows, **kwargs)
-    if column in rows.column_names:
-        rows = rows.remove_columns(column)
-    return rows.add_column(column, scores)
+    kwargs.setdefault("metric", "cosine")
+    kwargs.setdefault("batch_size", 8)
+    kwargs.setdefault("base_tokenizer", None)
+    kwargs.setdefault("finetuned_tokenizer", None)
+    kwargs.setdefault("show_progress", True)
+    scores, means = _score_pool(base, finetuned, rows, **kwargs)
+    embeddings = [[round(x, 5) for x in row] for row in pool_embeddings(means).tolist()] if len(rows) else []
+    rows = rows.remove_columns([c for c in (column, embedding_column) if c in rows.column_names])
+    return rows.add_column(column, scores).add_column(embedding_column, embeddings)
 
 
 def resolve_budget(budget: int | float, num_samples: int) -> int:
@@ -172,44 +213,53 @@ def select_by_shift(
     base: PreTrainedModel | None = None,
     finetuned: PreTrainedModel | None = None,
     *,
-    method: str = "shift",
+    strategy: str | SelectionStrategy = "topk",
+    temperature: float = 1.0,
+    num_clusters: int = 8,
     metric: str = "cosine",
     seed: int = 0,
     score_column: str = SCORE_COLUMN,
     recompute: bool = False,
     plot: str | os.PathLike | None = None,
+    method: str | None = None,
     **score_kwargs,
 ) -> Dataset:
     """Keep `budget` samples (a count, or a fraction of the dataset), in their original order.
 
-    `method="shift"` keeps the highest representation-shift samples: scores are computed with `base` and `finetuned`
-    unless the dataset already holds `score_column` (pass `recompute=True` to score again). `method="random"` keeps a
-    seeded uniform sample of the same size, the baseline to compare against. The returned rows carry the scores when
-    there are any; `plot` saves a histogram of all scores with the selection threshold marked. Extra keyword arguments
-    go to `representation_shift` (`batch_size`, `base_tokenizer`, `finetuned_tokenizer`, `show_progress`).
+    `strategy` (a name, or a [`SelectionStrategy`] with its options) decides which: `"topk"` the highest
+    representation-shift samples, `"weighted"` a sample drawn with weights `score ** (1 / temperature)`,
+    `"cluster"` the highest scores within `num_clusters` clusters of the pool, each cluster's share in proportion to
+    its total shift, `"random"` a seeded uniform sample (the baseline); see
+    `eda_adapters.data.selection_strategies`. Scores (and the embeddings `cluster` reads) are computed with `base`
+    and `finetuned` unless the dataset already holds `score_column` (pass `recompute=True` to score again). The
+    returned rows carry the scores when there are any; `plot` saves a histogram of all scores with the selection
+    drawn over them. Extra keyword arguments go to `representation_shift` (`batch_size`, `base_tokenizer`,
+    `finetuned_tokenizer`, `show_progress`). `method` is the former name of `strategy` (`"shift"` is `"topk"`).
     """
-    if method not in SELECTION_METHODS:
-        raise EdaInputError(f"unknown selection method {method!r}; choose one of {SELECTION_METHODS}")
+    if method is not None:
+        warnings.warn("select_by_shift(method=...) is deprecated; pass strategy=... ('shift' is now 'topk')",
+                      FutureWarning, stacklevel=2)
+        strategy = method
+    if not isinstance(strategy, SelectionStrategy):
+        strategy = SelectionStrategy(strategy, temperature=temperature, num_clusters=num_clusters, seed=seed)
     rows = load_rows(dataset)
     count = resolve_budget(budget, len(rows))
-    have_models = base is not None and finetuned is not None
-    if method == "shift" and (recompute or score_column not in rows.column_names):
-        if not have_models:
+    has_scores = score_column in rows.column_names
+    stale = strategy.needs_embeddings and EMBEDDING_COLUMN not in rows.column_names
+    if strategy.needs_scores and (recompute or not has_scores or stale):
+        if base is None or finetuned is None:
+            missing = f"a {score_column!r} column" + (f" and a {EMBEDDING_COLUMN!r} column" if stale else "")
             raise EdaInputError(
-                f"shift selection needs the base and fine-tuned targets, or a dataset that already has a "
-                f"{score_column!r} column (columns found: {rows.column_names})"
+                f"{strategy.name} selection needs the base and fine-tuned targets, or a dataset that already has "
+                f"{missing} (columns found: {rows.column_names})"
             )
         rows = add_shift_scores(rows, base, finetuned, column=score_column, metric=metric, **score_kwargs)
     scores = rows[score_column] if score_column in rows.column_names else None
-
-    if method == "shift":
-        order = sorted(range(len(rows)), key=lambda i: (-scores[i], i))
-        keep = sorted(order[:count])
-    else:
-        keep = sorted(random.Random(seed).sample(range(len(rows)), count))
+    embeddings = rows[EMBEDDING_COLUMN] if strategy.needs_embeddings else None
+    keep = strategy.choose(len(rows), count, scores, embeddings)
     if plot is not None:
         if scores is None:
-            raise EdaInputError("plot needs shift scores: select with method='shift' first, or score the dataset")
+            raise EdaInputError("plot needs shift scores: score the dataset first (pass the base and fine-tuned targets)")
         plot_shift_histogram(scores, plot, selected=keep)
     return rows.select(keep)
 

@@ -218,7 +218,7 @@ class _Experiment:
         # every trained row sees as many tokens as the EDA adapter at the main budget: same steps x batch
         main_count = resolve_budget(cfg.budget, len(scored))
         steps = self._steps(main_count, cfg.adapt_epochs)
-        shift_data = select_by_shift(scored, main_count, method="shift", seed=cfg.seed)
+        shift_data = select_by_shift(scored, main_count, strategy="topk", seed=cfg.seed)
 
         # EDA adapters: shift vs random at every budget of the curve (adapt_epochs each; the main budget included)
         curve: list[BudgetPoint] = []
@@ -227,7 +227,7 @@ class _Experiment:
             for selection in ("shift", "random"):
                 if f"eda_{selection}" not in cfg.methods:
                     continue
-                subset = select_by_shift(scored, count, method=selection, seed=cfg.seed)
+                subset = select_by_shift(scored, count, strategy=selection, seed=cfg.seed)
                 model, cost = self._adapter(target, subset, out / f"eda-{selection}-{count}", self._steps(count))
                 if count == main_count:
                     chain, tree = record(f"eda_{selection}", model, target, cost)
@@ -239,7 +239,7 @@ class _Experiment:
         if "eda_original" in cfg.methods:
             original = self._original_texts(pool_rows)
             if len(original) >= main_count:
-                subset = select_by_shift(original, main_count, method="random", seed=cfg.seed)
+                subset = select_by_shift(original, main_count, strategy="random", seed=cfg.seed)
                 model, cost = self._adapter(target, subset, out / f"eda-original-{main_count}", steps)
                 record("eda_original", model, target, cost)
             else:
