@@ -24,7 +24,8 @@ from eda_adapters.data.io import load_tokenizer
 from eda_adapters.data.prompts import render_prompt, resolve_chat_template
 from eda_adapters.generation.replay import greedy_references
 from eda_adapters.models.draft_loading import load_draft
-from eda_adapters.research.shared_draft.evaluation import tau_report
+from eda_adapters.generation.tau_report import tau_report
+from eda_adapters.research.shared_draft.evaluation import CHAIN_TOKENS, TREE
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "recipes" / "smollm2" / "data"
@@ -64,7 +65,7 @@ def main() -> None:
         references = greedy_references(target, prompts, args.max_new_tokens,
                                        hidden_state_indices=tuple(draft.hidden_state_indices))
         with torch.no_grad():
-            report = tau_report(draft, target, references, sources)
+            report = tau_report(draft, target, references, sources, tree=TREE, num_draft_tokens=CHAIN_TOKENS)
         rows[arch] = {"training_prompts": report, "held_out": {k: held_out[arch][k]["tau"] for k in ("chain", "tree")}}
         print(f"{arch}: training prompts chain {report['chain']['tau']} tree {report['tree']['tau']} | held-out "
               f"chain {rows[arch]['held_out']['chain']} tree {rows[arch]['held_out']['tree']}")

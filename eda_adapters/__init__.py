@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         target_signature,
     )
     from .compute_dtype import choose_dtype
+    from .diagnose import Diagnosis, diagnose
     from .console import quiet_console
     from .export import ExportOptions, eagle_layout, export_adapters, export_draft, find_adapters, merge_for_export
     from .hub import push_to_hub
@@ -80,6 +81,7 @@ _LAZY_NAMES: dict[str, str] = {
     ),
     "push_to_hub": ".hub",
     "choose_dtype": ".compute_dtype",
+    **dict.fromkeys(("Diagnosis", "diagnose"), ".diagnose"),
     "quiet_console": ".console",
     **dict.fromkeys(("RunDirectory", "RunMismatchError"), ".run_directory"),
     **dict.fromkeys(
@@ -89,7 +91,7 @@ _LAZY_NAMES: dict[str, str] = {
 # subpackages and modules reachable as attributes (`eda_adapters.data`) without an explicit import, as before; the
 # research side (`eda_adapters.research`) is imported by name, never through the runtime package
 _LAZY_MODULES = (
-    "atomic", "bench", "cli", "compute_dtype", "console", "data", "export", "fingerprints", "hub", "run_directory",
+    "atomic", "bench", "cli", "compute_dtype", "console", "data", "diagnose", "export", "fingerprints", "hub", "run_directory",
     "training",
 )
 
@@ -97,6 +99,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "quiet_console",
+    "Diagnosis",
+    "diagnose",
     "EagleTrainer",
     "EagleTrainingConfig",
     "EdaTrainer",

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train-draft": ".train",
     "adapt": ".train",  # one module registers both trainer commands
     "bench": ".bench",
+    "diagnose": ".diagnose",
 }
 
 

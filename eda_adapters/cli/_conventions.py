@@ -72,3 +72,18 @@ def add_output_dir(parser: Any, help: str, required: bool = True, default: str |
 def add_dtype(parser: Any, default: str, help: str = DTYPE_HELP) -> None:
     """`--dtype`, with the choices `load_causal_lm` understands."""
     parser.add_argument("--dtype", choices=DTYPES, default=default, help=f"{help} (default: {default}).")
+
+
+def add_tree_options(parser: Any) -> None:
+    """`--tree-depth`, `--tree-top-k`, `--tree-total-tokens`: the EAGLE-2 tree shape, CPU-sized by default."""
+    parser.add_argument("--tree-depth", type=int, default=6, help="EAGLE-2 tree depth (default: 6).")
+    parser.add_argument("--tree-top-k", type=int, default=2, help="Branching per expanded node (default: 2).")
+    parser.add_argument("--tree-total-tokens", type=int, default=12,
+                        help="Tree nodes verified per target forward (default: 12, CPU-sized; 60 on GPUs).")
+
+
+def tree_config(args: Any):
+    """The `TreeConfig` of `add_tree_options`' flags (a one-line error for a bad shape)."""
+    from ..generation.tree import TreeConfig
+
+    return TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_total_tokens)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._conventions import add_dtype, add_output_dir
+from ._conventions import add_dtype, add_output_dir, add_tree_options, tree_config
 
 import argparse
 import platform
@@ -57,10 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--num-prompts", type=int, default=8, help="Prompts to decode (default: 8).")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="Tokens generated per prompt (default: 64).")
     parser.add_argument("--num-draft-tokens", type=int, default=5, help="Chain length k for the chain methods.")
-    parser.add_argument("--tree-depth", type=int, default=6, help="EAGLE-2 tree depth (default: 6).")
-    parser.add_argument("--tree-top-k", type=int, default=2, help="Branching per expanded node (default: 2).")
-    parser.add_argument("--tree-total-tokens", type=int, default=12,
-                        help="Tree nodes verified per target forward (default: 12, CPU-sized; 60 on GPUs).")
+    add_tree_options(parser)
     tiny = parser.add_argument_group("tiny mode (no --target)")
     tiny.add_argument("--target-steps", type=int, default=300, help="Training steps of the byte-level target.")
     tiny.add_argument("--fit-steps", type=int, default=300, help="Fitting steps of the draft and of the assistant.")
@@ -258,7 +255,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench import benchmark, combine_results, draft_vocab_comparison, format_report, save_bench_results
-    from ..generation.tree import TreeConfig
     from ..validation import check_output_path
 
     check_output_path(args.output_dir, "--output-dir")  # not after the whole benchmark ran
@@ -273,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         for flag in ("draft", "adapter", "assistant", "prompt_kinds", "prompts", "early_exit_layers"):
             if getattr(args, flag):
                 raise EdaInputError(f"--{flag.replace('_', '-')} needs --target (the tiny mode builds its own models).")
-    tree = TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_total_tokens)
+    tree = tree_config(args)
     device, dtype = _resolve(args)
     threads = args.threads or (None if args.target else 1)
     if threads is not None:

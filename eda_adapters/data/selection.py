@@ -259,7 +259,7 @@ def select_by_shift(
     keep = strategy.choose(len(rows), count, scores, embeddings)
     if plot is not None:
         if scores is None:
-            raise EdaInputError("plot needs shift scores: score the dataset first (pass the base and fine-tuned targets)")
+            raise EdaInputError("plot needs shift scores: pass the base and fine-tuned targets to score the dataset")
         plot_shift_histogram(scores, plot, selected=keep)
     return rows.select(keep)
 

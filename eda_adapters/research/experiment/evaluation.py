@@ -3,9 +3,7 @@ intervals over prompts, per-position acceptance rates, and an estimate of traini
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -13,46 +11,9 @@ from transformers import PreTrainedModel
 
 from ...generation import TreeConfig, speculative_generate
 from ...generation.replay import GreedyReference, greedy_references, replay_acceptance
-from ...generation.stats import compute_tau
+from ...generation.tau_report import TauMeasurement, summarize
 from ...tuners import EdaConfig
 from ...errors import EdaInputError
-
-
-@dataclass
-class TauMeasurement:
-    """tau of one draft on a set of prompts, with a 95% bootstrap interval over prompts.
-
-    `tau` is the pooled mean over all verification steps (tokens per target forward, bonus included); `ci95` the 2.5
-    and 97.5 percentiles of the same statistic over prompts resampled with replacement. `acceptance_by_position[i]`
-    is the share of steps that accepted at least `i + 1` drafted tokens.
-    """
-
-    tau: float
-    ci95: tuple[float, float]
-    acceptance_by_position: list[float]
-    num_prompts: int
-    num_steps: int
-    per_prompt: list[list[int]] = field(default_factory=list, repr=False)
-
-
-def summarize(per_prompt: Sequence[Sequence[int]], depth: int, seed: int = 0, resamples: int = 1000) -> TauMeasurement:
-    """Pool the accepted lengths of each prompt's verification steps into a [`TauMeasurement`]."""
-    steps = [n for lengths in per_prompt for n in lengths]
-    if not steps:
-        raise EdaInputError("No verification step ran on the evaluation prompts: raise eval_max_new_tokens.")
-    rng = random.Random(seed)
-    sums = [(sum(n + 1 for n in lengths), len(lengths)) for lengths in per_prompt]
-    stats = []
-    for _ in range(resamples):
-        picks = [sums[rng.randrange(len(sums))] for _ in sums]
-        total = sum(count for _, count in picks)
-        if total:
-            stats.append(sum(tokens for tokens, _ in picks) / total)
-    stats.sort()
-    low, high = stats[int(0.025 * (len(stats) - 1))], stats[int(round(0.975 * (len(stats) - 1)))]
-    by_position = [sum(n >= i for n in steps) / len(steps) for i in range(1, depth + 1)]
-    return TauMeasurement(compute_tau(steps), (low, high), by_position, len(per_prompt), len(steps),
-                          [list(lengths) for lengths in per_prompt])
 
 
 #: How tau is measured: "replay" computes decoding's accepted lengths from the target's greedy answers in batched

@@ -19,8 +19,9 @@ from ...generation.replay import greedy_references
 from ...models.draft_loading import load_draft
 from ...plotting import pyplot
 from .chunks import ChunkLog
+from ...generation.tau_report import tau_report
 from .evaluation import (
-    CHAIN_TOKENS, TREE, TREE_SHAPES, chain_speedups, step_cost_ms, tau_report, tree_shapes_report, tree_speedup,
+    CHAIN_TOKENS, TREE, TREE_SHAPES, chain_speedups, step_cost_ms, tree_shapes_report, tree_speedup,
     verify_cost_ms,
 )
 from .prompt_mix import BENCH_PER_KIND, HELD_OUT_PER_KIND, held_out_prompts
@@ -66,7 +67,7 @@ def compare_drafts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         if key not in references:
             references[key] = greedy_references(target, prompts, max_new_tokens, hidden_state_indices=key)
         with torch.no_grad():
-            rows[name] = tau_report(draft, target, references[key], kinds)
+            rows[name] = tau_report(draft, target, references[key], kinds, tree=TREE, num_draft_tokens=CHAIN_TOKENS)
     costs = step_cost_ms(target, loaded)
     shapes = tree_shapes or ()
     verify = {1: costs["target_forward"], **verify_cost_ms(target, sorted({

@@ -13,44 +13,13 @@ from transformers import PreTrainedModel
 
 from ...generation import TreeConfig
 from ...generation.replay import GreedyReference, replay_acceptance
-from ..experiment.evaluation import TauMeasurement, summarize
+from ...generation.tau_report import rounded, summarize
 
 CHAIN_TOKENS = 5
 TREE = TreeConfig(depth=5, top_k=10, total_tokens=60)
 #: Smaller trees for a CPU, where verifying 60 tokens costs about twice one (see docs/benchmarks.md).
 TREE_SHAPES = (TreeConfig(depth=4, top_k=4, total_tokens=8), TreeConfig(depth=5, top_k=4, total_tokens=16),
                TreeConfig(depth=5, top_k=8, total_tokens=32))
-
-
-def _rounded(measurement: TauMeasurement) -> dict[str, Any]:
-    return {"tau": round(measurement.tau, 4), "ci95": [round(x, 4) for x in measurement.ci95],
-            "num_prompts": measurement.num_prompts, "steps": measurement.num_steps}
-
-
-def tau_report(draft: nn.Module, target: PreTrainedModel, references: Sequence[GreedyReference],
-               kinds: Sequence[str] | None = None, *, num_draft_tokens: int = CHAIN_TOKENS,
-               tree: TreeConfig = TREE) -> dict[str, Any]:
-    """Chain and tree tau of `draft`, replayed from the target's greedy `references` (one per prompt; `kinds` names
-    each prompt's kind), over all prompts and per kind, with 95% bootstrap intervals over prompts; and the chain's
-    acceptance by position (`P(at least i accepted)`) and conditional on the previous position."""
-    report: dict[str, Any] = {}
-    for name, kwargs, depth in (("chain", {"num_draft_tokens": num_draft_tokens}, num_draft_tokens),
-                                ("tree", {"tree": tree}, tree.depth)):
-        per_prompt = [replay_acceptance(draft, target, ref, **kwargs).accepted_lengths for ref in references]
-        overall = summarize(per_prompt, depth)
-        report[name] = _rounded(overall)
-        if kinds is not None:
-            report[name]["by_kind"] = {
-                kind: _rounded(summarize([p for p, k in zip(per_prompt, kinds) if k == kind], depth))
-                for kind in dict.fromkeys(kinds)
-            }
-        if name == "chain":
-            reached = [1.0] + overall.acceptance_by_position
-            report[name]["acceptance_by_position"] = [round(x, 4) for x in overall.acceptance_by_position]
-            report[name]["conditional_acceptance"] = [
-                round(reached[i + 1] / reached[i], 4) if reached[i] else None for i in range(depth)
-            ]
-    return report
 
 
 def _median_ms(step: Callable[[], Any], repeats: int) -> float:
@@ -130,7 +99,7 @@ def tree_shapes_report(draft: nn.Module, target: PreTrainedModel, references: Se
     rows = []
     for shape in shapes:
         per_prompt = [replay_acceptance(draft, target, ref, tree=shape).accepted_lengths for ref in references]
-        measured = _rounded(summarize(per_prompt, shape.depth))
+        measured = rounded(summarize(per_prompt, shape.depth))
         rows.append({"depth": shape.depth, "top_k": shape.top_k, "total_tokens": shape.total_tokens, **measured,
                      "predicted_speedup": tree_speedup(measured["tau"], shape, draft_step_ms, verify_ms)})
     return sorted(rows, key=lambda row: -row["predicted_speedup"])
