@@ -33,6 +33,7 @@ LAYER_OF = {
     "training": "training",
     "export": "export",
     "bench": "bench",
+    "diagnose": "diagnose",
     "cli": "cli",
     "__main__": "cli",
     "__init__": "package",  # the public API re-exports the runtime (lazily)
@@ -46,18 +47,18 @@ LAYER_OF = {
     "research.bench_fixtures": "research plugins",
     "research.commands": "research plugins",
 }
-RUNTIME_LAYERS = {"base", "models", "tuners", "validation", "data", "generation", "training", "export", "bench", "cli",
-                  "package"}
+RUNTIME_LAYERS = {"base", "models", "tuners", "validation", "data", "generation", "training", "export", "bench",
+                  "diagnose", "cli", "package"}
 
 # Layer -> the layers below it that it may import (besides itself). Runtime, bottom to top: base, then the model and
 # the adapter type; in the middle data and decoding (independent of each other), then training (uses both) and
-# export; the benchmark above them; the CLI last. The research side sits on the runtime (never the other way round):
+# export; the benchmark and the diagnosis above them; the CLI last. The research side sits on the runtime (never the other way round):
 # the toy fixtures, the experiment, the demo, the recipe's domains and its shared draft (what the recipe scripts run,
 # with how they run it: the recipe runner), and on top what the CLI finds through entry points
 # (eda_adapters/cli/plugins.py).
 _BELOW_DATA = {"base", "models", "tuners", "validation"}
 _MIDDLE = _BELOW_DATA | {"data", "generation", "training", "export"}
-_RUNTIME_LIBRARY = _MIDDLE | {"bench"}
+_RUNTIME_LIBRARY = _MIDDLE | {"bench", "diagnose"}
 MAY_IMPORT: dict[str, set[str]] = {
     "base": set(),
     "models": {"base"},
@@ -68,6 +69,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "training": _BELOW_DATA | {"data", "generation"},
     "export": _BELOW_DATA,
     "bench": _MIDDLE,
+    "diagnose": _MIDDLE,
     "cli": _RUNTIME_LIBRARY,
     "package": _RUNTIME_LIBRARY | {"cli"},
     "research": set(),
