@@ -5,7 +5,7 @@ shift- and random-selected EDA adapters at the main budget on the held-out math 
 counting problems), with the same replayed chain/tree tau and 95% intervals as the experiment; it also prints which
 kinds each selection picked from the pool. Prints a table and writes `selection_by_kind.json` into the run folder.
 
-    python benchmarks/smollm2_selection_by_kind.py [--run runs/smollm2/experiment] [--budget 90]
+    python benchmarks/smollm2_selection_by_kind.py [--run runs/smollm2/experiment] [--budget 90] [--seed 0]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/smollm2/experiment")
     parser.add_argument("--budget", type=int, default=90, help="the main budget's sample count (folder suffix)")
+    parser.add_argument("--seed", type=int, default=0, help="which training seed's adapters to measure")
     args = parser.parse_args()
     run = Path(args.run)
     config = json.loads((run / "results.json").read_text())["run"]["config"]
@@ -55,7 +56,7 @@ def main() -> None:
     result = {"pool": dict(Counter(kind(r["prompt"]) for r in scored)), "picked": picked, "tau": {}}
     for selection in ("shift", "random"):
         draft = EagleDraftModel.from_pretrained(run / "stage1" / "draft", target_model=target)
-        model = PeftModel.from_pretrained(draft, run / "math" / f"eda-{selection}-{args.budget}").eval()
+        model = PeftModel.from_pretrained(draft, run / "math" / f"eda-{selection}-{args.budget}-s{args.seed}").eval()
         for name in ("shopping", "counting"):
             index = [i for i, k in enumerate(kinds) if k == name]
             sub, sub_refs = [prompts[i] for i in index], [refs[i] for i in index]

@@ -139,14 +139,20 @@ def _kind_diagnosis(index: Sequence[int], per_prompt: dict[str, dict[str, list[l
     )
 
 
+def _signed(percent: float) -> str:
+    """`-12%`, `+3%`, and `0%` for anything that rounds to zero (never `-0%`)."""
+    rounded = round(percent)
+    return f"{rounded:+d}%" if rounded else "0%"
+
+
 def verdict(overall: KindDiagnosis, by_kind: dict[str, KindDiagnosis]) -> str:
     """One sentence: is an adapter worth training, and on which kinds does the shared draft lose most."""
     losing = sorted((k for k, d in by_kind.items() if d.drop_percent >= MAY_PAY_DROP),
                     key=lambda k: -by_kind[k].drop_percent)
     most = ", ".join(f"{k} (-{by_kind[k].drop_percent:.0f}%)" for k in losing[:3])
     change = (f"the shared draft's chain tau goes from {overall.tau_base:.2f} on the base target to "
-              f"{overall.tau_direct:.2f} on the fine-tune ({-overall.drop_percent:+.0f}%, 95% interval "
-              f"[{-overall.drop_ci95[1]:+.0f}%, {-overall.drop_ci95[0]:+.0f}%])")
+              f"{overall.tau_direct:.2f} on the fine-tune ({_signed(-overall.drop_percent)}, 95% interval "
+              f"[{_signed(-overall.drop_ci95[1])}, {_signed(-overall.drop_ci95[0])}])")
     if overall.drop_percent >= WORTH_ADAPTING_DROP:
         return f"Train an adapter: {change}" + (f"; the kinds that lose most are {most}." if most else ".")
     if overall.drop_percent >= MAY_PAY_DROP:
@@ -246,13 +252,17 @@ def plot_diagnosis(result: Diagnosis, path: str | os.PathLike) -> None:
     )):
         xs = [i + (offset - 1.5) * width for i in range(len(names))]
         bars.bar(xs, [getattr(groups[n], attr) for n in names], width, label=label, color=color)
-    bars.set_xticks(range(len(names)), [f"{n}\n-{groups[n].drop_percent:.0f}%" for n in names])
+    bars.set_xticks(range(len(names)), [f"{n}\n{_signed(-groups[n].drop_percent)} chain" for n in names])
     bars.set_ylabel("tau (tokens per target forward)")
     bars.set_title("Shared draft on the base vs the fine-tuned target")
     bars.legend(fontsize=8)
+    import numpy as np
+
+    edges = np.histogram_bin_edges(np.asarray(result.shift_scores, dtype=float), bins=20)
     for kind in dict.fromkeys(result.kinds):
-        hist.hist([s for s, k in zip(result.shift_scores, result.kinds) if k == kind], bins=20, alpha=0.6, label=kind)
-    hist.set_xlabel("representation shift (1 - cos) on the fine-tune's answers")
+        hist.hist([s for s, k in zip(result.shift_scores, result.kinds) if k == kind], bins=edges, alpha=0.6,
+                  label=kind)
+    hist.set_xlabel("shift (1 - cos) on the fine-tune's answers")
     hist.set_ylabel("prompts")
     if len(set(result.kinds)) > 1:
         hist.legend(fontsize=8)

@@ -73,14 +73,14 @@ def _config(root, output_dir, **overrides) -> ExperimentConfig:
         domains=[{"name": n, "target": str(root / n), "prompts": str(root / f"{n}.jsonl"), "num_eval_prompts": 4}
                  for n in ("math", "code")],
         output_dir=str(output_dir), max_new_tokens=8, eval_max_new_tokens=8, stage1_epochs=1, adapt_epochs=1,
-        budget=0.5, budget_curve=[0.2, 0.5], train_batch_size=4, num_draft_tokens=3,
+        budget=0.5, budget_curve=[0.2, 0.5], train_batch_size=4, num_draft_tokens=3, seeds=[0],
     )
     return ExperimentConfig(**{**values, **overrides})
 
 
 def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path):
     lines: list[str] = []
-    results = run_experiment(_config(tiny_family, tmp_path / "exp"), log=lines.append)
+    results = run_experiment(_config(tiny_family, tmp_path / "exp", seeds=[0, 1]), log=lines.append)
 
     expected = {(d, m) for d in ("math", "code") for m in METHOD_LABELS} | {("general", "base_on_base")}
     assert {(r.domain, r.method) for r in results.methods} == expected
@@ -103,9 +103,20 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
     assert eda.samples == 5 and full.samples == 10  # half of the 10-prompt pool vs all of it
     assert 0 < eda.trainable_params < full.trainable_params
     assert by["math", "direct_transfer"].trainable_params == 0
-    # equal tokens seen: every trained row but the converged retraining runs the EDA adapter's steps x batch
+    # equal tokens seen: every trained row but the converged retraining sees adapt_epochs x 5 samples at the pool's
+    # mean length, to within one batch (its steps follow from its own data's mean length)
     equal = ("full_retrain", "full_finetune", "lora", "eda_shift", "eda_random", "eda_original", "eda_official")
-    assert {by["math", m].steps for m in equal} == {eda.steps} and full.steps > eda.steps
+    pool = [json.loads(line)["input_ids"] for line in (tmp_path / "exp" / "math" / "scores.jsonl").open()]
+    budget = 1 * 5 * sum(len(ids) for ids in pool) / len(pool)
+    for m in equal:
+        assert abs(by["math", m].train_tokens - budget) <= 4 * max(len(ids) for ids in pool), m
+    assert full.steps > eda.steps
+    # two seeds per trained row: each seed's tau, pooled in the row, the interval nested over seeds and prompts
+    for row in results.methods:
+        trained = row.method not in ("base_on_base", "direct_transfer")
+        assert row.seeds == ([0, 1] if trained else []) and len(row.tau_chain_per_seed) == (2 if trained else 0)
+        if trained:
+            assert min(row.tau_chain_per_seed) - 1e-4 <= row.tau_chain <= max(row.tau_chain_per_seed) + 1e-4
     assert {by["math", m].samples for m in ("full_retrain", "full_finetune", "lora", "eda_official")} == {5}
     assert all(by["math", m].train_tokens > 0 and by["math", m].train_flops > 0 for m in equal)
     assert by["math", "full_retrain"].trainable_params > eda.trainable_params
@@ -133,16 +144,16 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
     assert (tmp_path / "exp" / "stage1" / "joint-draft" / "stage1_adapter" / "adapter_model.safetensors").exists()
 
     # a second run reuses regenerations and trained models (same data and settings): nothing is trained again
-    adapter = tmp_path / "exp" / "math" / "eda-shift-5" / "adapter_model.safetensors"
+    adapter = tmp_path / "exp" / "math" / "eda-shift-5-s1" / "adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns
-    again = run_experiment(_config(tiny_family, tmp_path / "exp"), log=lines.append)
+    again = run_experiment(_config(tiny_family, tmp_path / "exp", seeds=[0, 1]), log=lines.append)
     assert adapter.stat().st_mtime_ns == stamp
     assert [r.trainable_params for r in again.methods] == [r.trainable_params for r in results.methods]
     assert [(r.tau_chain, r.tau_tree) for r in again.methods] == [(r.tau_chain, r.tau_tree) for r in results.methods]
     assert not any("training again" in line for line in lines)
 
     # decoding itself measures the same acceptance as the replay the experiment uses by default
-    decoded = run_experiment(_config(tiny_family, tmp_path / "exp", eval_method="decode",
+    decoded = run_experiment(_config(tiny_family, tmp_path / "exp", eval_method="decode", seeds=[0, 1],
                                      methods=["base_on_base", "direct_transfer", "eda_shift"], budget_curve=[]),
                              log=lines.append)
     for row in decoded.methods:
@@ -173,8 +184,8 @@ def test_cached_features_train_the_same_rows_as_online_features(tiny_family, tmp
     assert (tmp_path / "cached" / "stage1" / "features" / "index.json").exists()
     assert (tmp_path / "cached" / "math" / "features" / "index.json").exists()
     assert any("cache the target's features" in line for line in lines)
-    for name in ("stage1/draft/model.safetensors", "math/eda-shift-5/adapter_model.safetensors",
-                 "code/full-retrain-5/model.safetensors"):
+    for name in ("stage1/draft/model.safetensors", "math/eda-shift-5-s0/adapter_model.safetensors",
+                 "code/full-retrain-5-s0/model.safetensors"):
         a, b = load_file(tmp_path / "online" / name), load_file(tmp_path / "cached" / name)
         assert a.keys() == b.keys()
         for key in a:
@@ -250,6 +261,25 @@ def test_tau_summary_pools_steps_and_bootstraps_over_prompts():
     assert summarize([[1, 1], [1, 1]], depth=2).ci95 == (2.0, 2.0)  # identical prompts: no spread
     with pytest.raises(ValueError, match="No verification step"):
         summarize([[], []], depth=2)
+
+
+def test_seeds_pool_and_their_interval_nests_seeds_and_prompts():
+    from eda_adapters.research.experiment.evaluation import summarize, summarize_seeds
+
+    same_prompts = [[1, 1], [3, 3]]
+    one = summarize(same_prompts, depth=4)
+    assert summarize_seeds([one]) is one  # one seed: its own measurement
+    # two seeds that agree: the nested interval is the prompts' interval alone (the same draws, the same statistic)
+    agreeing = summarize_seeds([one, summarize(same_prompts, depth=4)])
+    assert agreeing.tau == one.tau and agreeing.num_prompts == 2 and agreeing.num_steps == 8
+    assert one.ci95[0] <= agreeing.ci95[0] <= agreeing.tau <= agreeing.ci95[1] <= one.ci95[1]
+    # seeds that disagree on every prompt: tau pools both, the interval also spans the seeds' difference
+    low_seed, high_seed = summarize([[0, 0], [0, 0]], depth=4), summarize([[4, 4], [4, 4]], depth=4)
+    assert low_seed.ci95 == (1.0, 1.0) and high_seed.ci95 == (5.0, 5.0)  # no spread between prompts
+    both = summarize_seeds([low_seed, high_seed])
+    assert both.tau == 3.0 and both.ci95[0] <= 1.5 and both.ci95[1] >= 4.5
+    with pytest.raises(ValueError, match="same prompts"):
+        summarize_seeds([low_seed, summarize([[1]], depth=4)])
 
 
 def test_eda_experiment_interrupted_says_what_is_kept(tmp_path, monkeypatch, capsys):

@@ -79,8 +79,8 @@ def check_same_tokens(
 
 
 def _token_shift(base_hidden: torch.Tensor, ft_hidden: torch.Tensor, metric: str) -> torch.Tensor:
-    if metric == "cosine":
-        return 1.0 - F.cosine_similarity(base_hidden.float(), ft_hidden.float(), dim=-1)
+    if metric == "cosine":  # a distance: rounding must not make identical states score below 0
+        return (1.0 - F.cosine_similarity(base_hidden.float(), ft_hidden.float(), dim=-1)).clamp_min(0.0)
     return (base_hidden.float() - ft_hidden.float()).norm(dim=-1)
 
 

@@ -41,6 +41,8 @@ class DemoSize:
     adapt_epochs: float = 10.0
     budget: float = 0.3
     budget_curve: tuple[float, ...] = (0.1, 0.3, 0.5, 1.0)
+    #: Training seeds of every trained row (`ExperimentConfig.seeds`: the demo's seed, the next ones).
+    num_seeds: int = 3
     #: Share of general prompts mixed into each domain's training pool (after the held-out domain eval prompts),
     #: as in a real prompt collection: most of it is not worth training on (the fine-tune replays general text and
     #: barely moved there), so a random budget is mostly wasted and selection has something to find.
@@ -63,6 +65,7 @@ class DemoSize:
             stage1_epochs=12.0,
             adapt_epochs=10.0,
             budget_curve=(0.1, 0.3, 1.0),
+            num_seeds=1,
         )
 
 
@@ -119,6 +122,7 @@ def build_demo(
         ],
         output_dir=str(cache_dir / "experiment"),
         seed=seed,
+        seeds=[seed + i for i in range(size.num_seeds)],
         max_new_tokens=size.max_new_tokens,
         eval_max_new_tokens=size.eval_max_new_tokens,
         stage1_epochs=size.stage1_epochs,

@@ -51,9 +51,12 @@ class ExperimentConfig:
     - `full_retrain`: a new draft trained from scratch on the shift data; `full_retrain_converged`: a new draft trained
       on the whole regenerated pool for `retrain_epochs` (its own budget, labelled as such).
 
-    Every trained row except `full_retrain_converged` sees the same number of tokens: the optimizer steps of the EDA
-    adapter at `budget` (`adapt_epochs` over the selected samples) times `train_batch_size`. `budget_curve` repeats
-    shift vs random selection at several budgets (fractions of the pool or counts), `adapt_epochs` each.
+    Every trained row except `full_retrain_converged` sees the same number of training tokens: `adapt_epochs` x the
+    samples of `budget` x the pool's mean sample length (cut at `max_length`); each row's steps follow from its own
+    data's mean length, so longer (shift-selected) samples get fewer steps. `budget_curve` repeats shift vs random
+    selection at several budgets (fractions of the pool or counts), each at its own token budget. Every trained row
+    runs once per seed in `seeds` (selection, initialisation and data order); its tau pools the seeds and its
+    interval is a nested bootstrap over seeds, then prompts.
     tau is measured at T=0 on the held-out prompts with chain drafting (`num_draft_tokens`) and, when `eval_tree`,
     EAGLE-2 tree decoding (`tree_depth`, `tree_top_k`, `tree_total_tokens`), with 95% bootstrap intervals over prompts;
     `eval_method="replay"` computes decoding's steps from each target's greedy answers (shared by all its rows).
@@ -71,6 +74,9 @@ class ExperimentConfig:
     dtype: str = "float32"
     device: str = "auto"
     seed: int = 0
+    #: Seeds of every trained row (its selection, initialisation and data order): one run per seed; `seed` keeps
+    #: seeding what is shared (regeneration, stage 1, the top-k data).
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     # regeneration
     max_new_tokens: int = 64
     temperature: float = 0.0
@@ -157,6 +163,11 @@ class ExperimentConfig:
                 f"ExperimentConfig.eval_method must be one of {list(EVAL_METHODS)}, got {self.eval_method!r}"
             )
 
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or not all(
+            isinstance(seed, int) and not isinstance(seed, bool) for seed in self.seeds
+        ):
+            raise EdaInputError(f"ExperimentConfig.seeds must be a non-empty list of distinct integers, got "
+                                f"{self.seeds!r}")
         for name, value in [("budget", self.budget)] + [("budget_curve", b) for b in self.budget_curve]:
             try:
                 resolve_budget(value, sys.maxsize)
@@ -235,7 +246,7 @@ class ExperimentConfig:
     #: Fields that only change what is measured or which rows run: a rerun may change them over an existing output_dir.
     RERUN_FIELDS = (
         "methods", "eval_method", "eval_max_new_tokens", "num_draft_tokens", "eval_tree", "tree_depth", "tree_top_k",
-        "tree_total_tokens", "budget_curve", "output_dir", "general_eval_prompts", "device", "domains",
+        "tree_total_tokens", "budget_curve", "output_dir", "general_eval_prompts", "device", "domains", "seeds",
     )
 
     def cache_key(self) -> dict[str, Any]:

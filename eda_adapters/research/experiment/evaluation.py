@@ -3,6 +3,7 @@ intervals over prompts, per-position acceptance rates, and an estimate of traini
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import torch
@@ -74,6 +75,40 @@ def measure_tau(
     finally:
         draft.train(was_training)
     return summarize(per_prompt, depth, seed=seed)
+
+
+def summarize_seeds(per_seed: Sequence[TauMeasurement], seed: int = 0, resamples: int = 1000) -> TauMeasurement:
+    """One measurement of a row trained with several seeds, each measured on the same held-out prompts.
+
+    tau pools every verification step of every seed. The 95% interval is a nested bootstrap: each resample draws
+    seeds with replacement, then, for each drawn seed, prompts with replacement, and pools what it drew; it covers
+    both the training seed's and the prompts' variation. With one seed it is that seed's measurement as it is.
+    """
+    if len(per_seed) == 1:
+        return per_seed[0]
+    depth = len(per_seed[0].acceptance_by_position)
+    per_prompt = [m.per_prompt for m in per_seed]
+    if any(len(p) != len(per_prompt[0]) for p in per_prompt):
+        raise ValueError("every seed must be measured on the same prompts")
+    sums = [[(sum(n + 1 for n in lengths), len(lengths)) for lengths in prompts] for prompts in per_prompt]
+    rng = random.Random(seed)
+    stats = []
+    for _ in range(resamples):
+        tokens = steps = 0
+        for _ in sums:
+            picked = sums[rng.randrange(len(sums))]
+            for _ in picked:
+                t, n = picked[rng.randrange(len(picked))]
+                tokens, steps = tokens + t, steps + n
+        if steps:
+            stats.append(tokens / steps)
+    stats.sort()
+    pooled = summarize([lengths for prompts in per_prompt for lengths in prompts], depth, seed=seed, resamples=1)
+    return TauMeasurement(
+        pooled.tau, (stats[int(0.025 * (len(stats) - 1))], stats[int(round(0.975 * (len(stats) - 1)))]),
+        pooled.acceptance_by_position, len(per_prompt[0]), pooled.num_steps,
+        [lengths for prompts in per_prompt for lengths in prompts],
+    )
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

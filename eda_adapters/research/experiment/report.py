@@ -26,6 +26,14 @@ METHOD_LABELS: dict[str, str] = {
     "eda_official": "EDA official design (joint stage 1, fc trained, random init, length-scaled noise)",
 }
 
+#: How the intervals of the tables are computed (written under them and into results.json).
+INTERVAL_METHOD = (
+    "95% intervals: bootstrap over held-out prompts (1000 resamples); for a row trained with several seeds, nested: "
+    "each resample draws seeds with replacement, then prompts with replacement within each drawn seed, and pools "
+    "their verification steps. Every trained row but the converged retraining sees the same number of training "
+    "tokens."
+)
+
 #: Rows trained at their own budget rather than at the experiment's equal-token budget.
 OWN_BUDGET_METHODS = ("base_on_base", "full_retrain_converged")
 
@@ -37,7 +45,10 @@ class MethodResult:
     `tau_chain` / `tau_tree`: tokens per target forward (bonus included) with chain / EAGLE-2 tree drafting at T=0 on
     the held-out prompts, `ci95_*` their 95% bootstrap intervals over prompts, `acceptance_*[i]` the share of
     verification steps that accepted at least `i + 1` drafted tokens. `train_flops` is an estimate (see
-    `evaluation.training_flops`); `budget` says which token budget the row was trained at.
+    `evaluation.training_flops`); `budget` says which token budget the row was trained at. A trained row runs once per
+    seed in `seeds`: tau pools all of them, its interval is a nested bootstrap (seeds, then prompts; see
+    `evaluation.summarize_seeds`), `tau_chain_per_seed` holds each seed's chain tau and the costs are one seed's
+    (the mean over seeds).
     """
 
     domain: str
@@ -56,6 +67,8 @@ class MethodResult:
     train_seconds: float = 0.0
     train_flops: float = 0.0
     budget: str = "equal tokens"
+    seeds: list[int] = field(default_factory=list)
+    tau_chain_per_seed: list[float] = field(default_factory=list)
 
     @property
     def tau(self) -> float:
@@ -85,15 +98,16 @@ def _interval(tau: float | None, ci: Sequence[float] | None) -> str:
 def results_table(rows: Sequence[MethodResult]) -> str:
     """A markdown table, domains as row groups, methods in `METHOD_LABELS` order."""
     lines = [
-        "| domain | method | tau chain [95% CI] | tau tree [95% CI] | trainable params | samples | tokens seen | "
-        "train FLOPs | train time (s) | budget |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| domain | method | tau chain [95% CI] | tau tree [95% CI] | chain per seed | trainable params | samples | "
+        "tokens seen | train FLOPs | train time (s) | budget |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     order = {m: i for i, m in enumerate(METHOD_LABELS)}
     for row in sorted(rows, key=lambda r: (r.domain, order.get(r.method, len(order)))):
         lines.append(
             f"| {row.domain} | {METHOD_LABELS.get(row.method, row.method)} | "
             f"{_interval(row.tau_chain, row.ci95_chain)} | {_interval(row.tau_tree, row.ci95_tree)} | "
+            f"{' / '.join(f'{t:.2f}' for t in row.tau_chain_per_seed) or '-'} | "
             f"{row.trainable_params:,} | {row.samples:,} | "
             f"{row.train_tokens:,} | {row.train_flops:.2e} | {row.train_seconds:.1f} | "
             f"{row.budget if row.trainable_params else '-'} |"
@@ -245,12 +259,14 @@ def save_results(
         "methods": [{**asdict(r), "tau": r.tau_chain} for r in rows],
         "budgets": [asdict(p) for p in points],
         "labels": {m: METHOD_LABELS[m] for m in METHOD_LABELS if any(r.method == m for r in rows)},
+        "interval_method": INTERVAL_METHOD,
         **({"run": run} if run is not None else {}),
     }
     atomic_write_text(paths["json"], json.dumps(payload, indent=2))
     atomic_write_text(
         paths["markdown"],
-        results_table(rows) + "\n\n" + acceptance_table(rows) + "\n\n" + budget_table(points) + "\n",
+        results_table(rows) + "\n\n" + INTERVAL_METHOD + "\n\n" + acceptance_table(rows) + "\n\n"
+        + budget_table(points) + "\n",
     )
     plot_tau_by_method(rows, paths["tau_by_method"])
     if any(r.train_flops and r.method != "base_on_base" for r in rows):

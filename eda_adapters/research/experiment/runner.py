@@ -48,6 +48,7 @@ from .evaluation import (
     forward_parameters,
     lora_rank_matching,
     measure_tau,
+    summarize_seeds,
     training_flops,
 )
 from .report import BudgetPoint, MethodResult, results_table, save_results
@@ -131,7 +132,7 @@ class _Experiment:
         with self._stage("stage 1: train the shared draft"):
             stage1_cost = self._full(
                 self.draft_dir, self.base, cfg.base_target, self.general,
-                self._steps(len(self.general), cfg.stage1_epochs), cfg.stage1_learning_rate,
+                self._steps(len(self.general), cfg.stage1_epochs), cfg.stage1_learning_rate, seed=cfg.seed,
             )
         # the shared draft is frozen from here on: fingerprint it once, it keys every adapter run
         self.draft_fingerprint = draft_fingerprint(self._shared_draft(self.base))
@@ -215,79 +216,112 @@ class _Experiment:
         if "direct_transfer" in cfg.methods:
             record("direct_transfer", self._shared_draft(target), target)
 
-        # every trained row sees as many tokens as the EDA adapter at the main budget: same steps x batch
+        # Every trained row sees the same number of training tokens: the main budget's samples, at the pool's mean
+        # length, `adapt_epochs` times; a row's steps follow from its own data's mean length (shift-selected samples
+        # are longer than random ones, so they get fewer steps). Each trained row runs once per seed in `seeds`.
         main_count = resolve_budget(cfg.budget, len(scored))
-        steps = self._steps(main_count, cfg.adapt_epochs)
-        shift_data = select_by_shift(scored, main_count, strategy="topk", seed=cfg.seed)
+        token_budget = cfg.adapt_epochs * main_count * self._mean_tokens(scored)
 
-        # EDA adapters: shift vs random at every budget of the curve (adapt_epochs each; the main budget included)
+        def over_seeds(train: Any) -> tuple[TauMeasurement, TauMeasurement | None, list[float], TrainCost]:
+            """Train once per seed (`train(seed) -> (model, cost)`) and measure each: the pooled measurements with
+            nested intervals (seeds, then prompts), each seed's chain tau, and the mean cost of one seed's run."""
+            runs = [train(seed) for seed in cfg.seeds]
+            measured = [measure(model, target) for model, _ in runs]
+            chain = summarize_seeds([c for c, _ in measured])
+            tree = summarize_seeds([t for _, t in measured]) if measured[0][1] is not None else None
+            costs = [cost for _, cost in runs]
+            mean = TrainCost(costs[0].trainable_params, costs[0].samples,
+                             round(sum(c.steps for c in costs) / len(costs)),
+                             sum(c.train_seconds for c in costs) / len(costs),
+                             round(sum(c.tokens for c in costs) / len(costs)), sum(c.flops for c in costs) / len(costs))
+            return chain, tree, [round(c.tau, 4) for c, _ in measured], mean
+
+        def seeded(method: str, train: Any, budget: str = "equal tokens") -> tuple[TauMeasurement, Any]:
+            chain, tree, per_seed, cost = over_seeds(train)
+            results.append(self._row(domain.name, method, chain, tree, cost, budget, per_seed=per_seed))
+            return chain, tree
+
+        def selected(strategy: str, count: int, seed: int) -> Dataset:
+            return select_by_shift(scored, count, strategy=strategy, seed=seed)
+
+        shift_data = selected("topk", main_count, cfg.seed)  # the data of the LoRA and full-draft rows
+        shift_steps = self._steps_for_tokens(shift_data, token_budget)
+
+        # EDA adapters: shift vs random at every budget of the curve (each point at its own token budget)
         curve: list[BudgetPoint] = []
         for budget in sorted({*cfg.budget_curve, cfg.budget}):
             count = resolve_budget(budget, len(scored))
+            tokens = cfg.adapt_epochs * count * self._mean_tokens(scored)
             for selection in ("shift", "random"):
                 if f"eda_{selection}" not in cfg.methods:
                     continue
-                subset = select_by_shift(scored, count, strategy=selection, seed=cfg.seed)
-                model, cost = self._adapter(target, subset, out / f"eda-{selection}-{count}", self._steps(count))
+
+                def adapter(seed: int, selection: str = selection, count: int = count, tokens: float = tokens):
+                    subset = selected(selection, count, seed)
+                    return self._adapter(target, subset, out / f"eda-{selection}-{count}-s{seed}",
+                                         self._steps_for_tokens(subset, tokens), seed=seed)
+
                 if count == main_count:
-                    chain, tree = record(f"eda_{selection}", model, target, cost)
+                    chain, tree = seeded(f"eda_{selection}", adapter)
                 else:
-                    chain, tree = measure(model, target)
+                    chain, tree, _, _ = over_seeds(adapter)
                 curve.append(BudgetPoint(domain.name, selection, float(budget), count, chain.tau, chain.ci95,
                                          tree.tau if tree else None))
 
         if "eda_original" in cfg.methods:
             original = self._original_texts(pool_rows)
             if len(original) >= main_count:
-                subset = select_by_shift(original, main_count, strategy="random", seed=cfg.seed)
-                model, cost = self._adapter(target, subset, out / f"eda-original-{main_count}", steps)
-                record("eda_original", model, target, cost)
+                def original_adapter(seed: int):
+                    subset = select_by_shift(original, main_count, strategy="random", seed=seed)
+                    return self._adapter(target, subset, out / f"eda-original-{main_count}-s{seed}",
+                                         self._steps_for_tokens(subset, token_budget), seed=seed)
+
+                seeded("eda_original", original_adapter)
             else:
                 self.log(f"[{domain.name}] eda_original skipped: {len(original)} prompts have a reference answer")
 
         if "eda_official" in cfg.methods:
             official = dict(cfg.official)
             noise = {k: official.pop(k) for k in ("feature_noise_type", "feature_noise_std") if k in official}
-            model, cost = self._adapter(
-                target, shift_data, out / f"eda-official-{main_count}", steps, eda={**cfg.eda, **official},
-                draft_dir=self._joint_draft(), noise=noise,
-            )
-            record("eda_official", model, target, cost)
+            seeded("eda_official", lambda seed: self._adapter(
+                target, shift_data, out / f"eda-official-{main_count}-s{seed}", shift_steps,
+                eda={**cfg.eda, **official}, draft_dir=self._joint_draft(), noise=noise, seed=seed,
+            ))
 
         if "lora" in cfg.methods:
-            model, cost = self._lora(target, shift_data, out / f"lora-{main_count}", steps)
-            record("lora", model, target, cost)
+            seeded("lora", lambda seed: self._lora(target, shift_data, out / f"lora-{main_count}-s{seed}", shift_steps,
+                                                   seed=seed))
+
+        def whole_draft(name: str, data: Dataset, steps: int, lr: float, warm: bool = False):
+            def train(seed: int):
+                run_dir = out / f"{name}-s{seed}"
+                cost = self._full(run_dir, target, domain.target, data, steps, lr, warm=warm, seed=seed)
+                return EagleDraftModel.from_pretrained(run_dir, target_model=target), cost
+            return train
 
         if "full_finetune" in cfg.methods:
-            run_dir = out / f"full-finetune-{main_count}"
-            cost = self._full(run_dir, target, domain.target, shift_data, steps, cfg.finetune_learning_rate, warm=True)
-            record("full_finetune", EagleDraftModel.from_pretrained(run_dir, target_model=target), target, cost)
-
+            seeded("full_finetune", whole_draft(f"full-finetune-{main_count}", shift_data, shift_steps,
+                                                cfg.finetune_learning_rate, warm=True))
         if "full_retrain" in cfg.methods:
-            run_dir = out / f"full-retrain-{main_count}"
-            cost = self._full(run_dir, target, domain.target, shift_data, steps, cfg.stage1_learning_rate)
-            record("full_retrain", EagleDraftModel.from_pretrained(run_dir, target_model=target), target, cost)
-
+            seeded("full_retrain", whole_draft(f"full-retrain-{main_count}", shift_data, shift_steps,
+                                               cfg.stage1_learning_rate))
         if "full_retrain_converged" in cfg.methods:
-            run_dir = out / "full-retrain"
-            cost = self._full(
-                run_dir, target, domain.target, scored, self._steps(len(scored), cfg.retrain_epochs),
-                cfg.stage1_learning_rate,
-            )
-            record("full_retrain_converged", EagleDraftModel.from_pretrained(run_dir, target_model=target), target,
-                   cost, budget=f"own ({cfg.retrain_epochs:g} epochs over the whole pool)")
+            seeded("full_retrain_converged",
+                   whole_draft("full-retrain", scored, self._steps(len(scored), cfg.retrain_epochs),
+                               cfg.stage1_learning_rate),
+                   budget=f"own ({cfg.retrain_epochs:g} epochs over the whole pool)")
         return results, curve
 
     # ------------------------------------------------------------------ measuring
     def _row(
         self, domain: str, method: str, chain: TauMeasurement, tree: TauMeasurement | None, cost: TrainCost | None,
-        budget: str,
+        budget: str, per_seed: list[float] | None = None,
     ) -> MethodResult:
-        """One results row (logged as it is made)."""
+        """One results row (logged as it is made); `per_seed`: each training seed's chain tau."""
         row = MethodResult(
             domain, method, chain.tau, chain.ci95, tree.tau if tree else None, tree.ci95 if tree else None,
             chain.acceptance_by_position, tree.acceptance_by_position if tree else [], chain.num_prompts,
-            budget=budget,
+            budget=budget, seeds=list(self.config.seeds) if per_seed else [], tau_chain_per_seed=per_seed or [],
         )
         if cost is not None:
             row.trainable_params, row.samples, row.steps = cost.trainable_params, cost.samples, cost.steps
@@ -322,6 +356,16 @@ class _Experiment:
             refs = greedy_references(target, prompts, self.config.eval_max_new_tokens, show_progress=True)
             self._reference_cache[key] = (target, prompts, refs)
         return self._reference_cache[key][2]
+
+    def _mean_tokens(self, data: Dataset) -> float:
+        """Mean tokens a training sample of `data` contributes (cut at `max_length`)."""
+        cap = self.config.max_length
+        return sum(min(len(ids), cap) for ids in data["input_ids"]) / max(1, len(data))
+
+    def _steps_for_tokens(self, data: Dataset, tokens: float) -> int:
+        """Optimizer steps that show about `tokens` training tokens from `data` (batches of its mean length)."""
+        per_step = self.config.train_batch_size * max(1.0, self._mean_tokens(data))
+        return max(1, math.ceil(tokens / per_step))
 
     def _steps(self, samples: int, epochs: float | None = None) -> int:
         """Optimizer steps of `epochs` (default `adapt_epochs`) over `samples` samples."""
@@ -372,7 +416,8 @@ class _Experiment:
         noise = {k: cfg.official[k] for k in ("feature_noise_type", "feature_noise_std") if k in cfg.official}
         steps = self._steps(len(self.general), cfg.stage1_epochs)
         settings = {
-            **self._settings(steps, cfg.stage1_learning_rate, noise), "joint": cfg.eda, "target": cfg.base_target,
+            **self._settings(steps, cfg.stage1_learning_rate, cfg.seed, noise), "joint": cfg.eda,
+            "target": cfg.base_target,
         }
         if cfg.draft_vocab_size is not None:
             settings["draft_vocab_size"] = cfg.draft_vocab_size
@@ -383,7 +428,7 @@ class _Experiment:
             lambda: EagleTrainer(
                 target_model=self.base, train_dataset=self._training_data(self.general, self.base),
                 peft_config=EdaConfig(**private, init_private_weights="random"),
-                args=self._args(EagleTrainingConfig, run_dir, steps, cfg.stage1_learning_rate, noise,
+                args=self._args(EagleTrainingConfig, run_dir, steps, cfg.stage1_learning_rate, cfg.seed, noise,
                                 draft_vocab_size=cfg.draft_vocab_size),
             ),
         )
@@ -392,7 +437,7 @@ class _Experiment:
 
     def _adapter(
         self, target: PreTrainedModel, data: Dataset, run_dir: Path, steps: int, eda: dict[str, Any] | None = None,
-        draft_dir: Path | None = None, noise: dict[str, Any] | None = None,
+        draft_dir: Path | None = None, noise: dict[str, Any] | None = None, seed: int = 0,
     ) -> tuple[PeftModel, TrainCost]:
         """An EDA adapter (`eda` settings, default the config's) of the shared draft at `draft_dir`."""
         cfg = self.config
@@ -400,45 +445,47 @@ class _Experiment:
         if eda.get("init_private_weights") == "copy" and not eda.get("init_private_from"):
             eda = {**eda, "init_private_from": str((draft_dir or self.draft_dir) / STAGE1_ADAPTER_DIR)}
         settings = {
-            **self._settings(steps, cfg.adapt_learning_rate, noise), "eda": eda, "target": target.name_or_path,
+            **self._settings(steps, cfg.adapt_learning_rate, seed, noise), "eda": eda, "target": target.name_or_path,
             "draft": self._fingerprint(draft_dir),
         }
         cost = self._train(
             run_dir, data, settings,
             lambda: EdaTrainer(
-                model=self._shared_draft(target, draft_dir), target_model=target, train_dataset=self._training_data(data, target),
+                model=self._shared_draft(target, draft_dir), target_model=target,
+                train_dataset=self._training_data(data, target),
                 peft_config=EdaConfig(**eda),
-                args=self._args(EdaTrainingConfig, run_dir, steps, cfg.adapt_learning_rate, noise),
+                args=self._args(EdaTrainingConfig, run_dir, steps, cfg.adapt_learning_rate, seed, noise),
             ),
         )
         return PeftModel.from_pretrained(self._shared_draft(target, draft_dir), run_dir).eval(), cost
 
-    def _lora(self, target: PreTrainedModel, data: Dataset, run_dir: Path, steps: int) -> tuple[PeftModel, TrainCost]:
+    def _lora(self, target: PreTrainedModel, data: Dataset, run_dir: Path, steps: int, seed: int = 0
+              ) -> tuple[PeftModel, TrainCost]:
         """PEFT's LoRA on every linear layer of the shared draft, rank matched to the EDA adapter's parameters."""
         cfg = self.config
         shape = {k: v for k, v in cfg.eda.items() if k not in ("init_private_weights", "init_private_from")}
         rank = lora_rank_matching(self._shared_draft(target), EdaConfig(**shape))
         lora = dict(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGET_MODULES, lora_dropout=0.0)
-        settings = {**self._settings(steps, cfg.adapt_learning_rate), "lora": lora, "target": target.name_or_path,
+        settings = {**self._settings(steps, cfg.adapt_learning_rate, seed), "lora": lora, "target": target.name_or_path,
                     "draft": self.draft_fingerprint}
         cost = self._train(
             run_dir, data, settings,
             lambda: EdaTrainer(
                 model=self._shared_draft(target), target_model=target, train_dataset=self._training_data(data, target),
                 peft_config=LoraConfig(**lora),
-                args=self._args(EdaTrainingConfig, run_dir, steps, cfg.adapt_learning_rate),
+                args=self._args(EdaTrainingConfig, run_dir, steps, cfg.adapt_learning_rate, seed),
             ),
         )
         return PeftModel.from_pretrained(self._shared_draft(target), run_dir).eval(), cost
 
     def _full(
         self, run_dir: Path, target: PreTrainedModel, target_name: str, data: Dataset, steps: int, lr: float,
-        warm: bool = False,
+        warm: bool = False, seed: int = 0,
     ) -> TrainCost:
         """A whole draft for `target`: from scratch, or warm-started from the shared draft (`warm`)."""
         warm_from = self.draft_fingerprint if warm else None
         vocab = None if warm else self.config.draft_vocab_size
-        settings = {**self._settings(steps, lr), "target": target_name, "warm": warm_from}
+        settings = {**self._settings(steps, lr, seed), "target": target_name, "warm": warm_from}
         if vocab is not None:  # only in the key when set: runs cached before this field existed stay valid
             settings["draft_vocab_size"] = vocab
         return self._train(
@@ -446,15 +493,15 @@ class _Experiment:
             lambda: EagleTrainer(
                 model=self._shared_draft(target) if warm else None, target_model=target,
                 train_dataset=self._training_data(data, target),
-                args=self._args(EagleTrainingConfig, run_dir, steps, lr, draft_vocab_size=vocab),
+                args=self._args(EagleTrainingConfig, run_dir, steps, lr, seed, draft_vocab_size=vocab),
             ),
         )
 
-    def _settings(self, steps: int, lr: float, noise: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _settings(self, steps: int, lr: float, seed: int, noise: dict[str, Any] | None = None) -> dict[str, Any]:
         cfg = self.config
         return {
             "steps": steps, "lr": lr, "batch_size": cfg.train_batch_size, "max_length": cfg.max_length,
-            "noise": self._noise(noise), "layers": cfg.draft_num_layers, "seed": cfg.seed,
+            "noise": self._noise(noise), "layers": cfg.draft_num_layers, "seed": seed,
         }
 
     def _noise(self, noise: dict[str, Any] | None) -> dict[str, Any]:
@@ -463,7 +510,7 @@ class _Experiment:
                 **(noise or {})}
 
     def _args(
-        self, config_cls: type, run_dir: Path, steps: int, lr: float, noise: dict[str, Any] | None = None,
+        self, config_cls: type, run_dir: Path, steps: int, lr: float, seed: int, noise: dict[str, Any] | None = None,
         **extra: Any,
     ) -> EagleTrainingConfig:
         cfg = self.config
@@ -472,7 +519,7 @@ class _Experiment:
             per_device_train_batch_size=cfg.train_batch_size, max_length=cfg.max_length,
             draft_num_layers=cfg.draft_num_layers, **self._noise(noise),
             lr_scheduler_type="cosine", warmup_steps=0.05, save_strategy="no", report_to=[], logging_steps=50,
-            seed=cfg.seed, disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available(),
+            seed=seed, disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available(),
             include_num_input_tokens_seen="non_padding",
         )
 
