@@ -59,6 +59,8 @@ def tiny_family(tmp_path_factory):
         train_lm(finetuned, pack_tokens(texts[:150], tokenizer, SPEC.seq_len), 30, 8, 3e-3)
         _atomic_save(finetuned, root / name)
         rows = (math if name == "math" else code).prompt_rows(14)
+        if name == "math":  # prompt kinds: tau per held-out kind, selections per pool kind
+            rows = [{**row, "kind": "short" if len(row["prompt"]) < 120 else "long"} for row in rows]
         (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "general.jsonl").write_text("".join(json.dumps(r) + "\n" for r in general.prompt_rows(16)))
     held = general.prompt_rows(20)[16:]  # never used in stage 1
@@ -125,12 +127,26 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
     # both train fc; the official design's private expert is the same size
     assert by["math", "eda_official"].trainable_params == eda.trainable_params
     assert {(p.selection, p.samples) for p in results.budgets if p.domain == "code"} == {
-        ("shift", 2), ("random", 2), ("shift", 5), ("random", 5)
+        (selection, n) for selection in ("shift", "weighted", "cluster", "random") for n in (2, 5)
     }
+    # math prompts have kinds: every row has tau per held-out kind; the selections' kinds are recorded
+    held_kinds = {json.loads(line).get("kind") for line in (tiny_family / "math.jsonl").open()}
+    for row in results.methods:
+        if row.domain == "math":
+            assert set(row.tau_chain_by_kind) <= held_kinds and row.tau_chain_by_kind
+            for tau, low, high in row.tau_chain_by_kind.values():
+                assert 1.0 <= low <= tau <= high
+        else:
+            assert row.tau_chain_by_kind == {}
     for key in ("json", "markdown", "tau_by_method", "tau_vs_budget", "tau_vs_cost"):
         assert results.files[key].stat().st_size > 0
     assert results.files["tau_by_method"].read_bytes()[:4] == b"\x89PNG"
     saved = json.loads(results.files["json"].read_text())
+    shares = saved["selected_kinds"]["math"]
+    assert set(shares) == {"pool", "shift", "weighted", "cluster", "random"} and "code" not in saved["selected_kinds"]
+    assert all(abs(sum(share.values()) - 1) < 1e-3 for share in shares.values())
+    markdown = results.files["markdown"].read_text()
+    assert "tau chain, " in markdown and "nested" in markdown
     assert [m["tau"] for m in saved["methods"]] == [r.tau_chain for r in results.methods]
     for domain in ("math", "code"):
         for method, row in saved["domains"][domain].items():
@@ -204,6 +220,12 @@ def test_experiment_config_errors(tmp_path, tiny_family):
         _config(tiny_family, tmp_path, domains=[])
     with pytest.raises(ValueError, match="unknown methods"):
         _config(tiny_family, tmp_path, methods=["eda_magic"])
+    with pytest.raises(ValueError, match="seeds must be a non-empty list of distinct integers"):
+        _config(tiny_family, tmp_path, seeds=[1, 1])
+    with pytest.raises(ValueError, match="selection_temperature / selection_clusters: temperature must be"):
+        _config(tiny_family, tmp_path, selection_temperature=0)
+    with pytest.raises(ValueError, match="num_clusters must be an integer >= 1"):
+        _config(tiny_family, tmp_path, selection_clusters=0)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"base_target": "x", "general_prompts": [], "domains": [], "outptu_dir": "y"}))
     with pytest.raises(ValueError, match="unknown fields \\['outptu_dir'\\]"):

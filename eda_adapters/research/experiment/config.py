@@ -41,9 +41,12 @@ class ExperimentConfig:
     representation shift, and adapters / drafts are trained and measured (tau on held-out domain prompts):
 
     - `base_on_base`, `direct_transfer`: the stage-1 draft with the base / fine-tuned target;
-    - `eda_shift`: an EDA adapter (`eda` settings) on the top-`budget` shift samples; `eda_random`: same size, random
-      samples; `eda_original`: same size, random samples of the original `reference` answers instead of regenerated
-      ones;
+    - `eda_shift`: an EDA adapter (`eda` settings) on the top-`budget` shift samples; `eda_weighted`: same size, drawn
+      with weights `shift ** (1 / selection_temperature)`; `eda_cluster`: same size, the top shift within
+      `selection_clusters` clusters of the pool, shares in proportion to each cluster's shift; `eda_random`: same size,
+      random samples (`eda_adapters.data.selection_strategies`); `eda_original`: same size, random samples of the
+      original `reference` answers instead of regenerated ones. When a domain's prompts have a `kind` column, tau is
+      also given per held-out kind and each strategy's selection per pool kind;
     - `eda_official`: the authors' design: a second shared draft trained jointly with a private expert (stage 1), then
       a stage-2 adapter with `official` settings (fc trained, random private init, length-scaled noise), shift data;
     - `full_finetune`: the whole shared draft fine-tuned (warm start) on the shift data; `lora`: PEFT's LoRA on every
@@ -113,6 +116,10 @@ class ExperimentConfig:
     # selection
     budget: float = 0.3
     budget_curve: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 1.0])
+    #: Option of the `eda_weighted` row's strategy: weights `shift ** (1 / selection_temperature)`.
+    selection_temperature: float = 1.0
+    #: Option of the `eda_cluster` row's strategy: k-means clusters of the pool (at most its size).
+    selection_clusters: int = 8
     # evaluation
     #: "replay" (default): decoding's accepted lengths replayed from each target's greedy answers in batched draft
     #: forwards, identical step for step and an order of magnitude faster; "decode": speculative decoding itself.
@@ -128,7 +135,7 @@ class ExperimentConfig:
     methods: list[str] = field(
         default_factory=lambda: [
             "base_on_base", "direct_transfer", "full_retrain_converged", "full_retrain", "full_finetune", "lora",
-            "eda_shift", "eda_random", "eda_original", "eda_official",
+            "eda_shift", "eda_weighted", "eda_cluster", "eda_random", "eda_original", "eda_official",
         ]
     )
 
@@ -168,6 +175,12 @@ class ExperimentConfig:
         ):
             raise EdaInputError(f"ExperimentConfig.seeds must be a non-empty list of distinct integers, got "
                                 f"{self.seeds!r}")
+        from ...data.selection_strategies import SelectionStrategy
+
+        try:
+            SelectionStrategy("cluster", temperature=self.selection_temperature, num_clusters=self.selection_clusters)
+        except ValueError as err:
+            raise EdaInputError(f"ExperimentConfig.selection_temperature / selection_clusters: {err}") from None
         for name, value in [("budget", self.budget)] + [("budget_curve", b) for b in self.budget_curve]:
             try:
                 resolve_budget(value, sys.maxsize)

@@ -111,6 +111,17 @@ def summarize_seeds(per_seed: Sequence[TauMeasurement], seed: int = 0, resamples
     )
 
 
+def tau_by_kind(per_seed: Sequence[TauMeasurement], kinds: Sequence[str]) -> dict[str, TauMeasurement]:
+    """Each prompt kind's measurement (`kinds[i]` is the kind of prompt `i`): that kind's prompts of every seed,
+    pooled and with intervals as in [`summarize_seeds`]."""
+    depth = len(per_seed[0].acceptance_by_position)
+    groups: dict[str, list[int]] = {}
+    for i, kind in enumerate(kinds):
+        groups.setdefault(kind, []).append(i)
+    return {kind: summarize_seeds([summarize([m.per_prompt[i] for i in index], depth) for m in per_seed])
+            for kind, index in groups.items()}
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Parameters of `module` (each tensor once, shared ones included once)."""
     seen, total = set(), 0

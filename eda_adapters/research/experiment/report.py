@@ -21,9 +21,17 @@ METHOD_LABELS: dict[str, str] = {
     "full_finetune": "full fine-tuning of the shared draft (warm start)",
     "lora": "LoRA on the draft (params matched to EDA)",
     "eda_shift": "EDA, regenerated + shift-selected",
+    "eda_weighted": "EDA, regenerated + shift-weighted sampling",
+    "eda_cluster": "EDA, regenerated + top shift within clusters",
     "eda_random": "EDA, regenerated + random selection",
     "eda_original": "EDA, original (not regenerated) texts",
     "eda_official": "EDA official design (joint stage 1, fc trained, random init, length-scaled noise)",
+}
+
+#: The EDA rows that differ only by how the data is selected: row -> its selection strategy
+#: (`eda_adapters.data.selection_strategies`); the budget curve has one line per row present.
+SELECTION_ROWS: dict[str, str] = {
+    "eda_shift": "topk", "eda_weighted": "weighted", "eda_cluster": "cluster", "eda_random": "random",
 }
 
 #: How the intervals of the tables are computed (written under them and into results.json).
@@ -69,6 +77,8 @@ class MethodResult:
     budget: str = "equal tokens"
     seeds: list[int] = field(default_factory=list)
     tau_chain_per_seed: list[float] = field(default_factory=list)
+    #: held-out prompt kind -> [chain tau, low, high] (when the domain's prompts have a `kind`)
+    tau_chain_by_kind: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def tau(self) -> float:
@@ -126,6 +136,33 @@ def acceptance_table(rows: Sequence[MethodResult]) -> str:
         values = [f"{v:.2f}" for v in row.acceptance_chain] + ["-"] * (depth - len(row.acceptance_chain))
         values += [f"{v:.2f}" for v in row.acceptance_tree] + ["-"] * (tree_depth - len(row.acceptance_tree))
         lines.append(f"| {row.domain} | {row.method} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def kind_table(rows: Sequence[MethodResult]) -> str:
+    """Chain tau [95% CI] per held-out prompt kind, a column per kind, for the domains whose prompts have kinds."""
+    rows = [r for r in rows if r.tau_chain_by_kind]
+    if not rows:
+        return ""
+    kinds = list(dict.fromkeys(k for r in rows for k in r.tau_chain_by_kind))
+    lines = ["| domain | method | " + " | ".join(f"tau chain, {k}" for k in kinds) + " |",
+             "|---|---|" + "---:|" * len(kinds)]
+    order = {m: i for i, m in enumerate(METHOD_LABELS)}
+    for row in sorted(rows, key=lambda r: (r.domain, order.get(r.method, len(order)))):
+        cells = [_interval(v[0], v[1:]) if (v := row.tau_chain_by_kind.get(k)) else "-" for k in kinds]
+        lines.append(f"| {row.domain} | {row.method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def selected_kinds_table(selected: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The share of each prompt kind in each domain's pool and in each strategy's main-budget selection."""
+    if not selected:
+        return ""
+    kinds = list(dict.fromkeys(k for shares in selected.values() for s in shares.values() for k in s))
+    lines = ["| domain | selection | " + " | ".join(kinds) + " |", "|---|---|" + "---:|" * len(kinds)]
+    for domain, shares in selected.items():
+        for name, share in shares.items():
+            lines.append(f"| {domain} | {name} | " + " | ".join(f"{share.get(k, 0.0):.0%}" for k in kinds) + " |")
     return "\n".join(lines)
 
 
@@ -224,7 +261,7 @@ def plot_tau_vs_budget(points: Sequence[BudgetPoint], path: str | os.PathLike) -
     domains = sorted({p.domain for p in points})
     fig, axes = plt.subplots(1, len(domains), figsize=(4.5 * len(domains), 3.6), squeeze=False)
     for ax, domain in zip(axes[0], domains):
-        for selection, style in (("shift", "o-"), ("random", "s--")):
+        for selection, style in (("shift", "o-"), ("weighted", "^-"), ("cluster", "D-"), ("random", "s--")):
             pts = sorted((p for p in points if p.domain == domain and p.selection == selection), key=lambda p: p.budget)
             if pts:
                 errors = [[p.tau - p.ci95[0] for p in pts], [p.ci95[1] - p.tau for p in pts]]
@@ -240,11 +277,13 @@ def plot_tau_vs_budget(points: Sequence[BudgetPoint], path: str | os.PathLike) -
 
 def save_results(
     rows: Sequence[MethodResult], points: Sequence[BudgetPoint], output_dir: str | os.PathLike,
-    run: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None, selected_kinds: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> dict[str, Path]:
     """Write `results.json`, `results.md` and the two PNG plots into `output_dir`; returns their paths.
 
-    `run` (optional) is stored as `results.json["run"]`: the configuration, machine, versions and wall time."""
+    `run` (optional) is stored as `results.json["run"]`: the configuration, machine, versions and wall time.
+    `selected_kinds` (optional): per domain, the share of each prompt kind in the pool and in each strategy's
+    selection."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -260,13 +299,16 @@ def save_results(
         "budgets": [asdict(p) for p in points],
         "labels": {m: METHOD_LABELS[m] for m in METHOD_LABELS if any(r.method == m for r in rows)},
         "interval_method": INTERVAL_METHOD,
+        "selected_kinds": selected_kinds or {},
         **({"run": run} if run is not None else {}),
     }
     atomic_write_text(paths["json"], json.dumps(payload, indent=2))
     atomic_write_text(
         paths["markdown"],
-        results_table(rows) + "\n\n" + INTERVAL_METHOD + "\n\n" + acceptance_table(rows) + "\n\n"
-        + budget_table(points) + "\n",
+        "\n\n".join(part for part in (
+            results_table(rows), INTERVAL_METHOD, kind_table(rows), selected_kinds_table(selected_kinds or {}),
+            acceptance_table(rows), budget_table(points),
+        ) if part) + "\n",
     )
     plot_tau_by_method(rows, paths["tau_by_method"])
     if any(r.train_flops and r.method != "base_on_base" for r in rows):

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from ...data.io import atomic_write_json, load_causal_lm, load_rows, load_tokeni
 from ...data.prompts import tokenize_answers
 from ...data.regenerate import regenerate
 from ...data.selection import add_shift_scores, resolve_budget, select_by_shift
+from ...data.selection_strategies import SelectionStrategy
 from ...fingerprints import dataset_tokens_fingerprint, draft_fingerprint
 from ...models import EagleDraftModel
 from ...generation import TreeConfig
@@ -49,9 +51,10 @@ from .evaluation import (
     lora_rank_matching,
     measure_tau,
     summarize_seeds,
+    tau_by_kind,
     training_flops,
 )
-from .report import BudgetPoint, MethodResult, results_table, save_results
+from .report import SELECTION_ROWS, BudgetPoint, MethodResult, results_table, save_results
 from ...errors import EdaInputError
 
 logger = logging.getLogger(__name__)
@@ -108,6 +111,8 @@ class _Experiment:
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(config.tokenizer or config.base_target)
         self.base = self._load_target(config.base_target)
         self._reference_cache: dict[tuple[int, int], tuple[Any, Any, list[GreedyReference]]] = {}
+        #: domain -> {"pool": share of each prompt kind in the pool, strategy: share in its main-budget selection}
+        self.selected_kinds: dict[str, dict[str, dict[str, float]]] = {}
 
     def log(self, message: str, detail: bool = False) -> None:
         """Write `message` to `experiment.log`, and to the console unless it is a `detail` of a stage."""
@@ -157,7 +162,7 @@ class _Experiment:
                      f"{time.perf_counter() - start:.1f}s")
             methods += domain_methods
             budgets += domain_budgets
-        files = save_results(methods, budgets, self.out, self._run_record())
+        files = save_results(methods, budgets, self.out, self._run_record(), selected_kinds=self.selected_kinds)
         return ExperimentResults(methods, budgets, files)
 
     def _run_record(self) -> dict[str, Any]:
@@ -192,6 +197,9 @@ class _Experiment:
                 "give more prompts or lower num_eval_prompts"
             )
         # the first prompts are held out: never trained on, never scored for selection
+        kinds = [str(k) for k in prompts["kind"]] if "kind" in prompts.column_names else []
+        eval_kinds = kinds[: domain.num_eval_prompts]
+        pool_kinds = kinds[domain.num_eval_prompts:]  # a regenerated row's `index` is its row in pool_rows
         eval_rows = prompts.select(range(domain.num_eval_prompts))
         pool_rows = prompts.select(range(domain.num_eval_prompts, len(prompts)))
         with self._stage(f"[{domain.name}] regenerate held-out and pool prompts with the fine-tuned target"):
@@ -205,10 +213,17 @@ class _Experiment:
         measure = functools.partial(self._measure, prompts=eval_prompts)
         results: list[MethodResult] = []
 
+        def by_kind(chains: list[TauMeasurement]) -> dict[str, list[float]]:
+            """Chain tau per held-out prompt kind, `[tau, low, high]`, when the prompts have a `kind`."""
+            if not eval_kinds:
+                return {}
+            return {kind: [round(m.tau, 4), round(m.ci95[0], 4), round(m.ci95[1], 4)]
+                    for kind, m in tau_by_kind(chains, eval_kinds).items()}
+
         def record(method: str, draft: torch.nn.Module, on: PreTrainedModel, cost: TrainCost | None = None,
                    budget: str = "equal tokens") -> tuple[TauMeasurement, TauMeasurement | None]:
             chain, tree = measure(draft, on)
-            results.append(self._row(domain.name, method, chain, tree, cost, budget))
+            results.append(self._row(domain.name, method, chain, tree, cost, budget, by_kind=by_kind([chain])))
             return chain, tree
 
         if "base_on_base" in cfg.methods:
@@ -222,9 +237,9 @@ class _Experiment:
         main_count = resolve_budget(cfg.budget, len(scored))
         token_budget = cfg.adapt_epochs * main_count * self._mean_tokens(scored)
 
-        def over_seeds(train: Any) -> tuple[TauMeasurement, TauMeasurement | None, list[float], TrainCost]:
+        def over_seeds(train: Any) -> tuple[TauMeasurement, TauMeasurement | None, list[TauMeasurement], TrainCost]:
             """Train once per seed (`train(seed) -> (model, cost)`) and measure each: the pooled measurements with
-            nested intervals (seeds, then prompts), each seed's chain tau, and the mean cost of one seed's run."""
+            nested intervals (seeds, then prompts), each seed's chain measurement, and the mean cost of one run."""
             runs = [train(seed) for seed in cfg.seeds]
             measured = [measure(model, target) for model, _ in runs]
             chain = summarize_seeds([c for c, _ in measured])
@@ -234,38 +249,47 @@ class _Experiment:
                              round(sum(c.steps for c in costs) / len(costs)),
                              sum(c.train_seconds for c in costs) / len(costs),
                              round(sum(c.tokens for c in costs) / len(costs)), sum(c.flops for c in costs) / len(costs))
-            return chain, tree, [round(c.tau, 4) for c, _ in measured], mean
+            return chain, tree, [c for c, _ in measured], mean
 
         def seeded(method: str, train: Any, budget: str = "equal tokens") -> tuple[TauMeasurement, Any]:
-            chain, tree, per_seed, cost = over_seeds(train)
-            results.append(self._row(domain.name, method, chain, tree, cost, budget, per_seed=per_seed))
+            chain, tree, chains, cost = over_seeds(train)
+            results.append(self._row(domain.name, method, chain, tree, cost, budget,
+                                     per_seed=[round(c.tau, 4) for c in chains], by_kind=by_kind(chains)))
             return chain, tree
 
         def selected(strategy: str, count: int, seed: int) -> Dataset:
-            return select_by_shift(scored, count, strategy=strategy, seed=seed)
+            chosen = SelectionStrategy(strategy, temperature=cfg.selection_temperature,
+                                       num_clusters=min(cfg.selection_clusters, len(scored)), seed=seed)
+            return select_by_shift(scored, count, strategy=chosen)
 
         shift_data = selected("topk", main_count, cfg.seed)  # the data of the LoRA and full-draft rows
         shift_steps = self._steps_for_tokens(shift_data, token_budget)
 
-        # EDA adapters: shift vs random at every budget of the curve (each point at its own token budget)
+        # EDA adapters, one row per selection strategy, at every budget of the curve (each at its own token budget)
         curve: list[BudgetPoint] = []
         for budget in sorted({*cfg.budget_curve, cfg.budget}):
             count = resolve_budget(budget, len(scored))
             tokens = cfg.adapt_epochs * count * self._mean_tokens(scored)
-            for selection in ("shift", "random"):
-                if f"eda_{selection}" not in cfg.methods:
+            for row, strategy in SELECTION_ROWS.items():
+                if row not in cfg.methods:
                     continue
+                name = row.removeprefix("eda_")
 
-                def adapter(seed: int, selection: str = selection, count: int = count, tokens: float = tokens):
-                    subset = selected(selection, count, seed)
-                    return self._adapter(target, subset, out / f"eda-{selection}-{count}-s{seed}",
+                def adapter(seed: int, name: str = name, strategy: str = strategy, count: int = count,
+                            tokens: float = tokens):
+                    subset = selected(strategy, count, seed)
+                    return self._adapter(target, subset, out / f"eda-{name}-{count}-s{seed}",
                                          self._steps_for_tokens(subset, tokens), seed=seed)
 
                 if count == main_count:
-                    chain, tree = seeded(f"eda_{selection}", adapter)
+                    chain, tree = seeded(row, adapter)
+                    if pool_kinds:
+                        picked = selected(strategy, count, cfg.seed)["index"]
+                        self.selected_kinds.setdefault(domain.name, {"pool": _shares(pool_kinds)})[name] = _shares(
+                            [pool_kinds[i] for i in picked])
                 else:
                     chain, tree, _, _ = over_seeds(adapter)
-                curve.append(BudgetPoint(domain.name, selection, float(budget), count, chain.tau, chain.ci95,
+                curve.append(BudgetPoint(domain.name, name, float(budget), count, chain.tau, chain.ci95,
                                          tree.tau if tree else None))
 
         if "eda_original" in cfg.methods:
@@ -315,13 +339,15 @@ class _Experiment:
     # ------------------------------------------------------------------ measuring
     def _row(
         self, domain: str, method: str, chain: TauMeasurement, tree: TauMeasurement | None, cost: TrainCost | None,
-        budget: str, per_seed: list[float] | None = None,
+        budget: str, per_seed: list[float] | None = None, by_kind: dict[str, list[float]] | None = None,
     ) -> MethodResult:
-        """One results row (logged as it is made); `per_seed`: each training seed's chain tau."""
+        """One results row (logged as it is made); `per_seed`: each training seed's chain tau; `by_kind`: chain tau
+        and interval per held-out prompt kind."""
         row = MethodResult(
             domain, method, chain.tau, chain.ci95, tree.tau if tree else None, tree.ci95 if tree else None,
             chain.acceptance_by_position, tree.acceptance_by_position if tree else [], chain.num_prompts,
             budget=budget, seeds=list(self.config.seeds) if per_seed else [], tau_chain_per_seed=per_seed or [],
+            tau_chain_by_kind=by_kind or {},
         )
         if cost is not None:
             row.trainable_params, row.samples, row.steps = cost.trainable_params, cost.samples, cost.steps
@@ -588,6 +614,12 @@ class _Experiment:
     def _original_texts(self, rows: Dataset) -> Dataset:
         """The pool prompts with their original `reference` answers, tokenized like regenerated rows."""
         return tokenize_answers(self.tokenizer, rows, self.config.max_new_tokens)
+
+
+def _shares(kinds: list[str]) -> dict[str, float]:
+    """The share of each kind in `kinds` (4 decimals), most frequent first."""
+    counts = Counter(kinds)
+    return {kind: round(n / len(kinds), 4) for kind, n in counts.most_common()}
 
 
 def _row_key(input_ids: list[int]) -> bytes:
