@@ -168,6 +168,20 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
     assert [(r.tau_chain, r.tau_tree) for r in again.methods] == [(r.tau_chain, r.tau_tree) for r in results.methods]
     assert not any("training again" in line for line in lines)
 
+    # a shared draft trained elsewhere: no stage 1 here, every row starts from it
+    given = run_experiment(_config(tiny_family, tmp_path / "given", shared_draft=str(tmp_path / "exp" / "stage1" /
+                                                                                   "draft"),
+                                   methods=["base_on_base", "direct_transfer"], budget_curve=[]), log=lines.append)
+    assert not any((tmp_path / "given" / "stage1" / part).exists() for part in ("draft", "regenerated"))
+    for row in given.methods:
+        assert (row.tau_chain, row.tau_tree) == (by[row.domain, row.method].tau_chain, by[row.domain, row.method].tau_tree)
+    with pytest.raises(ValueError, match="shared_draft: .* has no config.json"):
+        run_experiment(_config(tiny_family, tmp_path / "none", shared_draft=str(tmp_path)), log=lines.append)
+    with pytest.raises(ValueError, match="shared_draft: this draft was trained for"):
+        run_experiment(_config(tiny_family, tmp_path / "other", shared_draft=str(tmp_path / "exp" / "math" /
+                                                                                "full-retrain-s0"),
+                               methods=["base_on_base"], budget_curve=[]), log=lines.append)
+
     # decoding itself measures the same acceptance as the replay the experiment uses by default
     decoded = run_experiment(_config(tiny_family, tmp_path / "exp", eval_method="decode", seeds=[0, 1],
                                      methods=["base_on_base", "direct_transfer", "eda_shift"], budget_curve=[]),

@@ -74,6 +74,10 @@ class ExperimentConfig:
     #: target, its own setting (row `base_on_base` of domain `general`).
     general_eval_prompts: Any = None
     tokenizer: str | None = None
+    #: A shared draft trained elsewhere (a `save_pretrained` folder of the base target's EAGLE-1 draft, e.g.
+    #: `recipes/smollm2/shared-draft`): stage 1 is not trained, every row starts from it. `general_prompts` then
+    #: only feed the official design's joint stage 1.
+    shared_draft: str | None = None
     dtype: str = "float32"
     device: str = "auto"
     seed: int = 0
@@ -235,9 +239,11 @@ class ExperimentConfig:
         """Read every prompt set and check it fits the held-out prompts and the budgets; run before any training."""
         from ...data.io import load_rows
         from ...data.selection import resolve_budget
-        from ...validation import check_output_path
+        from ...validation import check_model_dir, check_output_path
 
         check_output_path(self.output_dir, "output_dir")
+        if self.shared_draft is not None:
+            check_model_dir(self.shared_draft, "shared_draft", "draft", required=True)
         if len(load_rows(self.general_prompts)) == 0:
             raise EdaInputError("general_prompts is empty: stage 1 needs prompts to train the shared draft on")
         for domain in self.domains:

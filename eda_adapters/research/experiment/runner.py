@@ -128,17 +128,22 @@ class _Experiment:
         cfg = self.config
         set_seed(cfg.seed)
         self.out.mkdir(parents=True, exist_ok=True)
-        with self._stage("stage 1: regenerate the general prompts with the base target"):
-            self.general = self._regenerate(self.base, cfg.general_prompts, self.out / "stage1" / "regenerated")
-        self._cache_features(self.base, self.general, self.out / "stage1" / "features", "stage 1")
-        self.draft_dir = self.out / "stage1" / "draft"
         self.draft_fingerprint = None
         self._fingerprints: dict[Path, str | None] = {}
-        with self._stage("stage 1: train the shared draft"):
-            stage1_cost = self._full(
-                self.draft_dir, self.base, cfg.base_target, self.general,
-                self._steps(len(self.general), cfg.stage1_epochs), cfg.stage1_learning_rate, seed=cfg.seed,
-            )
+        if cfg.shared_draft is None or "eda_official" in cfg.methods:  # stage 1 data: ours, or the joint draft's
+            with self._stage("stage 1: regenerate the general prompts with the base target"):
+                self.general = self._regenerate(self.base, cfg.general_prompts, self.out / "stage1" / "regenerated")
+            self._cache_features(self.base, self.general, self.out / "stage1" / "features", "stage 1")
+        if cfg.shared_draft is not None:
+            self.draft_dir = Path(cfg.shared_draft)
+            stage1_cost = self._given_draft()
+        else:
+            self.draft_dir = self.out / "stage1" / "draft"
+            with self._stage("stage 1: train the shared draft"):
+                stage1_cost = self._full(
+                    self.draft_dir, self.base, cfg.base_target, self.general,
+                    self._steps(len(self.general), cfg.stage1_epochs), cfg.stage1_learning_rate, seed=cfg.seed,
+                )
         # the shared draft is frozen from here on: fingerprint it once, it keys every adapter run
         self.draft_fingerprint = draft_fingerprint(self._shared_draft(self.base))
         self.log(f"stage 1: shared draft trained on {stage1_cost.samples} samples in {stage1_cost.train_seconds:.1f}s",
@@ -337,6 +342,17 @@ class _Experiment:
         return results, curve
 
     # ------------------------------------------------------------------ measuring
+    def _given_draft(self) -> TrainCost:
+        """`shared_draft`, trained elsewhere: checked against the base target; its training cost is not known here
+        (the row says `stage 1`, its samples and steps 0)."""
+        draft = self._shared_draft(self.base)
+        mismatch = draft.check_target(self.base)
+        if mismatch:
+            raise EdaInputError(f"ExperimentConfig.shared_draft: {mismatch.split(':')[0]}; pass a draft of the base "
+                                "target")
+        self.log(f"stage 1: the given shared draft {self.draft_dir}", detail=True)
+        return TrainCost(count_parameters(draft, trainable_only=True), 0, 0, 0.0)
+
     def _row(
         self, domain: str, method: str, chain: TauMeasurement, tree: TauMeasurement | None, cost: TrainCost | None,
         budget: str, per_seed: list[float] | None = None, by_kind: dict[str, list[float]] | None = None,
