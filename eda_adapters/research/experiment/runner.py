@@ -32,7 +32,7 @@ from ...data import CachedFeatureDataset, extract_features
 from ...data.io import atomic_write_json, load_causal_lm, load_rows, load_tokenizer, save_dataset_jsonl
 from ...data.prompts import tokenize_answers
 from ...data.regenerate import regenerate
-from ...data.selection import add_shift_scores, resolve_budget, select_by_shift
+from ...data.selection import EMBEDDING_COLUMN, add_shift_scores, resolve_budget, select_by_shift
 from ...data.selection_strategies import SelectionStrategy
 from ...fingerprints import dataset_tokens_fingerprint, draft_fingerprint
 from ...models import EagleDraftModel
@@ -431,10 +431,11 @@ class _Experiment:
         )
 
     def _scores(self, pool: Dataset, target: PreTrainedModel, path: Path) -> Dataset:
-        """Representation-shift scores of the pool, computed once and kept beside the data."""
+        """Representation-shift scores (and the base embeddings `cluster` reads) of the pool, computed once and kept
+        beside the data; scores saved before embeddings existed are computed again."""
         if path.exists():
             scored = Dataset.from_json(str(path))
-            if len(scored) == len(pool):
+            if len(scored) == len(pool) and EMBEDDING_COLUMN in scored.column_names:
                 return scored
         scored = add_shift_scores(pool, self.base, target, show_progress=True)
         save_dataset_jsonl(scored, path)
