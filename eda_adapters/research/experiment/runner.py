@@ -280,10 +280,13 @@ class _Experiment:
                     continue
                 name = row.removeprefix("eda_")
 
-                def adapter(seed: int, name: str = name, strategy: str = strategy, count: int = count,
+                # the whole pool is the same data whatever the strategy: one run per seed serves every row
+                folder = "all" if count == len(scored) else name
+
+                def adapter(seed: int, folder: str = folder, strategy: str = strategy, count: int = count,
                             tokens: float = tokens):
                     subset = selected(strategy, count, seed)
-                    return self._adapter(target, subset, out / f"eda-{name}-{count}-s{seed}",
+                    return self._adapter(target, subset, out / f"eda-{folder}-{count}-s{seed}",
                                          self._steps_for_tokens(subset, tokens), seed=seed)
 
                 if count == main_count:
