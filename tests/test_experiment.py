@@ -82,7 +82,8 @@ def _config(root, output_dir, **overrides) -> ExperimentConfig:
 
 def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path):
     lines: list[str] = []
-    results = run_experiment(_config(tiny_family, tmp_path / "exp", seeds=[0, 1]), log=lines.append)
+    results = run_experiment(_config(tiny_family, tmp_path / "exp", seeds=[0, 1], budget_curve=[0.2, 0.5, 1.0]),
+                             log=lines.append)
 
     expected = {(d, m) for d in ("math", "code") for m in METHOD_LABELS} | {("general", "base_on_base")}
     assert {(r.domain, r.method) for r in results.methods} == expected
@@ -127,8 +128,13 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
     # both train fc; the official design's private expert is the same size
     assert by["math", "eda_official"].trainable_params == eda.trainable_params
     assert {(p.selection, p.samples) for p in results.budgets if p.domain == "code"} == {
-        (selection, n) for selection in ("shift", "weighted", "cluster", "random") for n in (2, 5)
+        (selection, n) for selection in ("shift", "weighted", "cluster", "random") for n in (2, 5, 10)
     }
+    # the whole pool is the same data for every strategy: one adapter per seed, the same tau on every line
+    assert {p.tau for p in results.budgets if p.domain == "code" and p.samples == 10} == {
+        p.tau for p in results.budgets if p.domain == "code" and p.samples == 10 and p.selection == "random"}
+    assert (tmp_path / "exp" / "code" / "eda-all-10-s1").is_dir()
+    assert not (tmp_path / "exp" / "code" / "eda-shift-10-s0").exists()
     # math prompts have kinds: every row has tau per held-out kind; the selections' kinds are recorded
     held_kinds = {json.loads(line).get("kind") for line in (tiny_family / "math.jsonl").open()}
     for row in results.methods:
