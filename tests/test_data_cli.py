@@ -95,6 +95,9 @@ def test_cli_errors_are_one_line(models, tmp_path, capsys):
     (made / "selection.json").write_text(json.dumps({"strategy": {"name": "topk", "seed": 0}}))
     assert "pass the scored pool" in error(["select", "--dataset", str(made), "--budget", "2", "--strategy",
                                             "random", "--output-dir", str(tmp_path / "s")])
+    (made / "selection.json").write_text(json.dumps({"method": "shift"}))  # written before strategies had names
+    assert "made with strategy 'topk'" in error(["select", "--dataset", str(made / "data.jsonl"), "--budget", "2",
+                                                 "--strategy", "random", "--output-dir", str(tmp_path / "s")])
     assert "pass --base-target and --target" in error(["select", "--dataset", prompts, "--budget", "2",
                                                    "--output-dir", str(tmp_path / "s")])
     (tmp_path / "full").mkdir()

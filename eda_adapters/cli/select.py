@@ -72,8 +72,8 @@ def check_not_a_selection(dataset: str, strategy: str) -> None:
     if not record.is_file() or (path.is_file() and path.name != "data.jsonl"):
         return
     info = json.loads(record.read_text())
-    previous = canonical_strategy(info.get("strategy", {}).get("name") if isinstance(info.get("strategy"), dict)
-                                  else info.get("method", "topk"))
+    recorded = info.get("strategy")  # selections made before strategies had names record a `method`
+    previous = canonical_strategy(recorded["name"] if isinstance(recorded, dict) else info.get("method", "topk"))
     if previous != strategy:
         raise EdaInputError(
             f"{dataset} is a selection made with strategy {previous!r}; to select with {strategy!r}, pass the scored "
