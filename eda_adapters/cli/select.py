@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.io import atomic_write_json, load_causal_lm, load_rows, save_dataset_jsonl
     from ..validation import check_model_dir
     from ..data.runs import process_state
-    from ..data.selection import EMBEDDING_COLUMN, SCORE_COLUMN, add_shift_scores, resolve_budget, select_by_shift
+    from ..data.selection import SCORE_COLUMN, add_shift_scores, missing_columns, resolve_budget, select_by_shift
     from ..data.selection_strategies import SelectionStrategy
     from ..data.signature import target_signature
     from ..run_directory import RunDirectory
@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     rows = load_rows(args.dataset)
     resolve_budget(args.budget, len(rows))  # fail before any model is loaded
     info: dict = {"strategy": strategy.to_dict(), "budget": args.budget, "num_samples": len(rows)}
-    missing = [SCORE_COLUMN] * strategy.needs_scores + [EMBEDDING_COLUMN] * strategy.needs_embeddings
-    needs_scores = args.recompute or any(column not in rows.column_names for column in missing)
+    missing = missing_columns(strategy, rows.column_names)
+    needs_scores = args.recompute or bool(missing)
     if needs_scores or (args.base_target and args.target and SCORE_COLUMN not in rows.column_names):
         if not (args.base_target and args.target):
             raise EdaInputError(

@@ -90,11 +90,11 @@ def _score_pool(
     finetuned: PreTrainedModel,
     dataset: DatasetLike,
     *,
-    metric: str,
-    batch_size: int,
-    base_tokenizer: PreTrainedTokenizerBase | None,
-    finetuned_tokenizer: PreTrainedTokenizerBase | None,
-    show_progress: bool,
+    metric: str = "cosine",
+    batch_size: int = 8,
+    base_tokenizer: PreTrainedTokenizerBase | None = None,
+    finetuned_tokenizer: PreTrainedTokenizerBase | None = None,
+    show_progress: bool = True,
 ) -> tuple[list[float], torch.Tensor]:
     """Shift scores, and the base target's mean hidden state over the same tokens `[num_samples, hidden]`."""
     if metric not in SHIFT_METRICS:
@@ -178,15 +178,18 @@ def add_shift_scores(
     """`dataset` with a `column` of `representation_shift` scores and an `embedding_column` of the base target's
     embeddings of each sample (`pool_embeddings`, for `cluster` selection), replacing existing ones."""
     rows = load_rows(dataset)
-    kwargs.setdefault("metric", "cosine")
-    kwargs.setdefault("batch_size", 8)
-    kwargs.setdefault("base_tokenizer", None)
-    kwargs.setdefault("finetuned_tokenizer", None)
-    kwargs.setdefault("show_progress", True)
     scores, means = _score_pool(base, finetuned, rows, **kwargs)
     embeddings = [[round(x, 5) for x in row] for row in pool_embeddings(means).tolist()] if len(rows) else []
     rows = rows.remove_columns([c for c in (column, embedding_column) if c in rows.column_names])
     return rows.add_column(column, scores).add_column(embedding_column, embeddings)
+
+
+def missing_columns(strategy: SelectionStrategy, column_names: Sequence[str], score_column: str = SCORE_COLUMN
+                    ) -> list[str]:
+    """The columns `strategy` reads that a dataset with `column_names` lacks: the scores (every strategy but
+    `random`) and the base embeddings (`cluster`); scoring the dataset adds both."""
+    wanted = [score_column] * strategy.needs_scores + [EMBEDDING_COLUMN] * strategy.needs_embeddings
+    return [column for column in wanted if column not in column_names]
 
 
 def resolve_budget(budget: int | float, num_samples: int) -> int:
@@ -244,14 +247,12 @@ def select_by_shift(
         strategy = SelectionStrategy(strategy, temperature=temperature, num_clusters=num_clusters, seed=seed)
     rows = load_rows(dataset)
     count = resolve_budget(budget, len(rows))
-    has_scores = score_column in rows.column_names
-    stale = strategy.needs_embeddings and EMBEDDING_COLUMN not in rows.column_names
-    if strategy.needs_scores and (recompute or not has_scores or stale):
+    missing = missing_columns(strategy, rows.column_names, score_column)
+    if strategy.needs_scores and (recompute or missing):
         if base is None or finetuned is None:
-            missing = f"a {score_column!r} column" + (f" and a {EMBEDDING_COLUMN!r} column" if stale else "")
             raise EdaInputError(
                 f"{strategy.name} selection needs the base and fine-tuned targets, or a dataset that already has "
-                f"{missing} (columns found: {rows.column_names})"
+                f"{' and '.join(f'a {c!r} column' for c in missing)} (columns found: {rows.column_names})"
             )
         rows = add_shift_scores(rows, base, finetuned, column=score_column, metric=metric, **score_kwargs)
     scores = rows[score_column] if score_column in rows.column_names else None
