@@ -26,7 +26,7 @@ from .data.selection import check_same_tokens, representation_shift
 from .errors import EdaInputError
 from .generation.drafts import as_eagle_draft
 from .generation.replay import greedy_references
-from .generation.tau_report import replayed_lengths, report_lengths
+from .generation.tau_report import percentile_interval, prompt_sums, replayed_lengths, report_lengths
 from .generation.tree import TreeConfig
 from .plotting import pyplot
 
@@ -98,7 +98,8 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: DatasetLike
 
 
 def _pooled(per_prompt: Sequence[Sequence[int]]) -> tuple[int, int]:
-    return sum(n + 1 for lengths in per_prompt for n in lengths), sum(len(lengths) for lengths in per_prompt)
+    sums = prompt_sums(per_prompt)
+    return sum(tokens for tokens, _ in sums), sum(steps for _, steps in sums)
 
 
 def paired_drop(base: Sequence[Sequence[int]], direct: Sequence[Sequence[int]], *, seed: int = 0,
@@ -114,11 +115,10 @@ def paired_drop(base: Sequence[Sequence[int]], direct: Sequence[Sequence[int]], 
 
     rng = random.Random(seed)
     point = drop(range(len(base)))
-    stats = sorted(d for d in (drop([rng.randrange(len(base)) for _ in base]) for _ in range(resamples))
-                   if d is not None)
+    stats = [d for d in (drop([rng.randrange(len(base)) for _ in base]) for _ in range(resamples)) if d is not None]
     if point is None or not stats:
         raise EdaInputError("no verification step ran on the prompts: raise max_new_tokens")
-    return point, (stats[int(0.025 * (len(stats) - 1))], stats[int(round(0.975 * (len(stats) - 1)))])
+    return point, percentile_interval(stats)
 
 
 def _kind_diagnosis(index: Sequence[int], per_prompt: dict[str, dict[str, list[list[int]]]],

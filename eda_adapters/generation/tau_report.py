@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..console import bar_options
-
 from ..errors import EdaInputError
 from .replay import GreedyReference, replay_acceptance
 from .stats import compute_tau
@@ -43,19 +42,27 @@ def summarize(per_prompt: Sequence[Sequence[int]], depth: int, seed: int = 0, re
     if not steps:
         raise EdaInputError("No verification step ran on the evaluation prompts: raise eval_max_new_tokens.")
     rng = random.Random(seed)
-    sums = [(sum(n + 1 for n in lengths), len(lengths)) for lengths in per_prompt]
+    sums = prompt_sums(per_prompt)
     stats = []
     for _ in range(resamples):
         picks = [sums[rng.randrange(len(sums))] for _ in sums]
         total = sum(count for _, count in picks)
         if total:
             stats.append(sum(tokens for tokens, _ in picks) / total)
-    stats.sort()
-    low, high = stats[int(0.025 * (len(stats) - 1))], stats[int(round(0.975 * (len(stats) - 1)))]
     by_position = [sum(n >= i for n in steps) / len(steps) for i in range(1, depth + 1)]
-    return TauMeasurement(compute_tau(steps), (low, high), by_position, len(per_prompt), len(steps),
+    return TauMeasurement(compute_tau(steps), percentile_interval(stats), by_position, len(per_prompt), len(steps),
                           [list(lengths) for lengths in per_prompt])
 
+
+def prompt_sums(per_prompt: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """Per prompt, `(tokens, verification steps)`: tokens are the accepted lengths plus the bonus token each."""
+    return [(sum(n + 1 for n in lengths), len(lengths)) for lengths in per_prompt]
+
+
+def percentile_interval(stats: Sequence[float]) -> tuple[float, float]:
+    """The 95% percentile interval (2.5th and 97.5th) of bootstrap statistics."""
+    ordered = sorted(stats)
+    return ordered[int(0.025 * (len(ordered) - 1))], ordered[int(round(0.975 * (len(ordered) - 1)))]
 
 
 def rounded(measurement: TauMeasurement) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from transformers import PreTrainedModel
 
 from ...generation import TreeConfig, speculative_generate
 from ...generation.replay import GreedyReference, greedy_references, replay_acceptance
-from ...generation.tau_report import TauMeasurement, summarize
+from ...generation.tau_report import TauMeasurement, percentile_interval, prompt_sums, summarize
 from ...tuners import EdaConfig
 from ...errors import EdaInputError
 
@@ -90,7 +90,7 @@ def summarize_seeds(per_seed: Sequence[TauMeasurement], seed: int = 0, resamples
     per_prompt = [m.per_prompt for m in per_seed]
     if any(len(p) != len(per_prompt[0]) for p in per_prompt):
         raise ValueError("every seed must be measured on the same prompts")
-    sums = [[(sum(n + 1 for n in lengths), len(lengths)) for lengths in prompts] for prompts in per_prompt]
+    sums = [prompt_sums(prompts) for prompts in per_prompt]
     rng = random.Random(seed)
     stats = []
     for _ in range(resamples):
@@ -102,11 +102,9 @@ def summarize_seeds(per_seed: Sequence[TauMeasurement], seed: int = 0, resamples
                 tokens, steps = tokens + t, steps + n
         if steps:
             stats.append(tokens / steps)
-    stats.sort()
     pooled = summarize([lengths for prompts in per_prompt for lengths in prompts], depth, seed=seed, resamples=1)
     return TauMeasurement(
-        pooled.tau, (stats[int(0.025 * (len(stats) - 1))], stats[int(round(0.975 * (len(stats) - 1)))]),
-        pooled.acceptance_by_position, len(per_prompt[0]), pooled.num_steps,
+        pooled.tau, percentile_interval(stats), pooled.acceptance_by_position, len(per_prompt[0]), pooled.num_steps,
         [lengths for prompts in per_prompt for lengths in prompts],
     )
 
