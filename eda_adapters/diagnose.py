@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .data.io import DatasetLike, load_rows
@@ -83,12 +84,17 @@ class Diagnosis:
         return asdict(self)
 
 
+def check_prompts(rows: Dataset, source: str = "the prompt file") -> Dataset:
+    """`rows`, or a one-line error when `source` holds no prompt."""
+    if len(rows) == 0:
+        raise EdaInputError(f"{source} holds no prompt: pass a .jsonl with one {{\"prompt\": ...}} per line")
+    return rows
+
+
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: DatasetLike
                    ) -> tuple[list[torch.LongTensor], list[str]]:
     """Prompts (text or chat messages, optional `kind`) rendered as regeneration renders them, and their kinds."""
-    rows = load_rows(prompts)
-    if len(rows) == 0:
-        raise EdaInputError("the prompt file holds no prompt: pass a .jsonl with one {\"prompt\": ...} per line")
+    rows = check_prompts(load_rows(prompts))
     column = find_prompt_column(rows)
     use_template = resolve_chat_template(tokenizer, None)
     encoded = [torch.tensor(render_prompt(tokenizer, to_messages(row[column], i), use_template)[1])

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_json
     from ..data.io import load_causal_lm, load_rows, load_tokenizer
     from ..data.runs import process_state
-    from ..diagnose import diagnose
+    from ..diagnose import check_prompts, diagnose
     from ..models import load_draft
     from ..validation import check_model_dir
 
@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if args.num_prompts < 1:
             raise EdaInputError(f"--num-prompts must be >= 1, got {args.num_prompts}")
         prompts = prompts.select(range(min(args.num_prompts, len(prompts))))
-    if len(prompts) == 0:
-        raise EdaInputError(f"{args.prompts} holds no prompt: pass a .jsonl with one {{\"prompt\": ...}} per line")
+    check_prompts(prompts, args.prompts)
     check_model_dir(args.base_target, "--base-target", "model")
     check_model_dir(args.target, "--target", "model")
     check_model_dir(args.draft, "--draft", "draft", required=True)

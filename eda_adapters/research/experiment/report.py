@@ -105,6 +105,12 @@ def _interval(tau: float | None, ci: Sequence[float] | None) -> str:
     return f"{tau:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{tau:.2f}"
 
 
+def _display_order(rows: Sequence[MethodResult]) -> list[MethodResult]:
+    """Rows by domain, then methods in `METHOD_LABELS` order (unknown methods last)."""
+    order = {m: i for i, m in enumerate(METHOD_LABELS)}
+    return sorted(rows, key=lambda r: (r.domain, order.get(r.method, len(order))))
+
+
 def results_table(rows: Sequence[MethodResult]) -> str:
     """A markdown table, domains as row groups, methods in `METHOD_LABELS` order."""
     lines = [
@@ -112,8 +118,7 @@ def results_table(rows: Sequence[MethodResult]) -> str:
         "tokens seen | train FLOPs | train time (s) | budget |",
         "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
-    order = {m: i for i, m in enumerate(METHOD_LABELS)}
-    for row in sorted(rows, key=lambda r: (r.domain, order.get(r.method, len(order)))):
+    for row in _display_order(rows):
         lines.append(
             f"| {row.domain} | {METHOD_LABELS.get(row.method, row.method)} | "
             f"{_interval(row.tau_chain, row.ci95_chain)} | {_interval(row.tau_tree, row.ci95_tree)} | "
@@ -131,8 +136,7 @@ def acceptance_table(rows: Sequence[MethodResult]) -> str:
     tree_depth = max((len(r.acceptance_tree) for r in rows), default=0)
     header = [f"chain >={i}" for i in range(1, depth + 1)] + [f"tree >={i}" for i in range(1, tree_depth + 1)]
     lines = ["| domain | method | " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(header)]
-    order = {m: i for i, m in enumerate(METHOD_LABELS)}
-    for row in sorted(rows, key=lambda r: (r.domain, order.get(r.method, len(order)))):
+    for row in _display_order(rows):
         values = [f"{v:.2f}" for v in row.acceptance_chain] + ["-"] * (depth - len(row.acceptance_chain))
         values += [f"{v:.2f}" for v in row.acceptance_tree] + ["-"] * (tree_depth - len(row.acceptance_tree))
         lines.append(f"| {row.domain} | {row.method} | " + " | ".join(values) + " |")
@@ -147,8 +151,7 @@ def kind_table(rows: Sequence[MethodResult]) -> str:
     kinds = list(dict.fromkeys(k for r in rows for k in r.tau_chain_by_kind))
     lines = ["| domain | method | " + " | ".join(f"tau chain, {k}" for k in kinds) + " |",
              "|---|---|" + "---:|" * len(kinds)]
-    order = {m: i for i, m in enumerate(METHOD_LABELS)}
-    for row in sorted(rows, key=lambda r: (r.domain, order.get(r.method, len(order)))):
+    for row in _display_order(rows):
         cells = [_interval(v[0], v[1:]) if (v := row.tau_chain_by_kind.get(k)) else "-" for k in kinds]
         lines.append(f"| {row.domain} | {row.method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -262,6 +262,7 @@ class _Experiment:
                                      per_seed=[round(c.tau, 4) for c in chains], by_kind=by_kind(chains)))
             return chain, tree
 
+        @functools.cache  # each seed's selection is trained on, and its prompt kinds counted: selected once
         def selected(strategy: str, count: int, seed: int) -> Dataset:
             chosen = SelectionStrategy(strategy, temperature=cfg.selection_temperature,
                                        num_clusters=min(cfg.selection_clusters, len(scored)), seed=seed)
