@@ -162,6 +162,51 @@ def test_prepare_domain_targets_writes_disjoint_prompt_sets_once(tiny_base, tmp_
         prepare_domain_targets(str(base), tmp_path, sizes, domains=("poetry",), log=lambda _: None)
 
 
+def test_rows_name_their_kind():
+    for row in math_chat_rows(60):
+        assert row["kind"] == ("shopping" if " costs $" in row["prompt"] else "counting")
+    kinds = {row["kind"] for row in code_chat_rows()}
+    assert kinds == {"humaneval", "stdlib"}
+    assert all(row["prompt"].startswith("Implement") == (row["kind"] == "stdlib") for row in code_chat_rows())
+
+
+def test_held_out_prompts_are_none_a_shared_draft_trained_on(tiny_base, tmp_path):
+    base, _ = tiny_base
+    sizes = DomainTargetSizes(general_prompts=20, general_eval_prompts=10, domain_prompts=24, eval_prompts=8,
+                              general_in_pool=6, finetune_rows={"code": 8}, report_rows=2, report_examples=1)
+    tune = FinetuneSettings(epochs=1, batch_size=4, train_last_layers=1)
+    code = code_chat_rows()
+    seen = [" ".join(row["prompt"].split(" ")) + " " for row in code[:12]]  # spacing differs: still the same prompt
+    fresh = ["Tell me about rivers.", "Why do cats purr?"]
+    report = prepare_domain_targets(str(base), tmp_path, sizes, {"code": tune}, domains=("code",), log=lambda _: None,
+                                    seen_prompts=seen, general_eval=fresh)
+
+    rows = [json.loads(line) for line in (tmp_path / "prompts" / "code.jsonl").read_text().splitlines()]
+    held_out, pool = rows[:8], rows[8:]
+    assert [r["prompt"] for r in held_out] == [r["prompt"] for r in code[12:20]]
+    assert {r["prompt"] for r in code[:12]} <= {r["prompt"] for r in pool}  # the seen rows go to the pool
+    assert [json.loads(line)["prompt"] for line in (tmp_path / "prompts" / "general-eval.jsonl").open()] == fresh
+    entry = report["domains"]["code"]
+    assert entry["shared_draft_trained_on"] == {"held_out": 0, "pool": 12, "finetune": 0}
+    assert sum(entry["kinds"]["pool"].values()) == len(pool) and entry["kinds"]["pool"]["general"] == 6
+
+    with pytest.raises(ValueError, match="held-out general prompts are among the shared draft's training prompts"):
+        prepare_domain_targets(str(base), tmp_path / "other", sizes, {"code": tune}, domains=("code",),
+                               log=lambda _: None, seen_prompts=fresh, general_eval=fresh)
+
+
+def test_trained_prompts_reads_a_shared_draft_data_folder(tmp_path):
+    from eda_adapters.research.shared_draft.answers import trained_prompts
+    from eda_adapters.research.shared_draft.chunks import write_jsonl_gz
+
+    write_jsonl_gz(tmp_path / "prompts.jsonl.gz", [
+        {"source": "docs", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]},
+    ])
+    assert trained_prompts(tmp_path) == ["Hi?"]
+    with pytest.raises(ValueError, match="pass the data folder of a shared draft"):
+        trained_prompts(tmp_path / "missing")
+
+
 def test_recipe_script_reports_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
     import importlib.util
     from pathlib import Path

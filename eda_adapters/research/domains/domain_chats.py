@@ -7,7 +7,9 @@
   step-by-step solution in one fixed style, every step checked by evaluating its arithmetic.
 
 The templates differ from `chat_prompts.benchmark_chat_prompts` and `general_chat_prompts`, so no domain prompt is a
-bench or stage-1 prompt. Rows are `{"prompt", "reference"}`, deterministic for a seed.
+bench or stage-1 prompt. Rows are `{"prompt", "reference", "kind"}`, deterministic for a seed; `kind` says which
+generator wrote the row (code: `humaneval` or `stdlib`; math: `counting` or `shopping`), so the experiment reports tau
+and selection shares per kind.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def code_chat_rows(seed: int = 0) -> list[dict[str, str]]:
         rows.append({
             "prompt": f"Write a Python function `{head[4:].rstrip(':')}`. {_docstring(problem['prompt'])}",
             "reference": f"```python\n{function.strip()}\n```",
+            "kind": "humaneval",
         })
     libdir = Path(sysconfig.get_paths()["stdlib"])
     for module in STDLIB_MODULES:
@@ -48,6 +51,7 @@ def code_chat_rows(seed: int = 0) -> list[dict[str, str]]:
             rows.append({
                 "prompt": prompt + (f" {summary}" if summary else ""),
                 "reference": f"```python\n{_without_docstring(function).strip()}\n```",
+                "kind": "stdlib",
             })
     rows = list({row["prompt"]: row for row in rows}.values())
     random.Random(seed).shuffle(rows)
@@ -57,16 +61,17 @@ def code_chat_rows(seed: int = 0) -> list[dict[str, str]]:
 def math_chat_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
     """`count` distinct word problems with worked answers ("Step 1: ... The answer is N."), every step checked."""
     rng = random.Random(seed)
-    rows: dict[str, str] = {}
+    rows: dict[str, tuple[str, str]] = {}
     attempts = 0
     while len(rows) < count:
         attempts += 1
         if attempts > 50 * count + 1000:
             raise EdaInputError(f"could not generate {count} distinct math problems; ask for fewer")
-        question, answer = (_counting_problem if rng.random() < 0.5 else _shopping_problem)(rng)
+        kind, write = ("counting", _counting_problem) if rng.random() < 0.5 else ("shopping", _shopping_problem)
+        question, answer = write(rng)
         check_worked_answer(answer)
-        rows.setdefault(question, answer)
-    return [{"prompt": q, "reference": a} for q, a in rows.items()]
+        rows.setdefault(question, (answer, kind))
+    return [{"prompt": q, "reference": a, "kind": kind} for q, (a, kind) in rows.items()]
 
 
 def check_worked_answer(answer: str) -> None:

@@ -21,6 +21,8 @@ import json
 import os
 import random
 import time
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -62,25 +64,38 @@ def prepare_domain_targets(
     domains: tuple[str, ...] = DOMAINS,
     seed: int = 0,
     log: Callable[[str], Any] = print,
+    seen_prompts: Collection[str] = (),
+    general_eval: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write the prompt files, fine-tune `base` once per domain and report how much each fine-tune changed it.
 
     Returns the report (also in `out/finetune-report.json`). `finetune` maps a domain to its settings (default
     `FinetuneSettings()`).
+
+    For an experiment on a shared draft trained elsewhere, `seen_prompts` are the prompts it was trained on
+    (`eda_adapters.research.shared_draft.answers.trained_prompts`): no held-out domain prompt is one of them (they
+    may still be in a pool or a fine-tune's rows, where a draft having seen the prompt with the base's answer is
+    what a real prompt collection gives), and `general_eval` replaces the held-out general prompts, which must then
+    come from the shared draft's own held-out set.
     """
     sizes = sizes or DomainTargetSizes()
     out = Path(out)
     unknown = set(domains) - set(DOMAINS)
     if unknown:
         raise EdaInputError(f"unknown domains {sorted(unknown)}; choose from {list(DOMAINS)}")
+    seen = {_normalized(p) for p in seen_prompts}
     general = general_chat_prompts(seed=seed)
     needed = sizes.general_prompts + sizes.general_eval_prompts
     pool_general = general[needed:]
     needed += sizes.general_in_pool * len(domains)
     if len(general) < needed:
         raise EdaInputError(f"only {len(general)} general prompts exist; ask for at most that many (asked {needed})")
-    _write_once(out / "prompts" / "general-eval.jsonl",
-                [{"prompt": p} for p in general[: sizes.general_eval_prompts]])
+    if general_eval is None:
+        general_eval = general[: sizes.general_eval_prompts]
+    if seen & {_normalized(p) for p in general_eval}:
+        raise EdaInputError("some held-out general prompts are among the shared draft's training prompts: pass "
+                            "general_eval= prompts it never saw (its own held-out set)")
+    _write_once(out / "prompts" / "general-eval.jsonl", [{"prompt": p} for p in general_eval])
     _write_once(out / "prompts" / "general.jsonl",
                 [{"prompt": p} for p in general[sizes.general_eval_prompts: sizes.general_eval_prompts
                                                  + sizes.general_prompts]])
@@ -88,18 +103,21 @@ def prepare_domain_targets(
     tokenizer = load_tokenizer(base)
     report: dict[str, Any] = {"base": base, "sizes": asdict(sizes), "domains": {}}
     for number, domain in enumerate(domains):
-        rows = _domain_rows(domain, sizes.domain_prompts + sizes.finetune_rows.get(domain, 0), seed)
-        experiment, tune = rows[: sizes.domain_prompts], rows[sizes.domain_prompts:]
-        if len(experiment) < sizes.domain_prompts or len(tune) < 1 or sizes.eval_prompts >= len(experiment):
+        needed = sizes.domain_prompts + sizes.finetune_rows.get(domain, 0)
+        held_out, rest = _split_held_out(_domain_rows(domain, needed, seed, extra=len(seen)), sizes.eval_prompts, seen)
+        pool_size = sizes.domain_prompts - sizes.eval_prompts
+        pool, tune = rest[:pool_size], rest[pool_size: needed - sizes.eval_prompts]
+        if len(held_out) < sizes.eval_prompts or len(pool) < pool_size or len(tune) < 1 or pool_size < 1:
             raise EdaInputError(
-                f"domain {domain}: {len(rows)} rows exist, too few for {sizes.domain_prompts} experiment prompts "
-                f"({sizes.eval_prompts} held out) plus fine-tune rows; ask for fewer"
+                f"domain {domain}: too few rows for {sizes.eval_prompts} held-out prompts no shared draft trained on "
+                f"(found {len(held_out)}), a pool of {pool_size} and fine-tune rows; ask for fewer"
             )
-        mixed = experiment[sizes.eval_prompts:] + [
-            {"prompt": p} for p in pool_general[number * sizes.general_in_pool: (number + 1) * sizes.general_in_pool]
+        mixed = pool + [
+            {"prompt": p, "kind": "general"}
+            for p in pool_general[number * sizes.general_in_pool: (number + 1) * sizes.general_in_pool]
         ]
         random.Random(seed).shuffle(mixed)
-        _write_once(out / "prompts" / f"{domain}.jsonl", experiment[: sizes.eval_prompts] + mixed)
+        _write_once(out / "prompts" / f"{domain}.jsonl", held_out + mixed)
         _write_once(out / "finetune" / f"{domain}.jsonl", tune)
         settings = (finetune or {}).get(domain, FinetuneSettings())
         started = time.perf_counter()
@@ -107,18 +125,40 @@ def prepare_domain_targets(
         target_dir = finetune_target(base, tokenizer, tune, out / "targets" / domain, settings)
         seconds = time.perf_counter() - started
         report["domains"][domain] = _report_domain(
-            base, target_dir, tokenizer, experiment[: sizes.eval_prompts], sizes, out / f"finetune-report-{domain}.json"
+            base, target_dir, tokenizer, held_out, sizes, out / f"finetune-report-{domain}.json"
         )
+        report["domains"][domain]["kinds"] = {
+            part: dict(Counter(row.get("kind", "general") for row in rows)) for part, rows in
+            (("held_out", held_out), ("pool", mixed), ("finetune", tune))
+        }
+        report["domains"][domain]["shared_draft_trained_on"] = {
+            part: sum(_normalized(row["prompt"]) in seen for row in rows) for part, rows in
+            (("held_out", held_out), ("pool", mixed), ("finetune", tune))
+        }
         log(f"[{domain}] fine-tune ready in {target_dir} ({seconds:.0f}s this call); held-out answer loss "
             f"{report['domains'][domain]['base_loss']:.3f} (base) -> {report['domains'][domain]['finetune_loss']:.3f}")
     atomic_write_json(out / "finetune-report.json", report)
     return report
 
 
-def _domain_rows(domain: str, count: int, seed: int) -> list[dict[str, str]]:
+def _domain_rows(domain: str, count: int, seed: int, extra: int = 0) -> list[dict[str, str]]:
+    """The domain's rows in a fixed order: all of them for code, `count` problems (+ `extra`, at most 500) for math."""
     if domain == "code":
-        return code_chat_rows(seed)[:count]
-    return math_chat_rows(count, seed)
+        return code_chat_rows(seed)
+    return math_chat_rows(count + min(extra, 500), seed)
+
+
+def _split_held_out(rows: list[dict[str, str]], count: int, seen: set[str]) -> tuple[list, list]:
+    """The first `count` rows whose prompt is not in `seen`, and every other row, both in their order."""
+    held_out: list[dict[str, str]] = []
+    rest: list[dict[str, str]] = []
+    for row in rows:
+        (held_out if len(held_out) < count and _normalized(row["prompt"]) not in seen else rest).append(row)
+    return held_out, rest
+
+
+def _normalized(prompt: str) -> str:
+    return " ".join(prompt.split())
 
 
 def _report_domain(

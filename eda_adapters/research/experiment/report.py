@@ -24,7 +24,7 @@ METHOD_LABELS: dict[str, str] = {
     "eda_weighted": "EDA, regenerated + shift-weighted sampling",
     "eda_cluster": "EDA, regenerated + top shift within clusters",
     "eda_random": "EDA, regenerated + random selection",
-    "eda_original": "EDA, original (not regenerated) texts",
+    "eda_original": "EDA, original texts (the fine-tune's data source; no test of regeneration)",
     "eda_official": "EDA official design (joint stage 1, fc trained, random init, length-scaled noise)",
 }
 

@@ -93,6 +93,15 @@ def build_prompts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
     return True
 
 
+def trained_prompts(data_dir: str | Path) -> list[str]:
+    """The user turn of every prompt a shared draft built in `data_dir` was trained on (for held-out checks)."""
+    path = Path(data_dir) / PROMPTS_FILE
+    if not path.exists():
+        raise EdaInputError(f"{path} does not exist: pass the data folder of a shared draft built by "
+                            "recipes/smollm2/shared_draft.py (it holds prompts.jsonl.gz)")
+    return [last_user_turn(row["messages"]) for row in read_jsonl_gz(path)]
+
+
 def answer_parts(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data_dir: Path, work_dir: Path,
                  settings: AnswerSettings, budget: ChunkBudget, log: ChunkLog) -> bool:
     """Answer the prompt file part by part into `data_dir/answers-NNN.jsonl.gz`; returns whether all are done."""
