@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 from transformers import Trainer
 
 from eda_adapters.research.demo.chat_prompts import benchmark_chat_prompts, general_chat_prompts
-from eda_adapters.research.demo.corpus import math_corpus
 from eda_adapters.research.domains.domain_chats import check_worked_answer, code_chat_rows, math_chat_rows
 from eda_adapters.research.domains.domain_targets import DomainTargetSizes, prepare_domain_targets
 from eda_adapters.research.domains.finetune import FinetuneSettings, answer_loss, finetune_target
