@@ -189,6 +189,15 @@ def test_held_out_prompts_are_none_a_shared_draft_trained_on(tiny_base, tmp_path
     assert entry["shared_draft_trained_on"] == {"held_out": 0, "pool": 12, "finetune": 0}
     assert sum(entry["kinds"]["pool"].values()) == len(pool) and entry["kinds"]["pool"]["general"] == 6
 
+    # a fine-tune made again with other settings (its folder deleted first) is reported again, not from the cache
+    import shutil
+
+    shutil.rmtree(tmp_path / "targets" / "code")
+    again = prepare_domain_targets(str(base), tmp_path, sizes, {"code": FinetuneSettings(
+        epochs=3, batch_size=4, train_last_layers=1)}, domains=("code",), log=lambda _: None, seen_prompts=seen,
+        general_eval=fresh)
+    assert again["domains"]["code"]["finetune_loss"] != entry["finetune_loss"]
+
     with pytest.raises(ValueError, match="held-out general prompts are among the shared draft's training prompts"):
         prepare_domain_targets(str(base), tmp_path / "other", sizes, {"code": tune}, domains=("code",),
                                log=lambda _: None, seen_prompts=fresh, general_eval=fresh)

@@ -165,8 +165,9 @@ def _report_domain(
     base: str, target_dir: Path, tokenizer: Any, held_out: list[dict[str, str]], sizes: DomainTargetSizes, path: Path
 ) -> dict[str, Any]:
     """Held-out answer loss of base and fine-tune on the domain's held-out references, and a few greedy answers."""
-    key = {"target": json.loads((target_dir / "finetune.json").read_text())["data"], "rows": sizes.report_rows,
-           "examples": sizes.report_examples}
+    made = json.loads((target_dir / "finetune.json").read_text())
+    key = {"target": {field: made[field] for field in ("base", "data", "settings")}, "rows": sizes.report_rows,
+           "examples": sizes.report_examples}  # a fine-tune made again with other settings is reported again
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
