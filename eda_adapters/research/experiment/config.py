@@ -46,8 +46,9 @@ class ExperimentConfig:
       `selection_clusters` clusters of the pool, shares in proportion to each cluster's shift; `eda_random`: same size,
       random samples (`eda_adapters.data.selection_strategies`); `eda_original`: same size, random samples of the
       original `reference` answers instead of regenerated ones (in the demo and the SmolLM2 recipe these come from the
-      source the fine-tune was trained on, disjoint rows of it, so the row tests that data, not regeneration). When a domain's prompts have a `kind` column, tau is
-      also given per held-out kind and each strategy's selection per pool kind;
+      source the fine-tune was trained on, disjoint rows of it, so the row tests that data, not regeneration). When a
+      domain's prompts have a `kind` column, tau is also given per held-out kind and each strategy's selection per
+      pool kind;
     - `eda_official`: the authors' design: a second shared draft trained jointly with a private expert (stage 1), then
       a stage-2 adapter with `official` settings (fc trained, random private init, length-scaled noise), shift data;
     - `full_finetune`: the whole shared draft fine-tuned (warm start) on the shift data; `lora`: PEFT's LoRA on every
