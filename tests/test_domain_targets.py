@@ -208,7 +208,8 @@ def test_trained_prompts_reads_a_shared_draft_data_folder(tmp_path):
     from eda_adapters.research.shared_draft.chunks import write_jsonl_gz
 
     write_jsonl_gz(tmp_path / "prompts.jsonl.gz", [
-        {"source": "docs", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]},
+        {"source": "docs",
+         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]},
     ])
     assert trained_prompts(tmp_path) == ["Hi?"]
     with pytest.raises(ValueError, match="pass the data folder of a shared draft"):
