@@ -80,7 +80,7 @@ def _config(root, output_dir, **overrides) -> ExperimentConfig:
     return ExperimentConfig(**{**values, **overrides})
 
 
-def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path):
+def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path, monkeypatch):
     lines: list[str] = []
     results = run_experiment(_config(tiny_family, tmp_path / "exp", seeds=[0, 1], budget_curve=[0.2, 0.5, 1.0]),
                              log=lines.append)
@@ -165,11 +165,17 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
     assert run["wall_seconds"] > 0 and run["versions"]["torch"] == torch.__version__
     assert (tmp_path / "exp" / "stage1" / "joint-draft" / "stage1_adapter" / "adapter_model.safetensors").exists()
 
-    # a second run reuses regenerations and trained models (same data and settings): nothing is trained again
+    # a second run reuses regenerations, trained models and their measurements: nothing is trained or replayed again
+    from eda_adapters.research.experiment import runner
+
+    replays: list[str] = []
+    measure = runner.measure_tau
+    monkeypatch.setattr(runner, "measure_tau", lambda *a, **k: replays.append(k.get("method")) or measure(*a, **k))
     adapter = tmp_path / "exp" / "math" / "eda-shift-5-s1" / "adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns
     again = run_experiment(_config(tiny_family, tmp_path / "exp", seeds=[0, 1]), log=lines.append)
-    assert adapter.stat().st_mtime_ns == stamp
+    assert adapter.stat().st_mtime_ns == stamp and replays == []
+    assert len(list((tmp_path / "exp" / "measurements").glob("*.json"))) >= len(results.methods)
     assert [r.trainable_params for r in again.methods] == [r.trainable_params for r in results.methods]
     assert [(r.tau_chain, r.tau_tree) for r in again.methods] == [(r.tau_chain, r.tau_tree) for r in results.methods]
     assert not any("training again" in line for line in lines)
@@ -189,11 +195,13 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path)
                                methods=["base_on_base"], budget_curve=[]), log=lines.append)
 
     # decoding itself measures the same acceptance as the replay the experiment uses by default
+    replays.clear()
     decoded = run_experiment(_config(tiny_family, tmp_path / "exp", eval_method="decode", seeds=[0, 1],
                                      methods=["base_on_base", "direct_transfer", "eda_shift"], budget_curve=[]),
                              log=lines.append)
     for row in decoded.methods:
         assert (row.tau_chain, row.tau_tree) == (by[row.domain, row.method].tau_chain, by[row.domain, row.method].tau_tree)
+    assert replays and set(replays) == {"decode"}  # another evaluation method is measured, not read from the replay's
 
     # another configuration over the same output_dir is refused in one line, before anything is touched
     with pytest.raises(ValueError, match=r"another experiment run \(adapt_learning_rate: 0.003 there, 0.001 now; "

@@ -3,13 +3,19 @@ intervals over prompts, per-position acceptance rates, and an estimate of traini
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import random
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from ...atomic import atomic_write_json
 from ...generation import TreeConfig, speculative_generate
 from ...generation.replay import GreedyReference, greedy_references, replay_acceptance
 from ...generation.tau_report import TauMeasurement, percentile_interval, prompt_sums, summarize
@@ -75,6 +81,38 @@ def measure_tau(
     finally:
         draft.train(was_training)
     return summarize(per_prompt, depth, seed=seed)
+
+
+def measurement_key(draft: nn.Module, target_fingerprint: str, prompts: Sequence[torch.LongTensor],
+                    settings: dict[str, Any]) -> str:
+    """Digest of everything a tau measurement depends on: every weight of the draft (adapters included, the
+    borrowed target embedding and head too), the target, the prompts' token ids and the evaluation settings."""
+    hasher = hashlib.sha256(json.dumps({"target": target_fingerprint, **settings}, sort_keys=True).encode())
+    for name, tensor in sorted(draft.state_dict().items()):
+        hasher.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        hasher.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
+    for ids in prompts:
+        hasher.update(ids.detach().reshape(-1).to(torch.int64).cpu().numpy().tobytes() + b"|")
+    return hasher.hexdigest()[:24]
+
+
+def load_measurements(path: Path) -> tuple[TauMeasurement, TauMeasurement | None] | None:
+    """The (chain, tree) measurements saved by `save_measurements`, or None when there are none."""
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+
+    def measurement(fields: dict[str, Any] | None) -> TauMeasurement | None:
+        return None if fields is None else TauMeasurement(**{**fields, "ci95": tuple(fields["ci95"])})
+
+    return measurement(saved["chain"]), measurement(saved["tree"])
+
+
+def save_measurements(path: Path, chain: TauMeasurement, tree: TauMeasurement | None) -> None:
+    """Keep a measurement on disk (atomically), so a resumed experiment does not replay a finished row again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"chain": dataclasses.asdict(chain),
+                             "tree": None if tree is None else dataclasses.asdict(tree)})
 
 
 def summarize_seeds(per_seed: Sequence[TauMeasurement], seed: int = 0, resamples: int = 1000) -> TauMeasurement:

@@ -34,7 +34,7 @@ from ...data.prompts import tokenize_answers
 from ...data.regenerate import regenerate
 from ...data.selection import EMBEDDING_COLUMN, add_shift_scores, resolve_budget, select_by_shift
 from ...data.selection_strategies import SelectionStrategy
-from ...fingerprints import dataset_tokens_fingerprint, draft_fingerprint
+from ...fingerprints import dataset_tokens_fingerprint, draft_fingerprint, target_fingerprint
 from ...models import EagleDraftModel
 from ...generation import TreeConfig
 from ...generation.replay import GreedyReference, greedy_references
@@ -48,8 +48,11 @@ from .evaluation import (
     TauMeasurement,
     count_parameters,
     forward_parameters,
+    load_measurements,
     lora_rank_matching,
     measure_tau,
+    measurement_key,
+    save_measurements,
     summarize_seeds,
     tau_by_kind,
     training_flops,
@@ -111,6 +114,7 @@ class _Experiment:
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(config.tokenizer or config.base_target)
         self.base = self._load_target(config.base_target)
         self._reference_cache: dict[tuple[int, int], tuple[Any, Any, list[GreedyReference]]] = {}
+        self._target_fingerprints: dict[int, tuple[PreTrainedModel, str]] = {}
         #: domain -> {"pool": share of each prompt kind in the pool, strategy: share in its main-budget selection}
         self.selected_kinds: dict[str, dict[str, dict[str, float]]] = {}
 
@@ -383,16 +387,27 @@ class _Experiment:
     def _measure(
         self, draft: torch.nn.Module, target: PreTrainedModel, prompts: list[torch.LongTensor]
     ) -> tuple[TauMeasurement, TauMeasurement | None]:
-        """tau with chain drafting and (when `eval_tree`) EAGLE-2 tree decoding, T=0, on the held-out prompts."""
+        """tau with chain drafting and (when `eval_tree`) EAGLE-2 tree decoding, T=0, on the held-out prompts.
+
+        Kept under `output_dir/measurements/`, keyed by the draft's weights, the target, the prompts and the settings:
+        an experiment resumed after an interruption replays only the rows it had not measured yet."""
         cfg = self.config
         common = dict(max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed, method=cfg.eval_method)
+        shape = TreeConfig(depth=cfg.tree_depth, top_k=cfg.tree_top_k, total_tokens=cfg.tree_total_tokens)
+        settings = {**common, "num_draft_tokens": cfg.num_draft_tokens,
+                    "tree": asdict(shape) if cfg.eval_tree else None}
+        if id(target) not in self._target_fingerprints:  # the entry holds the target, so its id stays its own
+            self._target_fingerprints[id(target)] = (target, target_fingerprint(target))
+        key = measurement_key(draft, self._target_fingerprints[id(target)][1], prompts, settings)
+        path = self.out / "measurements" / f"{key}.json"
+        saved = load_measurements(path)
+        if saved is not None:
+            return saved
         if cfg.eval_method == "replay":
             common["references"] = self._references(target, prompts)
         chain = measure_tau(draft, target, prompts, num_draft_tokens=cfg.num_draft_tokens, **common)
-        tree = None
-        if cfg.eval_tree:
-            shape = TreeConfig(depth=cfg.tree_depth, top_k=cfg.tree_top_k, total_tokens=cfg.tree_total_tokens)
-            tree = measure_tau(draft, target, prompts, tree=shape, **common)
+        tree = measure_tau(draft, target, prompts, tree=shape, **common) if cfg.eval_tree else None
+        save_measurements(path, chain, tree)
         return chain, tree
 
     def _references(self, target: PreTrainedModel, prompts: list[torch.LongTensor]) -> list[GreedyReference]:
