@@ -31,6 +31,7 @@ import torch
 
 from ...atomic import atomic_write_json, atomic_write_jsonl
 from ...data.io import load_causal_lm, load_tokenizer, read_jsonl
+from ...data.prompt_filter import normalize
 from ...data.prompts import render_prompt, resolve_chat_template, to_messages
 from ..demo.chat_prompts import general_chat_prompts
 from .domain_chats import code_chat_rows, math_chat_rows
@@ -73,7 +74,8 @@ def prepare_domain_targets(
     `FinetuneSettings()`).
 
     For an experiment on a shared draft trained elsewhere, `seen_prompts` are the prompts it was trained on
-    (`eda_adapters.research.shared_draft.answers.trained_prompts`): no held-out domain prompt is one of them (they
+    (`eda_adapters.research.shared_draft.answers.trained_prompts`; compared as `prompt_filter.normalize` writes them,
+    so case, punctuation and spacing do not hide one): no held-out domain prompt is one of them (they
     may still be in a pool or a fine-tune's rows, where a draft having seen the prompt with the base's answer is
     what a real prompt collection gives), and `general_eval` replaces the held-out general prompts, which must then
     come from the shared draft's own held-out set.
@@ -83,7 +85,7 @@ def prepare_domain_targets(
     unknown = set(domains) - set(DOMAINS)
     if unknown:
         raise EdaInputError(f"unknown domains {sorted(unknown)}; choose from {list(DOMAINS)}")
-    seen = {_normalized(p) for p in seen_prompts}
+    seen = {normalize(p) for p in seen_prompts}
     general = general_chat_prompts(seed=seed)
     needed = sizes.general_prompts + sizes.general_eval_prompts
     pool_general = general[needed:]
@@ -92,7 +94,7 @@ def prepare_domain_targets(
         raise EdaInputError(f"only {len(general)} general prompts exist; ask for at most that many (asked {needed})")
     if general_eval is None:
         general_eval = general[: sizes.general_eval_prompts]
-    if seen & {_normalized(p) for p in general_eval}:
+    if seen & {normalize(p) for p in general_eval}:
         raise EdaInputError("some held-out general prompts are among the shared draft's training prompts: pass "
                             "general_eval= prompts it never saw (its own held-out set)")
     _write_once(out / "prompts" / "general-eval.jsonl", [{"prompt": p} for p in general_eval])
@@ -127,13 +129,12 @@ def prepare_domain_targets(
         report["domains"][domain] = _report_domain(
             base, target_dir, tokenizer, held_out, sizes, out / f"finetune-report-{domain}.json"
         )
+        parts = {"held_out": held_out, "pool": mixed, "finetune": tune}
         report["domains"][domain]["kinds"] = {
-            part: dict(Counter(row.get("kind", "general") for row in rows)) for part, rows in
-            (("held_out", held_out), ("pool", mixed), ("finetune", tune))
+            part: dict(Counter(row.get("kind", "general") for row in rows)) for part, rows in parts.items()
         }
         report["domains"][domain]["shared_draft_trained_on"] = {
-            part: sum(_normalized(row["prompt"]) in seen for row in rows) for part, rows in
-            (("held_out", held_out), ("pool", mixed), ("finetune", tune))
+            part: sum(normalize(row["prompt"]) in seen for row in rows) for part, rows in parts.items()
         }
         log(f"[{domain}] fine-tune ready in {target_dir} ({seconds:.0f}s this call); held-out answer loss "
             f"{report['domains'][domain]['base_loss']:.3f} (base) -> {report['domains'][domain]['finetune_loss']:.3f}")
@@ -153,12 +154,8 @@ def _split_held_out(rows: list[dict[str, str]], count: int, seen: set[str]) -> t
     held_out: list[dict[str, str]] = []
     rest: list[dict[str, str]] = []
     for row in rows:
-        (held_out if len(held_out) < count and _normalized(row["prompt"]) not in seen else rest).append(row)
+        (held_out if len(held_out) < count and normalize(row["prompt"]) not in seen else rest).append(row)
     return held_out, rest
-
-
-def _normalized(prompt: str) -> str:
-    return " ".join(prompt.split())
 
 
 def _report_domain(
