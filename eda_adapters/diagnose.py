@@ -217,18 +217,20 @@ def diagnose(
     indices = tuple(int(i) for i in shared.hidden_state_indices)
     eos = getattr(tokenizer, "eos_token_id", None)
     reports, per_prompt, answers = {}, {}, None
-    for name, model in (("base", base), ("direct", target)):
-        refs = greedy_references(model, encoded, max_new_tokens, eos, batch_size=batch_size,
-                                 show_progress=show_progress, hidden_state_indices=indices)
-        shared.attach_target(model)  # the draft serves each target with that target's embedding and head
-        per_prompt[name] = replayed_lengths(draft, model, refs, tree=tree, num_draft_tokens=num_draft_tokens,
-                                            show_progress=show_progress)
-        reports[name] = report_lengths(per_prompt[name], None if set(kinds) == {ALL} else kinds,
-                                       tree_depth=tree.depth, num_draft_tokens=num_draft_tokens)
-        if name == "direct":
-            answers = [{"input_ids": r.sequence.tolist(),
-                        "loss_mask": [0] * r.prompt_length + [1] * r.answer_length} for r in refs]
-    shared.attach_target(base)
+    try:
+        for name, model in (("base", base), ("direct", target)):
+            refs = greedy_references(model, encoded, max_new_tokens, eos, batch_size=batch_size,
+                                     show_progress=show_progress, hidden_state_indices=indices)
+            shared.attach_target(model)  # the draft serves each target with that target's embedding and head
+            per_prompt[name] = replayed_lengths(draft, model, refs, tree=tree, num_draft_tokens=num_draft_tokens,
+                                                show_progress=show_progress)
+            reports[name] = report_lengths(per_prompt[name], None if set(kinds) == {ALL} else kinds,
+                                           tree_depth=tree.depth, num_draft_tokens=num_draft_tokens)
+            if name == "direct":
+                answers = [{"input_ids": r.sequence.tolist(),
+                            "loss_mask": [0] * r.prompt_length + [1] * r.answer_length} for r in refs]
+    finally:  # the caller's draft goes back to its base target, also when decoding fails or is interrupted
+        shared.attach_target(base)
     shift = representation_shift(base, target, answers, batch_size=batch_size, show_progress=show_progress)
     everything = range(len(encoded))
     overall = _kind_diagnosis(everything, per_prompt, shift)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 
 import pytest
 import torch
@@ -69,6 +70,22 @@ def test_changed_fine_tune_is_worth_adapting(setup):
     assert overall.tau_direct == round(sum(n + 1 for n in steps) / len(steps), 4)
     assert result.reports["direct"]["chain"]["tau"] == overall.tau_direct
     assert draft.lm_head is base.get_output_embeddings()  # the draft is left serving its base
+
+
+def test_draft_goes_back_to_its_base_when_decoding_fails(setup, monkeypatch):
+    tokenizer, base, changed, draft = setup
+    module = sys.modules["eda_adapters.diagnose"]  # the package's `diagnose` is the function of that name
+    replay = module.replayed_lengths
+
+    def fail_on_the_fine_tune(draft_model, model, *args, **kwargs):
+        if model is changed:
+            raise KeyboardInterrupt
+        return replay(draft_model, model, *args, **kwargs)
+
+    monkeypatch.setattr(module, "replayed_lengths", fail_on_the_fine_tune)
+    with pytest.raises(KeyboardInterrupt):
+        diagnose(base, changed, draft, PROMPTS[:2], tokenizer, max_new_tokens=8, show_progress=False)
+    assert draft.lm_head is base.get_output_embeddings()
 
 
 def test_paired_drop_interval():

@@ -100,3 +100,17 @@ def test_cluster_needs_embeddings_and_enough_samples():
         SelectionStrategy("cluster").choose(3, 2, [0.1, 0.2, 0.3], [[0.0], [1.0], [2.0]])
     with pytest.raises(ValueError, match="needs shift scores"):
         SelectionStrategy("topk").choose(3, 2)
+
+
+def test_select_by_shift_takes_options_from_one_place():
+    from datasets import Dataset
+
+    from eda_adapters import select_by_shift
+
+    pool = Dataset.from_dict({"input_ids": [[1, 2, 3]] * 6, "loss_mask": [[0, 1, 1]] * 6,
+                              "shift_score": [0.1, 0.6, 0.2, 0.9, 0.3, 0.5]})
+    by_name = select_by_shift(pool, 3, strategy="weighted", temperature=0.5, seed=1)
+    by_object = select_by_shift(pool, 3, strategy=SelectionStrategy("weighted", temperature=0.5, seed=1))
+    assert by_name["shift_score"] == by_object["shift_score"] and len(by_name) == 3
+    with pytest.raises(ValueError, match="got temperature, seed besides a SelectionStrategy.*set them on"):
+        select_by_shift(pool, 3, strategy=SelectionStrategy("weighted"), temperature=0.5, seed=1)

@@ -217,10 +217,10 @@ def select_by_shift(
     finetuned: PreTrainedModel | None = None,
     *,
     strategy: str | SelectionStrategy = "topk",
-    temperature: float = 1.0,
-    num_clusters: int = 8,
+    temperature: float | None = None,
+    num_clusters: int | None = None,
     metric: str = "cosine",
-    seed: int = 0,
+    seed: int | None = None,
     score_column: str = SCORE_COLUMN,
     recompute: bool = False,
     plot: str | os.PathLike | None = None,
@@ -229,7 +229,8 @@ def select_by_shift(
 ) -> Dataset:
     """Keep `budget` samples (a count, or a fraction of the dataset), in their original order.
 
-    `strategy` (a name, or a [`SelectionStrategy`] with its options) decides which: `"topk"` the highest
+    `strategy` (a name, whose options `temperature`/`num_clusters`/`seed` default to 1.0/8/0, or a
+    [`SelectionStrategy`] that holds its options: then passing them here too is an error) decides which: `"topk"` the highest
     representation-shift samples, `"weighted"` a sample drawn with weights `score ** (1 / temperature)`,
     `"cluster"` the highest scores within `num_clusters` clusters of the pool, each cluster's share in proportion to
     its total shift, `"random"` a seeded uniform sample (the baseline); see
@@ -243,8 +244,14 @@ def select_by_shift(
         warnings.warn("select_by_shift(method=...) is deprecated; pass strategy=... ('shift' is now 'topk')",
                       FutureWarning, stacklevel=2)
         strategy = method
-    if not isinstance(strategy, SelectionStrategy):
-        strategy = SelectionStrategy(strategy, temperature=temperature, num_clusters=num_clusters, seed=seed)
+    options = {name: value for name, value in
+               (("temperature", temperature), ("num_clusters", num_clusters), ("seed", seed)) if value is not None}
+    if isinstance(strategy, SelectionStrategy):
+        if options:  # two sources for one option: refuse rather than silently prefer one
+            raise EdaInputError(f"select_by_shift got {', '.join(options)} besides a SelectionStrategy that holds its "
+                                "own: set them on the SelectionStrategy")
+    else:
+        strategy = SelectionStrategy(strategy, **options)
     rows = load_rows(dataset)
     count = resolve_budget(budget, len(rows))
     missing = missing_columns(strategy, rows.column_names, score_column)
