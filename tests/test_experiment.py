@@ -101,6 +101,7 @@ def test_experiment_runs_every_method_and_reuses_its_work(tiny_family, tmp_path,
     assert not any("] trained " in line or "[math] eda_shift: tau" in line for line in lines)
     assert any("trained math/eda-shift" in line for line in logged) and set(lines) <= set(logged)
     assert any("[math] eda_shift: tau chain" in line for line in logged)
+    assert any("[math] eda_random at budget 0.2 (2 samples): tau chain" in line for line in logged)  # curve points
     by = {(r.domain, r.method): r for r in results.methods}
     eda, full = by["math", "eda_shift"], by["math", "full_retrain_converged"]
     assert eda.samples == 5 and full.samples == 10  # half of the 10-prompt pool vs all of it

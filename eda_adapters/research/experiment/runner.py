@@ -302,6 +302,8 @@ class _Experiment:
                             [pool_kinds[i] for i in picked])
                 else:
                     chain, tree, _, _ = over_seeds(adapter)
+                    self.log(f"[{domain.name}] {row} at budget {budget:g} ({count} samples): {_taus(chain, tree)}",
+                             detail=True)  # the budget curve shows it
                 curve.append(BudgetPoint(domain.name, name, float(budget), count, chain.tau, chain.ci95,
                                          tree.tau if tree else None))
 
@@ -376,9 +378,8 @@ class _Experiment:
         if cost is not None:
             row.trainable_params, row.samples, row.steps = cost.trainable_params, cost.samples, cost.steps
             row.train_tokens, row.train_seconds, row.train_flops = cost.tokens, cost.train_seconds, cost.flops
-        tree_text = f", tree {tree.tau:.3f} [{tree.ci95[0]:.2f}, {tree.ci95[1]:.2f}]" if tree else ""
         self.log(
-            f"[{domain}] {method}: tau chain {chain.tau:.3f} [{chain.ci95[0]:.2f}, {chain.ci95[1]:.2f}]{tree_text}"
+            f"[{domain}] {method}: {_taus(chain, tree)}"
             + (f" ({cost.samples} samples, {cost.tokens} tokens)" if cost else ""),
             detail=True,  # the results table shows it
         )
@@ -656,6 +657,12 @@ def _shares(kinds: list[str]) -> dict[str, float]:
     """The share of each kind in `kinds` (4 decimals), most frequent first."""
     counts = Counter(kinds)
     return {kind: round(n / len(kinds), 4) for kind, n in counts.most_common()}
+
+
+def _taus(chain: TauMeasurement, tree: TauMeasurement | None) -> str:
+    """`tau chain 1.710 [1.69, 1.74], tree 2.477 [2.43, 2.52]`, as the log writes a measured row."""
+    text = f"tau chain {chain.tau:.3f} [{chain.ci95[0]:.2f}, {chain.ci95[1]:.2f}]"
+    return text + (f", tree {tree.tau:.3f} [{tree.ci95[0]:.2f}, {tree.ci95[1]:.2f}]" if tree else "")
 
 
 def _row_key(input_ids: list[int]) -> bytes:
