@@ -230,8 +230,8 @@ def select_by_shift(
     """Keep `budget` samples (a count, or a fraction of the dataset), in their original order.
 
     `strategy` (a name, whose options `temperature`/`num_clusters`/`seed` default to 1.0/8/0, or a
-    [`SelectionStrategy`] that holds its options: then passing them here too is an error) decides which: `"topk"` the highest
-    representation-shift samples, `"weighted"` a sample drawn with weights `score ** (1 / temperature)`,
+    [`SelectionStrategy`] that holds its options: then passing them here too is an error) decides which: `"topk"`
+    the highest representation-shift samples, `"weighted"` a sample drawn with weights `score ** (1 / temperature)`,
     `"cluster"` the highest scores within `num_clusters` clusters of the pool, each cluster's share in proportion to
     its total shift, `"random"` a seeded uniform sample (the baseline); see
     `eda_adapters.data.selection_strategies`. Scores (and the embeddings `cluster` reads) are computed with `base`
