@@ -59,8 +59,10 @@ def test_tiny_cost_check_reports_every_cost(gpu_costs, tmp_path, capsys, arch):
     tree = (report["target_tree_forward_s"] + (depth - 1) * report["draft_tree_step_s"]["reduced"]
             + report["draft_step_s"]["reduced"] + report["overhead_s"]["tree_reduced"])
     assert row["tree_reduced"] == pytest.approx(tau * t1 / tree)
-    # the overhead is the residual of the measured step, so the prediction is tau x (target forward / step time)
-    assert row["tree_reduced"] == pytest.approx(tau * t1 / report["decoding_step_s"]["tree_reduced"])
+    # the overhead is the residual of the measured step, so the prediction is tau x (target forward / step time);
+    # where timing noise makes the step shorter than its forwards, the overhead is 0 and the forwards' sum counts
+    step = report["decoding_step_s"]["tree_reduced"]
+    assert row["tree_reduced"] == pytest.approx(tau * t1 / max(step, tree - report["overhead_s"]["tree_reduced"]))
     assert all(r["chain_full"] / r["tau"] == pytest.approx(row["chain_full"] / tau) for r in rows)
 
     printed = capsys.readouterr().out
