@@ -114,7 +114,6 @@ class _Experiment:
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(config.tokenizer or config.base_target)
         self.base = self._load_target(config.base_target)
         self._reference_cache: dict[tuple[int, int], tuple[Any, Any, list[GreedyReference]]] = {}
-        self._target_fingerprints: dict[int, tuple[PreTrainedModel, str]] = {}
         #: domain -> {"pool": share of each prompt kind in the pool, strategy: share in its main-budget selection}
         self.selected_kinds: dict[str, dict[str, dict[str, float]]] = {}
 
@@ -397,9 +396,7 @@ class _Experiment:
         shape = TreeConfig(depth=cfg.tree_depth, top_k=cfg.tree_top_k, total_tokens=cfg.tree_total_tokens)
         settings = {**common, "num_draft_tokens": cfg.num_draft_tokens,
                     "tree": asdict(shape) if cfg.eval_tree else None}
-        if id(target) not in self._target_fingerprints:  # the entry holds the target, so its id stays its own
-            self._target_fingerprints[id(target)] = (target, target_fingerprint(target))
-        key = measurement_key(draft, self._target_fingerprints[id(target)][1], prompts, settings)
+        key = measurement_key(draft, target_fingerprint(target), prompts, settings)  # 64 values a tensor: cheap
         path = self.out / "measurements" / f"{key}.json"
         saved = load_measurements(path)
         if saved is not None:
