@@ -49,7 +49,7 @@ def test_regenerate_extract_select_reselect(models, tmp_path, capsys):
 
     sel = tmp_path / "sel"
     assert main(["select", "--dataset", str(regen), "--base-target", str(models / "base"), "--target",
-                 str(models / "ft"), "--budget", "3", "--output-dir", str(sel), "--plot"]) == 0
+                 str(models / "ft"), "--budget", "3", "--strategy", "topk", "--output-dir", str(sel), "--plot"]) == 0
     selected = load_regenerated(sel)
     info = json.loads((sel / "selection.json").read_text())
     assert len(selected) == info["num_selected"] == 3 and (sel / "shift_hist.png").is_file()
@@ -57,10 +57,12 @@ def test_regenerate_extract_select_reselect(models, tmp_path, capsys):
     assert len(scores) == len(PROMPTS) and all(s > 0 for s in scores)
     assert sorted(selected["shift_score"]) == sorted(scores)[-3:]
 
-    # re-select from the saved scores at another budget, without any model
+    # re-select from the saved scores at another budget, without any model, with the default strategy
     assert main(["select", "--dataset", str(sel / "scores.jsonl"), "--budget", "0.5",
                  "--output-dir", str(tmp_path / "sel2")]) == 0
-    assert sorted(load_regenerated(tmp_path / "sel2")["shift_score"]) == sorted(scores)[-3:]
+    info = json.loads((tmp_path / "sel2" / "selection.json").read_text())
+    assert info["strategy"] == {"name": "weighted", "temperature": 1.0, "seed": 0} and info["num_selected"] == 3
+    assert len(load_regenerated(tmp_path / "sel2")) == 3
     assert main(["select", "--dataset", str(regen), "--budget", "2", "--strategy", "random",
                  "--output-dir", str(tmp_path / "rand")]) == 0
     assert len(load_regenerated(tmp_path / "rand")) == 2

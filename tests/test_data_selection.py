@@ -10,7 +10,8 @@ from conftest import make_target
 from datasets import Dataset
 from test_data_common import fresh_process_state, make_tokenizer  # noqa: F401
 
-from eda_adapters.data import add_shift_scores, representation_shift, resolve_budget, select_by_shift
+from eda_adapters.data import (DEFAULT_STRATEGY, SelectionStrategy, add_shift_scores, representation_shift,
+                                resolve_budget, select_by_shift)
 
 DOMAIN = [90, 91, 92, 93, 94, 95]  # tokens whose embeddings the "fine-tune" changes
 PLAIN = list(range(10, 40))
@@ -61,7 +62,8 @@ def test_shift_ranks_the_constructed_case(pair, metric):
 def test_select_top_budget_random_baseline_and_reselect(pair, tmp_path):
     base, finetuned = pair
     dataset, shifted = constructed_dataset()
-    top = select_by_shift(dataset, 3, base, finetuned, show_progress=False, plot=tmp_path / "hist.png")
+    top = select_by_shift(dataset, 3, base, finetuned, strategy="topk", show_progress=False,
+                          plot=tmp_path / "hist.png")
     kept = [shifted[dataset["input_ids"].index(ids)] for ids in top["input_ids"]]
     assert sorted(kept, reverse=True) == [6, 5, 4]
     assert (tmp_path / "hist.png").stat().st_size > 1000
@@ -69,9 +71,14 @@ def test_select_top_budget_random_baseline_and_reselect(pair, tmp_path):
 
     # scores saved with the dataset: re-select at another budget without the models
     scored = add_shift_scores(dataset, base, finetuned, show_progress=False)
-    half = select_by_shift(scored, 0.5)
+    half = select_by_shift(scored, 0.5, strategy="topk")
     assert sorted(half["shift_score"], reverse=True) == sorted(scored["shift_score"], reverse=True)[:4]
     assert half["input_ids"] == [r for r in scored["input_ids"] if r in half["input_ids"]]  # original order kept
+
+    # the default strategy is the shift-weighted sample (seed 0), not top-k
+    assert SelectionStrategy().name == DEFAULT_STRATEGY == "weighted"
+    weighted = select_by_shift(scored, 4, strategy="weighted", seed=0)
+    assert select_by_shift(scored, 4)["input_ids"] == weighted["input_ids"]
 
     rand_a = select_by_shift(scored, 4, strategy="random", seed=0)
     rand_b = select_by_shift(scored, 4, strategy="random", seed=0)
@@ -91,7 +98,7 @@ def test_scores_carry_the_base_embeddings_cluster_reads(pair):
     # cluster selection from the saved columns, no model: every sample of a one-sample-per-cluster pool is kept
     assert len(select_by_shift(scored, len(dataset), strategy="cluster", num_clusters=len(dataset))) == len(dataset)
     by_cluster = select_by_shift(scored, 3, strategy="cluster", num_clusters=1)
-    assert by_cluster["input_ids"] == select_by_shift(scored, 3)["input_ids"]  # one cluster is topk
+    assert by_cluster["input_ids"] == select_by_shift(scored, 3, strategy="topk")["input_ids"]  # one cluster is topk
     # a pool scored before embeddings existed: cluster scores it again when the models are there, else says so
     old = scored.remove_columns("base_embedding")
     with pytest.raises(ValueError, match="'base_embedding' column"):

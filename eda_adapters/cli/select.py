@@ -11,7 +11,7 @@ from ._conventions import add_base_target, add_dtype, add_flag, add_output_dir, 
 
 HELP = "Select training samples by representation shift between the base and the fine-tuned target."
 STRATEGY_HELP = (
-    "topk: the highest shift scores (default); weighted: drawn with weights score**(1/--temperature); cluster: the "
+    "weighted (default): drawn with weights score**(1/--temperature); topk: the highest shift scores; cluster: the "
     "highest scores within --num-clusters clusters of the pool, each cluster's share in proportion to its total "
     "shift; random: a uniform sample (the baseline)."
 )
@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--dataset", required=True,
                         help="Tokenized dataset (input_ids, loss_mask): an `eda regenerate` output or a scores.jsonl.")
     parser.add_argument("--budget", required=True, type=_budget, help="Samples to keep: a count or a fraction.")
-    add_flag(parser, "--strategy", deprecated=("--method",), default="topk", help=STRATEGY_HELP)
+    add_flag(parser, "--strategy", deprecated=("--method",), default=None, help=STRATEGY_HELP)
     parser.add_argument("--temperature", type=float, default=1.0, help="Of --strategy weighted (> 0; default 1).")
     parser.add_argument("--num-clusters", type=int, default=8, help="Of --strategy cluster (>= 1; default 8).")
     parser.add_argument("--metric", choices=("cosine", "l2"), default="cosine",
@@ -86,12 +86,13 @@ def run(args: argparse.Namespace) -> int:
     from ..validation import check_model_dir
     from ..data.runs import process_state
     from ..data.selection import SCORE_COLUMN, add_shift_scores, missing_columns, resolve_budget, select_by_shift
-    from ..data.selection_strategies import SelectionStrategy
+    from ..data.selection_strategies import DEFAULT_STRATEGY, SelectionStrategy
     from ..data.signature import target_signature
     from ..run_directory import RunDirectory
 
-    strategy = SelectionStrategy(args.strategy, temperature=args.temperature, num_clusters=args.num_clusters,
-                                 seed=args.seed)  # bad options fail before anything is read
+    # bad options fail before anything is read
+    strategy = SelectionStrategy(args.strategy or DEFAULT_STRATEGY, temperature=args.temperature,
+                                 num_clusters=args.num_clusters, seed=args.seed)
     check_not_a_selection(args.dataset, strategy.name)
     state = process_state()  # under `accelerate launch` every process scores a share; the main one writes
     out = RunDirectory(args.output_dir, "selection").require_empty()

@@ -13,7 +13,7 @@ from .selection import (
     resolve_budget,
     select_by_shift,
 )
-from .selection_strategies import SELECTION_STRATEGIES, SelectionStrategy
+from .selection_strategies import DEFAULT_STRATEGY, SELECTION_STRATEGIES, SelectionStrategy
 from .self_prompting import load_self_prompts, self_prompts, user_turn_opening
 from .signature import check_target_signature, target_fingerprint, target_signature
 
@@ -22,6 +22,7 @@ __all__ = [
     "DecodingSettings",
     "DuplicateIndex",
     "PromptFilter",
+    "DEFAULT_STRATEGY",
     "SELECTION_STRATEGIES",
     "SelectionStrategy",
     "add_shift_scores",

@@ -33,7 +33,7 @@ from .features import compute_target_features
 from .io import DatasetLike, check_token_ids, load_rows, require_columns
 from .runs import process_state
 from ..errors import EdaInputError
-from .selection_strategies import SelectionStrategy
+from .selection_strategies import DEFAULT_STRATEGY, SelectionStrategy
 
 SHIFT_METRICS = ("cosine", "l2")
 SCORE_COLUMN = "shift_score"
@@ -216,7 +216,7 @@ def select_by_shift(
     base: PreTrainedModel | None = None,
     finetuned: PreTrainedModel | None = None,
     *,
-    strategy: str | SelectionStrategy = "topk",
+    strategy: str | SelectionStrategy = DEFAULT_STRATEGY,
     temperature: float | None = None,
     num_clusters: int | None = None,
     metric: str = "cosine",
@@ -231,7 +231,8 @@ def select_by_shift(
 
     `strategy` (a name, whose options `temperature`/`num_clusters`/`seed` default to 1.0/8/0, or a
     [`SelectionStrategy`] that holds its options: then passing them here too is an error) decides which: `"topk"`
-    the highest representation-shift samples, `"weighted"` a sample drawn with weights `score ** (1 / temperature)`,
+    the highest representation-shift samples, `"weighted"` (the default) a sample drawn with weights
+    `score ** (1 / temperature)`,
     `"cluster"` the highest scores within `num_clusters` clusters of the pool, each cluster's share in proportion to
     its total shift, `"random"` a seeded uniform sample (the baseline); see
     `eda_adapters.data.selection_strategies`. Scores (and the embeddings `cluster` reads) are computed with `base`
