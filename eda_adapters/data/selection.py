@@ -232,9 +232,8 @@ def select_by_shift(
     `strategy` (a name, whose options `temperature`/`num_clusters`/`seed` default to 1.0/8/0, or a
     [`SelectionStrategy`] that holds its options: then passing them here too is an error) decides which: `"topk"`
     the highest representation-shift samples, `"weighted"` (the default) a sample drawn with weights
-    `score ** (1 / temperature)`,
-    `"cluster"` the highest scores within `num_clusters` clusters of the pool, each cluster's share in proportion to
-    its total shift, `"random"` a seeded uniform sample (the baseline); see
+    `score ** (1 / temperature)`, `"cluster"` the highest scores within `num_clusters` clusters of the pool, each
+    cluster's share in proportion to its total shift, `"random"` a seeded uniform sample (the baseline); see
     `eda_adapters.data.selection_strategies`. Scores (and the embeddings `cluster` reads) are computed with `base`
     and `finetuned` unless the dataset already holds `score_column` (pass `recompute=True` to score again). The
     returned rows carry the scores when there are any; `plot` saves a histogram of all scores with the selection
