@@ -99,6 +99,9 @@ class EagleCandidateGenerator(CandidateGenerator):
         self.num_assistant_tokens = resolve_num_draft_tokens(generation_config, target)
         self.confidence_threshold = resolve_confidence_threshold(generation_config, target)
         self.eos_token_ids = _eos_token_ids(generation_config, target)
+        self.eos_tensor = None
+        if self.eos_token_ids:
+            self.eos_tensor = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long, device=self.draft.device)
         # the target returns only the states the draft reads, unless the caller asked for all of them
         selection = True if generation_config.output_hidden_states else self.draft.hidden_state_indices
         self.model_kwargs_overrides = {"output_hidden_states": selection}
@@ -151,35 +154,50 @@ class EagleCandidateGenerator(CandidateGenerator):
         if num_tokens <= 0:
             return input_ids, None
 
-        # 2. roll out the chain on the draft's own predicted features
-        candidate_ids = input_ids.to(device)
-        all_logits = []
+        # 2. roll out the chain on the draft's own predicted features. Everything stays on the device and is written
+        # into preallocated buffers; the host reads the drafted tokens once, after the rollout (for EOS).
+        candidate_ids = input_ids.new_empty((input_ids.shape[0], seq_len + num_tokens), device=device)
+        candidate_ids[:, :seq_len] = input_ids
+        positions = torch.arange(seq_len - 1, seq_len - 1 + num_tokens, device=device)[None]
+        all_logits: torch.Tensor | None = None
+        drafted = num_tokens
         for i in range(num_tokens):
-            logits = self.logits_processor(candidate_ids, self.draft.target_vocab_logits(out.logits[:, -1]).float())
+            logits = self.draft.target_vocab_logits(out.logits[:, -1]).float()
+            logits = self.logits_processor(candidate_ids[:, : seq_len + i], logits)
+            if all_logits is None:
+                all_logits = logits.new_empty((logits.shape[0], num_tokens, logits.shape[-1]))
+            all_logits[:, i] = logits
             if self.do_sample:
                 token = torch.multinomial(torch.softmax(logits, dim=-1), num_samples=1)
             else:
                 token = logits.argmax(dim=-1, keepdim=True)
-            all_logits.append(logits)
-            candidate_ids = torch.cat((candidate_ids, token), dim=-1)
-            if int(token) in self.eos_token_ids:
-                # drafting past the end would let `generate` accept tokens after EOS, which plain decoding never
-                # produces; with EOS last, `generate` lets the target emit it itself and stops
-                break
+            candidate_ids[:, seq_len + i] = token[:, 0]
             if self.confidence_threshold:
+                # a host sync per token, paid only when asked for: stopping early is what saves the draft forwards
                 confidence = float(torch.softmax(logits, dim=-1).gather(-1, token))
                 if confidence < self.confidence_threshold:
+                    drafted = i + 1
                     break  # the draft is unsure: let the target verify what it has
             if i + 1 < num_tokens:
                 out = self.draft(
                     input_ids=token,
                     hidden_states=out.last_hidden_state[:, -1:],
-                    position_ids=torch.tensor([[seq_len - 1 + i]], device=device),
+                    position_ids=positions[:, i : i + 1],
                     past_key_values=self.cache,
                     use_cache=True,
                 )
-        self.num_candidates = len(all_logits)
-        return candidate_ids, torch.stack(all_logits, dim=1)
+        drafted = self._cut_after_eos(candidate_ids[0, seq_len : seq_len + drafted], drafted)
+        self.num_candidates = drafted
+        return candidate_ids[:, : seq_len + drafted], all_logits[:, :drafted]
+
+    def _cut_after_eos(self, drafted_ids: torch.Tensor, drafted: int) -> int:
+        """How many drafted tokens to propose: all of them, or up to and including the first EOS. Drafting past the
+        end would let `generate` accept tokens after EOS, which plain decoding never produces; with EOS last,
+        `generate` lets the target emit it itself and stops. One host read per step."""
+        if self.eos_tensor is None:
+            return drafted
+        is_eos = torch.isin(drafted_ids, self.eos_tensor).tolist()
+        return is_eos.index(True) + 1 if True in is_eos else drafted
 
     def update_candidate_strategy(self, input_ids: torch.LongTensor, scores: torch.Tensor, num_matches: int) -> None:
         """Dynamic chain length (`num_assistant_tokens_schedule="heuristic"`): +2 after a fully accepted chain, -1

@@ -325,10 +325,19 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
         to `[batch, seq, 3 * target_hidden_size]`."""
         return concat_hidden_states(hidden_states, self.hidden_state_indices)
 
+    def _d2t_is_identity(self) -> bool:
+        """Whether `d2t` maps every draft id to itself; read from the device once per change of the buffer (its
+        version counter moves on every in-place write, e.g. `load_state_dict`), not once per decoding step."""
+        key = (self.d2t.data_ptr(), self.d2t._version)
+        if getattr(self, "_d2t_identity_key", None) != key:
+            self._d2t_identity = not bool(self.d2t.any())
+            self._d2t_identity_key = key
+        return self._d2t_identity
+
     def target_vocab_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Draft-vocabulary logits `[..., draft_vocab_size]` as target-vocabulary logits `[..., vocab_size]`: each
         draft token at its target id, `-inf` elsewhere (never proposed; the target still verifies)."""
-        if self.config.draft_vocab_size == self.config.vocab_size and not bool(self.d2t.any()):
+        if self.config.draft_vocab_size == self.config.vocab_size and self._d2t_is_identity():
             return logits
         return scatter_to_vocab(logits, self.draft_token_ids, self.config.vocab_size)
 

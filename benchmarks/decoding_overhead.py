@@ -1,0 +1,227 @@
+"""Decoding overhead, side by side in one run: our generate hook (chain), transformers' own assisted loop with a
+same-cost assistant, and EAGLE-2 tree decoding, each split into the time spent in model forwards and the rest.
+
+    python benchmarks/decoding_overhead.py --json docs/benchmarks/decoding_overhead_cpu.json
+    python benchmarks/decoding_overhead.py --profile tree          # cProfile of one run, top functions by own time
+
+The target is a randomly initialised 4-layer Llama (hidden 256, byte-sized vocabulary by default); the assistant of
+transformers' loop is the same Llama with 1 layer, which costs about what our 1-layer EAGLE draft costs per token.
+Random weights make nearly every drafted token rejected, so every loop runs about one step per new token: the step
+is then all drafting, verifying and bookkeeping, which is what this measures.
+
+Per-step times come from two runs of different lengths (`--lengths`): their difference, divided by the difference in
+steps, cancels prefill and set-up. The time inside model forwards is clocked the same way, with forward hooks on the
+target and the draft (or assistant); CPU work is synchronous, so the clock is exact there. The **overhead** of a loop
+is its step time minus its forwards: the bookkeeping this issue is about (the goals: chain step <= 1.0x transformers'
+loop, tree overhead <= 2x the chain's, at an equal number of verified tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import platform
+import pstats
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import eda_adapters
+from eda_adapters import EagleDraftModel, TreeConfig, speculative_generate, track_acceptance
+from eda_adapters.atomic import atomic_write_text
+
+
+class ForwardClock:
+    """Seconds spent inside the forwards of some modules (outermost calls only), through forward hooks."""
+
+    def __init__(self, modules: Sequence[torch.nn.Module]) -> None:
+        self.seconds = 0.0
+        self._depth = 0
+        self._begin = 0.0
+        self._handles = []
+        for module in modules:
+            self._handles.append(module.register_forward_pre_hook(self._enter))
+            self._handles.append(module.register_forward_hook(self._exit))
+
+    def _enter(self, *_: Any) -> None:
+        if self._depth == 0:
+            self._begin = time.perf_counter()
+        self._depth += 1
+
+    def _exit(self, *_: Any) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.seconds += time.perf_counter() - self._begin
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def build_models(layers: int, hidden: int, vocab: int, seed: int = 0):
+    """A random Llama target, our EAGLE-1 draft for it, and a 1-layer Llama assistant of the same width."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 11 // 4, num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 64),
+        max_position_embeddings=4096, eos_token_id=None, bos_token_id=None, pad_token_id=None,
+    )
+    target = LlamaForCausalLM(config).eval()
+    assistant = LlamaForCausalLM(LlamaConfig(**{**config.to_dict(), "num_hidden_layers": 1})).eval()
+    draft = EagleDraftModel.from_target(target).eval()
+    return target, draft, assistant
+
+
+def loop_runners(target, draft, assistant, prompt: torch.Tensor, k: int, tree: TreeConfig
+                 ) -> dict[str, tuple[Callable[[int], int], list[torch.nn.Module]]]:
+    """`name -> (run(max_new_tokens) -> steps, the modules whose forwards the step runs)` for each loop."""
+    chain_kwargs = dict(do_sample=False, num_assistant_tokens=k, num_assistant_tokens_schedule="constant",
+                        assistant_confidence_threshold=0.0)
+    # transformers' loop reads these from the assistant's own generation config (its defaults stop the assistant
+    # once its confidence falls under 0.4, which on random weights is after one token)
+    assistant.generation_config.update(**chain_kwargs)
+
+    @torch.no_grad()
+    def generate(assistant_model, max_new_tokens: int) -> int:
+        with track_acceptance() as stats:
+            target.generate(prompt, assistant_model=assistant_model, max_new_tokens=max_new_tokens, **chain_kwargs)
+        return stats.num_steps
+
+    def run_tree(max_new_tokens: int) -> int:
+        _, stats = speculative_generate(target, draft, prompt, tree=tree, max_new_tokens=max_new_tokens,
+                                        return_stats=True)
+        return stats.num_steps
+
+    return {
+        "chain (our hook)": (lambda n: generate(draft, n), [target, draft]),
+        "transformers assisted (1-layer Llama)": (lambda n: generate(assistant, n), [target, assistant]),
+        "tree (EAGLE-2)": (run_tree, [target, draft]),
+    }
+
+
+def step_costs(run: Callable[[int], int], modules: Sequence[torch.nn.Module], lengths: tuple[int, int],
+               repeats: int) -> dict[str, float]:
+    """Median seconds per step of `run`, of its forwards, and of the rest (overhead), by the two-length difference."""
+    run(lengths[0])  # warm-up
+    clock = ForwardClock(modules)
+    samples: dict[str, list[float]] = {"step_s": [], "forwards_s": [], "overhead_s": []}
+    try:
+        for _ in range(repeats):
+            measured = []
+            for length in lengths:
+                clock.seconds = 0.0
+                begin = time.perf_counter()
+                steps = run(length)
+                measured.append((time.perf_counter() - begin, clock.seconds, steps))
+            (t0, f0, s0), (t1, f1, s1) = measured
+            if s1 <= s0:
+                raise RuntimeError(f"Runs of {lengths} new tokens took {s0} and {s1} steps: use longer runs.")
+            step, forwards = (t1 - t0) / (s1 - s0), (f1 - f0) / (s1 - s0)
+            samples["step_s"].append(step)
+            samples["forwards_s"].append(forwards)
+            samples["overhead_s"].append(step - forwards)
+    finally:
+        clock.remove()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def profile(run: Callable[[int], int], length: int, top: int = 25) -> str:
+    """cProfile of `run(length)` after a warm-up: the `top` functions by own time."""
+    run(length)
+    profiler = cProfile.Profile()
+    profiler.runcall(run, length)
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every loop's per-step costs on the same target and prompt, and the ratios the issue's goals are stated in."""
+    torch.set_num_threads(args.threads)
+    target, draft, assistant = build_models(args.layers, args.hidden, args.vocab)
+    prompt = torch.randint(args.vocab, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
+    # equal verified tokens: the chain verifies k drafted tokens + 1, the tree `total_tokens` nodes + its root, and
+    # both run k draft forwards per step (the tree: one over the accepted tokens and depth - 1 expansions)
+    tree = TreeConfig(depth=args.k, top_k=args.tree_top_k, total_tokens=args.k)
+    runners = loop_runners(target, draft, assistant, prompt, args.k, tree)
+    costs = {name: step_costs(run, modules, tuple(args.lengths), args.repeats)
+             for name, (run, modules) in runners.items()}
+    chain, assisted, tree_costs = (costs[name] for name in runners)
+    return {
+        "command": "python benchmarks/decoding_overhead.py " + " ".join(args.argv),
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "capability": torch.backends.cpu.get_cpu_capability()},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "eda_adapters": eda_adapters.__version__},
+        "setup": {"target": f"random Llama, {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}",
+                  "draft": "EagleDraftModel.from_target (1 layer)", "assistant": "1-layer Llama, same width",
+                  "draft_tokens_per_step": args.k, "tree": vars(tree), "prompt_tokens": args.prompt_tokens,
+                  "lengths": args.lengths, "repeats": args.repeats},
+        "per_step": costs,
+        "ratios": {
+            "chain_step / transformers_assisted_step": chain["step_s"] / assisted["step_s"],
+            "tree_step / chain_step": tree_costs["step_s"] / chain["step_s"],
+            "tree_overhead / chain_overhead": tree_costs["overhead_s"] / max(chain["overhead_s"], 1e-9),
+        },
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    ms = lambda s: f"{1000 * s:.2f}"  # noqa: E731
+    lines = ["| loop | step (ms) | forwards (ms) | overhead (ms) |", "|---|---:|---:|---:|"]
+    for name, c in report["per_step"].items():
+        lines.append(f"| {name} | {ms(c['step_s'])} | {ms(c['forwards_s'])} | {ms(c['overhead_s'])} |")
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {name} | {value:.2f} |" for name, value in report["ratios"].items()]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=4, help="target layers")
+    parser.add_argument("--hidden", type=int, default=256, help="target (and draft, assistant) width")
+    parser.add_argument("--vocab", type=int, default=256, help="vocabulary size")
+    parser.add_argument("--k", type=int, default=5, help="drafted tokens per step (the tree: depth and size)")
+    parser.add_argument("--tree-top-k", type=int, default=3, help="the tree's branching")
+    parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument("--lengths", type=int, nargs=2, default=(20, 60), help="new tokens of the short and long run")
+    parser.add_argument("--repeats", type=int, default=7, help="median over this many pairs of runs")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--profile", choices=("chain", "assisted", "tree"),
+                        help="print a cProfile of one long run of this loop instead")
+    args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    args = parse_args(argv)
+    if args.profile:
+        torch.set_num_threads(args.threads)
+        target, draft, assistant = build_models(args.layers, args.hidden, args.vocab)
+        prompt = torch.randint(args.vocab, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
+        tree = TreeConfig(depth=args.k, top_k=args.tree_top_k, total_tokens=args.k)
+        runners = loop_runners(target, draft, assistant, prompt, args.k, tree)
+        name = next(n for n in runners if n.startswith(args.profile))
+        print(profile(runners[name][0], args.lengths[1]))
+        return None
+    report = measure(args)
+    print(format_report(report))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
