@@ -124,8 +124,17 @@ def test_tree_errors(llama_target):
     tree = TreeConfig(2, 2, 4)
     with pytest.raises(ValueError, match="batch size 1"):
         speculative_generate(llama_target, draft, torch.randint(3, 97, (2, 4)), tree=tree)
-    with pytest.raises(ValueError, match="greedy only"):
-        speculative_generate(llama_target, draft, _prompt(), tree=tree, do_sample=True)
+    with pytest.raises(ValueError, match="temperature > 0"):
+        speculative_generate(llama_target, draft, _prompt(), tree=tree, do_sample=True, temperature=0.0)
+    with pytest.raises(ValueError, match="temperature > 0"):
+        speculative_generate(llama_target, draft, _prompt(), tree=tree, do_sample=True, temperature=-1.0)
+    with pytest.raises(TypeError, match="unsupported arguments"):
+        speculative_generate(llama_target, draft, _prompt(), tree=tree, num_beams=2)
+    with pytest.raises(ValueError, match="exceeds the 6 nodes"):
+        TreeConfig(depth=2, top_k=2, total_tokens=7)
+    reduced = EagleDraftModel.from_target(llama_target, draft_vocab=[3, 5, 7])
+    with pytest.raises(ValueError, match="vocabulary of 3 tokens"):
+        speculative_generate(llama_target, reduced, _prompt(), tree=TreeConfig(2, 4, 4), do_sample=True)
     with pytest.raises(ValueError, match="padding"):
         speculative_generate(llama_target, draft, _prompt(), tree=tree, attention_mask=torch.tensor([[0] + [1] * 6]))
     with pytest.raises(ValueError, match="positive integer"):

@@ -35,7 +35,7 @@ from ..models.eagle.modeling_eagle import concat_hidden_states
 from .drafts import prepare_draft
 from .eos import eos_token_ids
 from .stats import SpeculativeStats
-from .tree import TreeConfig
+from .tree import TreeConfig, best_nodes
 from ..errors import EdaInputError
 
 
@@ -260,8 +260,8 @@ class _Replay:
             ancestors = grown
             frontier = first_new + scores[:, first_new:].topk(min(K, n - first_new)).indices
 
-        best = scores.topk(min(config.total_tokens, tokens.shape[1])).indices
-        keep = ancestors[rows[:, None], best].any(dim=1)  # the selected nodes and their ancestors
+        best = best_nodes(scores, depths, config.total_tokens)  # closed under ancestry, as decoding selects
+        keep = torch.zeros_like(tokens, dtype=torch.bool).scatter_(1, best, True)
         # node at depth d agrees with the answer if its token is token c + d of the sequence
         seq_len = self.sequence.numel()
         want_pos = starts[:, None] + depths

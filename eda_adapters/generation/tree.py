@@ -15,6 +15,7 @@ from ..models.eagle.modeling_eagle import TREE_MASK_IMPLEMENTATIONS
 from .drafts import EagleDraft, prepare_draft
 from .eos import eos_token_ids
 from .stats import SpeculativeStats, track_acceptance
+from .tree_verification import TreeSampler
 from ..errors import EdaInputError
 
 
@@ -41,6 +42,17 @@ class TreeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise EdaInputError(f"TreeConfig.{name} must be a positive integer, got {value!r}.")
+        if self.total_tokens > self.capacity:
+            raise EdaInputError(
+                f"TreeConfig.total_tokens={self.total_tokens} exceeds the {self.capacity} nodes a tree of depth "
+                f"{self.depth} and top_k {self.top_k} grows: lower total_tokens or raise depth or top_k."
+            )
+
+    @property
+    def capacity(self) -> int:
+        """Nodes grown before selection: `top_k` children of the root, then `top_k` children of each of the `top_k`
+        expanded nodes at every further depth."""
+        return self.top_k + (self.depth - 1) * self.top_k * self.top_k
 
 
 @dataclass
@@ -60,9 +72,7 @@ class DraftTree:
 
     def select(self, total_tokens: int) -> DraftTree:
         """The `total_tokens` best nodes by cumulative score, closed under ancestry, in topological order."""
-        count = min(total_tokens, self.tokens.numel())
-        best = self.scores.topk(count).indices
-        keep = self.ancestors[best].any(dim=0).nonzero().squeeze(-1)  # best nodes and all their ancestors
+        keep = best_nodes(self.scores, self.depths, total_tokens).sort().values  # index order is topological
         new_index = torch.full_like(self.parents, -1)
         new_index[keep] = torch.arange(keep.numel(), device=keep.device)
         parents = self.parents[keep]
@@ -72,29 +82,49 @@ class DraftTree:
         )
 
 
-def _additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`[q, k]` boolean (True = attend) -> `[1, 1, q, k]` additive float mask (works for eager and SDPA attention)."""
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[None, None]
+def best_nodes(scores: torch.Tensor, depths: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the `count` best nodes along the last dimension, by cumulative log-probability.
+
+    A child's score is its parent's plus a log-probability <= 0, so the best nodes are closed under ancestry, except
+    where float rounding makes a child tie its parent: the depth breaks those ties toward the parent, so the
+    selection is closed under ancestry and needs no host-side closure. Shared by decoding and replay.
+    """
+    key = scores.double() - depths.double() * 1e-9
+    return key.topk(min(count, key.shape[-1]), dim=-1).indices
 
 
 class TreeSpeculator:
-    """Greedy EAGLE-2 tree speculative decoding of one sequence (batch size 1).
+    """EAGLE-2 tree speculative decoding of one sequence (batch size 1), greedy or by exact speculative sampling.
 
     Invariant between steps: the target cache and the draft's committed cache both hold `num_done` positions (all
     tokens before the current root), and the draft's output for the root's pair is kept (`root_hidden`,
-    `root_logits`) to grow the next tree from.
+    `root_logits`) to grow the next tree from. A step's bookkeeping is tensor work on the device; the host reads the
+    accepted tokens once per step.
+
+    Args:
+        target: The verifier (attention `sdpa` or `eager`: the tree needs a 4D mask).
+        draft: An EAGLE-1/EAGLE-3 draft, a `PeftModel` wrapping one, or a merged draft.
+        config: The tree's shape.
+        sampler: The target's token choice per tree row (default: greedy); see [`TreeSampler`].
     """
 
-    def __init__(self, target: PreTrainedModel, draft: Any, config: TreeConfig) -> None:
+    def __init__(self, target: PreTrainedModel, draft: Any, config: TreeConfig,
+                 sampler: TreeSampler | None = None) -> None:
         self.target = target
         self.draft: EagleDraft = prepare_draft(draft, target)
         self.config = config
+        self.sampler = sampler or TreeSampler(target, {"do_sample": False})
         attn = getattr(target.config, "_attn_implementation", "sdpa")
         if attn not in TREE_MASK_IMPLEMENTATIONS:
             raise EdaInputError(
                 f"Tree decoding needs a custom 4D attention mask, which attn_implementation={attn!r} does not take: "
                 "load the target with attn_implementation='sdpa' (or 'eager')."
+            )
+        draft_vocab = getattr(self.draft.config, "draft_vocab_size", None) or self.draft.config.vocab_size
+        if config.top_k > draft_vocab:
+            raise EdaInputError(
+                f"TreeConfig.top_k={config.top_k} exceeds the draft's vocabulary of {draft_vocab} tokens: use "
+                f"top_k <= {draft_vocab}."
             )
         self.dtype = target.get_input_embeddings().weight.dtype
         self.target_cache = DynamicCache()
@@ -117,119 +147,105 @@ class TreeSpeculator:
         self.root_logits = self.draft.target_vocab_logits(out.logits[0, -1])
 
     def grow_tree(self) -> DraftTree:
-        """EAGLE-2 expansion: `depth` draft steps, expanding the `top_k` best nodes of each depth."""
-        cfg, device = self.config, self.root_logits.device
-        self.draft_cache.crop(-(self.draft_cache.get_seq_length() - self.num_done))  # drop any previous tree
-        logp = F.log_softmax(self.root_logits.float(), dim=-1).topk(cfg.top_k)
-        tokens, scores = logp.indices, logp.values
-        parents = torch.full_like(tokens, -1)
-        depths = torch.ones_like(tokens)
-        ancestors = torch.eye(tokens.numel(), dtype=torch.bool, device=device)
-        hidden = torch.zeros(tokens.numel(), self.root_hidden.numel(), dtype=self.root_hidden.dtype, device=device)
-        cached_nodes = torch.empty(0, dtype=torch.long, device=device)  # tree nodes in the draft cache, in order
-        frontier = torch.arange(tokens.numel(), device=device)
-        for depth in range(2, cfg.depth + 1):
-            parent_of = parents[frontier]
-            features = torch.where(
-                (parent_of >= 0)[:, None], hidden[parent_of.clamp_min(0)], self.root_hidden[None]
-            )
-            # the frontier attends to the committed prefix, its ancestors already in the cache, and itself
-            visible_tree = ancestors[frontier][:, cached_nodes]
-            allowed = torch.cat(
-                (
-                    torch.ones(frontier.numel(), self.num_done, dtype=torch.bool, device=device),
-                    visible_tree,
-                    torch.eye(frontier.numel(), dtype=torch.bool, device=device),
-                ),
-                dim=1,
-            )
+        """EAGLE-2 expansion: `depth` draft steps, expanding the `top_k` best nodes of each depth.
+
+        Nodes are written into buffers sized for the whole tree ([`TreeConfig.capacity`]); every depth's frontier has
+        exactly `top_k` nodes, at one position, and attends to the committed prefix, its ancestors among the earlier
+        frontiers (in the draft cache in order) and itself.
+        """
+        cfg, device, done = self.config, self.root_logits.device, self.num_done
+        k, capacity = cfg.top_k, cfg.capacity
+        self.draft_cache.crop(-(self.draft_cache.get_seq_length() - done))  # drop any previous tree
+        tokens = torch.empty(capacity, dtype=torch.long, device=device)
+        scores = torch.empty(capacity, dtype=torch.float32, device=device)
+        parents = torch.full((capacity,), -1, dtype=torch.long, device=device)
+        depths = torch.ones(capacity, dtype=torch.long, device=device)
+        ancestors = torch.eye(capacity, dtype=torch.bool, device=device)
+        hidden = self.root_hidden.new_empty((capacity, self.root_hidden.numel()))
+        root = F.log_softmax(self.root_logits.float(), dim=-1).topk(k)
+        tokens[:k], scores[:k] = root.indices, root.values
+        frontier, features, count = torch.arange(k, device=device), self.root_hidden.expand(k, -1), k
+        allowed = torch.zeros(k, done + (cfg.depth - 1) * k, dtype=torch.bool, device=device)
+        allowed[:, :done] = True
+        cached = torch.empty((cfg.depth - 1) * k, dtype=torch.long, device=device)  # the frontiers, in cache order
+        for level in range(cfg.depth - 1):  # expand the nodes of depth level + 1
+            seen = done + level * k
+            allowed[:, done:seen] = ancestors[frontier][:, cached[: level * k]]
+            allowed[:, seen : seen + k] = torch.eye(k, dtype=torch.bool, device=device)
             out = self.draft(
                 input_ids=tokens[frontier][None],
                 hidden_states=features[None],
-                attention_mask=allowed[None, None],
-                position_ids=(self.num_done + depths[frontier] - 1)[None],
+                attention_mask=allowed[None, None, :, : seen + k],
+                position_ids=torch.full((1, k), done + level, device=device),
                 past_key_values=self.draft_cache,
                 use_cache=True,
             )
-            cached_nodes = torch.cat((cached_nodes, frontier))
+            cached[level * k : (level + 1) * k] = frontier
             hidden[frontier] = out.last_hidden_state[0]
-            logits = self.draft.target_vocab_logits(out.logits[0])
-            child = F.log_softmax(logits.float(), dim=-1).topk(cfg.top_k)  # [frontier, top_k]
-            first_new = tokens.numel()
-            child_parents = frontier.repeat_interleave(cfg.top_k)
-            tokens = torch.cat((tokens, child.indices.flatten()))
-            scores = torch.cat((scores, (scores[frontier][:, None] + child.values).flatten()))
-            parents = torch.cat((parents, child_parents))
-            depths = torch.cat((depths, torch.full_like(child_parents, depth)))
-            hidden = torch.cat((hidden, torch.zeros(child_parents.numel(), hidden.shape[1], dtype=hidden.dtype,
-                                                    device=device)))
-            num = tokens.numel()
-            grown = torch.zeros(num, num, dtype=torch.bool, device=device)
-            grown[:first_new, :first_new] = ancestors
-            grown[first_new:, :first_new] = ancestors[child_parents]
-            grown[first_new:, first_new:] = torch.eye(num - first_new, dtype=torch.bool, device=device)
-            ancestors = grown
-            frontier = first_new + scores[first_new:].topk(min(cfg.top_k, num - first_new)).indices
+            child = F.log_softmax(self.draft.target_vocab_logits(out.logits[0]).float(), dim=-1).topk(k)
+            new = slice(count, count + k * k)
+            child_parents = frontier.repeat_interleave(k)
+            tokens[new] = child.indices.flatten()
+            scores[new] = (scores[frontier][:, None] + child.values).flatten()
+            parents[new] = child_parents
+            depths[new] = level + 2
+            ancestors[new, :count] = ancestors[child_parents, :count]
+            frontier = count + scores[new].topk(k).indices
+            features = hidden[parents[frontier]]
+            count += k * k
         return DraftTree(tokens, parents, depths, scores, ancestors)
 
     # ------------------------------------------------------------------ target side
-    def _target_forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, allowed: torch.Tensor | None):
+    def _target_forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor | None):
         out = self.target(
             input_ids=input_ids[None],
             position_ids=position_ids[None],
-            attention_mask=None if allowed is None else _additive_mask(allowed, self.dtype),
+            attention_mask=mask,
             past_key_values=self.target_cache,
             use_cache=True,
             output_hidden_states=self.draft.hidden_state_indices,
         )
         return out.logits[0], self.draft.target_features(out.hidden_states)[0]
 
+    def _tree_mask(self, tree: DraftTree) -> torch.Tensor:
+        """`[1, 1, 1 + n, done + 1 + n]` additive mask of the verification: every row sees the prefix and the root,
+        node rows also their ancestors (themselves included)."""
+        n, done = tree.tokens.numel(), self.num_done
+        blocked = torch.finfo(self.dtype).min
+        mask = torch.zeros(n + 1, done + n + 1, dtype=self.dtype, device=tree.tokens.device)
+        mask[0, done + 1 :] = blocked
+        mask[1:, done + 1 :].masked_fill_(~tree.ancestors, blocked)
+        return mask[None, None]
+
     def prefill(self, prompt: torch.Tensor) -> int:
         """Run the target on the prompt, feed the draft, and return the first generated token (the first root)."""
         logits, features = self._target_forward(prompt, torch.arange(prompt.numel(), device=prompt.device), None)
-        root = int(logits[-1].argmax())
-        tokens = torch.cat((prompt[1:], prompt.new_tensor([root])))
-        self._draft_consume(tokens, features)
+        first = self.sampler.choose(logits[-1:])
+        self._draft_consume(torch.cat((prompt[1:], first)), features)
         self.num_done = prompt.numel()
-        return root
+        return int(first)
 
     def step(self, root: int) -> list[int]:
         """Draft a tree below `root`, verify it in one target forward, and return the new tokens (accepted path +
-        bonus token; the last one is the next root). Keeps both KV caches to the accepted path."""
+        the target's own next token, the next root). Keeps both KV caches to the accepted path."""
         tree = self.grow_tree().select(self.config.total_tokens)
-        device, n = tree.tokens.device, tree.tokens.numel()
-        # row 0 = root, row 1 + i = node i
-        tokens = torch.cat((tree.tokens.new_tensor([root]), tree.tokens))
-        positions = self.num_done + torch.cat((tree.depths.new_zeros(1), tree.depths))
-        allowed = torch.zeros(n + 1, self.num_done + n + 1, dtype=torch.bool, device=device)
-        allowed[:, : self.num_done + 1] = True  # prefix and root
-        allowed[1:, self.num_done + 1 :] = tree.ancestors
-        logits, features = self._target_forward(tokens, positions, allowed)
-
-        # greedy verification: follow the target's argmax down the tree as long as a child matches it
-        predicted = logits.argmax(dim=-1)
-        parent_rows = torch.cat((tree.parents.new_full((1,), -2), tree.parents + 1))  # node parent -1 -> row 0
-        path, row = [0], 0
-        while True:
-            match = ((parent_rows == row) & (tokens == predicted[row])).nonzero()
-            if match.numel() == 0:
-                break
-            row = int(match[0, 0])
-            path.append(row)
-        new_tokens = [int(t) for t in tokens[path[1:]]] + [int(predicted[row])]
+        done = self.num_done
+        tokens = torch.cat((tree.tokens.new_tensor([root]), tree.tokens))  # row 0 = root, row 1 + i = node i
+        positions = done + torch.cat((tree.depths.new_zeros(1), tree.depths))
+        logits, features = self._target_forward(tokens, positions, self._tree_mask(tree))
+        path = self.sampler.accept(tree.tokens, tree.parents, tree.ancestors, logits)
 
         # keep only the accepted path in the target cache: move its rows up behind the (untouched) prefix, then crop
-        path_rows = torch.tensor(path, device=device)
-        accepted, kept = self.num_done + path_rows, self.num_done + len(path)
+        accepted, kept = done + path.rows, done + path.rows.numel()
         for layer in self.target_cache.layers:
-            layer.keys[..., self.num_done : kept, :] = layer.keys.index_select(-2, accepted)
-            layer.values[..., self.num_done : kept, :] = layer.values.index_select(-2, accepted)
+            layer.keys[..., done:kept, :] = layer.keys.index_select(-2, accepted)
+            layer.values[..., done:kept, :] = layer.values.index_select(-2, accepted)
         self.target_cache.crop(-(self.target_cache.get_seq_length() - kept))
         # the draft re-reads the accepted tokens with the target's true features
-        self._draft_consume(torch.tensor(new_tokens, device=device), features[path_rows])
-        self.num_done += len(path)
-        self.num_nodes = n
-        return new_tokens
+        self._draft_consume(path.token_ids, features[path.rows])
+        self.num_done = kept
+        self.num_nodes = tree.tokens.numel()
+        return path.tokens
 
 
 def _sliding_window(target: PreTrainedModel) -> int | None:
@@ -276,13 +292,16 @@ def speculative_generate(
     return_stats: bool = False,
     **generate_kwargs: Any,
 ) -> torch.LongTensor | tuple[torch.LongTensor, SpeculativeStats]:
-    """Speculative decoding of `target` with an EAGLE/EDA `draft`; greedy output is identical to plain greedy.
+    """Speculative decoding of `target` with an EAGLE/EDA `draft`: the output is the target's own (greedy: identical
+    to plain greedy decoding; sampling: distributed as plain sampling).
 
-    With `tree=TreeConfig(...)` it runs EAGLE-2 dynamic tree decoding (greedy, batch size 1): each step the draft
-    grows a tree of candidate continuations, the target verifies all of it in one forward with a tree attention
-    mask, and the longest path that matches the target's own argmax is accepted (plus the target's bonus token).
-    With `tree=None` it is `target.generate(input_ids, assistant_model=draft, ...)` (chain drafting; supports
-    sampling and every `generate` option through `**generate_kwargs`).
+    With `tree=TreeConfig(...)` it runs EAGLE-2 dynamic tree decoding (batch size 1): each step the draft grows a tree
+    of candidate continuations and the target verifies all of it in one forward with a tree attention mask. Greedy,
+    the longest path that matches the target's own argmax is accepted (plus the target's next token); with
+    `do_sample=True` (and `temperature`, `top_k`, `top_p`, `min_p`, defaulting to the target's generation config as in
+    `generate`) the path is accepted by exact multi-candidate speculative sampling (see
+    `eda_adapters/generation/tree_verification.py`). With `tree=None` it is `target.generate(input_ids,
+    assistant_model=draft, ...)` (chain drafting; every `generate` option through `**generate_kwargs`).
 
     Args:
         target: A Hugging Face causal LM (the verifier).
@@ -294,6 +313,8 @@ def speculative_generate(
         eos_token_id: Stop after this token (default: the target's `generation_config.eos_token_id`).
         attention_mask: Optional; must be all ones (no padding) in tree mode.
         return_stats: Also return a [`SpeculativeStats`] (per-step accepted lengths, `tau`).
+        generate_kwargs: With a tree, the sampling arguments `do_sample`, `temperature`, `top_k`, `top_p`, `min_p`;
+            without, anything `generate` takes.
 
     Returns:
         `[1, seq + new]` token ids (prompt included), and the stats if `return_stats`.
@@ -307,22 +328,16 @@ def speculative_generate(
                 **generate_kwargs,
             )
         return (output, stats) if return_stats else output
-    if generate_kwargs.get("do_sample"):
-        raise EdaInputError(
-            "Tree decoding is greedy only: for sampling use tree=None (target.generate(..., assistant_model=draft, "
-            "do_sample=True)), which applies the speculative-sampling acceptance rule."
-        )
-    if generate_kwargs:
-        raise TypeError(f"speculative_generate(tree=...) got unsupported arguments {sorted(generate_kwargs)}.")
     if not isinstance(tree, TreeConfig):
         raise TypeError(f"tree must be a TreeConfig or None, got {type(tree).__name__}.")
+    sampler = TreeSampler(target, generate_kwargs)
     if max_new_tokens < 1:
         raise EdaInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     _check_inputs(target, input_ids, attention_mask, input_ids.shape[1] + max_new_tokens + tree.depth + 1)
     input_ids = input_ids.to(target.get_input_embeddings().weight.device)
     eos = set(eos_token_ids(target, eos_token_id))
 
-    speculator = TreeSpeculator(target, draft, tree)
+    speculator = TreeSpeculator(target, draft, tree, sampler)
     stats = SpeculativeStats()
     generated = [speculator.prefill(input_ids[0])]
     while len(generated) < max_new_tokens and generated[-1] not in eos:
