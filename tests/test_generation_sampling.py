@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers.generation.utils as generation_utils
 from conftest import make_target
-from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from sampling_checks import chi_square_p_value, target_joint
 
 from eda_adapters import Eagle3DraftModel, EagleDraftModel
 
@@ -15,8 +15,6 @@ VOCAB = 6
 PROMPT = torch.tensor([[1, 2, 3]])
 TEMPERATURE, TOP_P = 0.8, 0.9
 NEW_TOKENS = 3  # x1 comes from the prefill; x2, x3 are drafted and verified
-
-
 
 
 @pytest.fixture(scope="module")
@@ -30,21 +28,8 @@ def tiny():
     return target, draft
 
 
-@torch.no_grad()
 def _target_joint(target) -> torch.Tensor:
-    """Exact probability of every continuation (x1, x2, x3) under the target with the same warpers as `generate`."""
-    warp = LogitsProcessorList([TemperatureLogitsWarper(TEMPERATURE), TopPLogitsWarper(TOP_P)])
-    grid = torch.cartesian_prod(torch.arange(VOCAB), torch.arange(VOCAB))  # all (x1, x2)
-    ids = torch.cat((PROMPT.expand(len(grid), -1), grid), dim=1)
-    logits = target(input_ids=ids).logits[:, PROMPT.shape[1] - 1 :]
-
-    def probs(position: int) -> torch.Tensor:
-        return torch.softmax(warp(ids[:, : PROMPT.shape[1] + position], logits[:, position].clone()), dim=-1)
-
-    p1 = probs(0)[0]  # same row for every grid entry
-    p2 = probs(1).view(VOCAB, VOCAB, VOCAB)[:, 0]  # [x1, x2]
-    p3 = probs(2).view(VOCAB, VOCAB, VOCAB)  # [x1, x2, x3]
-    return p1[:, None, None] * p2[:, :, None] * p3
+    return target_joint(target, PROMPT, VOCAB, TEMPERATURE, TOP_P)
 
 
 def _sample_counts(target, draft, runs: int, seed: int) -> torch.Tensor:
@@ -60,25 +45,11 @@ def _sample_counts(target, draft, runs: int, seed: int) -> torch.Tensor:
     return counts
 
 
-def _chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
-    """Pearson chi-square goodness of fit, cells with expected count < 5 pooled into one."""
-    expected = probs.flatten().double() * counts.sum()
-    observed = counts.flatten().double()
-    small = expected < 5
-    expected = torch.cat((expected[~small], expected[small].sum()[None]))
-    observed = torch.cat((observed[~small], observed[small].sum()[None]))
-    if expected[-1] == 0:
-        expected, observed = expected[:-1], observed[:-1]
-    statistic = ((observed - expected) ** 2 / expected).sum()
-    dof = torch.tensor(len(expected) - 1, dtype=torch.double)
-    return float(torch.special.gammaincc(dof / 2, statistic / 2))
-
-
 def test_speculative_sampling_matches_target_distribution(tiny):
     target, draft = tiny
     probs = _target_joint(target)
     counts = _sample_counts(target, draft, runs=800, seed=0)
-    assert _chi_square_p_value(counts, probs) > 1e-3
+    assert chi_square_p_value(counts, probs) > 1e-3
 
 
 def test_wrong_acceptance_rule_is_detected(tiny, monkeypatch):
@@ -91,7 +62,7 @@ def test_wrong_acceptance_rule_is_detected(tiny, monkeypatch):
 
     monkeypatch.setattr(generation_utils, "_speculative_sampling", accept_everything)
     counts = _sample_counts(target, draft, runs=200, seed=1)
-    assert _chi_square_p_value(counts, _target_joint(target)) < 1e-3
+    assert chi_square_p_value(counts, _target_joint(target)) < 1e-3
 
 
 def test_reduced_draft_vocabulary_keeps_target_distribution(tiny):
@@ -102,7 +73,7 @@ def test_reduced_draft_vocabulary_keeps_target_distribution(tiny):
     draft = EagleDraftModel.from_target(target, draft_vocab=[0, 2, 5])
     counts = _sample_counts(target, draft, runs=800, seed=2)
     assert counts[:, 1].sum() > 0 or counts[:, 3].sum() > 0, "tokens outside the draft vocabulary must still occur"
-    assert _chi_square_p_value(counts, _target_joint(target)) > 1e-3
+    assert chi_square_p_value(counts, _target_joint(target)) > 1e-3
 
 
 def test_eagle3_draft_keeps_target_distribution(tiny):
@@ -112,4 +83,4 @@ def test_eagle3_draft_keeps_target_distribution(tiny):
     torch.manual_seed(0)
     draft = Eagle3DraftModel.from_target(target, draft_vocab=[0, 2, 3, 5], aux_layer_ids=[0, 1, 1])
     counts = _sample_counts(target, draft, runs=800, seed=3)
-    assert _chi_square_p_value(counts, _target_joint(target)) > 1e-3
+    assert chi_square_p_value(counts, _target_joint(target)) > 1e-3
