@@ -168,15 +168,17 @@ class TreeSpeculator:
         allowed = torch.zeros(k, done + (cfg.depth - 1) * k, dtype=torch.bool, device=device)
         allowed[:, :done] = True
         cached = torch.empty((cfg.depth - 1) * k, dtype=torch.long, device=device)  # the frontiers, in cache order
+        own, positions = torch.eye(k, dtype=torch.bool, device=device), done + torch.arange(cfg.depth, device=device)
         for level in range(cfg.depth - 1):  # expand the nodes of depth level + 1
             seen = done + level * k
-            allowed[:, done:seen] = ancestors[frontier][:, cached[: level * k]]
-            allowed[:, seen : seen + k] = torch.eye(k, dtype=torch.bool, device=device)
+            if level:
+                allowed[:, done:seen] = ancestors[frontier[:, None], cached[None, : level * k]]
+            allowed[:, seen : seen + k] = own
             out = self.draft(
                 input_ids=tokens[frontier][None],
                 hidden_states=features[None],
                 attention_mask=allowed[None, None, :, : seen + k],
-                position_ids=torch.full((1, k), done + level, device=device),
+                position_ids=positions[level].expand(1, k),
                 past_key_values=self.draft_cache,
                 use_cache=True,
             )
