@@ -67,6 +67,57 @@ class ForwardClock:
             handle.remove()
 
 
+class HostReadCounter:
+    """Counts the calls that read a tensor's values on the host (each a device sync on a GPU): `item`, `tolist`,
+    `int()`/`float()`/`bool()`/`__index__` of a tensor, `nonzero`, and indexing with a boolean mask. On a CPU run they
+    cost little, but each of them stalls a GPU until its queue drains, so their count per step is the CPU-measurable
+    part of the GPU overhead. All code counts, transformers' included."""
+
+    METHODS = ("item", "tolist", "__int__", "__float__", "__bool__", "__index__", "nonzero")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._saved: dict[str, Any] = {}
+
+    def _counted(self, name: str) -> Any:
+        original = self._saved[name]
+
+        def method(tensor, *args, **kwargs):
+            self.count += 1
+            return original(tensor, *args, **kwargs)
+
+        return method
+
+    def _getitem(self, tensor, index):
+        indices = index if isinstance(index, tuple) else (index,)
+        if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices):
+            self.count += 1
+        return self._saved["__getitem__"](tensor, index)
+
+    def __enter__(self) -> HostReadCounter:
+        for name in (*self.METHODS, "__getitem__"):
+            self._saved[name] = getattr(torch.Tensor, name)
+        for name in self.METHODS:
+            setattr(torch.Tensor, name, self._counted(name))
+        torch.Tensor.__getitem__ = lambda tensor, index: self._getitem(tensor, index)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for name, original in self._saved.items():
+            setattr(torch.Tensor, name, original)
+
+
+def host_reads_per_step(run: Callable[[int], int], lengths: tuple[int, int]) -> float:
+    """Host reads per step of `run`, by the two-length difference (prefill and set-up cancel)."""
+    measured = []
+    for length in lengths:
+        with HostReadCounter() as counter:
+            steps = run(length)
+        measured.append((counter.count, steps))
+    (c0, s0), (c1, s1) = measured
+    return (c1 - c0) / (s1 - s0)
+
+
 def build_models(layers: int, hidden: int, vocab: int, seed: int = 0):
     """A random Llama target, our EAGLE-1 draft for it, and a 1-layer Llama assistant of the same width."""
     torch.manual_seed(seed)
@@ -155,6 +206,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     runners = loop_runners(target, draft, assistant, prompt, args.k, tree)
     costs = {name: step_costs(run, modules, tuple(args.lengths), args.repeats)
              for name, (run, modules) in runners.items()}
+    for name, (run, _) in runners.items():
+        costs[name]["host_reads"] = host_reads_per_step(run, tuple(args.lengths))
     chain, assisted, tree_costs = (costs[name] for name in runners)
     return {
         "command": "python benchmarks/decoding_overhead.py " + " ".join(args.argv),
@@ -177,9 +230,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_report(report: dict[str, Any]) -> str:
     ms = lambda s: f"{1000 * s:.2f}"  # noqa: E731
-    lines = ["| loop | step (ms) | forwards (ms) | overhead (ms) |", "|---|---:|---:|---:|"]
+    lines = ["| loop | step (ms) | forwards (ms) | overhead (ms) | host reads |", "|---|---:|---:|---:|---:|"]
     for name, c in report["per_step"].items():
-        lines.append(f"| {name} | {ms(c['step_s'])} | {ms(c['forwards_s'])} | {ms(c['overhead_s'])} |")
+        lines.append(f"| {name} | {ms(c['step_s'])} | {ms(c['forwards_s'])} | {ms(c['overhead_s'])} "
+                     f"| {c['host_reads']:.1f} |")
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {name} | {value:.2f} |" for name, value in report["ratios"].items()]
     return "\n".join(lines)
