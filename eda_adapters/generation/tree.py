@@ -161,10 +161,10 @@ class TreeSpeculator:
         parents = torch.full((capacity,), -1, dtype=torch.long, device=device)
         depths = torch.ones(capacity, dtype=torch.long, device=device)
         ancestors = torch.eye(capacity, dtype=torch.bool, device=device)
-        hidden = self.root_hidden.new_empty((capacity, self.root_hidden.numel()))
         root = F.log_softmax(self.root_logits.float(), dim=-1).topk(k)
         tokens[:k], scores[:k] = root.indices, root.values
-        frontier, features, count = torch.arange(k, device=device), self.root_hidden.expand(k, -1), k
+        frontier, frontier_scores, count = torch.arange(k, device=device), root.values, k
+        features = self.root_hidden.expand(k, -1)  # each frontier node reads its parent's draft state
         allowed = torch.zeros(k, done + (cfg.depth - 1) * k, dtype=torch.bool, device=device)
         allowed[:, :done] = True
         cached = torch.empty((cfg.depth - 1) * k, dtype=torch.long, device=device)  # the frontiers, in cache order
@@ -183,17 +183,17 @@ class TreeSpeculator:
                 use_cache=True,
             )
             cached[level * k : (level + 1) * k] = frontier
-            hidden[frontier] = out.last_hidden_state[0]
             child = F.log_softmax(self.draft.target_vocab_logits(out.logits[0]).float(), dim=-1).topk(k)
-            new = slice(count, count + k * k)
+            new = slice(count, count + k * k)  # children of frontier node j are the j-th block of k
             child_parents = frontier.repeat_interleave(k)
             tokens[new] = child.indices.flatten()
-            scores[new] = (scores[frontier][:, None] + child.values).flatten()
+            scores[new] = (frontier_scores[:, None] + child.values).flatten()
             parents[new] = child_parents
             depths[new] = level + 2
             ancestors[new, :count] = ancestors[child_parents, :count]
-            frontier = count + scores[new].topk(k).indices
-            features = hidden[parents[frontier]]
+            best = scores[new].topk(k)
+            frontier, frontier_scores = count + best.indices, best.values
+            features = out.last_hidden_state[0, best.indices // k]
             count += k * k
         return DraftTree(tokens, parents, depths, scores, ancestors)
 
