@@ -61,7 +61,8 @@ def _recursive_rejection(remove_rejected: bool):
                     residual = residual / residual.sum()
             if chosen is None:
                 tokens.append(int(torch.multinomial(residual, 1)))
-                return AcceptedPath(torch.tensor(rows), tokens, torch.tensor(tokens))
+                return AcceptedPath(rows=torch.tensor(rows), host_rows=rows, tokens=tokens,
+                                    token_ids=torch.tensor(tokens))
             rows.append(chosen + 1)
             tokens.append(int(tree_tokens[chosen]))
             row = chosen + 1

@@ -237,11 +237,16 @@ class TreeSpeculator:
         logits, features = self._target_forward(tokens, positions, self._tree_mask(tree))
         path = self.sampler.accept(tree.tokens, tree.parents, tree.ancestors, logits)
 
-        # keep only the accepted path in the target cache: move its rows up behind the (untouched) prefix, then crop
-        accepted, kept = done + path.rows, done + path.rows.numel()
-        for layer in self.target_cache.layers:
-            layer.keys[..., done:kept, :] = layer.keys.index_select(-2, accepted)
-            layer.values[..., done:kept, :] = layer.values.index_select(-2, accepted)
+        # keep only the accepted path in the target cache: move its rows up behind the (untouched) prefix, then crop.
+        # Rows already in place (the root, and any leading run of the path) are not copied: a step that accepts no
+        # drafted token moves nothing.
+        kept = done + len(path.host_rows)
+        in_place = next((i for i, row in enumerate(path.host_rows) if row != i), len(path.host_rows))
+        if in_place < len(path.host_rows):
+            moved = done + path.rows[in_place:]
+            for layer in self.target_cache.layers:
+                layer.keys[..., done + in_place : kept, :] = layer.keys.index_select(-2, moved)
+                layer.values[..., done + in_place : kept, :] = layer.values.index_select(-2, moved)
         self.target_cache.crop(-(self.target_cache.get_seq_length() - kept))
         # the draft re-reads the accepted tokens with the target's true features
         self._draft_consume(path.token_ids, features[path.rows])

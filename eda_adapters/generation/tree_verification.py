@@ -43,9 +43,10 @@ SAMPLING_ARGUMENTS = ("do_sample", "temperature", "top_k", "top_p", "min_p")
 @dataclass
 class AcceptedPath:
     """The verification's outcome: tree rows (0 = root, 1 + i = node i) of the accepted path, root first, and the
-    tokens to emit (the accepted nodes' tokens, then the target's own next token), on the host and on the device."""
+    tokens to emit (the accepted nodes' tokens, then the target's own next token); each on the host and the device."""
 
     rows: torch.Tensor
+    host_rows: list[int]
     tokens: list[int]
     token_ids: torch.Tensor
 
@@ -116,8 +117,10 @@ def accepted_path(tree_tokens: torch.Tensor, parents: torch.Tensor, ancestors: t
     num_accepted = on_path.sum()
     order = torch.argsort((~on_path).to(torch.uint8), stable=True)  # the accepted nodes first, in index order
     last_row = torch.where(num_accepted > 0, order[(num_accepted - 1).clamp_min(0)] + 1, 0)
-    packed = torch.cat((num_accepted[None], chosen[last_row][None], tree_tokens[order])).tolist()
+    n = tree_tokens.numel()
+    packed = torch.cat((num_accepted[None], chosen[last_row][None], tree_tokens[order], order + 1)).tolist()
     count = packed[0]
     rows = torch.cat((order.new_zeros(1), order[:count] + 1))
     token_ids = torch.cat((tree_tokens[order[:count]], chosen[last_row][None]))
-    return AcceptedPath(rows=rows, tokens=packed[2 : 2 + count] + [packed[1]], token_ids=token_ids)
+    return AcceptedPath(rows=rows, host_rows=[0] + packed[2 + n : 2 + n + count],
+                        tokens=packed[2 : 2 + count] + [packed[1]], token_ids=token_ids)
