@@ -13,7 +13,9 @@ Per-step times come from two runs of different lengths (`--lengths`): their diff
 steps, cancels prefill and set-up. The time inside model forwards is clocked the same way, with forward hooks on the
 target and the draft (or assistant); CPU work is synchronous, so the clock is exact there. The **overhead** of a loop
 is its step time minus its forwards: the bookkeeping this issue is about (the goals: chain step <= 1.0x transformers'
-loop, tree overhead <= 2x the chain's, at an equal number of verified tokens).
+loop, tree overhead <= 2x the chain's, at an equal number of verified tokens). The loops are measured in rounds, one
+pair of runs of each per round, and each ratio is the median of its ratios within a round, so that a change of
+machine load between loops cancels. Host reads per step (each a device sync on a GPU) are counted, not timed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import contextlib
 import cProfile
 import io
 import json
-import platform
 import pstats
 import statistics
 import time
@@ -38,6 +39,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import eda_adapters
 from eda_adapters import EagleDraftModel, TreeConfig, speculative_generate, track_acceptance
 from eda_adapters.atomic import atomic_write_text
+from eda_adapters.compute_dtype import machine_key
 
 
 class ForwardClock:
@@ -159,30 +161,35 @@ def loop_runners(target, draft, assistant, prompt: torch.Tensor, k: int, tree: T
     }
 
 
-def step_costs(run: Callable[[int], int], modules: Sequence[torch.nn.Module], lengths: tuple[int, int],
-               repeats: int) -> dict[str, float]:
-    """Median seconds per step of `run`, of its forwards, and of the rest (overhead), by the two-length difference."""
-    run(lengths[0])  # warm-up
+def step_sample(run: Callable[[int], int], modules: Sequence[torch.nn.Module], lengths: tuple[int, int]
+                ) -> dict[str, float]:
+    """Seconds per step of `run`, of its forwards, and of the rest (overhead), from one pair of runs: the difference
+    between the two lengths, divided by the difference in steps."""
     clock = ForwardClock(modules)
-    samples: dict[str, list[float]] = {"step_s": [], "forwards_s": [], "overhead_s": []}
+    measured = []
     try:
-        for _ in range(repeats):
-            measured = []
-            for length in lengths:
-                clock.seconds = 0.0
-                begin = time.perf_counter()
-                steps = run(length)
-                measured.append((time.perf_counter() - begin, clock.seconds, steps))
-            (t0, f0, s0), (t1, f1, s1) = measured
-            if s1 <= s0:
-                raise RuntimeError(f"Runs of {lengths} new tokens took {s0} and {s1} steps: use longer runs.")
-            step, forwards = (t1 - t0) / (s1 - s0), (f1 - f0) / (s1 - s0)
-            samples["step_s"].append(step)
-            samples["forwards_s"].append(forwards)
-            samples["overhead_s"].append(step - forwards)
+        for length in lengths:
+            clock.seconds = 0.0
+            begin = time.perf_counter()
+            steps = run(length)
+            measured.append((time.perf_counter() - begin, clock.seconds, steps))
     finally:
         clock.remove()
-    return {name: statistics.median(values) for name, values in samples.items()}
+    (t0, f0, s0), (t1, f1, s1) = measured
+    if s1 <= s0:
+        raise RuntimeError(f"Runs of {lengths} new tokens took {s0} and {s1} steps: use longer runs.")
+    step, forwards = (t1 - t0) / (s1 - s0), (f1 - f0) / (s1 - s0)
+    return {"step_s": step, "forwards_s": forwards, "overhead_s": step - forwards}
+
+
+def interleaved_samples(runners: dict[str, tuple[Callable[[int], int], list[torch.nn.Module]]],
+                        lengths: tuple[int, int], repeats: int) -> list[dict[str, dict[str, float]]]:
+    """`repeats` rounds, each one sample of every loop in turn, so that a change of machine load between loops hits
+    them all alike (their ratios are taken within a round)."""
+    for run, _ in runners.values():
+        run(lengths[0])  # warm-up
+    return [{name: step_sample(run, modules, lengths) for name, (run, modules) in runners.items()}
+            for _ in range(repeats)]
 
 
 def profile(run: Callable[[int], int], length: int, top: int = 25) -> str:
@@ -204,15 +211,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     # both run k draft forwards per step (the tree: one over the accepted tokens and depth - 1 expansions)
     tree = TreeConfig(depth=args.k, top_k=args.tree_top_k, total_tokens=args.k)
     runners = loop_runners(target, draft, assistant, prompt, args.k, tree)
-    costs = {name: step_costs(run, modules, tuple(args.lengths), args.repeats)
-             for name, (run, modules) in runners.items()}
+    rounds = interleaved_samples(runners, tuple(args.lengths), args.repeats)
+    costs = {name: {metric: statistics.median(r[name][metric] for r in rounds) for metric in rounds[0][name]}
+             for name in runners}
     for name, (run, _) in runners.items():
         costs[name]["host_reads"] = host_reads_per_step(run, tuple(args.lengths))
-    chain, assisted, tree_costs = (costs[name] for name in runners)
+    chain, assisted, tree_ = runners  # the loops' names
+    ratios = {  # medians of the ratios within each round
+        "chain_step / transformers_assisted_step": [r[chain]["step_s"] / r[assisted]["step_s"] for r in rounds],
+        "tree_step / chain_step": [r[tree_]["step_s"] / r[chain]["step_s"] for r in rounds],
+        "tree_overhead / chain_overhead": [r[tree_]["overhead_s"] / max(r[chain]["overhead_s"], 1e-9)
+                                           for r in rounds],
+    }
     return {
         "command": "python benchmarks/decoding_overhead.py " + " ".join(args.argv),
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "capability": torch.backends.cpu.get_cpu_capability()},
+        "machine": machine_key(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "eda_adapters": eda_adapters.__version__},
         "setup": {"target": f"random Llama, {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}",
@@ -220,11 +233,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                   "draft_tokens_per_step": args.k, "tree": vars(tree), "prompt_tokens": args.prompt_tokens,
                   "lengths": args.lengths, "repeats": args.repeats},
         "per_step": costs,
-        "ratios": {
-            "chain_step / transformers_assisted_step": chain["step_s"] / assisted["step_s"],
-            "tree_step / chain_step": tree_costs["step_s"] / chain["step_s"],
-            "tree_overhead / chain_overhead": tree_costs["overhead_s"] / max(chain["overhead_s"], 1e-9),
-        },
+        "ratios": {name: statistics.median(values) for name, values in ratios.items()},
+        "ratio_ranges": {name: [min(values), max(values)] for name, values in ratios.items()},
     }
 
 
@@ -234,8 +244,10 @@ def format_report(report: dict[str, Any]) -> str:
     for name, c in report["per_step"].items():
         lines.append(f"| {name} | {ms(c['step_s'])} | {ms(c['forwards_s'])} | {ms(c['overhead_s'])} "
                      f"| {c['host_reads']:.1f} |")
-    lines += ["", "| ratio | value |", "|---|---:|"]
-    lines += [f"| {name} | {value:.2f} |" for name, value in report["ratios"].items()]
+    lines += ["", "| ratio (median over rounds) | value | range over rounds |", "|---|---:|---:|"]
+    for name, value in report["ratios"].items():
+        low, high = report["ratio_ranges"][name]
+        lines.append(f"| {name} | {value:.2f} | {low:.2f}-{high:.2f} |")
     return "\n".join(lines)
 
 
@@ -248,7 +260,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tree-top-k", type=int, default=3, help="the tree's branching")
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--lengths", type=int, nargs=2, default=(20, 60), help="new tokens of the short and long run")
-    parser.add_argument("--repeats", type=int, default=7, help="median over this many pairs of runs")
+    parser.add_argument("--repeats", type=int, default=9, help="rounds (one pair of runs of each loop)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--profile", choices=("chain", "assisted", "tree"),
