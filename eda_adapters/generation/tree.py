@@ -185,12 +185,11 @@ class TreeSpeculator:
             cached[level * k : (level + 1) * k] = frontier
             child = F.log_softmax(self.draft.target_vocab_logits(out.logits[0]).float(), dim=-1).topk(k)
             new = slice(count, count + k * k)  # children of frontier node j are the j-th block of k
-            child_parents = frontier.repeat_interleave(k)
             tokens[new] = child.indices.flatten()
             scores[new] = (frontier_scores[:, None] + child.values).flatten()
-            parents[new] = child_parents
+            parents[new].view(k, k)[:] = frontier[:, None]
             depths[new] = level + 2
-            ancestors[new, :count] = ancestors[child_parents, :count]
+            ancestors[new, :count].view(k, k, count)[:] = ancestors[frontier, None, :count]
             best = scores[new].topk(k)
             frontier, frontier_scores = count + best.indices, best.values
             features = out.last_hidden_state[0, best.indices // k]
