@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,6 +37,18 @@ FAMILIES = {
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
 }
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(relative_path: str):
+    """Import a script of this repository (e.g. `benchmarks/gpu_costs.py`) as a module, without running its main."""
+    path = REPO_ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_target(family: str = "llama", seed: int = 0, **overrides) -> PreTrainedModel:

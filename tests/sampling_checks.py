@@ -4,7 +4,23 @@ the tests that check that speculative sampling (chain and tree) keeps the target
 from __future__ import annotations
 
 import torch
+from conftest import make_target
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+from eda_adapters import EagleDraftModel
+
+VOCAB = 6
+PROMPT = torch.tensor([[1, 2, 3]])
+
+
+def tiny_target_and_draft():
+    """A one-layer Llama over a 6-token vocabulary (spread-out logits) and a random EAGLE draft for it."""
+    target = make_target(
+        "llama", vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, initializer_range=0.5, eos_token_id=None, bos_token_id=None,
+    )
+    torch.manual_seed(0)
+    return target, EagleDraftModel.from_target(target)
 
 
 @torch.no_grad()

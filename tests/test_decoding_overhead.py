@@ -4,21 +4,15 @@ assisted loop for the chain (counted, not timed)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "decoding_overhead.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def overhead():
-    spec = importlib.util.spec_from_file_location("decoding_overhead", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/decoding_overhead.py")
 
 
 def test_benchmark_reports_every_loop(overhead, tmp_path, capsys):

@@ -6,26 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers.generation.utils as generation_utils
-from conftest import make_target
-from sampling_checks import chi_square_p_value, target_joint
+from sampling_checks import PROMPT, VOCAB, chi_square_p_value, target_joint, tiny_target_and_draft
 
 from eda_adapters import Eagle3DraftModel, EagleDraftModel
 
-VOCAB = 6
-PROMPT = torch.tensor([[1, 2, 3]])
 TEMPERATURE, TOP_P = 0.8, 0.9
 NEW_TOKENS = 3  # x1 comes from the prefill; x2, x3 are drafted and verified
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    target = make_target(
-        "llama", vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, initializer_range=0.5, eos_token_id=None, bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    draft = EagleDraftModel.from_target(target)
-    return target, draft
+    return tiny_target_and_draft()
 
 
 def _target_joint(target) -> torch.Tensor:

@@ -3,21 +3,15 @@ positive, the JSON report is complete, and its predicted speedups follow the doc
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_costs.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def gpu_costs():
-    spec = importlib.util.spec_from_file_location("gpu_costs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gpu_costs.py")
 
 
 @pytest.mark.parametrize("arch", ["eagle", "eagle3"])

@@ -6,26 +6,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_target
-from sampling_checks import chi_square_p_value, target_joint
+from sampling_checks import PROMPT, VOCAB, chi_square_p_value, target_joint, tiny_target_and_draft
 
-from eda_adapters import EagleDraftModel, TreeConfig, speculative_generate
+from eda_adapters import TreeConfig, speculative_generate
 from eda_adapters.generation.tree_verification import AcceptedPath, TreeSampler
 
-VOCAB = 6
-PROMPT = torch.tensor([[1, 2, 3]])
 TEMPERATURE, TOP_P = 1.3, 0.9  # flat enough that a biased rule shows in 800 runs
 TREE = TreeConfig(depth=2, top_k=2, total_tokens=4)  # x1 from the prefill; x2, x3 from one or two tree steps
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    target = make_target(
-        "llama", vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, initializer_range=0.5, eos_token_id=None, bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    return target, EagleDraftModel.from_target(target)
+    return tiny_target_and_draft()
 
 
 def _tree_counts(target, draft, runs: int, seed: int) -> tuple[torch.Tensor, list[int]]:
