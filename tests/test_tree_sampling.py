@@ -90,3 +90,18 @@ def test_greedy_tree_ignores_sampling_warpers(tiny):
     greedy = speculative_generate(target, draft, PROMPT, tree=TREE, max_new_tokens=6, do_sample=False,
                                   temperature=0.5)
     assert torch.equal(greedy, target.generate(PROMPT, do_sample=False, max_new_tokens=6))
+
+
+def test_tree_stays_greedy_when_only_the_target_config_samples(tiny):
+    """A target whose generation config samples (as many chat models ship) still decodes the tree greedily unless the
+    call passes do_sample=True: benchmarks and research evaluations compare tree output with plain greedy."""
+    target, draft = tiny
+    config = target.generation_config
+    saved = (config.do_sample, config.temperature)
+    config.do_sample, config.temperature = True, 1.3
+    try:
+        greedy = [speculative_generate(target, draft, PROMPT, tree=TREE, max_new_tokens=6) for _ in range(3)]
+    finally:
+        config.do_sample, config.temperature = saved
+    expected = target.generate(PROMPT, do_sample=False, max_new_tokens=6)
+    assert all(torch.equal(out, expected) for out in greedy)

@@ -11,11 +11,15 @@ with probability (1 - sum_j p(x_j)) * p(x) / (1 - sum_j p(x_j)) = p(x): the rule
 does drawing y ~ p and descending into the child whose token is y (stopping at y otherwise), which is what this
 module does, for every row at once. Each row is visited at most once on the way down, so its draw is used at most
 once and the rows' draws may be independent. Taking q as the draft's *probability* instead (min(1, p / q_draft),
-residual max(p - q_draft, 0)) is wrong here, because the children were not sampled from q_draft:
-`tests/test_tree_sampling.py` shows a chi-square test catching it.
+residual max(p - q_draft, 0)) would be wrong here, because the children were not sampled from q_draft.
+`tests/test_tree_sampling.py` checks the rule above, and the sibling-by-sibling form, with a chi-square test, and
+shows the same test catching a residual that keeps the rejected siblings.
 
-The target's logits are processed as `generate(do_sample=True)` would (temperature, top-k, top-p, min-p, from the
-target's generation config and the call's arguments), so the output distribution is the one plain sampling has.
+Sampling happens only when the call passes `do_sample=True`: the tree decodes greedily otherwise, even for a target
+whose generation config samples (the tree always did; research and benchmark callers rely on it). The target's
+logits are then processed as `generate(do_sample=True)` would (temperature, top-k, top-p, min-p, from the call's
+arguments, else the target's generation config, else transformers' defaults), so the output distribution is the one
+plain sampling has.
 """
 
 from __future__ import annotations
@@ -54,8 +58,9 @@ class AcceptedPath:
 class TreeSampler:
     """The target's token choice at every tree row: argmax (greedy) or a draw from the processed distribution.
 
-    Built from the `generate`-style arguments of `speculative_generate(tree=..., **kwargs)`; values not given come from
-    the target's generation config, then from transformers' defaults, as in `target.generate(do_sample=True)`.
+    Built from the `generate`-style arguments of `speculative_generate(tree=..., **kwargs)`: greedy unless they hold
+    `do_sample=True`; the warpers' values not given come from the target's generation config, then from
+    transformers' defaults, as in `target.generate(do_sample=True)`.
     """
 
     def __init__(self, target: PreTrainedModel, arguments: dict[str, Any]) -> None:
@@ -70,7 +75,7 @@ class TreeSampler:
                     return source
             return None
 
-        self.do_sample = bool(value("do_sample"))
+        self.do_sample = bool(arguments.get("do_sample"))  # never from the target's config: see the module docstring
         self.warpers = LogitsProcessorList()
         if not self.do_sample:
             return
