@@ -27,6 +27,7 @@ import io
 import json
 import pstats
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,9 +38,12 @@ import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import eda_adapters
-from eda_adapters import EagleDraftModel, TreeConfig, speculative_generate, track_acceptance
+from eda_adapters import EagleDraftModel, TreeConfig
 from eda_adapters.atomic import atomic_write_text
 from eda_adapters.compute_dtype import machine_key
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_costs import chain_runner, tree_runner  # noqa: E402  (the same loops the GPU cost check times)
 
 
 class ForwardClock:
@@ -137,27 +141,15 @@ def build_models(layers: int, hidden: int, vocab: int, seed: int = 0):
 def loop_runners(target, draft, assistant, prompt: torch.Tensor, k: int, tree: TreeConfig
                  ) -> dict[str, tuple[Callable[[int], int], list[torch.nn.Module]]]:
     """`name -> (run(max_new_tokens) -> steps, the modules whose forwards the step runs)` for each loop."""
-    chain_kwargs = dict(do_sample=False, num_assistant_tokens=k, num_assistant_tokens_schedule="constant",
-                        assistant_confidence_threshold=0.0)
-    # transformers' loop reads these from the assistant's own generation config (its defaults stop the assistant
-    # once its confidence falls under 0.4, which on random weights is after one token)
-    assistant.generation_config.update(**chain_kwargs)
-
-    @torch.no_grad()
-    def generate(assistant_model, max_new_tokens: int) -> int:
-        with track_acceptance() as stats:
-            target.generate(prompt, assistant_model=assistant_model, max_new_tokens=max_new_tokens, **chain_kwargs)
-        return stats.num_steps
-
-    def run_tree(max_new_tokens: int) -> int:
-        _, stats = speculative_generate(target, draft, prompt, tree=tree, max_new_tokens=max_new_tokens,
-                                        return_stats=True)
-        return stats.num_steps
-
+    # transformers' loop reads the chain's length, schedule and confidence stop from the assistant's own generation
+    # config (its default stops the assistant once its confidence falls under 0.4: on random weights, after one
+    # token); our hook reads them from the call, where transformers' defaults mean constant and no stop
+    assistant.generation_config.update(num_assistant_tokens=k, num_assistant_tokens_schedule="constant",
+                                       assistant_confidence_threshold=0.0)
     return {
-        "chain (our hook)": (lambda n: generate(draft, n), [target, draft]),
-        "transformers assisted (1-layer Llama)": (lambda n: generate(assistant, n), [target, assistant]),
-        "tree (EAGLE-2)": (run_tree, [target, draft]),
+        "chain (our hook)": (chain_runner(target, draft, prompt, k), [target, draft]),
+        "transformers assisted (1-layer Llama)": (chain_runner(target, assistant, prompt, k), [target, assistant]),
+        "tree (EAGLE-2)": (tree_runner(target, draft, prompt, tree), [target, draft]),
     }
 
 
@@ -266,7 +258,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=("chain", "assisted", "tree"),
                         help="print a cProfile of one long run of this loop instead")
     args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     return args
 
 

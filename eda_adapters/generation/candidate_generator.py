@@ -159,13 +159,12 @@ class EagleCandidateGenerator(CandidateGenerator):
         candidate_ids = input_ids.new_empty((input_ids.shape[0], seq_len + num_tokens), device=device)
         candidate_ids[:, :seq_len] = input_ids
         positions = torch.arange(seq_len - 1, seq_len - 1 + num_tokens, device=device)[None]
-        all_logits: torch.Tensor | None = None
+        all_logits = torch.empty((input_ids.shape[0], num_tokens, self.draft.config.vocab_size), dtype=torch.float32,
+                                 device=device)
         drafted = num_tokens
         for i in range(num_tokens):
             logits = self.draft.target_vocab_logits(out.logits[:, -1]).float()
             logits = self.logits_processor(candidate_ids[:, : seq_len + i], logits)
-            if all_logits is None:
-                all_logits = logits.new_empty((logits.shape[0], num_tokens, logits.shape[-1]))
             all_logits[:, i] = logits
             if self.do_sample:
                 token = torch.multinomial(torch.softmax(logits, dim=-1), num_samples=1)
