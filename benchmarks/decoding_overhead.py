@@ -153,6 +153,17 @@ def loop_runners(target, draft, assistant, prompt: torch.Tensor, k: int, tree: T
     }
 
 
+def setup_loops(args: argparse.Namespace):
+    """The models, prompt and tree of a run (threads set), and its loops (see [`loop_runners`])."""
+    torch.set_num_threads(args.threads)
+    target, draft, assistant = build_models(args.layers, args.hidden, args.vocab)
+    prompt = torch.randint(args.vocab, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
+    # equal verified tokens: the chain verifies k drafted tokens + 1, the tree `total_tokens` nodes + its root, and
+    # both run k draft forwards per step (the tree: one over the accepted tokens and depth - 1 expansions)
+    tree = TreeConfig(depth=args.k, top_k=args.tree_top_k, total_tokens=args.k)
+    return loop_runners(target, draft, assistant, prompt, args.k, tree), tree
+
+
 def step_sample(run: Callable[[int], int], modules: Sequence[torch.nn.Module], lengths: tuple[int, int]
                 ) -> dict[str, float]:
     """Seconds per step of `run`, of its forwards, and of the rest (overhead), from one pair of runs: the difference
@@ -196,13 +207,7 @@ def profile(run: Callable[[int], int], length: int, top: int = 25) -> str:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every loop's per-step costs on the same target and prompt, and the ratios the issue's goals are stated in."""
-    torch.set_num_threads(args.threads)
-    target, draft, assistant = build_models(args.layers, args.hidden, args.vocab)
-    prompt = torch.randint(args.vocab, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
-    # equal verified tokens: the chain verifies k drafted tokens + 1, the tree `total_tokens` nodes + its root, and
-    # both run k draft forwards per step (the tree: one over the accepted tokens and depth - 1 expansions)
-    tree = TreeConfig(depth=args.k, top_k=args.tree_top_k, total_tokens=args.k)
-    runners = loop_runners(target, draft, assistant, prompt, args.k, tree)
+    runners, tree = setup_loops(args)
     rounds = interleaved_samples(runners, tuple(args.lengths), args.repeats)
     costs = {name: {metric: statistics.median(r[name][metric] for r in rounds) for metric in rounds[0][name]}
              for name in runners}
@@ -265,11 +270,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     args = parse_args(argv)
     if args.profile:
-        torch.set_num_threads(args.threads)
-        target, draft, assistant = build_models(args.layers, args.hidden, args.vocab)
-        prompt = torch.randint(args.vocab, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
-        tree = TreeConfig(depth=args.k, top_k=args.tree_top_k, total_tokens=args.k)
-        runners = loop_runners(target, draft, assistant, prompt, args.k, tree)
+        runners, _ = setup_loops(args)
         name = next(n for n in runners if n.startswith(args.profile))
         print(profile(runners[name][0], args.lengths[1]))
         return None
