@@ -283,7 +283,7 @@ def test_extract_features_loss_mask_shorter_than_input_ids(files, tmp_path, caps
     data.write_text(json.dumps({"input_ids": [5, 6, 7, 8], "loss_mask": [1, 1, 1, 1]}) + "\n"
                     + json.dumps({"input_ids": [5, 6, 7, 8], "loss_mask": [0, 1]}) + "\n")
     error(capsys, ["extract-features", "--target", str(files / "ft"), "--dataset", str(data), "--output-dir",
-                   str(tmp_path / "f")], data, "row 1 has 4 input_ids but a loss_mask of 2")
+                   str(tmp_path / "f")], data, "row 1 has 4 input_ids and 2 loss_mask values")
 
 
 @pytest.mark.parametrize("field, value", [("num_private_experts", 2), ("private_intermediate_size", 16)])

@@ -82,7 +82,7 @@ def check_not_a_selection(dataset: str, strategy: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.io import atomic_write_json, load_causal_lm, load_rows, save_dataset_jsonl
+    from ..data.io import atomic_write_json, load_causal_lm, load_tokenized_rows, save_dataset_jsonl
     from ..validation import check_model_dir
     from ..data.runs import process_state
     from ..data.selection import SCORE_COLUMN, add_shift_scores, missing_columns, resolve_budget, select_by_shift
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     state = process_state()  # under `accelerate launch` every process scores a share; the main one writes
     out = RunDirectory(args.output_dir, "selection").require_empty()
     state.wait_for_everyone()
-    rows = load_rows(args.dataset)
+    rows = load_tokenized_rows(args.dataset, required=())  # ids, masks, and any scores it carries
     resolve_budget(args.budget, len(rows))  # fail before any model is loaded
     info: dict = {"strategy": strategy.to_dict(), "budget": args.budget, "num_samples": len(rows)}
     missing = missing_columns(strategy, rows.column_names)

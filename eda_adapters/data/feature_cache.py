@@ -47,10 +47,7 @@ from .features import compute_target_features, target_top_tokens
 from .io import (
     DatasetLike,
     atomic_write_json,
-    check_row_lengths,
-    check_token_ids,
-    load_rows,
-    require_columns,
+    load_tokenized_rows,
 )
 from .runs import ChunkedRun, process_state
 from .signature import IDENTITY_KEYS, check_target_signature, target_signature
@@ -205,15 +202,12 @@ def extract_features(
     if batch_size < 1:
         raise EdaInputError(f"batch_size must be >= 1, got {batch_size}")
     check_causal_lm(target, "the target")
-    rows = load_rows(dataset)
-    require_columns(rows, ["input_ids"], "feature extraction")
+    signature = target_signature(target)
+    rows = load_tokenized_rows(dataset, vocab_size=signature["vocab_size"])
     if len(rows) == 0:
         raise EdaInputError("the dataset is empty")
-    check_row_lengths(rows, f"the dataset {dataset}" if isinstance(dataset, (str, os.PathLike)) else "the dataset")
     rows = rows.select_columns(["input_ids"] + (["loss_mask"] if "loss_mask" in rows.column_names else []))
     dtype_name = _dtype_name(dtype, target)
-    signature = target_signature(target)
-    check_token_ids(rows, signature["vocab_size"])
     layers = feature_layers(target, layers)
     state = process_state()
     run = ChunkedRun(

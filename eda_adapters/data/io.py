@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from ..atomic import (  # noqa: F401  (re-exported: data.io is where these were 
     atomic_write_text,
 )
 from ..errors import EdaInputError
+from ..schemas.tokenized_rows import TOKEN_COLUMN, check_tokenized_rows
 
 # The file a regenerated or selected dataset directory holds (read with `datasets.Dataset.from_json`).
 DATA_FILE = "data.jsonl"
@@ -92,34 +93,20 @@ def _read_json(path: Path) -> Dataset:
         raise EdaInputError(problem) from err
 
 
-def require_columns(dataset: Dataset, columns: Iterable[str], what: str) -> None:
-    """One-line error naming the columns that are missing and the ones that were found."""
-    missing = [c for c in columns if c not in dataset.column_names]
-    if missing:
-        raise EdaInputError(f"{what} needs column(s) {missing}; the dataset has columns {dataset.column_names}")
+def load_tokenized_rows(
+    source: DatasetLike, *, vocab_size: int | None = None, required: Sequence[str] = (TOKEN_COLUMN,),
+    split: str = "train",
+) -> Dataset:
+    """`load_rows(source)`, checked against the tokenized-rows schema (`eda_adapters.schemas.tokenized_rows`): ids
+    within `vocab_size`, masks as long as the ids, finite scores; a one-line error names the file, rows and column."""
+    rows = load_rows(source, split)
+    check_tokenized_rows(rows, vocab_size=vocab_size, source=describe_source(source), required=required)
+    return rows
 
 
-def check_token_ids(dataset: Dataset, vocab_size: int) -> None:
-    """Refuse token ids the target cannot embed (a dataset tokenized for another model), before any work starts."""
-    largest = max((max(ids, default=0) for ids in dataset["input_ids"]), default=0)
-    if largest >= vocab_size:
-        raise EdaInputError(
-            f"token ids up to {largest} do not fit the target's vocabulary of {vocab_size}: the dataset was "
-            "tokenized for another model"
-        )
-
-
-def check_row_lengths(dataset: Dataset, what: str) -> None:
-    """Refuse rows whose `loss_mask` or `attention_mask` is not as long as their `input_ids`, naming the first one."""
-    for column in ("loss_mask", "attention_mask"):
-        if column not in dataset.column_names:
-            continue
-        for index, (ids, mask) in enumerate(zip(dataset["input_ids"], dataset[column])):
-            if len(mask) != len(ids):
-                raise EdaInputError(
-                    f"{what}: row {index} has {len(ids)} input_ids but a {column} of {len(mask)}; each row's "
-                    f"{column} must be as long as its input_ids"
-                )
+def describe_source(source: Any) -> str:
+    """How an error names a dataset: its path, or "the dataset" for one passed as an object."""
+    return f"the dataset {source}" if isinstance(source, (str, os.PathLike)) else "the dataset"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

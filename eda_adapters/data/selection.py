@@ -30,15 +30,13 @@ from ..plotting import pyplot
 from ..validation import check_causal_lm
 from .feature_cache import pad_batch
 from .features import compute_target_features
-from .io import DatasetLike, check_token_ids, load_rows, require_columns
+from .io import DatasetLike, load_rows, load_tokenized_rows
 from .runs import process_state
 from ..errors import EdaInputError
+from ..schemas.tokenized_rows import EMBEDDING_COLUMN, SCORE_COLUMN
 from .selection_strategies import DEFAULT_STRATEGY, SelectionStrategy
 
 SHIFT_METRICS = ("cosine", "l2")
-SCORE_COLUMN = "shift_score"
-#: Where `add_shift_scores` stores each sample's base-target embedding (see `pool_embeddings`).
-EMBEDDING_COLUMN = "base_embedding"
 EMBEDDING_DIMS = 32
 
 
@@ -102,12 +100,8 @@ def _score_pool(
     if batch_size < 1:
         raise EdaInputError(f"batch_size must be >= 1, got {batch_size}")
     check_same_tokens(base, finetuned, base_tokenizer, finetuned_tokenizer)
-    rows = load_rows(dataset)
-    require_columns(rows, ["input_ids"], "shift scoring")
-    columns = ["input_ids"] + (["loss_mask"] if "loss_mask" in rows.column_names else [])
-    rows = rows.select_columns(columns)
-    vocab_size = base.config.get_text_config().vocab_size
-    check_token_ids(rows, vocab_size)
+    rows = load_tokenized_rows(dataset, vocab_size=base.config.get_text_config().vocab_size)
+    rows = rows.select_columns(["input_ids"] + (["loss_mask"] if "loss_mask" in rows.column_names else []))
     # several processes (accelerate launch): each scores a contiguous share of the batches, then all gather
     state = process_state()
     starts = list(range(0, len(rows), batch_size))
@@ -252,7 +246,7 @@ def select_by_shift(
                                 "own: set them on the SelectionStrategy")
     else:
         strategy = SelectionStrategy(strategy, **options)
-    rows = load_rows(dataset)
+    rows = load_tokenized_rows(dataset, required=())  # scores and embeddings too, before they are trusted
     count = resolve_budget(budget, len(rows))
     missing = missing_columns(strategy, rows.column_names, score_column)
     if strategy.needs_scores and (recompute or missing):

@@ -21,12 +21,15 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..console import quiet_trainer
-from ..data import CachedFeatureDataset, check_target_signature, compute_target_features, load_rows
+from ..schemas import check_tokenized_rows
+from ..data import CachedFeatureDataset, check_target_signature, compute_target_features
+from ..data.io import load_tokenized_rows
 from ..data.feature_cache import INDEX_FILE as FEATURE_INDEX_FILE
 from ..data.feature_cache import TOP_TOKEN_KEY, draft_feature_layers
 from ..data.signature import target_signature
@@ -86,22 +89,27 @@ def _load_target(target: PreTrainedModel | str) -> PreTrainedModel:
 
 
 def resolve_dataset(dataset: Any, target: PreTrainedModel, what: str) -> Any:
-    """Turn a path into a dataset and refuse cached features of another target.
+    """Turn a path into a dataset, checked against `target`: tokenized rows against their schema (ids within its
+    vocabulary, masks as long as the ids; `eda_adapters.schemas.tokenized_rows`), cached features against its
+    signature.
 
     A directory holding cached features (`index.json`, see `eda_adapters.data.extract_features`) becomes a
-    `CachedFeatureDataset` checked against `target`; any other path is read with `eda_adapters.data.load_rows`
-    (regenerated-data directory, .jsonl/.json/.parquet/.arrow, `save_to_disk` directory). Datasets pass through; a
-    `CachedFeatureDataset` is checked against `target` too.
+    `CachedFeatureDataset`; any other path is read with `eda_adapters.data.load_rows` (regenerated-data directory,
+    .jsonl/.json/.parquet/.arrow, `save_to_disk` directory). A `datasets.Dataset` or a `CachedFeatureDataset` is
+    checked and passed through; other datasets (torch datasets, lists) pass unchecked.
     """
     if dataset is None:
         return None
+    vocab_size = target.config.get_text_config().vocab_size
     if isinstance(dataset, (str, os.PathLike)):
         if os.path.isfile(os.path.join(dataset, FEATURE_INDEX_FILE)):
             # the target is checked here, the layers once the draft that reads them is known (`select_layers`)
             return CachedFeatureDataset(dataset, target=target_signature(target))
-        return load_rows(dataset)
+        return load_tokenized_rows(dataset, vocab_size=vocab_size)
     if isinstance(dataset, CachedFeatureDataset):
         check_target_signature(dataset.signature, target, what=f"the cached features of the {what}")
+    elif isinstance(dataset, Dataset):
+        check_tokenized_rows(dataset, vocab_size=vocab_size, source=f"the {what}")
     return dataset
 
 
