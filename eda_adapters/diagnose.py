@@ -21,8 +21,8 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data.io import DatasetLike, load_rows
-from .data.prompts import find_prompt_column, render_prompt, resolve_chat_template, to_messages
+from .data.io import DatasetLike, describe_source, load_rows
+from .data.prompts import find_prompt_column, render_prompt, resolve_chat_template
 from .data.selection import check_same_tokens, representation_shift
 from .errors import EdaInputError
 from .generation.drafts import as_eagle_draft
@@ -30,6 +30,7 @@ from .generation.replay import greedy_references
 from .generation.tau_report import percentile_interval, prompt_sums, replayed_lengths, report_lengths
 from .generation.tree import TreeConfig
 from .plotting import pyplot
+from .schemas.prompt_items import prompt_conversations
 
 #: A fine-tune that costs the shared draft at least this share of its tau (percent) is worth an adapter: the paper's
 #: direct-transfer losses are larger, and below it an adapter's gain rarely pays for training it.
@@ -97,8 +98,8 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: DatasetLike
     rows = check_prompts(load_rows(prompts))
     column = find_prompt_column(rows)
     use_template = resolve_chat_template(tokenizer, None)
-    encoded = [torch.tensor(render_prompt(tokenizer, to_messages(row[column], i), use_template)[1])
-               for i, row in enumerate(rows)]
+    encoded = [torch.tensor(render_prompt(tokenizer, messages, use_template)[1])
+               for messages in prompt_conversations(rows[column], describe_source(prompts, "prompts"))]
     kinds = [str(k) for k in rows["kind"]] if "kind" in rows.column_names else [ALL] * len(rows)
     return encoded, kinds
 

@@ -73,13 +73,13 @@ def check_utf8(path: str | os.PathLike, what: str = "") -> None:
 
 
 def read_text_file(path: str | os.PathLike, what: str) -> str:
-    """The UTF-8 text of `path`, with a one-line error naming the file (and `what` it is) if it is missing or not
-    UTF-8."""
+    """The UTF-8 text of `path` without a BOM, with a one-line error naming the file (and `what` it is) if it is
+    missing or not UTF-8."""
     path = Path(path)
     if not path.is_file():
         raise EdaInputError(f"{what}: no file at {path}")
     check_utf8(path, what)
-    return path.read_text(encoding="utf-8")
+    return path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors write one) is not part of the text
 
 
 # ------------------------------------------------------------------------------------------------------ safetensors

@@ -104,9 +104,10 @@ def load_tokenized_rows(
     return rows
 
 
-def describe_source(source: Any) -> str:
-    """How an error names a dataset: its path, or "the dataset" for one passed as an object."""
-    return f"the dataset {source}" if isinstance(source, (str, os.PathLike)) else "the dataset"
+def describe_source(source: Any, what: str = "dataset") -> str:
+    """How an error names a dataset (or `what` it holds): with its path, or "the dataset" for one passed as an
+    object."""
+    return f"the {what} {source}" if isinstance(source, (str, os.PathLike)) else f"the {what}"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

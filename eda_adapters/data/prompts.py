@@ -8,14 +8,10 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from ..errors import EdaInputError
+from ..schemas.prompt_items import to_messages  # noqa: F401  (public here first)
 
 # Columns looked for, in order, when no prompt column is named.
 PROMPT_COLUMNS = ("prompt", "messages", "conversations")
-# ShareGPT speaker names -> chat-template roles
-_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
-          "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
-
-
 def find_prompt_column(dataset: Dataset, prompt_column: str | None = None) -> str:
     """The column holding the prompts: `prompt_column` if given, else the first of `PROMPT_COLUMNS` present."""
     if prompt_column is not None:
@@ -31,35 +27,6 @@ def find_prompt_column(dataset: Dataset, prompt_column: str | None = None) -> st
         f"the prompt dataset has none of the columns {list(PROMPT_COLUMNS)}; columns found: {dataset.column_names}. "
         "Name the prompt column with prompt_column=... (--prompt-column)"
     )
-
-
-def to_messages(value: Any, index: int) -> list[dict[str, str]]:
-    """Normalise one prompt to chat messages `[{"role", "content"}, ...]` ending with a user turn.
-
-    A string becomes one user message. A conversation (OpenAI `role`/`content` or ShareGPT `from`/`value`) is cut
-    after its last user turn: the target regenerates the reply to it, earlier turns are kept as context.
-    """
-    if isinstance(value, str):
-        if not value.strip():
-            raise EdaInputError(f"prompt {index} has no text; remove empty prompts from the dataset")
-        return [{"role": "user", "content": value}]
-    if not isinstance(value, list) or not all(isinstance(turn, dict) for turn in value):
-        raise EdaInputError(
-            f"prompt {index} is a {type(value).__name__}; expected a string or a list of "
-            "{'role', 'content'} / {'from', 'value'} turns"
-        )
-    messages = []
-    for turn in value:
-        speaker = turn.get("role", turn.get("from"))
-        role = _ROLES.get(str(speaker).lower())
-        if role is None:
-            raise EdaInputError(f"prompt {index} has a turn with unknown role {speaker!r}; use user/assistant/system")
-        content = turn.get("content", turn.get("value"))
-        messages.append({"role": role, "content": "" if content is None else str(content)})
-    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
-    if last_user is None or not messages[last_user]["content"].strip():
-        raise EdaInputError(f"prompt {index} has no user turn with text; every conversation needs one to answer")
-    return messages[: last_user + 1]
 
 
 def render_prompt(

@@ -31,8 +31,11 @@ from ..batched_decoding import contiguous_head_input
 from ..fingerprints import json_fingerprint, tokenizer_fingerprint
 from ..validation import check_causal_lm
 from .features import stack_layers
-from .io import DATA_FILE, DatasetLike, atomic_write_jsonl, load_causal_lm, load_rows, load_tokenizer, read_jsonl
-from .prompts import find_prompt_column, render_prompt, resolve_chat_template, to_messages
+from .io import (
+    DATA_FILE, DatasetLike, atomic_write_jsonl, describe_source, load_causal_lm, load_rows, load_tokenizer, read_jsonl,
+)
+from .prompts import find_prompt_column, render_prompt, resolve_chat_template
+from ..schemas.prompt_items import prompt_conversations
 from .runs import ChunkedRun, process_state
 from .signature import IDENTITY_KEYS, target_signature
 from ..errors import EdaInputError
@@ -164,9 +167,7 @@ def regenerate(
     dataset = load_rows(prompts)
     column = find_prompt_column(dataset, prompt_column)
     chat = resolve_chat_template(tokenizer, use_chat_template)
-    conversations = [to_messages(value, i) for i, value in enumerate(dataset[column])]
-    if not conversations:
-        raise EdaInputError("the prompt dataset is empty")
+    conversations = prompt_conversations(dataset[column], describe_source(prompts, "prompts"))
     rendered = [render_prompt(tokenizer, messages, chat) for messages in conversations]
 
     prompts_digest = json_fingerprint(conversations)

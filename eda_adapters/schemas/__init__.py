@@ -9,6 +9,7 @@ Every check raises a one-line [`EdaInputError`] naming the source, the rows or i
 count), the column or argument and the fix.
 """
 
+from .prompt_items import prompt_conversations
 from .tokenized_rows import check_tokenized_rows
 
-__all__ = ["check_tokenized_rows"]
+__all__ = ["check_tokenized_rows", "prompt_conversations"]

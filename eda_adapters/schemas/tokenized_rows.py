@@ -96,7 +96,8 @@ def _integer_lists(column: pa.ChunkedArray, name: str, source: str, fix: str) ->
         return column
     if not (pa.types.is_integer(values) or pa.types.is_boolean(values)):
         raise EdaInputError(f"{source}: column {name!r} holds lists of {_describe(values)}, not integers; {fix}")
-    _refuse_elements(column, pc.is_null, source, name, "holds a missing (null) value", fix)
+    if pc.list_flatten(column).null_count:  # a count Arrow keeps: no pass over the values
+        _refuse_elements(column, pc.is_null, source, name, "holds a missing (null) value", fix)
     return column
 
 
@@ -139,7 +140,8 @@ def _check_embeddings(column: pa.ChunkedArray, source: str) -> None:
     if pa.types.is_floating(kind.value_type):
         _refuse_elements(column, lambda v: pc.invert(pc.is_finite(v)), source, EMBEDDING_COLUMN,
                          "holds a value that is not finite (NaN or inf)", fix)
-    _refuse_elements(column, pc.is_null, source, EMBEDDING_COLUMN, "holds a missing (null) value", fix)
+    if pc.list_flatten(column).null_count:
+        _refuse_elements(column, pc.is_null, source, EMBEDDING_COLUMN, "holds a missing (null) value", fix)
 
 
 def _check_text(column: pa.ChunkedArray, name: str, source: str) -> None:
