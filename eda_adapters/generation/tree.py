@@ -17,6 +17,7 @@ from .eos import eos_token_ids
 from .stats import SpeculativeStats, track_acceptance
 from .tree_verification import TreeSampler
 from ..errors import EdaInputError
+from ..schemas.tensors import mask_tensor, token_ids_tensor
 
 
 @dataclass
@@ -269,12 +270,6 @@ def _sliding_window(target: PreTrainedModel) -> int | None:
 def _check_inputs(
     target: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_length: int
 ) -> None:
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        raise TypeError("input_ids must be a [batch, seq] LongTensor.")
-    if input_ids.shape[0] != 1:
-        raise EdaInputError(
-            f"Tree decoding supports batch size 1 (got {input_ids.shape[0]}): call it once per sequence."
-        )
     if attention_mask is not None and not bool(attention_mask.bool().all()):
         raise EdaInputError("Tree decoding does not support padding: pass the sequence without pad tokens.")
     window = _sliding_window(target)
@@ -313,7 +308,7 @@ def speculative_generate(
         target: A Hugging Face causal LM (the verifier).
         draft: An `EagleDraftModel` or `Eagle3DraftModel`, a `PeftModel` wrapping one (its active adapter is used), or
             a merged draft.
-        input_ids: The prompt, `[1, seq]`.
+        input_ids: The prompt, `[1, seq]` (`[batch, seq]` without a tree; a 1-D tensor is one sequence).
         tree: The tree shape, or `None` for chain drafting through `generate`.
         max_new_tokens: Tokens to generate at most.
         eos_token_id: Stop after this token (default: the target's `generation_config.eos_token_id`).
@@ -325,6 +320,9 @@ def speculative_generate(
     Returns:
         `[1, seq + new]` token ids (prompt included), and the stats if `return_stats`.
     """
+    input_ids = token_ids_tensor(input_ids, where="speculative_generate", batch_size=None if tree is None else 1,
+                                 vocab_size=target.config.get_text_config().vocab_size, check_values=True)
+    attention_mask = mask_tensor(attention_mask, input_ids, where="speculative_generate", check_values=True)
     if tree is None:
         if eos_token_id is not None:  # None must not reach generate(): it would switch off the target's own EOS
             generate_kwargs["eos_token_id"] = eos_token_id

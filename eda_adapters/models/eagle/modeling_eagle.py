@@ -37,6 +37,7 @@ from transformers.utils import ModelOutput
 from .configuration_eagle import EagleDraftConfig
 from ...errors import EdaInputError
 from ...fingerprints import target_fingerprint
+from ...schemas.tensors import features_tensor, token_ids_tensor
 
 TARGET_HEAD_KEYS = ("embed_tokens.weight", "lm_head.weight", "lm_head.bias")
 
@@ -308,7 +309,7 @@ class EagleDraftPreTrainedModel(PreTrainedModel):
         if input_ids is None:
             raise EdaInputError(f"{type(self).__name__}.forward needs input_ids= or inputs_embeds=.")
         self._require_heads()
-        return self.embed_tokens(input_ids)
+        return self.embed_tokens(token_ids_tensor(input_ids, where=f"{type(self).__name__}.forward"))
 
     def prepare_step(
         self,
@@ -319,13 +320,8 @@ class EagleDraftPreTrainedModel(PreTrainedModel):
         past_key_values: Cache | None,
         use_cache: bool,
     ) -> tuple[Cache | None, torch.LongTensor, torch.Tensor | None]:
-        """Check that features and tokens pair up, and return the cache (created when `use_cache`), the positions
-        (default: continuing after the cache) and the mask."""
-        if hidden_states.shape[:2] != inputs_embeds.shape[:2]:
-            raise EdaInputError(
-                f"hidden_states {tuple(hidden_states.shape[:2])} and tokens {tuple(inputs_embeds.shape[:2])} must have "
-                "the same [batch, seq] shape (features at t pair with token t+1)."
-            )
+        """The cache (created when `use_cache`), the positions (default: continuing after the cache) and the mask;
+        `hidden_states` were checked against the tokens (`schemas.tensors.features_tensor`)."""
         batch, seq = inputs_embeds.shape[:2]
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
@@ -577,11 +573,8 @@ class EagleDraftModel(EagleDraftPreTrainedModel):
         if hidden_states is None:
             raise EdaInputError("EagleDraftModel.forward needs hidden_states= (the target's last hidden states).")
         inputs_embeds = self.embed_inputs(input_ids, inputs_embeds)
-        if hidden_states.shape[-1] != self.config.hidden_size:
-            raise EdaInputError(
-                f"hidden_states have size {hidden_states.shape[-1]} but this draft expects {self.config.hidden_size}: "
-                "pass the last hidden states of the target the draft was built for."
-            )
+        hidden_states = features_tensor(hidden_states, self.config.hidden_size, inputs_embeds,
+                                        where="EagleDraftModel.forward")
         past_key_values, position_ids, mask = self.prepare_step(
             inputs_embeds, hidden_states, attention_mask, position_ids, past_key_values, use_cache
         )

@@ -43,6 +43,7 @@ from ..eagle.modeling_eagle import (
 )
 from .configuration_eagle3 import NUM_AUX_HIDDEN_STATES, Eagle3DraftConfig, default_aux_layer_ids
 from ...errors import EdaInputError
+from ...schemas.tensors import features_tensor
 
 HEAD_INITS = ("target", "random")
 
@@ -373,15 +374,16 @@ class Eagle3DraftModel(Eagle3DraftPreTrainedModel):
             )
         inputs_embeds = self.embed_inputs(input_ids, inputs_embeds)
         fused_width = NUM_AUX_HIDDEN_STATES * self.config.target_hidden_size
-        width = hidden_states.shape[-1]
-        if width == fused_width:
-            hidden_states = self.fc(hidden_states.to(self.fc.weight.dtype))
-        elif width != self.config.hidden_size:
+        width = hidden_states.shape[-1] if isinstance(hidden_states, torch.Tensor) and hidden_states.dim() else None
+        if width not in (fused_width, self.config.hidden_size):
             raise EdaInputError(
                 f"hidden_states have size {width}, but this EAGLE-3 draft reads {fused_width} (three target states: "
                 f"pass draft.target_features(outputs.hidden_states)) or {self.config.hidden_size} (its own previous "
                 "last_hidden_state)."
             )
+        hidden_states = features_tensor(hidden_states, width, inputs_embeds, where="Eagle3DraftModel.forward")
+        if width == fused_width:
+            hidden_states = self.fc(hidden_states.to(self.fc.weight.dtype))
         hidden_states = hidden_states.to(inputs_embeds.dtype)
         past_key_values, position_ids, mask = self.prepare_step(
             inputs_embeds, hidden_states, attention_mask, position_ids, past_key_values, use_cache
