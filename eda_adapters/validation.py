@@ -31,20 +31,37 @@ def find_json_lines_problem(path: str | os.PathLike) -> str | None:
         return f"{path} is empty: it needs one JSON object per line"
     if path.suffix.lower() == ".json":
         try:
-            json.loads(text)
+            json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
             return None
+        except _DuplicateKey as err:
+            return f"{path}: the key {err.args[0]!r} appears twice in one object; keep one"
         except json.JSONDecodeError:
             pass  # a .json file may hold JSON lines too: check them one by one
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_refuse_duplicate_keys)
         except json.JSONDecodeError as err:
             return f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); fix or remove that row"
+        except _DuplicateKey as err:
+            return f"{path}, line {number}: the key {err.args[0]!r} appears twice in one object; keep one"
         if not isinstance(row, dict):
             return f"{path}, line {number}: a {type(row).__name__}, not a JSON object of columns; fix that row"
     return None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique (readers disagree on which of two values wins: Python keeps the last,
+    Arrow refuses the file)."""
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        raise _DuplicateKey(next(key for i, (key, _) in enumerate(pairs) if key in dict(pairs[:i])))
+    return row
 
 
 def check_utf8(path: str | os.PathLike, what: str = "") -> None:

@@ -12,6 +12,7 @@ one deprecation line naming the new flag.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -24,6 +25,41 @@ DTYPE_HELP = (
 #: dtypes an output can be cast to (`eda export --dtype`): the concrete ones of DTYPES
 CAST_DTYPES = tuple(dtype for dtype in DTYPES if dtype not in ("auto", "machine"))
 TARGET_SOURCES = "HF folder, Hub id, .gguf file or smollm2-135m-instruct"
+
+
+def _number(text: str, kind: type, test: Any, rule: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)) or not test(value):
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number >= 1 (sizes, batch sizes, numbers of tokens or prompts)."""
+    return _number(text, int, lambda v: v >= 1, "a whole number >= 1")
+
+
+def seed(text: str) -> int:
+    """An argparse type: a whole number >= 0 (random seeds)."""
+    return _number(text, int, lambda v: v >= 0, "a whole number >= 0")
+
+
+def non_negative(text: str) -> float:
+    """An argparse type: a finite number >= 0 (a temperature where 0 means greedy)."""
+    return _number(text, float, lambda v: v >= 0, "a finite number >= 0")
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    return _number(text, float, lambda v: v > 0, "a finite number > 0")
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1] (top-p, thresholds)."""
+    return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
 class _StoreWithDeprecatedSpellings(argparse.Action):
@@ -76,9 +112,9 @@ def add_dtype(parser: Any, default: str, help: str = DTYPE_HELP) -> None:
 
 def add_tree_options(parser: Any) -> None:
     """`--tree-depth`, `--tree-top-k`, `--tree-total-tokens`: the EAGLE-2 tree shape, CPU-sized by default."""
-    parser.add_argument("--tree-depth", type=int, default=6, help="EAGLE-2 tree depth (default: 6).")
-    parser.add_argument("--tree-top-k", type=int, default=2, help="Branching per expanded node (default: 2).")
-    parser.add_argument("--tree-total-tokens", type=int, default=12,
+    parser.add_argument("--tree-depth", type=count, default=6, help="EAGLE-2 tree depth (default: 6).")
+    parser.add_argument("--tree-top-k", type=count, default=2, help="Branching per expanded node (default: 2).")
+    parser.add_argument("--tree-total-tokens", type=count, default=12,
                         help="Tree nodes verified per target forward (default: 12, CPU-sized; 60 on GPUs).")
 
 

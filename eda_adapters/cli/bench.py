@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._conventions import add_dtype, add_output_dir, add_tree_options, tree_config
+from ._conventions import add_dtype, add_output_dir, add_tree_options, count, seed, tree_config
 
 import argparse
 import platform
@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="Stop a vanilla assistant's chain below this confidence ('default': transformers' 0.4; "
                              "0 drafts all --num-draft-tokens every step, like the EAGLE chain). Once for every "
                              "--assistant, or once per --assistant, in order (the same path twice compares two).")
-    parser.add_argument("--early-exit-layers", type=int, default=None,
+    parser.add_argument("--early-exit-layers", type=count, default=None,
                         help="Add transformers' early-exit assisted generation with the target's first N layers.")
     prompts = parser.add_mutually_exclusive_group()
     prompts.add_argument("--prompts", help="Text file, one prompt per line (with --target).")
@@ -52,22 +52,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                          help="Held-out chat prompts of these kinds, comma-separated from prose,code,math "
                               "(eda_adapters.research.bench_fixtures; with --target): results per "
                               "kind and over all.")
-    parser.add_argument("--per-kind", type=int, default=11, help="Prompts per kind with --prompt-kinds (default: 11).")
+    parser.add_argument("--per-kind", type=count, default=11, help="Prompts per kind with --prompt-kinds (default: 11).")
     parser.add_argument("--tokenizer", help="Tokenizer to encode the prompts (default: the one of --target).")
-    parser.add_argument("--num-prompts", type=int, default=8, help="Prompts to decode (default: 8).")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="Tokens generated per prompt (default: 64).")
-    parser.add_argument("--num-draft-tokens", type=int, default=5, help="Chain length k for the chain methods.")
+    parser.add_argument("--num-prompts", type=count, default=8, help="Prompts to decode (default: 8).")
+    parser.add_argument("--max-new-tokens", type=count, default=64, help="Tokens generated per prompt (default: 64).")
+    parser.add_argument("--num-draft-tokens", type=count, default=5, help="Chain length k for the chain methods.")
     add_tree_options(parser)
     tiny = parser.add_argument_group("tiny mode (no --target)")
-    tiny.add_argument("--target-steps", type=int, default=300, help="Training steps of the byte-level target.")
-    tiny.add_argument("--fit-steps", type=int, default=300, help="Fitting steps of the draft and of the assistant.")
-    tiny.add_argument("--hidden-size", type=int, default=256, help="Hidden size of the tiny target.")
-    tiny.add_argument("--num-layers", type=int, default=4, help="Layers of the tiny target.")
-    parser.add_argument("--threads", type=int, default=None,
+    tiny.add_argument("--target-steps", type=count, default=300, help="Training steps of the byte-level target.")
+    tiny.add_argument("--fit-steps", type=count, default=300, help="Fitting steps of the draft and of the assistant.")
+    tiny.add_argument("--hidden-size", type=count, default=256, help="Hidden size of the tiny target.")
+    tiny.add_argument("--num-layers", type=count, default=4, help="Layers of the tiny target.")
+    parser.add_argument("--threads", type=count, default=None,
                         help="CPU threads for torch (default: 1 in tiny mode, where more threads do not pay off).")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add_dtype(parser, default="auto", help="auto: bfloat16 on CUDA, float32 on CPU; machine: as `eda regenerate`")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     add_output_dir(parser, "Where bench.json/.md/.png go (default: bench_out).", required=False, default="bench_out")
     parser.add_argument("--json", help="Also write bench.json here (e.g. docs/benchmarks/real_cpu.json).")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")

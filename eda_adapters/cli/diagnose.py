@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import EdaInputError
-from ._conventions import add_base_target, add_dtype, add_target, add_tree_options, tree_config
+from ._conventions import add_base_target, add_dtype, add_target, add_tree_options, count, tree_config
 
 HELP = "Measure, before training, how much the shared draft loses on a fine-tuned target and whether to adapt it."
 
@@ -26,11 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="A .jsonl of prompts: a `prompt` (text or chat messages) per line, optional `kind`.")
     parser.add_argument("--json", help="Also write the full diagnosis here (JSON).")
     parser.add_argument("--plot", help="Save the plot here (PNG; default: beside --json, same name).")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="Greedy answer length (default: 64).")
-    parser.add_argument("--num-prompts", type=int, default=None, help="Use the first N prompts (default: all).")
-    parser.add_argument("--num-draft-tokens", type=int, default=5, help="Chain length k (default: 5).")
+    parser.add_argument("--max-new-tokens", type=count, default=64, help="Greedy answer length (default: 64).")
+    parser.add_argument("--num-prompts", type=count, default=None, help="Use the first N prompts (default: all).")
+    parser.add_argument("--num-draft-tokens", type=count, default=5, help="Chain length k (default: 5).")
     add_tree_options(parser)
-    parser.add_argument("--batch-size", type=int, default=8, help="Prompts decoded together (default: 8).")
+    parser.add_argument("--batch-size", type=count, default=8, help="Prompts decoded together (default: 8).")
     add_dtype(parser, default="auto")
     return parser
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._conventions import add_dtype, add_output_dir, add_target
+from ._conventions import add_dtype, add_output_dir, add_target, count
 
 HELP = "Extract and cache the target's last hidden states for every token of a dataset (input_ids, loss_mask)."
 
@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--dataset", required=True,
                         help="Tokenized dataset (e.g. an `eda regenerate` output directory or its data.jsonl).")
     add_output_dir(parser, "Feature directory (new, empty, or an unfinished same run).")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=count, default=8)
     add_dtype(parser, default="auto", help="dtype to load the target in; features are stored in the same dtype")
     return parser
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._conventions import add_dtype, add_output_dir, add_target
+from ._conventions import add_dtype, add_output_dir, add_target, count, fraction, non_negative, seed
 
 from ..errors import EdaInputError
 from .self_prompt import add_self_prompt_arguments, self_prompt_kwargs
@@ -28,17 +28,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "conversations column.",
     )
     source.add_argument(
-        "--self-prompts", type=int, metavar="N",
+        "--self-prompts", type=count, metavar="N",
         help="No prompt dataset: the target first writes N prompts itself (`eda self-prompt`, into "
         "OUTPUT_DIR-prompts/), then answers them.",
     )
     add_output_dir(parser, "Run directory (new, empty, or an unfinished same run).")
     parser.add_argument("--prompt-column", help="Column holding the prompts if not prompt/messages/conversations.")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default).")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=32,
+    parser.add_argument("--max-new-tokens", type=count, default=256)
+    parser.add_argument("--temperature", type=non_negative, default=0.0, help="0 = greedy (default).")
+    parser.add_argument("--top-p", type=fraction, default=1.0)
+    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--batch-size", type=count, default=32,
                         help="Prompts per generate call (32: the fastest measured on CPU, docs/benchmarks.md).")
     template = parser.add_mutually_exclusive_group()
     template.add_argument("--chat-template", dest="chat_template", action="store_true", default=None,

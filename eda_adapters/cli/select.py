@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import EdaInputError
-from ._conventions import add_base_target, add_dtype, add_flag, add_output_dir, add_target
+from ._conventions import add_base_target, add_dtype, add_flag, add_output_dir, add_target, count
 
 HELP = "Select training samples by representation shift between the base and the fine-tuned target."
 STRATEGY_HELP = (
@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_output_dir(parser, "Directory for the selection (must be new or empty).")
     parser.add_argument("--plot", action="store_true", help="Also save OUTPUT_DIR/shift_hist.png.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the weighted, cluster and random strategies.")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=count, default=8)
     parser.add_argument("--recompute", action="store_true", help="Score again even if the dataset has scores.")
     add_dtype(parser, default="auto")
     return parser

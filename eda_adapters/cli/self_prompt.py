@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._conventions import add_dtype, add_output_dir, add_target
+from ._conventions import add_dtype, add_output_dir, add_target, count, fraction, non_negative, seed
 
 HELP = "Have the chat target write its own user prompts: data without a prompt dataset."
 
@@ -13,18 +13,18 @@ def add_self_prompt_arguments(parser: argparse.ArgumentParser, required: bool) -
     """The self-prompting options, shared with `eda regenerate --self-prompts N`."""
     group = parser.add_argument_group("self-prompting")
     if required:
-        group.add_argument("--num-prompts", type=int, required=True, help="Distinct prompts (conversations) to keep.")
-    group.add_argument("--turns", type=int, default=1,
+        group.add_argument("--num-prompts", type=count, required=True, help="Distinct prompts (conversations) to keep.")
+    group.add_argument("--turns", type=count, default=1,
                        help="User turns per conversation; the target answers greedily between them (default 1).")
-    group.add_argument("--prompt-temperature", type=float, default=1.0, help="Sampling temperature of the user turns.")
-    group.add_argument("--prompt-top-p", type=float, default=0.95)
-    group.add_argument("--max-prompt-tokens", type=int, default=128,
+    group.add_argument("--prompt-temperature", type=non_negative, default=1.0, help="Sampling temperature of the user turns.")
+    group.add_argument("--prompt-top-p", type=fraction, default=0.95)
+    group.add_argument("--max-prompt-tokens", type=count, default=128,
                        help="Cap per user turn; turns the target has not closed by then are dropped.")
-    group.add_argument("--min-words", type=int, default=4, help="Shortest user turn kept, in words.")
-    group.add_argument("--max-words", type=int, default=200, help="Longest user turn kept, in words.")
-    group.add_argument("--near-duplicate-threshold", type=float, default=0.7,
+    group.add_argument("--min-words", type=count, default=4, help="Shortest user turn kept, in words.")
+    group.add_argument("--max-words", type=count, default=200, help="Longest user turn kept, in words.")
+    group.add_argument("--near-duplicate-threshold", type=fraction, default=0.7,
                        help="Word-3-gram Jaccard similarity from which a prompt repeats a kept one.")
-    group.add_argument("--max-candidates", type=int,
+    group.add_argument("--max-candidates", type=count,
                        help="Give up after sampling this many candidates (default 20 x the prompts wanted).")
 
 
@@ -55,9 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_target(parser, "The chat target")
     parser.add_argument("--tokenizer", help="Tokenizer path or Hub id, with a chat template (default: the model's).")
     add_output_dir(parser, "Run directory (new, empty, or the same run to resume).")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--answer-max-new-tokens", type=int, default=256,
+    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--batch-size", type=count, default=16)
+    parser.add_argument("--answer-max-new-tokens", type=count, default=256,
                         help="Length of the target's answers between the turns of a multi-turn conversation.")
     add_dtype(parser, default="machine")
     add_self_prompt_arguments(parser, required=True)

@@ -57,12 +57,14 @@ def check_tokenized_rows(
         lengths = pc.list_value_length(column)
         _refuse_rows(pc.equal(lengths, 0), source, TOKEN_COLUMN, "is empty",
                      "drop rows without tokens")
-        if vocab_size is not None:
-            low, high = _min_max(column)
-            if low is not None and (low < 0 or high >= vocab_size):
-                _refuse_elements(column, lambda v: pc.or_(pc.less(v, 0), pc.greater_equal(v, vocab_size)), source,
-                                 TOKEN_COLUMN, f"holds ids outside [0, {vocab_size}) (from {low} to {high})",
-                                 "the rows were tokenized for another model: regenerate them with this target")
+        low, high = _min_max(column)
+        if low is not None and low < 0:
+            _refuse_elements(column, lambda v: pc.less(v, 0), source, TOKEN_COLUMN,
+                             f"holds negative ids (down to {low})", "token ids are >= 0: regenerate the rows")
+        if vocab_size is not None and high is not None and high >= vocab_size:
+            _refuse_elements(column, lambda v: pc.greater_equal(v, vocab_size), source, TOKEN_COLUMN,
+                             f"holds ids outside [0, {vocab_size}) (up to {high})",
+                             "the rows were tokenized for another model: regenerate them with this target")
     for name in MASK_COLUMNS:
         if name in table.column_names:
             _check_mask(table[name], lengths, name, source)

@@ -1,0 +1,485 @@
+"""Property-based fuzzing of what users hand the library: every input kind, through its real entry point.
+
+Each case starts from a valid input drawn by `hypothesis` and applies one mutation: a wrong type, a value out of
+range, a wrong length, NaN/inf, an empty value, a duplicate key, a truncated file, a wrong encoding, a path that
+is a file or overlaps the input. A mutation is *bad* (the input must be refused) or *harmless* (a BOM, CRLF line
+endings, blank lines, an extra column, a 1-D tensor: it must be accepted, with the clean input's result). Each case
+ends in one outcome:
+
+| outcome | meaning | a failure? |
+|---|---|---|
+| `refused` | a bad input refused in one line (`EdaInputError`, or exit code 2) naming the field | no |
+| `accepted` | a harmless input accepted, and its output passes the oracle | no |
+| `unnamed` | refused in one line, but the line does not name the field | yes |
+| `traceback` | any other exception, or a traceback printed | yes |
+| `silent` | a bad input accepted, or a harmless one accepted with a wrong output | yes |
+| `false refusal` | a harmless input refused | yes |
+| `changed bytes` | a directory that existed before the case changed | yes |
+
+The default test suite runs every kind derandomized with a small budget (`tests/test_fuzz_inputs.py`); this
+script runs a long, random one and writes the table of cases per kind and outcome:
+
+    python benchmarks/fuzz_inputs.py --cases 1200 --markdown docs/reliability.md --json docs/benchmarks/fuzz.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eda_adapters.errors import EdaInputError
+
+GOOD_OUTCOMES = ("refused", "accepted")
+VOCAB = 96
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One way to corrupt (or harmlessly vary) a valid input."""
+
+    name: str
+    #: what a refusal must name (a column, a flag, an argument, a word of the problem)
+    field: str
+    #: True: the input must be refused; False: it must be accepted with the clean input's result
+    bad: bool
+    #: draws the mutated input from the clean one: `apply(draw, clean) -> mutated`
+    apply: Callable[[Callable, Any], Any] = field(repr=False, compare=False)
+
+
+@dataclass
+class Result:
+    """What one run of an entry point did."""
+
+    ok: bool
+    output: Any = None
+    error: str | None = None  # the one line of a refusal
+    traceback: str | None = None  # an exception that is not a refusal, or a traceback printed
+
+
+def outcome(mutation: Mutation, result: Result, oracle: Callable[[Any], bool], changed: bool) -> str:
+    """The outcome of a case (see the module docstring); `oracle(output)` says whether an accepted output is right."""
+    if result.traceback is not None:
+        return "traceback"
+    if changed:
+        return "changed bytes"
+    if result.ok:
+        return "silent" if mutation.bad or not oracle(result.output) else "accepted"
+    if not mutation.bad:
+        return "false refusal"
+    one_line = result.error is not None and "\n" not in result.error.strip()
+    return "refused" if one_line and mutation.field.lower() in result.error.lower() else "unnamed"
+
+
+def call_api(fn: Callable[[], Any]) -> Result:
+    """Run a Python API call: an `EdaInputError` is a refusal, any other exception a traceback."""
+    try:
+        return Result(ok=True, output=fn())
+    except EdaInputError as err:
+        return Result(ok=False, error=str(err))
+    except Exception as err:  # noqa: BLE001 (the harness records what escaped)
+        return Result(ok=False, traceback=f"{type(err).__name__}: {err}")
+
+
+def call_cli(argv: list[str]) -> Result:
+    """Run `eda ARGV` in this process: exit 2 with one `eda CMD: error:` line is a refusal."""
+    from eda_adapters.cli import main
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+    except SystemExit as exit_:  # argparse refuses bad flags with exit 2
+        code = exit_.code
+    except Exception as exc:  # noqa: BLE001
+        return Result(ok=False, traceback=f"{type(exc).__name__}: {exc}")
+    text = err.getvalue()
+    if "Traceback" in text:
+        return Result(ok=False, traceback=text)
+    if code == 0:
+        return Result(ok=True)
+    lines = [line for line in text.splitlines() if line.strip()]
+    if code == 2 and lines:
+        return Result(ok=False, error=lines[-1] if len(lines) == 1 or "usage:" in lines[0] else text)
+    return Result(ok=False, traceback=f"exit code {code}: {text}")
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under `root` (relative path -> sha256): compared before and after a case."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------------------ tokenized rows
+
+
+@st.composite
+def token_rows(draw, scores: bool = False) -> list[dict]:
+    """3 to 6 valid tokenized rows (ids below VOCAB, a 0/1 loss mask, text; finite scores when `scores`)."""
+    rows = []
+    for index in range(draw(st.integers(3, 6))):
+        ids = draw(st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=8))
+        row = {"prompt": f"prompt {index}", "response": f"answer {index}", "input_ids": ids,
+               "loss_mask": draw(st.lists(st.integers(0, 1), min_size=len(ids), max_size=len(ids)))}
+        if scores:
+            row["shift_score"] = draw(st.floats(0, 1, allow_nan=False, width=32))
+        rows.append(row)
+    return rows
+
+
+def _set_element(column: str, value: Any) -> Callable:
+    """A mutation that sets one element of `column` in one row to `value`."""
+    def apply(draw, rows):
+        rows = json.loads(json.dumps(rows))
+        row = draw(st.integers(0, len(rows) - 1))
+        position = draw(st.integers(0, len(rows[row][column]) - 1))
+        rows[row][column][position] = value
+        return rows
+    return apply
+
+
+def _set_value(column: str, value: Any) -> Callable:
+    """A mutation that sets `column` of one row to `value` (`...` removes the key)."""
+    def apply(draw, rows):
+        rows = json.loads(json.dumps(rows))
+        row = draw(st.integers(0, len(rows) - 1))
+        if value is ...:
+            del rows[row][column]
+        else:
+            rows[row][column] = value(rows[row]) if callable(value) else value
+        return rows
+    return apply
+
+
+def _extra_column(draw, rows):
+    return [{**row, "note": f"kept {i}"} for i, row in enumerate(rows)]
+
+
+ROW_MUTATIONS = [
+    Mutation("input_ids: a float id", "input_ids", True, _set_element("input_ids", 3.5)),
+    Mutation("input_ids: an integral float id", "input_ids", True, _set_element("input_ids", 7.0)),
+    Mutation("input_ids: id == vocab size", "input_ids", True, _set_element("input_ids", VOCAB)),
+    Mutation("input_ids: a huge id", "input_ids", True, _set_element("input_ids", 2 ** 40)),
+    Mutation("input_ids: a negative id", "input_ids", True, _set_element("input_ids", -1)),
+    Mutation("input_ids: a string id", "input_ids", True, _set_element("input_ids", "7")),
+    Mutation("input_ids: a null id", "input_ids", True, _set_element("input_ids", None)),
+    Mutation("input_ids: a boolean id", "input_ids", True, _set_element("input_ids", True)),
+    Mutation("input_ids: a nested list", "input_ids", True, _set_element("input_ids", [1, 2])),
+    Mutation("input_ids: an empty row", "input_ids", True, _set_value("input_ids", lambda r: [])),
+    Mutation("input_ids: a null row", "input_ids", True, _set_value("input_ids", None)),
+    Mutation("input_ids: a missing key", "input_ids", True, _set_value("input_ids", ...)),
+    Mutation("input_ids: a string row", "input_ids", True, _set_value("input_ids", "1 2 3")),
+    Mutation("loss_mask: one value short", "loss_mask", True, _set_value("loss_mask", lambda r: r["loss_mask"][:-1])),
+    Mutation("loss_mask: one value long", "loss_mask", True, _set_value("loss_mask", lambda r: r["loss_mask"] + [1])),
+    Mutation("loss_mask: a 2", "loss_mask", True, _set_element("loss_mask", 2)),
+    Mutation("loss_mask: a -1", "loss_mask", True, _set_element("loss_mask", -1)),
+    Mutation("loss_mask: a 0.5", "loss_mask", True, _set_element("loss_mask", 0.5)),
+    Mutation("loss_mask: a null", "loss_mask", True, _set_element("loss_mask", None)),
+    Mutation("prompt: a number", "prompt", True, _set_value("prompt", 12)),
+    Mutation("response: a list", "response", True, _set_value("response", lambda r: ["a", "b"])),
+    Mutation("an extra column", "", False, _extra_column),
+]
+
+SCORE_MUTATIONS = [
+    Mutation("shift_score: NaN", "shift_score", True, _set_value("shift_score", math.nan)),
+    Mutation("shift_score: inf", "shift_score", True, _set_value("shift_score", math.inf)),
+    Mutation("shift_score: -inf", "shift_score", True, _set_value("shift_score", -math.inf)),
+    Mutation("shift_score: a string", "shift_score", True, _set_value("shift_score", "0.5")),
+    Mutation("shift_score: null", "shift_score", True, _set_value("shift_score", None)),
+    Mutation("shift_score: a missing key", "shift_score", True, _set_value("shift_score", ...)),
+    Mutation("shift_score: an integer", "", False, _set_value("shift_score", 1)),
+]
+
+
+def rows_bytes(rows: list[dict]) -> bytes:
+    """Rows as a JSON Lines file (`json.dumps` writes NaN and Infinity as JavaScript does)."""
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def parse_rows(data: bytes) -> list[dict]:
+    """The rows a careful reader finds in a JSON Lines file: BOM and blank lines dropped, CRLF accepted."""
+    text = data.decode("utf-8-sig")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _truncate(draw, data: bytes) -> bytes:
+    last = data.rstrip(b"\n").rfind(b"\n") + 1  # the start of the last row
+    return data[: draw(st.integers(last + 1, len(data) - 3))]  # strictly inside it: never a whole object
+
+
+def _latin1(draw, data: bytes) -> bytes:
+    return data.replace(b'"prompt 0"', '"café 0"'.encode("latin-1"), 1)
+
+
+def _duplicate_key(draw, data: bytes) -> bytes:
+    lines = data.splitlines(keepends=True)
+    row = draw(st.integers(0, len(lines) - 1))
+    lines[row] = lines[row].replace(b"{", b'{"input_ids": [0], ', 1)
+    return b"".join(lines)
+
+
+def _insert_line(line: bytes) -> Callable:
+    def apply(draw, data: bytes) -> bytes:
+        lines = data.splitlines(keepends=True)
+        at = draw(st.integers(0, len(lines)))
+        return b"".join(lines[:at] + [line] + lines[at:])
+    return apply
+
+
+FILE_MUTATIONS = [
+    Mutation("a truncated file", "line", True, _truncate),
+    Mutation("not UTF-8 (latin-1)", "UTF-8", True, _latin1),
+    Mutation("an empty file", "empty", True, lambda draw, data: b""),
+    Mutation("a line that is not an object", "line", True, _insert_line(b"[1, 2]\n")),
+    Mutation("a duplicate key", "twice", True, _duplicate_key),
+    Mutation("a BOM", "", False, lambda draw, data: b"\xef\xbb\xbf" + data),
+    Mutation("CRLF line endings", "", False, lambda draw, data: data.replace(b"\n", b"\r\n")),
+    Mutation("blank lines", "", False, _insert_line(b"  \n")),
+]
+
+
+def as_file_mutation(mutation: Mutation) -> Mutation:
+    """A row mutation as one that returns the mutated file's bytes."""
+    return Mutation(mutation.name, mutation.field, mutation.bad,
+                    lambda draw, rows: rows_bytes(mutation.apply(draw, rows)))
+
+
+def on_file(mutation: Mutation) -> Mutation:
+    """A file mutation applied to the file of valid rows."""
+    return Mutation(mutation.name, mutation.field, mutation.bad,
+                    lambda draw, rows: mutation.apply(draw, rows_bytes(rows)))
+
+
+ROWS_FILE_MUTATIONS = [as_file_mutation(m) for m in ROW_MUTATIONS] + [on_file(m) for m in FILE_MUTATIONS]
+SCORES_FILE_MUTATIONS = [as_file_mutation(m) for m in SCORE_MUTATIONS] + [on_file(m) for m in FILE_MUTATIONS]
+
+
+# ------------------------------------------------------------------------------------------------------ input kinds
+
+
+@dataclass
+class InputKind:
+    """One kind of input and the entry point it goes through."""
+
+    name: str
+    #: the entry point, for the report
+    entry: str
+    #: draws a valid input
+    clean: Any
+    mutations: list[Mutation]
+    #: writes the input's files under the inputs folder (hashed before and after) and returns what `call` takes
+    prepare: Callable[[Path, Any], Any]
+    #: runs the entry point: `call(root, prepared) -> (Result, oracle)`; outputs go under `root / "out"`
+    call: Callable[[Path, Any], tuple[Result, Callable[[Any], bool]]]
+
+
+def _write_file(name: str) -> Callable[[Path, bytes], Path]:
+    def prepare(inputs: Path, data: bytes) -> Path:
+        (inputs / name).write_bytes(data)
+        return inputs / name
+    return prepare
+
+
+def _known(rows: list[dict], columns=("prompt", "input_ids", "loss_mask")) -> list[tuple]:
+    """Each row's identity (its prompt is unique) and token columns, comparable across readers."""
+    return [tuple(json.dumps(row.get(c)) for c in columns) for row in rows]
+
+
+def _load_api(root: Path, path: Path):
+    from eda_adapters.data.io import load_tokenized_rows
+
+    expected = _known(parse_rows(path.read_bytes())) if path.stat().st_size else None
+    result = call_api(lambda: load_tokenized_rows(path, vocab_size=VOCAB))
+    return result, lambda rows: _known(rows.to_list()) == expected
+
+
+def _selection_oracle(root: Path, path: Path, count: int, best_first: bool) -> Callable[[Any], bool]:
+    """An accepted selection: `count` rows of the input in their order, valid rows, and for `best_first` no
+    unselected row scoring above a selected one."""
+    from eda_adapters.data.io import load_tokenized_rows
+
+    def oracle(_: Any) -> bool:
+        rows = parse_rows(path.read_bytes())
+        chosen = load_tokenized_rows(root / "out" / "data.jsonl", required=()).to_list()
+        keys = _known(rows)
+        positions = [keys.index(key) for key in _known(chosen)] if set(_known(chosen)) <= set(keys) else None
+        if positions is None or len(chosen) != count or positions != sorted(positions):
+            return False
+        if best_first:
+            unselected = [r["shift_score"] for i, r in enumerate(rows) if i not in positions]
+            # the input's scores: the output's are written to 10 digits (pandas' JSON writer), ties included
+            return min(rows[i]["shift_score"] for i in positions) >= max(unselected, default=-math.inf)
+        return True
+    return oracle
+
+
+def _select_cli(strategy: str, budget: str = "2", extra: tuple[str, ...] = ()) -> Callable:
+    def call(root: Path, path: Path):
+        argv = ["select", "--dataset", str(path), "--budget", budget, "--strategy", strategy,
+                "--output-dir", str(root / "out"), *extra]
+        return call_cli(argv), _selection_oracle(root, path, int(budget), strategy == "topk")
+    return call
+
+
+def _harmless(mutations: list[Mutation], names: set[str]) -> list[Mutation]:
+    """`mutations`, those named in `names` harmless here (e.g. ids above a vocabulary this entry point cannot know)."""
+    return [Mutation(m.name, "", False, m.apply) if m.name in names else m for m in mutations]
+
+
+VOCAB_ONLY = {"input_ids: id == vocab size", "input_ids: a huge id"}
+
+
+def _flag(flag: str, value: str, bad: bool, strategy: str = "topk", field_: str | None = None) -> Mutation:
+    """A mutation of one `eda select` flag (the dataset stays valid)."""
+    name = f"{flag} {value}"
+    return Mutation(name, field_ or flag.lstrip("-"), bad, lambda draw, rows: (rows_bytes(rows), strategy, flag, value))
+
+
+FLAG_MUTATIONS = [
+    *[_flag("--budget", v, True) for v in ("0", "-3", "1.5", "nan", "inf", "abc", "10000", "")],
+    *[_flag("--budget", v, False) for v in ("0.5", "1e-9", "2")],
+    *[_flag("--temperature", v, True, "weighted") for v in ("0", "-1", "nan", "inf", "x")],
+    _flag("--temperature", "0.25", False, "weighted"),
+    *[_flag("--num-clusters", v, True, field_="clusters") for v in ("0", "-2", "1.5")],
+    *[_flag("--seed", v, True, "random") for v in ("-1", "1.5")],
+    *[_flag("--batch-size", v, True, field_="batch") for v in ("0", "-1")],
+]
+
+
+def _flags_prepare(inputs: Path, case: tuple) -> tuple:
+    data, strategy, flag, value = case
+    (inputs / "scores.jsonl").write_bytes(data)
+    return inputs / "scores.jsonl", strategy, flag, value
+
+
+def _flags_call(root: Path, case: tuple):
+    path, strategy, flag, value = case
+    argv = ["select", "--dataset", str(path), "--strategy", strategy, "--output-dir", str(root / "out")]
+    argv += [flag, value] if flag == "--budget" else ["--budget", "2", flag, value]
+    count = 0
+    if flag == "--budget":
+        with contextlib.suppress(ValueError):
+            number = float(value)
+            count = max(1, int(number * len(parse_rows(path.read_bytes())))) if "." in value or "e" in value else (
+                int(number))
+    else:
+        count = 2
+    return call_cli(argv), _selection_oracle(root, path, count, strategy == "topk")
+
+
+def _output_path(name: str, where: Callable[[Path], Path], bad: bool) -> Mutation:
+    return Mutation(name, "output", bad, lambda draw, rows: (rows_bytes(rows), where))
+
+
+OUTPUT_MUTATIONS = [
+    _output_path("the dataset file itself", lambda inputs: inputs / "scores.jsonl", True),
+    _output_path("a path under the dataset file", lambda inputs: inputs / "scores.jsonl" / "out", True),
+    _output_path("the folder holding the dataset", lambda inputs: inputs, True),
+    _output_path("another run's folder (not empty)", lambda inputs: inputs / "previous", True),
+    _output_path("climbing back into the inputs", lambda inputs: inputs / "previous" / ".." / ".." / "inputs", True),
+    _output_path("a new nested folder", lambda inputs: inputs.parent / "out" / "a" / "b", False),
+    _output_path("an existing empty folder", lambda inputs: inputs.parent / "empty", False),
+]
+
+
+def _paths_prepare(inputs: Path, case: tuple) -> tuple:
+    data, where = case
+    (inputs / "scores.jsonl").write_bytes(data)
+    (inputs / "previous").mkdir()
+    (inputs / "previous" / "keep.txt").write_text("another run's result\n")
+    (inputs.parent / "empty").mkdir()
+    return inputs / "scores.jsonl", where(inputs)
+
+
+def _paths_call(root: Path, case: tuple):
+    path, out = case
+    result = call_cli(["select", "--dataset", str(path), "--budget", "2", "--strategy", "topk", "--output-dir",
+                       str(out)])
+    rows = parse_rows(path.read_bytes())
+
+    def oracle(_: Any) -> bool:
+        chosen = parse_rows((out / "data.jsonl").read_bytes())
+        return len(chosen) == 2 and set(_known(chosen)) <= set(_known(rows))
+    return result, oracle
+
+
+def file_kinds() -> list[InputKind]:
+    """The input kinds that need no model."""
+    return [
+        InputKind("tokenized rows file", "load_tokenized_rows (API)", token_rows(), ROWS_FILE_MUTATIONS,
+                  _write_file("data.jsonl"), _load_api),
+        InputKind("regenerated data file", "eda select --strategy random", token_rows(),
+                  _harmless(ROWS_FILE_MUTATIONS, VOCAB_ONLY), _write_file("data.jsonl"), _select_cli("random")),
+        InputKind("scores file", "eda select --strategy topk", token_rows(scores=True), SCORES_FILE_MUTATIONS,
+                  _write_file("scores.jsonl"), _select_cli("topk")),
+        InputKind("CLI numbers", "eda select flags", token_rows(scores=True), FLAG_MUTATIONS, _flags_prepare,
+                  _flags_call),
+        InputKind("output paths", "eda select --output-dir", token_rows(scores=True), OUTPUT_MUTATIONS,
+                  _paths_prepare, _paths_call),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------ the harness
+
+
+@dataclass
+class Tally:
+    """Cases per kind and outcome, and the first few failing cases."""
+
+    counts: dict[str, Counter] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)
+
+    def add(self, kind: str, mutation: Mutation, result: Result, verdict: str) -> None:
+        self.counts.setdefault(kind, Counter())[verdict] += 1
+        if verdict not in GOOD_OUTCOMES and len(self.failures) < 50:
+            self.failures.append({"kind": kind, "mutation": mutation.name, "outcome": verdict,
+                                  "detail": (result.traceback or result.error or "")[-400:]})
+
+
+def run_case(kind: InputKind, data: Any) -> tuple[Mutation, Result, str]:
+    """Draw one case of `kind` (from `hypothesis`' `data`), run it in a fresh folder and judge it."""
+    clean = data.draw(kind.clean, label="clean input")
+    mutation = data.draw(st.sampled_from(kind.mutations), label="mutation")
+    mutated = mutation.apply(data.draw, clean)
+    with tempfile.TemporaryDirectory(prefix="eda-fuzz-") as tmp:
+        root = Path(tmp)
+        inputs = root / "inputs"
+        inputs.mkdir()
+        prepared = kind.prepare(inputs, mutated)
+        before = tree_digest(inputs)
+        result, oracle = kind.call(root, prepared)
+        after = tree_digest(inputs)
+        changed = any(after.get(name) != digest for name, digest in before.items())
+        try:
+            verdict = outcome(mutation, result, oracle, changed)
+        except Exception as err:  # noqa: BLE001 (an output the oracle cannot even read is a wrong output)
+            result.error = f"{result.error or ''} (oracle: {type(err).__name__}: {err})"
+            verdict = "silent"
+    return mutation, result, verdict
+
+
+def fuzz(kind: InputKind, cases: int, tally: Tally, derandomize: bool = False) -> None:
+    """Run `cases` generated cases of `kind`, recording every outcome in `tally` (nothing is raised)."""
+
+    @settings(max_examples=cases, derandomize=derandomize, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck), phases=("generate",))
+    @given(st.data())
+    def one(data):
+        mutation, result, verdict = run_case(kind, data)
+        tally.add(kind.name, mutation, result, verdict)
+
+    one()
