@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import math
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -222,13 +221,14 @@ def _truncate(draw, data: bytes) -> bytes:
 
 
 def _latin1(draw, data: bytes) -> bytes:
-    return data.replace(b'"prompt 0"', '"café 0"'.encode("latin-1"), 1)
+    return data.replace(b'": "', b'": "caf\xe9 ', 1)  # an e-acute in Latin-1 opens the first text value
 
 
 def _duplicate_key(draw, data: bytes) -> bytes:
     lines = data.splitlines(keepends=True)
     row = draw(st.integers(0, len(lines) - 1))
-    lines[row] = lines[row].replace(b"{", b'{"input_ids": [0], ', 1)
+    key = next(iter(json.loads(lines[row])))
+    lines[row] = lines[row].replace(b"{", b'{"' + key.encode() + b'": 0, ', 1)
     return b"".join(lines)
 
 
@@ -302,9 +302,8 @@ def _known(rows: list[dict], columns=("prompt", "input_ids", "loss_mask")) -> li
 def _load_api(root: Path, path: Path):
     from eda_adapters.data.io import load_tokenized_rows
 
-    expected = _known(parse_rows(path.read_bytes())) if path.stat().st_size else None
     result = call_api(lambda: load_tokenized_rows(path, vocab_size=VOCAB))
-    return result, lambda rows: _known(rows.to_list()) == expected
+    return result, lambda rows: _known(rows.to_list()) == _known(parse_rows(path.read_bytes()))
 
 
 def _selection_oracle(root: Path, path: Path, count: int, best_first: bool) -> Callable[[Any], bool]:
@@ -372,7 +371,7 @@ def _flags_call(root: Path, case: tuple):
     argv += [flag, value] if flag == "--budget" else ["--budget", "2", flag, value]
     count = 0
     if flag == "--budget":
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, OverflowError):
             number = float(value)
             count = max(1, int(number * len(parse_rows(path.read_bytes())))) if "." in value or "e" in value else (
                 int(number))
@@ -409,9 +408,8 @@ def _paths_call(root: Path, case: tuple):
     path, out = case
     result = call_cli(["select", "--dataset", str(path), "--budget", "2", "--strategy", "topk", "--output-dir",
                        str(out)])
-    rows = parse_rows(path.read_bytes())
-
     def oracle(_: Any) -> bool:
+        rows = parse_rows(path.read_bytes())
         chosen = parse_rows((out / "data.jsonl").read_bytes())
         return len(chosen) == 2 and set(_known(chosen)) <= set(_known(rows))
     return result, oracle
@@ -483,3 +481,295 @@ def fuzz(kind: InputKind, cases: int, tally: Tally, derandomize: bool = False) -
         tally.add(kind.name, mutation, result, verdict)
 
     one()
+
+
+# ------------------------------------------------------------------------------------------------------ model kinds
+
+WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "what", "is", "two", "plus", "three", "write", "code", "why"]
+SPECIAL = ["<pad>", "<unk>", "<s>", "</s>"]
+
+
+class Models:
+    """A tiny random Llama target (vocabulary VOCAB), its EAGLE draft and a word-level tokenizer, built offline once."""
+
+    _built: "Models | None" = None
+
+    def __init__(self) -> None:
+        import torch
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+        from eda_adapters import EagleDraftModel
+
+        torch.manual_seed(0)
+        self.target = LlamaForCausalLM(LlamaConfig(
+            vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256, eos_token_id=3, bos_token_id=2, pad_token_id=0)).eval()
+        self.draft = EagleDraftModel.from_target(self.target).eval()
+        vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
+        backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+        backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        self.tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+                                                 bos_token="<s>", eos_token="</s>")
+
+    @classmethod
+    def get(cls) -> "Models":
+        if cls._built is None:
+            cls._built = cls()
+        return cls._built
+
+
+# prompts files, through regenerate ---------------------------------------------------------------------------------
+
+
+@st.composite
+def prompt_rows(draw) -> list[dict]:
+    """2 to 4 valid prompts: plain text or a chat conversation ending with a user turn."""
+    text = st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(" ".join)
+    rows = []
+    for _ in range(draw(st.integers(2, 4))):
+        if draw(st.booleans()):
+            rows.append({"prompt": draw(text)})
+        else:
+            turns = [{"role": "system", "content": draw(text)}] if draw(st.booleans()) else []
+            rows.append({"prompt": turns + [{"role": "user", "content": draw(text)}]})
+    return rows
+
+
+def _set_prompt(value: Any) -> Callable:
+    def apply(draw, rows):
+        rows = json.loads(json.dumps(rows))
+        row = draw(st.integers(0, len(rows) - 1))
+        if value is ...:
+            rows[row] = {"other": "x"}
+        else:
+            rows[row]["prompt"] = value(rows[row]["prompt"]) if callable(value) else value
+        return rows
+    return apply
+
+
+PROMPT_MUTATIONS = [
+    Mutation("prompt: a number", "prompt", True, _set_prompt(7)),
+    Mutation("prompt: null", "prompt", True, _set_prompt(None)),
+    Mutation("prompt: empty text", "prompt", True, _set_prompt("")),
+    Mutation("prompt: only spaces", "prompt", True, _set_prompt("   ")),
+    Mutation("prompt: an object", "prompt", True, _set_prompt({"text": "the cat"})),
+    Mutation("prompt: a list of strings", "prompt", True, _set_prompt(["the", "cat"])),
+    Mutation("prompt: a missing key", "prompt", True, _set_prompt(...)),
+    Mutation("turn: unknown role", "role", True, _set_prompt([{"role": "robot", "content": "the cat"}])),
+    Mutation("turn: no user turn", "user turn", True, _set_prompt([{"role": "assistant", "content": "the cat"}])),
+    Mutation("turn: content a number", "content", True, _set_prompt([{"role": "user", "content": 12}])),
+    Mutation("turn: empty conversation", "prompt", True, _set_prompt([])),
+    Mutation("an extra column", "", False, lambda draw, rows: [{**r, "note": "x"} for r in rows]),
+]
+PROMPT_FILE_MUTATIONS = [as_file_mutation(m) for m in PROMPT_MUTATIONS] + [on_file(m) for m in FILE_MUTATIONS]
+
+
+def _regenerate_api(root: Path, path: Path):
+    from eda_adapters.data import regenerate
+    from eda_adapters.data.io import load_tokenized_rows
+
+    models = Models.get()
+    out = root / "out"
+    result = call_api(lambda: regenerate(models.target, models.tokenizer, path, out, max_new_tokens=2, batch_size=4,
+                                         use_chat_template=False, show_progress=False))
+
+    def oracle(rows: Any) -> bool:
+        expected = len(parse_rows(path.read_bytes()))
+        written = load_tokenized_rows(out, vocab_size=VOCAB)
+        return len(rows) == expected and len(written) == expected
+    return result, oracle
+
+
+# tensors, through speculative_generate and the draft's forward ----------------------------------------------------
+
+
+@st.composite
+def prompt_tensor(draw) -> dict:
+    """A valid call of `speculative_generate`: a `[1, seq]` prompt of ordinary ids, chain or tree drafting."""
+    import torch
+
+    ids = draw(st.lists(st.integers(4, VOCAB - 1), min_size=2, max_size=6))
+    return {"input_ids": torch.tensor([ids]), "attention_mask": None, "tree": draw(st.booleans())}
+
+
+def _tensor(change: Callable[[dict], dict]) -> Callable:
+    return lambda draw, case: {**case, **change(case)}
+
+
+def _tensor_ops():
+    import torch
+
+    def with_id(value):
+        def change(case):
+            ids = case["input_ids"].clone()
+            ids[0, -1] = value
+            return {"input_ids": ids}
+        return change
+
+    return [
+        Mutation("input_ids: float dtype", "dtype", True, _tensor(lambda c: {"input_ids": c["input_ids"].float()})),
+        Mutation("input_ids: bool dtype", "dtype", True, _tensor(lambda c: {"input_ids": c["input_ids"].bool()})),
+        Mutation("input_ids: 3-D", "shape", True, _tensor(lambda c: {"input_ids": c["input_ids"][None]})),
+        Mutation("input_ids: no token", "no token", True, _tensor(lambda c: {"input_ids": c["input_ids"][:, :0]})),
+        Mutation("input_ids: id == vocab size", "vocabulary", True, _tensor(with_id(VOCAB))),
+        Mutation("input_ids: a negative id", "vocabulary", True, _tensor(with_id(-1))),
+        Mutation("input_ids: batch of 2", "batch size", True,
+                 _tensor(lambda c: {"input_ids": c["input_ids"].repeat(2, 1)})),
+        Mutation("input_ids: a list", "LongTensor", True, _tensor(lambda c: {"input_ids": c["input_ids"].tolist()})),
+        Mutation("attention_mask: wrong length", "attention_mask", True,
+                 _tensor(lambda c: {"attention_mask": torch.ones(1, c["input_ids"].shape[1] + 1, dtype=torch.long)})),
+        Mutation("attention_mask: a 2", "attention_mask", True,
+                 _tensor(lambda c: {"attention_mask": torch.full_like(c["input_ids"], 2)})),
+        Mutation("input_ids: 1-D", "", False, _tensor(lambda c: {"input_ids": c["input_ids"][0]})),
+        Mutation("input_ids: int32", "", False, _tensor(lambda c: {"input_ids": c["input_ids"].int()})),
+        Mutation("attention_mask: all ones", "", False,
+                 _tensor(lambda c: {"attention_mask": torch.ones_like(c["input_ids"])})),
+    ]
+
+
+def _generate_api(root: Path, case: dict):
+    import torch
+
+    from eda_adapters import TreeConfig, speculative_generate
+
+    models = Models.get()
+    tree = TreeConfig(depth=3, top_k=2, total_tokens=6) if case["tree"] else None
+    result = call_api(lambda: speculative_generate(models.target, models.draft, case["input_ids"], tree=tree,
+                                                   attention_mask=case["attention_mask"], max_new_tokens=4))
+
+    def oracle(output: torch.Tensor) -> bool:
+        prompt = torch.as_tensor(case["input_ids"]).long().reshape(1, -1)
+        greedy = models.target.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4,
+                                        do_sample=False, pad_token_id=0)
+        return torch.equal(output, greedy)
+    return result, oracle
+
+
+@st.composite
+def draft_inputs(draw) -> dict:
+    """A valid call of the draft's forward: `[1, seq]` ids and `[1, seq, hidden]` target features."""
+    import torch
+
+    seq = draw(st.integers(1, 5))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2 ** 16)))
+    return {"input_ids": torch.randint(4, VOCAB, (1, seq), generator=generator),
+            "hidden_states": torch.randn(1, seq, 32, generator=generator)}
+
+
+def _forward_ops():
+    import torch
+
+    return [
+        Mutation("hidden_states: wrong width", "size", True,
+                 _tensor(lambda c: {"hidden_states": c["hidden_states"][..., :16]})),
+        Mutation("hidden_states: 2-D", "hidden_states", True,
+                 _tensor(lambda c: {"hidden_states": c["hidden_states"][0]})),
+        Mutation("hidden_states: integer dtype", "hidden_states", True,
+                 _tensor(lambda c: {"hidden_states": c["hidden_states"].long()})),
+        Mutation("hidden_states: one position short", "hidden_states", True,
+                 _tensor(lambda c: {"hidden_states": torch.cat([c["hidden_states"]] * 2, 1)})),
+        Mutation("hidden_states: batch of 2", "hidden_states", True,
+                 _tensor(lambda c: {"hidden_states": c["hidden_states"].repeat(2, 1, 1)})),
+        Mutation("hidden_states: missing", "hidden_states", True, _tensor(lambda c: {"hidden_states": None})),
+        Mutation("input_ids: float dtype", "dtype", True, _tensor(lambda c: {"input_ids": c["input_ids"].float()})),
+        Mutation("input_ids: 3-D", "shape", True, _tensor(lambda c: {"input_ids": c["input_ids"][None]})),
+        Mutation("input_ids: 1-D", "", False, _tensor(lambda c: {"input_ids": c["input_ids"][0]})),
+        Mutation("input_ids: int32", "", False, _tensor(lambda c: {"input_ids": c["input_ids"].int()})),
+    ]
+
+
+def _forward_api(root: Path, case: dict):
+    import torch
+
+    models = Models.get()
+    with torch.no_grad():
+        result = call_api(lambda: models.draft(input_ids=case["input_ids"], hidden_states=case["hidden_states"]))
+
+    def oracle(output: Any) -> bool:
+        ids = torch.as_tensor(case["input_ids"]).long().reshape(1, -1)
+        with torch.no_grad():
+            clean = models.draft(input_ids=ids, hidden_states=case["hidden_states"])
+        return torch.allclose(output.logits, clean.logits)
+    return result, oracle
+
+
+def _no_files(inputs: Path, case: Any) -> Any:
+    return case
+
+
+def model_kinds() -> list[InputKind]:
+    """The input kinds that run a (tiny, random) model."""
+    return [
+        InputKind("prompts file", "regenerate (API)", prompt_rows(), PROMPT_FILE_MUTATIONS, _write_file("prompts.jsonl"),
+                  _regenerate_api),
+        InputKind("prompt tensors", "speculative_generate (API)", prompt_tensor(), _tensor_ops(), _no_files,
+                  _generate_api),
+        InputKind("draft inputs", "EagleDraftModel.forward (API)", draft_inputs(), _forward_ops(), _no_files,
+                  _forward_api),
+    ]
+
+
+def all_kinds() -> list[InputKind]:
+    return file_kinds() + model_kinds()
+
+
+# ------------------------------------------------------------------------------------------------------ the report
+
+
+def markdown(tally: Tally, kinds: list[InputKind], command: str, seconds: float, machine: str) -> str:
+    """The table of cases per kind and outcome, for `docs/reliability.md`."""
+    columns = ["refused", "accepted", "unnamed", "traceback", "silent", "false refusal", "changed bytes"]
+    lines = ["| input kind | entry point | mutations | " + " | ".join(columns) + " | cases |",
+             "|---|---|---:|" + "---:|" * (len(columns) + 1)]
+    total = Counter()
+    for kind in kinds:
+        counts = tally.counts.get(kind.name, Counter())
+        total.update(counts)
+        lines.append(f"| {kind.name} | `{kind.entry}` | {len(kind.mutations)} | "
+                     + " | ".join(str(counts[c]) for c in columns) + f" | {sum(counts.values())} |")
+    lines.append(f"| **all** | | {sum(len(k.mutations) for k in kinds)} | "
+                 + " | ".join(f"**{total[c]}**" for c in columns) + f" | **{sum(total.values())}** |")
+    return "\n".join([
+        f"Command: `{command}` ({seconds:.0f} s on {machine}).", "", *lines, "",
+        *([f"First failures: {json.dumps(tally.failures[:5])}"] if tally.failures else []),
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=1300, help="Generated cases per input kind (default 1300).")
+    parser.add_argument("--kinds", default=None, help="Comma-separated kind names (default: all).")
+    parser.add_argument("--json", default=None, help="Write the counts and the first failures here.")
+    parser.add_argument("--markdown", default=None, help="Write the table here (a file of its own, or a section).")
+    args = parser.parse_args()
+
+    import platform
+
+    import torch
+    from datasets import disable_progress_bars
+    from datasets.utils.logging import set_verbosity_error
+
+    disable_progress_bars()
+    set_verbosity_error()  # datasets logs each file it cannot parse before our one-line refusal
+    kinds = [k for k in all_kinds() if args.kinds is None or k.name in args.kinds.split(",")]
+    tally, start = Tally(), time.perf_counter()
+    for kind in kinds:
+        fuzz(kind, args.cases, tally)
+        print(f"{kind.name}: {dict(tally.counts[kind.name])}", flush=True)
+    seconds = time.perf_counter() - start
+    machine = f"{platform.machine()}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+    command = "python benchmarks/fuzz_inputs.py " + " ".join(
+        f"--{k} {v}" for k, v in vars(args).items() if v is not None and v != parser.get_default(k))
+    table = markdown(tally, kinds, command.strip(), seconds, machine)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"counts": {k: dict(v) for k, v in tally.counts.items()},
+                                               "failures": tally.failures, "seconds": seconds, "machine": machine,
+                                               "command": command.strip()}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

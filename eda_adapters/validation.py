@@ -26,7 +26,7 @@ def find_json_lines_problem(path: str | os.PathLike) -> str | None:
         check_utf8(path)
     except EdaInputError as err:
         return str(err)
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")  # a BOM is not an error
     if not text.strip():
         return f"{path} is empty: it needs one JSON object per line"
     if path.suffix.lower() == ".json":

@@ -85,12 +85,34 @@ def _read_json(path: Path) -> Dataset:
         raise EdaInputError(f"{path} is empty: it needs one JSON object per line")
     check_utf8(path)  # datasets would read invalid bytes without a word, and they fail later, far from the file
     try:
-        return Dataset.from_json(str(path))
+        dataset = Dataset.from_json(str(path))
     except Exception as err:
         problem = find_json_lines_problem(path)
-        if problem is None:
-            raise
-        raise EdaInputError(problem) from err
+        if problem is not None:
+            raise EdaInputError(problem) from err
+        dataset = _read_normalised_json(path)
+    if any(type(feature).__name__ == "Json" for feature in dataset.features.values()):
+        # columns of mixed types (text here, chat turns there) are read by datasets' Python fallback, which keeps
+        # the last of two values for one key where Arrow refuses the file: refuse it here too
+        problem = find_json_lines_problem(path)
+        if problem is not None:
+            raise EdaInputError(problem)
+    return dataset
+
+
+def _read_normalised_json(path: Path) -> Dataset:
+    """A JSON (Lines) file every row of which parses, but that datasets cannot read: a BOM or blank lines in a file
+    whose columns mix types, which datasets hands to pandas. Read a copy without them (the rare case only: the copy
+    costs a pass over the file)."""
+    import tempfile
+
+    text = path.read_text(encoding="utf-8-sig")
+    if not text.lstrip().startswith("["):  # JSON Lines: one object per non-blank line
+        text = "".join(line + "\n" for line in text.splitlines() if line.strip())
+    with tempfile.TemporaryDirectory(prefix="eda-json-") as tmp:
+        copy = Path(tmp) / path.name
+        copy.write_text(text, encoding="utf-8")
+        return Dataset.from_json(str(copy))  # kept in datasets' cache: the copy can go
 
 
 def load_tokenized_rows(

@@ -68,6 +68,8 @@ class SelectionStrategy:
             raise EdaInputError(f"temperature must be a finite number > 0, got {self.temperature!r}")
         if isinstance(self.num_clusters, bool) or not isinstance(self.num_clusters, int) or self.num_clusters < 1:
             raise EdaInputError(f"num_clusters must be an integer >= 1, got {self.num_clusters!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise EdaInputError(f"seed must be an integer >= 0, got {self.seed!r}")
 
     @property
     def needs_scores(self) -> bool:

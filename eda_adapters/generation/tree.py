@@ -308,7 +308,7 @@ def speculative_generate(
         target: A Hugging Face causal LM (the verifier).
         draft: An `EagleDraftModel` or `Eagle3DraftModel`, a `PeftModel` wrapping one (its active adapter is used), or
             a merged draft.
-        input_ids: The prompt, `[1, seq]` (`[batch, seq]` without a tree; a 1-D tensor is one sequence).
+        input_ids: The prompt, `[1, seq]` (a 1-D tensor is one sequence).
         tree: The tree shape, or `None` for chain drafting through `generate`.
         max_new_tokens: Tokens to generate at most.
         eos_token_id: Stop after this token (default: the target's `generation_config.eos_token_id`).
@@ -320,7 +320,7 @@ def speculative_generate(
     Returns:
         `[1, seq + new]` token ids (prompt included), and the stats if `return_stats`.
     """
-    input_ids = token_ids_tensor(input_ids, where="speculative_generate", batch_size=None if tree is None else 1,
+    input_ids = token_ids_tensor(input_ids, where="speculative_generate", batch_size=1,
                                  vocab_size=target.config.get_text_config().vocab_size, check_values=True)
     attention_mask = mask_tensor(attention_mask, input_ids, where="speculative_generate", check_values=True)
     if tree is None:
