@@ -19,7 +19,7 @@ ends in one outcome:
 The default test suite runs every kind derandomized with a small budget (`tests/test_fuzz_inputs.py`); this
 script runs a long, random one and writes the table of cases per kind and outcome:
 
-    python benchmarks/fuzz_inputs.py --cases 1200 --markdown docs/reliability.md --json docs/benchmarks/fuzz.json
+    python benchmarks/fuzz_inputs.py --markdown docs/reliability.md --json docs/benchmarks/fuzz_inputs.json
 """
 
 from __future__ import annotations
@@ -736,6 +736,21 @@ def markdown(tally: Tally, kinds: list[InputKind], command: str, seconds: float,
     ])
 
 
+START, END = "<!-- fuzz_inputs.py: start -->", "<!-- fuzz_inputs.py: end -->"
+
+
+def write_section(path: Path, table: str) -> None:
+    """Replace the generated section of `path` (between START and END) with `table`; a file without the markers
+    becomes the section alone."""
+    text = path.read_text() if path.is_file() else ""
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}"
+    else:
+        text = f"{START}\n{table}\n{END}\n"
+    path.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=1300, help="Generated cases per input kind (default 1300).")
@@ -764,7 +779,7 @@ def main() -> None:
     table = markdown(tally, kinds, command.strip(), seconds, machine)
     print(table)
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+        write_section(Path(args.markdown), table)
     if args.json:
         Path(args.json).write_text(json.dumps({"counts": {k: dict(v) for k, v in tally.counts.items()},
                                                "failures": tally.failures, "seconds": seconds, "machine": machine,

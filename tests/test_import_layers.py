@@ -25,6 +25,7 @@ LAYER_OF = {
     "lazy": "base",
     "plotting": "base",
     "run_directory": "base",
+    "schemas": "base",
     "models": "models",
     "tuners": "tuners",
     "validation": "validation",

@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse printed the usage and a one-line error (2), or the help (0)
+        return exit_.code if isinstance(exit_.code, int) else 2
     from ..console import quiet_console
 
     try:

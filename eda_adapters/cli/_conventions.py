@@ -112,9 +112,9 @@ def add_dtype(parser: Any, default: str, help: str = DTYPE_HELP) -> None:
 
 def add_tree_options(parser: Any) -> None:
     """`--tree-depth`, `--tree-top-k`, `--tree-total-tokens`: the EAGLE-2 tree shape, CPU-sized by default."""
-    parser.add_argument("--tree-depth", type=count, default=6, help="EAGLE-2 tree depth (default: 6).")
-    parser.add_argument("--tree-top-k", type=count, default=2, help="Branching per expanded node (default: 2).")
-    parser.add_argument("--tree-total-tokens", type=count, default=12,
+    parser.add_argument("--tree-depth", type=int, default=6, help="EAGLE-2 tree depth (default: 6).")
+    parser.add_argument("--tree-top-k", type=int, default=2, help="Branching per expanded node (default: 2).")
+    parser.add_argument("--tree-total-tokens", type=int, default=12,
                         help="Tree nodes verified per target forward (default: 12, CPU-sized; 60 on GPUs).")
 
 

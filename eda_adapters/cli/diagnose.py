@@ -46,13 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.base_target:
         raise EdaInputError("eda diagnose needs --base-target (the base target the draft was trained for)")
     tree = tree_config(args)
-    for name in ("max_new_tokens", "num_draft_tokens", "batch_size"):
-        if getattr(args, name) < 1:
-            raise EdaInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     prompts = load_rows(args.prompts)  # an empty or unreadable prompt file fails before any model loads
     if args.num_prompts is not None:
-        if args.num_prompts < 1:
-            raise EdaInputError(f"--num-prompts must be >= 1, got {args.num_prompts}")
         prompts = prompts.select(range(min(args.num_prompts, len(prompts))))
     check_prompts(prompts, args.prompts)
     check_model_dir(args.base_target, "--base-target", "model")

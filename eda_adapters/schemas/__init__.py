@@ -9,7 +9,22 @@ Every check raises a one-line [`EdaInputError`] naming the source, the rows or i
 count), the column or argument and the fix.
 """
 
-from .prompt_items import prompt_conversations
-from .tokenized_rows import check_tokenized_rows
+from typing import TYPE_CHECKING
 
-__all__ = ["check_tokenized_rows", "prompt_conversations"]
+from ..lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .prompt_items import prompt_conversations
+    from .tensors import features_tensor, mask_tensor, token_ids_tensor
+    from .tokenized_rows import check_tokenized_rows
+
+# imported on first access: the draft models read `schemas.tensors` and must not load pyarrow with it
+_LAZY_NAMES = {
+    "check_tokenized_rows": ".tokenized_rows",
+    "prompt_conversations": ".prompt_items",
+    "features_tensor": ".tensors",
+    "mask_tensor": ".tensors",
+    "token_ids_tensor": ".tensors",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY_NAMES)
+__all__ = sorted(_LAZY_NAMES)
