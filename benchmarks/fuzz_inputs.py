@@ -701,8 +701,8 @@ def _no_files(inputs: Path, case: Any) -> Any:
 def model_kinds() -> list[InputKind]:
     """The input kinds that run a (tiny, random) model."""
     return [
-        InputKind("prompts file", "regenerate (API)", prompt_rows(), PROMPT_FILE_MUTATIONS, _write_file("prompts.jsonl"),
-                  _regenerate_api),
+        InputKind("prompts file", "regenerate (API)", prompt_rows(), PROMPT_FILE_MUTATIONS,
+                  _write_file("prompts.jsonl"), _regenerate_api),
         InputKind("prompt tensors", "speculative_generate (API)", prompt_tensor(), _tensor_ops(), _no_files,
                   _generate_api),
         InputKind("draft inputs", "EagleDraftModel.forward (API)", draft_inputs(), _forward_ops(), _no_files,

@@ -52,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                          help="Held-out chat prompts of these kinds, comma-separated from prose,code,math "
                               "(eda_adapters.research.bench_fixtures; with --target): results per "
                               "kind and over all.")
-    parser.add_argument("--per-kind", type=count, default=11, help="Prompts per kind with --prompt-kinds (default: 11).")
+    parser.add_argument("--per-kind", type=count, default=11,
+                        help="Prompts per kind with --prompt-kinds (default: 11).")
     parser.add_argument("--tokenizer", help="Tokenizer to encode the prompts (default: the one of --target).")
     parser.add_argument("--num-prompts", type=count, default=8, help="Prompts to decode (default: 8).")
     parser.add_argument("--max-new-tokens", type=count, default=64, help="Tokens generated per prompt (default: 64).")

@@ -16,7 +16,8 @@ def add_self_prompt_arguments(parser: argparse.ArgumentParser, required: bool) -
         group.add_argument("--num-prompts", type=count, required=True, help="Distinct prompts (conversations) to keep.")
     group.add_argument("--turns", type=count, default=1,
                        help="User turns per conversation; the target answers greedily between them (default 1).")
-    group.add_argument("--prompt-temperature", type=non_negative, default=1.0, help="Sampling temperature of the user turns.")
+    group.add_argument("--prompt-temperature", type=non_negative, default=1.0,
+                       help="Sampling temperature of the user turns.")
     group.add_argument("--prompt-top-p", type=fraction, default=0.95)
     group.add_argument("--max-prompt-tokens", type=count, default=128,
                        help="Cap per user turn; turns the target has not closed by then are dropped.")

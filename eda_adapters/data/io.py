@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +87,8 @@ def _read_json(path: Path) -> Dataset:
         raise EdaInputError(f"{path} is empty: it needs one JSON object per line")
     check_utf8(path)  # datasets would read invalid bytes without a word, and they fail later, far from the file
     try:
-        dataset = Dataset.from_json(str(path))
+        with _datasets_log_silenced():  # its "Failed to load JSON" line would precede our one-line reason
+            dataset = Dataset.from_json(str(path))
     except Exception as err:
         problem = find_json_lines_problem(path)
         if problem is not None:
@@ -98,6 +101,17 @@ def _read_json(path: Path) -> Dataset:
         if problem is not None:
             raise EdaInputError(problem)
     return dataset
+
+
+@contextmanager
+def _datasets_log_silenced() -> Iterator[None]:
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _read_normalised_json(path: Path) -> Dataset:
