@@ -7,8 +7,10 @@ the package may use it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -16,7 +18,54 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_directory", "atomic_path", "atomic_write_json", "atomic_write_jsonl", "atomic_write_text"]
+__all__ = [
+    "DiskFullError",
+    "atomic_directory",
+    "atomic_files",
+    "atomic_path",
+    "atomic_write_json",
+    "atomic_write_jsonl",
+    "atomic_write_text",
+    "room_checked",
+]
+
+#: What a write that ran out of room raises: no space, a file over the size limit (RLIMIT_FSIZE), a quota.
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+class DiskFullError(OSError):
+    """A write ran out of room (disk full, file too large, quota) part-way; what was there before is intact."""
+
+    def __init__(self, destination: str | os.PathLike, code: int) -> None:
+        super().__init__(code, f"disk full or file too large while writing {destination}; nothing was replaced "
+                               f"({os.strerror(code)})")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _out_of_room(err: BaseException) -> int | None:
+    """The errno of a write that ran out of room, from an `OSError` or from a writer in Rust that reports
+    `(os error N)` in its message (safetensors); `None` for anything else."""
+    code = err.errno if isinstance(err, OSError) else None
+    if code is None:
+        found = re.search(r"\(os error (\d+)\)", str(err))
+        code = int(found.group(1)) if found else None
+    return code if code in _FULL else None
+
+
+@contextmanager
+def room_checked(destination: str | os.PathLike) -> Iterator[None]:
+    """Re-raise a write that ran out of room inside the block as a [`DiskFullError`] naming `destination`."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        code = _out_of_room(err)
+        if code is None:
+            raise
+        raise DiskFullError(destination, code) from err
 
 
 @contextmanager
@@ -26,7 +75,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
-        yield tmp
+        with room_checked(path):
+            yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -58,7 +108,8 @@ def atomic_directory(output_dir: str | os.PathLike) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        yield tmp
+        with room_checked(out):
+            yield tmp
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -66,5 +117,25 @@ def atomic_directory(output_dir: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_files(output_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside `output_dir`; only if the block succeeds is each file written there moved
+    into `output_dir` (created if needed; other files there are kept), one `os.replace` each. For saving a model into
+    a folder that holds more (a trainer's state, its checkpoints): a crash or a full disk while writing leaves every
+    file of `output_dir` as it was, never half a weights file."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        with room_checked(out):
+            yield tmp
+        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            target = out / file.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -26,6 +26,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..atomic import atomic_files
 from ..console import quiet_trainer
 from ..schemas import check_tokenized_rows
 from ..data import CachedFeatureDataset, check_target_signature, compute_target_features
@@ -506,6 +507,19 @@ class DraftTrainer(Trainer):
             f"{where}, the first token excepted): check the data's loss_mask, or raise max_length above the prompts' "
             "length."
         )
+
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the model files beside `output_dir`, then move each into it (`atomic_files`): a crash or a full disk
+        part-way leaves the previous files whole, never half a weights file."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return super()._save(output_dir, state_dict)
+        with atomic_files(output_dir) as tmp:
+            self._write_model(str(tmp), state_dict)
+
+    def _write_model(self, output_dir: str, state_dict: dict[str, torch.Tensor] | None) -> None:
+        """Write what `save_model` saves into the (empty, temporary) `output_dir`; siblings may save differently."""
+        super()._save(output_dir, state_dict)
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)

@@ -154,11 +154,10 @@ class EagleTrainer(DraftTrainer):
             signature["adapter"] = adapter_signature(self.accelerator.unwrap_model(self.model))
         return signature
 
-    def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    def _write_model(self, output_dir: str, state_dict: dict[str, torch.Tensor] | None) -> None:
         """Joint stage 1 saves the shared draft to `output_dir` and the private adapter to `output_dir/stage1_adapter`."""
         if not self._joint:
-            return super()._save(output_dir, state_dict)
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
+            return super()._write_model(output_dir, state_dict)
         save_joint_draft(self.accelerator.unwrap_model(self.model), output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
