@@ -731,7 +731,7 @@ def markdown(tally: Tally, kinds: list[InputKind], command: str, seconds: float,
     lines.append(f"| **all** | | {sum(len(k.mutations) for k in kinds)} | "
                  + " | ".join(f"**{total[c]}**" for c in columns) + f" | **{sum(total.values())}** |")
     return "\n".join([
-        f"Command: `{command}` ({seconds:.0f} s on {machine}).", "", *lines, "",
+        f"Command: `{command}`", f"({seconds:.0f} s on {machine}).", "", *lines, "",
         *([f"First failures: {json.dumps(tally.failures[:5])}"] if tally.failures else []),
     ])
 
