@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import math
+import shlex
 import tempfile
 import time
 from collections import Counter
@@ -775,7 +776,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     machine = f"{platform.machine()}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
     command = "python benchmarks/fuzz_inputs.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if v is not None and v != parser.get_default(k))
+        f"--{k} {shlex.quote(str(v))}" for k, v in vars(args).items() if v is not None and v != parser.get_default(k))
     table = markdown(tally, kinds, command.strip(), seconds, machine)
     print(table)
     if args.markdown:
