@@ -52,11 +52,6 @@ def non_negative(text: str) -> float:
     return _number(text, float, lambda v: v >= 0, "a finite number >= 0")
 
 
-def positive(text: str) -> float:
-    """An argparse type: a finite number > 0."""
-    return _number(text, float, lambda v: v > 0, "a finite number > 0")
-
-
 def fraction(text: str) -> float:
     """An argparse type: a number in (0, 1] (top-p, thresholds)."""
     return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")

@@ -12,6 +12,8 @@ from ..schemas.prompt_items import to_messages  # noqa: F401  (public here first
 
 # Columns looked for, in order, when no prompt column is named.
 PROMPT_COLUMNS = ("prompt", "messages", "conversations")
+
+
 def find_prompt_column(dataset: Dataset, prompt_column: str | None = None) -> str:
     """The column holding the prompts: `prompt_column` if given, else the first of `PROMPT_COLUMNS` present."""
     if prompt_column is not None:

@@ -31,6 +31,8 @@ SCORE_COLUMN = "shift_score"
 #: Where `add_shift_scores` stores each sample's base-target embedding (see `selection.pool_embeddings`).
 EMBEDDING_COLUMN = "base_embedding"
 TEXT_COLUMNS = ("prompt", "response")
+#: The fix every refusal of the scores or embeddings names.
+RESCORE = "recompute the scores (eda select --recompute, or select_by_shift(recompute=True))"
 #: How many offending rows a message names before it gives only the count.
 SHOWN_ROWS = 5
 
@@ -90,7 +92,7 @@ def arrow_table(rows: Any) -> pa.Table:
 def _integer_lists(column: pa.ChunkedArray, name: str, source: str, fix: str) -> pa.ChunkedArray:
     """`column` if it is a list of integers (or booleans, for masks) without nulls, else a refusal."""
     kind = column.type
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+    if not _is_list(kind):
         raise EdaInputError(f"{source}: column {name!r} holds {_describe(kind)}, not lists of integers; {fix}")
     values = kind.value_type
     _refuse_rows(column.is_null(), source, name, "is missing (null)", "give every row a list")
@@ -118,7 +120,7 @@ def _check_mask(column: pa.ChunkedArray, lengths: pa.ChunkedArray | None, name: 
 
 
 def _check_scores(column: pa.ChunkedArray, source: str) -> None:
-    fix = "recompute the scores (eda select --recompute, or select_by_shift(recompute=True))"
+    fix = RESCORE
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         raise EdaInputError(f"{source}: column {SCORE_COLUMN!r} holds {_describe(column.type)}, not numbers; {fix}")
     _refuse_rows(column.is_null(), source, SCORE_COLUMN, "is missing (null)", fix)
@@ -127,10 +129,9 @@ def _check_scores(column: pa.ChunkedArray, source: str) -> None:
 
 
 def _check_embeddings(column: pa.ChunkedArray, source: str) -> None:
-    fix = "recompute the scores (eda select --recompute, or select_by_shift(recompute=True))"
+    fix = RESCORE
     kind = column.type
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)) or not (
-            pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type)):
+    if not _is_list(kind) or not (pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type)):
         raise EdaInputError(f"{source}: column {EMBEDDING_COLUMN!r} holds {_describe(kind)}, not lists of numbers; "
                             f"{fix}")
     _refuse_rows(column.is_null(), source, EMBEDDING_COLUMN, "is missing (null)", fix)
@@ -195,6 +196,10 @@ def _raise(rows: np.ndarray, source: str, column: str, problem: str, fix: str) -
     plural = "rows" if len(rows) > 1 else "row"
     raise EdaInputError(f"{source}: column {column!r} {problem} in {len(rows)} {plural} ({plural} {shown}{more}); "
                         f"{fix}")
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
 
 
 def _describe(kind: pa.DataType) -> str:
