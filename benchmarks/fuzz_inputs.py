@@ -737,18 +737,16 @@ def markdown(tally: Tally, kinds: list[InputKind], command: str, seconds: float,
     ])
 
 
-START, END = "<!-- fuzz_inputs.py: start -->", "<!-- fuzz_inputs.py: end -->"
-
-
-def write_section(path: Path, table: str) -> None:
-    """Replace the generated section of `path` (between START and END) with `table`; a file without the markers
-    becomes the section alone."""
+def write_section(path: Path, table: str, script: str = "fuzz_inputs.py") -> None:
+    """Replace `script`'s generated section of `path` (between its start and end markers) with `table`; a file
+    without the markers gets the section appended."""
+    start, end = f"<!-- {script}: start -->", f"<!-- {script}: end -->"
     text = path.read_text() if path.is_file() else ""
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}"
     else:
-        text = f"{START}\n{table}\n{END}\n"
+        text = f"{text}{start}\n{table}\n{end}\n"
     path.write_text(text)
 
 

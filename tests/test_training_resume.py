@@ -11,6 +11,7 @@ from datasets import Dataset
 from peft import PeftModel
 
 from eda_adapters import EagleDraftModel, EdaConfig, RunMismatchError
+from eda_adapters.errors import EdaInputError
 from eda_adapters.training import EagleTrainer, EagleTrainingConfig, EdaTrainer, EdaTrainingConfig
 
 STEPS, SAVE_AT = 6, 3
@@ -41,7 +42,6 @@ def config(cls, output_dir, **overrides):
 
 
 def stage1_trainer(target, output_dir, **overrides):
-    torch.manual_seed(123 + len(str(output_dir)))  # fresh draft init differs between runs: the checkpoint decides
     return EagleTrainer(
         target_model=target, args=config(EagleTrainingConfig, output_dir, **overrides), train_dataset=random_dataset()
     )
@@ -79,8 +79,39 @@ def test_resume_from_another_run_is_refused(target, tmp_path):
     with pytest.raises(RunMismatchError, match=r"another training run .*target\.fingerprint"):
         other_target.train(resume_from_checkpoint=checkpoint)
     empty = stage1_trainer(target, tmp_path / "e")
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no finished checkpoint"):
         empty.train(resume_from_checkpoint=True)
+
+
+def test_the_seed_decides_the_fresh_draft(target, tmp_path):
+    """Like `Trainer(model_init=...)`: the draft a trainer builds starts from `args.seed`, whatever the RNG was."""
+    def first_weights(name, seed):
+        torch.manual_seed(len(name))  # the global RNG before the trainer differs every time
+        return stage1_trainer(target, tmp_path / name, seed=seed).model.fc.weight.detach().clone()
+
+    assert torch.equal(first_weights("a", 3), first_weights("bb", 3))
+    assert not torch.equal(first_weights("a", 3), first_weights("ccc", 4))
+
+
+def test_a_checkpoint_cut_short_is_never_resumed_from(target, tmp_path):
+    """A run killed while saving leaves a checkpoint folder without trainer_state.json: "last" resumes from the
+    checkpoint before it (deleting the unfinished one) and ends where an uninterrupted run ends; naming the unfinished
+    one is refused; "last" with no finished checkpoint starts afresh."""
+    full = stage1_trainer(target, tmp_path / "full")
+    full.train()
+    crashed = tmp_path / "crashed"
+    stage1_trainer(target, crashed).train()
+    (crashed / f"checkpoint-{STEPS}" / "trainer_state.json").write_text('{"global_st')  # cut short while writing
+    with pytest.raises(EdaInputError, match=f"checkpoint-{STEPS} is unfinished"):
+        stage1_trainer(target, crashed).train(resume_from_checkpoint=str(crashed / f"checkpoint-{STEPS}"))
+    resumed = stage1_trainer(target, crashed)
+    resumed.train(resume_from_checkpoint="last")
+    assert resumed.state.global_step == STEPS and (crashed / f"checkpoint-{STEPS}" / "trainer_state.json").is_file()
+    fresh = stage1_trainer(target, tmp_path / "fresh")
+    fresh.train(resume_from_checkpoint="last")
+    for trainer in (resumed, fresh):
+        for name, tensor in full.model.state_dict().items():
+            assert torch.equal(tensor, trainer.model.state_dict()[name]), name
 
 
 def test_stage2_resume_matches_uninterrupted_run(target, tmp_path):
@@ -138,3 +169,16 @@ def test_gradient_accumulation_trains_like_one_big_batch(target, tmp_path):
         torch.testing.assert_close(accumulated_state[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
     losses = [[log["loss"] for log in t.state.log_history if "loss" in log] for t in (big, accumulated)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_a_run_resumed_at_its_last_step_trains_no_further(target, tmp_path):
+    """Resumed from a checkpoint at max_steps that ends mid-epoch, `Trainer` alone trains one step more (and saves
+    checkpoint-5); the draft trainer loads the checkpoint and stops."""
+    args = dict(max_steps=4, save_steps=2, lr_scheduler_type="constant", feature_noise_std=0.0)
+    done = stage1_trainer(target, tmp_path, **args)
+    done.train()
+    again = stage1_trainer(target, tmp_path, **args)
+    again.train(resume_from_checkpoint="last")
+    assert again.state.global_step == 4 and not (tmp_path / "checkpoint-5").exists()
+    for name, tensor in done.model.state_dict().items():
+        assert torch.equal(tensor, again.model.state_dict()[name]), name

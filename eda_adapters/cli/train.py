@@ -3,7 +3,9 @@
 Every field of the trainer's config ([`EagleTrainingConfig`] / [`EdaTrainingConfig`], i.e. all of
 `transformers.TrainingArguments` plus the draft objective) is a flag of the same name, and so is every adapter field
 of [`EdaConfig`] for `eda adapt`. `--config run.yaml` reads the same names from a YAML file; flags given on the command
-line win over the file. Launch on several GPUs with `accelerate launch -m eda_adapters train-draft ...`.
+line win over the file. `--resume_from_checkpoint last` resumes from the newest finished checkpoint, or starts
+afresh if there is none: rerun the same command after a crash. Launch on several GPUs with
+`accelerate launch -m eda_adapters train-draft ...`.
 """
 
 from __future__ import annotations
@@ -205,9 +207,9 @@ def run(args: argparse.Namespace) -> int:
     trainer = trainer_cls(
         model=script.draft, target_model=script.target, args=config, peft_config=adapter, **datasets
     )
-    resume = config.resume_from_checkpoint
+    resume = config.resume_from_checkpoint  # "last": the newest finished checkpoint if any, else a fresh start
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = True
+        resume = True if resume.lower() == "true" else "last"
     trainer.train(resume_from_checkpoint=resume)  # a NonFiniteLossError is reported in one line, like bad input
     trainer.save_model()  # with --push_to_hub, this also uploads with our model card (EagleTrainer.push_to_hub)
     if trainer.is_world_process_zero():

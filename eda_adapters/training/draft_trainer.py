@@ -13,7 +13,9 @@ second model prepared with `accelerator.prepare_model(target, evaluation_mode=Tr
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +24,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from datasets import Dataset
-from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import TrainOutput, enable_full_determinism, set_seed
 
 from ..atomic import atomic_files
 from ..console import quiet_trainer
@@ -47,9 +50,13 @@ from .run_signature import (
     SIGNATURE_HYPERPARAMETERS,
     check_training_output_dir,
     check_run_signature,
+    is_complete_checkpoint,
+    last_complete_checkpoint,
     write_run_signature,
 )
 from ..errors import EdaInputError
+
+logger = logging.getLogger(__name__)
 
 
 def _loss_masks(data: Any) -> Any:
@@ -162,6 +169,8 @@ class DraftTrainer(Trainer):
         target.requires_grad_(False)
         target.eval()
         train_dataset = resolve_dataset(train_dataset, target, "training data")
+        # seeded as `Trainer(model_init=...)` is: a draft or adapter built here starts the same for the same seed
+        enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
         model = self._prepare_draft(model, target, args, peft_config, train_dataset=train_dataset)
         self.objective = objective if objective is not None else default_objective(model)
         draft = unwrap_draft(model)
@@ -345,7 +354,7 @@ class DraftTrainer(Trainer):
         if finite.item() == 1.0:
             return
         step = self.state.global_step + 1
-        last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+        last, _ = last_complete_checkpoint(self.args.output_dir)
         kept = (
             f"the last good checkpoint is {last} (resume_from_checkpoint={last!r})"
             if last
@@ -451,19 +460,24 @@ class DraftTrainer(Trainer):
         ignore_keys_for_eval: list[str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """`Trainer.train`, refusing to resume from another run's checkpoint and measuring tau at the end."""
+        """`Trainer.train`, refusing to resume from another run's checkpoint and measuring tau at the end.
+
+        `resume_from_checkpoint` is a checkpoint's path, `True` (the newest finished checkpoint of `output_dir`; an
+        error if there is none) or `"last"` (the same, or a fresh start if there is none: one command that both
+        starts a run and resumes it after a crash). Unfinished checkpoints, left by a run killed while saving, are
+        never resumed from.
+        """
         signature = self.run_signature()
-        if resume_from_checkpoint is True:
-            last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
-            if last is None:
-                raise FileNotFoundError(
-                    f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint-* folder: start "
-                    "without resuming, or pass the checkpoint's path."
-                )
-            resume_from_checkpoint = last
+        if resume_from_checkpoint in (True, "last"):
+            resume_from_checkpoint = self._last_checkpoint(required=resume_from_checkpoint is True)
         if resume_from_checkpoint:
             if not os.path.isdir(resume_from_checkpoint):
                 raise FileNotFoundError(f"Checkpoint {resume_from_checkpoint} does not exist.")
+            if not is_complete_checkpoint(resume_from_checkpoint):
+                raise EdaInputError(
+                    f"Checkpoint {resume_from_checkpoint} is unfinished (no readable trainer_state.json: the run was "
+                    "stopped while saving it); resume from an earlier one, or pass resume_from_checkpoint='last'"
+                )
             check_run_signature(resume_from_checkpoint, signature)
         # every process checks (they see the same directory), so none is left waiting for the others
         check_training_output_dir(self.args.output_dir, signature)  # never train over another run's files
@@ -474,7 +488,7 @@ class DraftTrainer(Trainer):
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             write_run_signature(self.args.output_dir, signature)
-        output = super().train(
+        output = self._restore_finished_run(resume_from_checkpoint) or super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,
             ignore_keys_for_eval=ignore_keys_for_eval,
@@ -485,6 +499,36 @@ class DraftTrainer(Trainer):
             output.metrics["tau"] = tau
             self.log({"tau": tau})
         return output
+
+    def _restore_finished_run(self, checkpoint: str | None) -> TrainOutput | None:
+        """Load a checkpoint already at `max_steps` and train nothing. `Trainer` (transformers 5.23) resumed from one
+        that ends in the middle of an epoch trains one step more than `max_steps` before it stops."""
+        if not checkpoint or self.args.max_steps <= 0:
+            return None
+        state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+        if state.global_step < self.args.max_steps:
+            return None
+        self._load_from_checkpoint(checkpoint)
+        self.state = state
+        return TrainOutput(state.global_step, 0.0, {})
+
+    def _last_checkpoint(self, required: bool) -> str | None:
+        """The newest whole checkpoint of `output_dir` to resume from; unfinished ones after it (a run killed while
+        saving) are deleted, since training writes them again. Without one: an error if `required`, else `None`
+        (a fresh start)."""
+        last, unfinished = last_complete_checkpoint(self.args.output_dir)
+        if unfinished and self.args.should_save:
+            for folder in unfinished:
+                logger.warning(f"{folder} is unfinished (the run was stopped while saving it): deleting it")
+                shutil.rmtree(folder)
+        self.accelerator.wait_for_everyone()
+        if last is None and required:
+            raise FileNotFoundError(
+                f"resume_from_checkpoint=True but {self.args.output_dir} holds no finished checkpoint-* folder: start "
+                "without resuming, pass resume_from_checkpoint='last' (resume if there is one), or the checkpoint's "
+                "path."
+            )
+        return str(last) if last is not None else None
 
     def _check_trainable_tokens(self) -> None:
         """Refuse a run with nothing to learn: no training step, or no token with a loss (all loss masks zero within

@@ -1,15 +1,26 @@
-"""Run signatures: what a training run was made of, so that resuming from another run's checkpoint is refused.
+"""Run signatures and checkpoints: what a training run was made of, so that resuming from another run's checkpoint is
+refused, and which of its checkpoints are whole.
 
 A signature is a small JSON-able dict (stage, draft, target, data, key hyperparameters) written to the output
 directory and into every checkpoint as `run_signature.json`. Resuming compares the checkpoint's signature with the
 current run's and raises one `RunMismatchError` listing every difference (`eda_adapters.run_directory`).
+
+`Trainer` writes a checkpoint file by file, `trainer_state.json` last: a process killed part-way leaves a
+`checkpoint-N` folder without it (or with it cut short), which `Trainer` would resume from as if from step 0.
+`last_complete_checkpoint` skips such folders.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import warnings
+from pathlib import Path
 from typing import Any
+
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..run_directory import RunDirectory
 
@@ -72,3 +83,31 @@ def check_training_output_dir(output_dir: str | os.PathLike, signature: dict[str
     loaded) that compares the training stage only.
     """
     _signature_dir(output_dir).check(signature, fields=["stage"] if set(signature) == {"stage"} else None)
+
+
+def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a whole checkpoint: its `trainer_state.json`, the file `Trainer` writes last, parses."""
+    try:
+        json.loads((Path(folder) / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def checkpoint_folders(output_dir: str | os.PathLike) -> list[Path]:
+    """The `checkpoint-N` folders of `output_dir`, oldest (lowest N) first."""
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    if not os.path.isdir(output_dir):
+        return []
+    found = [(int(m.group(1)), p) for p in Path(output_dir).iterdir() if (m := pattern.match(p.name)) and p.is_dir()]
+    return [path for _, path in sorted(found)]
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> tuple[Path | None, list[Path]]:
+    """The newest whole checkpoint of `output_dir` (`None` if there is none), and the unfinished ones written after
+    it (by a run killed while saving them)."""
+    folders = checkpoint_folders(output_dir)
+    for i in range(len(folders) - 1, -1, -1):
+        if is_complete_checkpoint(folders[i]):
+            return folders[i], folders[i + 1:]
+    return None, folders
