@@ -106,3 +106,55 @@ def test_cli_errors_are_one_line(models, tmp_path, capsys):
     (tmp_path / "full" / "x").write_text("x")
     assert "not empty" in error(["select", "--dataset", prompts, "--budget", "2", "--output-dir",
                                  str(tmp_path / "full")])
+
+
+def test_saved_scores_reused_with_other_options_are_scored_again_or_refused(models, tmp_path, capsys):
+    """Scores record their metric and targets (selection.json): reusing them with another metric or other targets
+    scores again when the targets are passed, and is refused in one line naming both values when they are not."""
+    rows = [{"input_ids": torch.randint(3, 97, (10,), generator=torch.Generator().manual_seed(i)).tolist(),
+             "loss_mask": [0] * 4 + [1] * 6} for i in range(6)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    targets = ["--base-target", str(models / "base"), "--target", str(models / "ft")]
+
+    def select(name, *extra):
+        code = main(["select", "--budget", "2", "--strategy", "topk", "--output-dir", str(tmp_path / name), *extra])
+        out, err = capsys.readouterr()
+        return code, out, err.strip()
+
+    def scores(name):
+        record = json.loads((tmp_path / name / "selection.json").read_text())
+        lines = (tmp_path / name / "scores.jsonl").read_text().splitlines()
+        return record, [json.loads(line)["shift_score"] for line in lines]
+
+    assert select("cosine", "--dataset", str(data), *targets)[0] == 0
+    cosine_record, cosine = scores("cosine")
+    assert cosine_record["metric"] == "cosine" and cosine_record["finetuned"]["fingerprint"]
+    saved = str(tmp_path / "cosine" / "scores.jsonl")
+
+    code, _, err = select("refused", "--dataset", saved, "--metric", "l2")
+    assert code == 2 and "\n" not in err and "metric 'cosine' there, 'l2' now" in err and "--base-target" in err
+    assert not (tmp_path / "refused").exists()
+
+    code, out, _ = select("l2", "--dataset", saved, "--metric", "l2", *targets)
+    l2_record, l2 = scores("l2")
+    assert code == 0 and "scoring" in out and l2_record["metric"] == "l2" and l2 != cosine
+
+    code, out, _ = select("same", "--dataset", saved, "--metric", "cosine", *targets)  # as made: reused
+    same_record, same = scores("same")
+    assert code == 0 and "scoring" not in out and same == cosine and same_record["finetuned"] == cosine_record["finetuned"]
+
+    swapped = ["--base-target", str(models / "ft"), "--target", str(models / "base")]
+    code, out, _ = select("swapped", "--dataset", saved, *swapped)
+    assert code == 0 and "base target" in out and scores("swapped")[0]["base"] == cosine_record["finetuned"]
+
+    code, out, _ = select("chained", "--dataset", saved)  # no options: reused, and the record carried over
+    record, chained = scores("chained")
+    assert code == 0 and chained == cosine and record["metric"] == "cosine" and record["base"] == cosine_record["base"]
+
+    unrecorded = tmp_path / "copied.jsonl"
+    unrecorded.write_text(Path(saved).read_text())
+    code, _, err = select("unknown", "--dataset", str(unrecorded), "--metric", "cosine")
+    assert code == 2 and "not recorded" in err
+    code, _, err = select("half", "--dataset", saved, "--target", str(models / "ft"))
+    assert code == 2 and "go together" in err

@@ -12,6 +12,7 @@ from test_data_common import fresh_process_state, make_tokenizer  # noqa: F401
 
 from eda_adapters.data import (DEFAULT_STRATEGY, SelectionStrategy, add_shift_scores, representation_shift,
                                 resolve_budget, select_by_shift)
+from eda_adapters.errors import EdaInputError
 
 DOMAIN = [90, 91, 92, 93, 94, 95]  # tokens whose embeddings the "fine-tune" changes
 PLAIN = list(range(10, 40))
@@ -127,3 +128,19 @@ def test_selection_bad_input(pair):
     with pytest.raises(TypeError):
         resolve_budget("3", 10)
     assert resolve_budget(0.25, 10) == 2 and resolve_budget(10, 10) == 10
+
+
+def test_in_memory_scores_asked_for_by_metric_are_refused_or_scored_again(pair):
+    """In-memory scores record nothing: a metric asked for is refused without the targets, and with them the scores
+    are computed again with that metric."""
+    base, finetuned = pair
+    dataset, _ = constructed_dataset()
+    scored = add_shift_scores(dataset, base, finetuned, show_progress=False)  # cosine
+    with pytest.raises(EdaInputError, match="metric 'l2' asked for; what made the scores is not recorded"):
+        select_by_shift(scored, 3, strategy="topk", metric="l2")
+    rescored = select_by_shift(scored, len(scored), base, finetuned, strategy="topk", metric="l2",
+                               show_progress=False)
+    l2 = representation_shift(base, finetuned, dataset, metric="l2", show_progress=False)
+    assert sorted(rescored["shift_score"]) == pytest.approx(sorted(l2), rel=1e-4)
+    with pytest.raises(EdaInputError, match="unknown shift metric 'dot'"):
+        select_by_shift(scored, 3, metric="dot")

@@ -37,8 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_flag(parser, "--strategy", deprecated=("--method",), default=None, help=STRATEGY_HELP)
     parser.add_argument("--temperature", type=float, default=1.0, help="Of --strategy weighted (> 0; default 1).")
     parser.add_argument("--num-clusters", type=int, default=8, help="Of --strategy cluster (>= 1; default 8).")
-    parser.add_argument("--metric", choices=("cosine", "l2"), default="cosine",
-                        help="Per-token shift: 1 - cosine similarity (default) or L2 distance of last hidden states.")
+    parser.add_argument("--metric", choices=("cosine", "l2"), default=None,
+                        help="Per-token shift: 1 - cosine similarity (default) or L2 distance of last hidden states. "
+                        "Scores the dataset holds that another metric made are scored again (or refused without the "
+                        "targets).")
     add_target(parser, "The fine-tuned target (needed unless the dataset has scores)", required=False,
                deprecated=("--finetuned",))
     add_base_target(parser, "The base target it was fine-tuned from (needed unless the dataset has scores)")
@@ -87,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.runs import process_state
     from ..data.selection import SCORE_COLUMN, add_shift_scores, missing_columns, resolve_budget, select_by_shift
     from ..data.selection_strategies import DEFAULT_STRATEGY, SelectionStrategy
+    from ..data.scores_record import read_scores_record, scores_to_recompute
     from ..data.signature import target_signature
     from ..run_directory import RunDirectory
 
@@ -94,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     strategy = SelectionStrategy(args.strategy or DEFAULT_STRATEGY, temperature=args.temperature,
                                  num_clusters=args.num_clusters, seed=args.seed)
     check_not_a_selection(args.dataset, strategy.name)
+    if bool(args.base_target) != bool(args.target):
+        raise EdaInputError("--base-target and --target go together: pass both (to score), or neither")
     state = process_state()  # under `accelerate launch` every process scores a share; the main one writes
     out = RunDirectory(args.output_dir, "selection").require_empty()
     state.wait_for_everyone()
@@ -101,23 +106,41 @@ def run(args: argparse.Namespace) -> int:
     resolve_budget(args.budget, len(rows))  # fail before any model is loaded
     info: dict = {"strategy": strategy.to_dict(), "budget": args.budget, "num_samples": len(rows)}
     missing = missing_columns(strategy, rows.column_names)
-    needs_scores = args.recompute or bool(missing)
-    if needs_scores or (args.base_target and args.target and SCORE_COLUMN not in rows.column_names):
-        if not (args.base_target and args.target):
+    base = finetuned = None
+    if args.target:
+        check_model_dir(args.base_target, "--base-target", "model")
+        check_model_dir(args.target, "--target", "model")
+    reasons = []
+    if SCORE_COLUMN in rows.column_names and not args.recompute:  # reusing scores: were they made as asked?
+        if args.target:
+            base, finetuned = (load_causal_lm(path, dtype=args.dtype, device=state.device)
+                               for path in (args.base_target, args.target))
+        reasons = scores_to_recompute(
+            args.dataset, read_scores_record(args.dataset), metric=args.metric,
+            base=target_signature(base) if base is not None else None,
+            finetuned=target_signature(finetuned) if finetuned is not None else None,
+            can_score=base is not None, fix="pass --base-target and --target to score again, or drop --metric",
+        )
+    if args.recompute or missing or reasons or (args.target and SCORE_COLUMN not in rows.column_names):
+        if not args.target:
             raise EdaInputError(
                 f"{strategy.name} selection needs the dataset's {' and '.join(repr(c) for c in missing)} column(s) "
                 f"(columns found: {rows.column_names}): pass --base-target and --target to score it, or --strategy "
                 "random"
             )
-        check_model_dir(args.base_target, "--base-target", "model")
-        check_model_dir(args.target, "--target", "model")
-        base = load_causal_lm(args.base_target, dtype=args.dtype, device=state.device)
-        finetuned = load_causal_lm(args.target, dtype=args.dtype, device=state.device)
+        if base is None:
+            base, finetuned = (load_causal_lm(path, dtype=args.dtype, device=state.device)
+                               for path in (args.base_target, args.target))
+        if reasons and state.is_main_process:
+            print(f"eda select: scoring {args.dataset} again: {'; '.join(reasons)}")
+        metric = args.metric or "cosine"
         rows = add_shift_scores(
-            rows, base, finetuned, metric=args.metric, batch_size=args.batch_size,
+            rows, base, finetuned, metric=metric, batch_size=args.batch_size,
             base_tokenizer=_tokenizer_or_none(args.base_target), finetuned_tokenizer=_tokenizer_or_none(args.target),
         )
-        info.update(metric=args.metric, base=target_signature(base), finetuned=target_signature(finetuned))
+        info.update(metric=metric, base=target_signature(base), finetuned=target_signature(finetuned))
+    elif SCORE_COLUMN in rows.column_names and (record := read_scores_record(args.dataset)) is not None:
+        info.update(record.provenance())  # the scores copied into scores.jsonl keep saying what made them
     if not state.is_main_process:
         return 0
     if args.plot and SCORE_COLUMN not in rows.column_names:

@@ -30,8 +30,10 @@ from ..plotting import pyplot
 from ..validation import check_causal_lm
 from .feature_cache import pad_batch
 from .features import compute_target_features
-from .io import DatasetLike, load_rows, load_tokenized_rows
+from .io import DatasetLike, describe_source, load_rows, load_tokenized_rows
 from .runs import process_state
+from .scores_record import read_scores_record, scores_to_recompute
+from .signature import target_signature
 from ..errors import EdaInputError
 from ..schemas.tokenized_rows import EMBEDDING_COLUMN, SCORE_COLUMN
 from .selection_strategies import DEFAULT_STRATEGY, SelectionStrategy
@@ -213,7 +215,7 @@ def select_by_shift(
     strategy: str | SelectionStrategy = DEFAULT_STRATEGY,
     temperature: float | None = None,
     num_clusters: int | None = None,
-    metric: str = "cosine",
+    metric: str | None = None,
     seed: int | None = None,
     score_column: str = SCORE_COLUMN,
     recompute: bool = False,
@@ -229,7 +231,10 @@ def select_by_shift(
     `score ** (1 / temperature)`, `"cluster"` the highest scores within `num_clusters` clusters of the pool, each
     cluster's share in proportion to its total shift, `"random"` a seeded uniform sample (the baseline); see
     `eda_adapters.data.selection_strategies`. Scores (and the embeddings `cluster` reads) are computed with `base`
-    and `finetuned` unless the dataset already holds `score_column` (pass `recompute=True` to score again). The
+    and `finetuned` and `metric` (default `"cosine"`) unless the dataset already holds `score_column`. Scores it
+    holds are reused unless `recompute=True`, or unless they were not made with the `metric`, `base` or `finetuned`
+    passed (`eda select`'s record beside a scores file says what made them; in-memory scores record nothing): then
+    they are computed again, or refused when the targets are not passed (`eda_adapters.data.scores_record`). The
     returned rows carry the scores when there are any; `plot` saves a histogram of all scores with the selection
     drawn over them. Extra keyword arguments go to `representation_shift` (`batch_size`, `base_tokenizer`,
     `finetuned_tokenizer`, `show_progress`). `method` is the former name of `strategy` (`"shift"` is `"topk"`).
@@ -246,16 +251,26 @@ def select_by_shift(
                                 "own: set them on the SelectionStrategy")
     else:
         strategy = SelectionStrategy(strategy, **options)
+    if metric is not None and metric not in SHIFT_METRICS:
+        raise EdaInputError(f"unknown shift metric {metric!r}; choose one of {SHIFT_METRICS}")
     rows = load_tokenized_rows(dataset, required=())  # scores and embeddings too, before they are trusted
     count = resolve_budget(budget, len(rows))
     missing = missing_columns(strategy, rows.column_names, score_column)
+    if score_column in rows.column_names and not recompute:
+        recompute = bool(scores_to_recompute(
+            describe_source(dataset), read_scores_record(dataset), metric=metric,
+            base=target_signature(base) if base is not None else None,
+            finetuned=target_signature(finetuned) if finetuned is not None else None,
+            can_score=base is not None and finetuned is not None,
+            fix="pass base= and finetuned= to score again, or leave metric= unset",
+        ))
     if strategy.needs_scores and (recompute or missing):
         if base is None or finetuned is None:
             raise EdaInputError(
                 f"{strategy.name} selection needs the base and fine-tuned targets, or a dataset that already has "
                 f"{' and '.join(f'a {c!r} column' for c in missing)} (columns found: {rows.column_names})"
             )
-        rows = add_shift_scores(rows, base, finetuned, column=score_column, metric=metric, **score_kwargs)
+        rows = add_shift_scores(rows, base, finetuned, column=score_column, metric=metric or "cosine", **score_kwargs)
     scores = rows[score_column] if score_column in rows.column_names else None
     embeddings = rows[EMBEDDING_COLUMN] if strategy.needs_embeddings else None
     keep = strategy.choose(len(rows), count, scores, embeddings)
