@@ -142,7 +142,8 @@ def test_saved_scores_reused_with_other_options_are_scored_again_or_refused(mode
 
     code, out, _ = select("same", "--dataset", saved, "--metric", "cosine", *targets)  # as made: reused
     same_record, same = scores("same")
-    assert code == 0 and "scoring" not in out and same == cosine and same_record["finetuned"] == cosine_record["finetuned"]
+    assert code == 0 and "scoring" not in out and same == cosine
+    assert same_record["finetuned"] == cosine_record["finetuned"]
 
     swapped = ["--base-target", str(models / "ft"), "--target", str(models / "base")]
     code, out, _ = select("swapped", "--dataset", saved, *swapped)
