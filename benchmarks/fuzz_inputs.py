@@ -429,7 +429,197 @@ def file_kinds() -> list[InputKind]:
                   _flags_call),
         InputKind("output paths", "eda select --output-dir", token_rows(scores=True), OUTPUT_MUTATIONS,
                   _paths_prepare, _paths_call),
+        InputKind("config fields", "the config dataclasses (API)", config_field(), CONFIG_MUTATIONS, _no_files,
+                  _config_call),
+        InputKind("CLI numbers of every subcommand", "eda COMMAND --FLAG (parsed)", st.sampled_from(cli_number_flags()),
+                  CLI_NUMBER_MUTATIONS, _no_files, _cli_number_call),
     ]
+
+
+# ------------------------------------------------------------------------------------------------------ config fields
+
+
+def config_classes() -> dict[str, tuple[Callable[..., Any], dict]]:
+    """Each config dataclass with a declared range: how to build it, and the ranges of its fields (its own and, for
+    the trainer configs, the `TrainingArguments` ones it checks)."""
+    import dataclasses
+
+    from eda_adapters import EagleTrainingConfig, EdaConfig, EdaTrainingConfig, TreeConfig
+    from eda_adapters.data.prompt_filter import PromptFilter
+    from eda_adapters.data.regenerate import DecodingSettings
+    from eda_adapters.data.selection_strategies import SelectionStrategy
+    from eda_adapters.schemas.config_ranges import RANGE_KEY
+    from eda_adapters.training.eagle_config import INHERITED_RANGES
+
+    def trainer(cls):
+        return lambda **kw: cls(output_dir="unused", use_cpu=True, report_to=[], **kw)
+
+    builders = {
+        "EagleTrainingConfig": (trainer(EagleTrainingConfig), INHERITED_RANGES),
+        "EdaTrainingConfig": (trainer(EdaTrainingConfig), INHERITED_RANGES),
+        "EdaConfig": (lambda **kw: EdaConfig(**{"num_private_experts": 8, **kw}), {}),
+        "DecodingSettings": (DecodingSettings, {}), "SelectionStrategy": (SelectionStrategy, {}),
+        "TreeConfig": (TreeConfig, {}), "PromptFilter": (PromptFilter, {}),
+    }
+    classes = {"EagleTrainingConfig": EagleTrainingConfig, "EdaTrainingConfig": EdaTrainingConfig,
+               "EdaConfig": EdaConfig, "DecodingSettings": DecodingSettings, "SelectionStrategy": SelectionStrategy,
+               "TreeConfig": TreeConfig, "PromptFilter": PromptFilter}
+    out = {}
+    for name, (build, inherited) in builders.items():
+        fields = {f.name: (f.metadata[RANGE_KEY], f.default) for f in dataclasses.fields(classes[name])
+                  if RANGE_KEY in f.metadata and f.name != "aux_layer_ids"}  # a list, and EAGLE-3 only
+        defaults = {f.name: f.default for f in dataclasses.fields(classes[name])}
+        fields.update({k: (rng, defaults.get(k)) for k, rng in inherited.items()})
+        out[name] = (build, fields)
+    return out
+
+
+@st.composite
+def config_field(draw) -> tuple:
+    """A config class and one of its ranged fields: `(class name, field, range, default)`."""
+    classes = config_classes()
+    name = draw(st.sampled_from(sorted(classes)))
+    field_name = draw(st.sampled_from(sorted(classes[name][1])))
+    rng, default = classes[name][1][field_name]
+    return name, field_name, rng, default
+
+
+def _in_range(draw, rng, default, name: str):
+    """A value the field takes: from its default (or its lower bound) up, within the range; whole numbers for the
+    `*_steps` fields (`TrainingArguments` takes a fraction of training below 1 and whole steps above)."""
+    low = rng.low if rng.low is not None else 0
+    start = default if isinstance(default, (int, float)) and not isinstance(default, bool) else low
+    if rng.integer or name.endswith("_steps"):
+        first = max(int(start), int(low) + int(rng.low_open))
+        return draw(st.integers(first, int(rng.high) if rng.high is not None else first * 4 + 4))
+    high = rng.high if rng.high is not None else float(start) * 4 + 4
+    return draw(st.floats(float(start), high, allow_nan=False, exclude_min=rng.low_open and start == low,
+                          exclude_max=rng.high_open))
+
+
+def _outside(draw, rng, default, name: str):
+    """A value outside the range: below it, or above it where it has a top; an unbounded side gets -inf."""
+    if rng.high is not None and draw(st.booleans()):
+        return rng.high + (1 if rng.integer else draw(st.floats(0.001, 10)))
+    if rng.low is not None:
+        return rng.low - (1 if rng.integer else draw(st.floats(0.001, 10))) + (0 if not rng.low_open else 1e-12)
+    return float("-inf")
+
+
+def _config_value(make: Callable) -> Callable:
+    return lambda draw, case: (case, make(draw, *case[2:], case[1]))
+
+
+CONFIG_MUTATIONS = [
+    Mutation("a value in range", "", False, _config_value(lambda draw, rng, default, name: _in_range(
+        draw, rng, default, name))),
+    Mutation("a value outside the range", "", True, _config_value(_outside)),
+    Mutation("NaN", "", True, _config_value(lambda draw, rng, default, name: float("nan"))),
+    Mutation("inf", "", True, _config_value(lambda draw, rng, default, name: float("inf"))),
+    Mutation("-inf", "", True, _config_value(lambda draw, rng, default, name: float("-inf"))),
+    Mutation("a fraction in an integer field (else text)", "", True, _config_value(
+        lambda draw, rng, default, name: 2.5 if rng.integer else "3")),
+    Mutation("a bool", "", True, _config_value(lambda draw, rng, default, name: True)),
+    Mutation("text", "", True, _config_value(lambda draw, rng, default, name: "1")),
+]
+
+
+def _config_call(root: Path, case: tuple):
+    (cls_name, name, _rng, _default), value = case
+    build = config_classes()[cls_name][0]
+    result = call_api(lambda: build(**{name: value}))
+
+    def oracle(config: Any) -> bool:
+        return getattr(config, name) == value
+
+    if not result.ok and result.error is not None and name not in result.error:
+        result.error += f"\n(the refusal does not name {name})"  # the field varies per case: `outcome` sees two lines
+    return result, oracle
+
+
+def cli_number_flags() -> list[tuple[str, str, Any, Any]]:
+    """`(subcommand, flag, range, default)` for every numeric flag of every `eda` subcommand: those typed by a
+    declared range, and the trainers' flags that set a ranged config field (checked when the config is built)."""
+    import dataclasses
+
+    from eda_adapters.cli import build_parser
+    from eda_adapters.cli.train import COMMANDS
+    from eda_adapters.schemas.config_ranges import RANGE_KEY
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    found = []
+    for command, sub in sorted(subparsers.choices.items()):
+        if command in COMMANDS:
+            config_fields = {f.name: f for f in dataclasses.fields(COMMANDS[command][2]) if RANGE_KEY in f.metadata}
+            found += [(command, f"--{name}", f.metadata[RANGE_KEY], f.default) for name, f in config_fields.items()
+                      if name != "aux_layer_ids"]
+            continue
+        found += [(command, a.option_strings[-1], a.type.range, a.default) for a in sub._actions
+                  if getattr(a.type, "range", None) is not None]
+    return found
+
+
+def _required_args(command: str, flag: str) -> list[str]:
+    """Placeholder values for `command`'s required flags besides `flag` (the first of a required either-or group
+    that `flag` is not in)."""
+    from eda_adapters.cli import build_parser
+
+    from eda_adapters.cli.train import COMMANDS
+
+    if command in COMMANDS:  # the trainers' script arguments are checked once the flags are parsed
+        return ["--target", "t", "--dataset", "d", "--output-dir", "o"] + ["--draft", "r"] * (command == "adapt")
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    sub = subparsers.choices[command]
+    actions = [a for a in sub._actions if a.required and a.option_strings]
+    actions += [g._group_actions[0] for g in sub._mutually_exclusive_groups
+                if g.required and not any(flag in a.option_strings for a in g._group_actions)]
+    return [part for a in actions for part in (a.option_strings[-1], "x" if a.type in (None, str) else "1")]
+
+
+def _flag_value(make: Callable) -> Callable:
+    return lambda draw, case: (case, make(draw, case[2], case[3], case[1].lstrip("-")))
+
+
+def _as_text(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+CLI_NUMBER_MUTATIONS = [
+    Mutation("a value in range", "", False, _flag_value(lambda draw, rng, default, name: _as_text(_in_range(
+        draw, rng, default, name)))),
+    Mutation("a value outside the range", "", True, _flag_value(lambda draw, rng, d, n: _as_text(_outside(
+        draw, rng, d, n)))),
+    *[Mutation(text, "", True, _flag_value(lambda draw, rng, d, n, text=text: text)) for text in ("nan", "inf", "x", "")],
+    Mutation("a fraction for an integer (else text)", "", True, _flag_value(
+        lambda draw, rng, d, n: "2.5" if rng.integer else "1,5")),
+]
+
+
+def _cli_number_call(root: Path, case: tuple):
+    """Parse the subcommand's flags (and build a trainer's configs), running nothing: a refusal names the flag."""
+    from eda_adapters.cli import build_parser
+    from eda_adapters.cli.train import COMMANDS, resolve_arguments
+
+    (command, flag, _rng, _default), value = case
+    argv = [command, *_required_args(command, flag), f"{flag}={value}"]
+
+    def parse():
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                args = build_parser().parse_args(argv)
+        except SystemExit as exit_:
+            lines = [line for line in err.getvalue().splitlines() if line.strip()]
+            raise EdaInputError(lines[-1] if exit_.code == 2 and lines else f"exit {exit_.code}") from None
+        if command in COMMANDS:
+            resolve_arguments(command, args)
+        return getattr(args, flag.lstrip("-").replace("-", "_"))
+
+    result = call_api(parse)
+    names = {flag.lstrip("-"), flag.lstrip("-").replace("-", "_"), flag.lstrip("-").replace("_", "-")}
+    if not result.ok and result.error is not None and not any(n in result.error for n in names):
+        result.error += f"\n(the refusal does not name {flag})"
+    return result, lambda parsed: parsed == (int(value) if isinstance(parsed, int) else float(value))
 
 
 # ------------------------------------------------------------------------------------------------------ the harness

@@ -184,7 +184,7 @@ def test_bench_cli_prompt_kinds_several_drafts_and_assistant(saved, tmp_path, ca
     (["--draft", "{full}", "--draft", "{full}"], "share a label"),
     (["--draft", "{full}", "--draft", "{reduced}", "--adapter", "{full}"], "--adapter applies to one draft"),
     (["--draft", "{full}", "--prompt-kinds", "prose,poetry"], "choose from prose,code,math"),
-    (["--draft", "{full}", "--prompt-kinds", "prose", "--per-kind", "0"], "--per-kind: must be a whole number >= 1"),
+    (["--draft", "{full}", "--prompt-kinds", "prose", "--per-kind", "0"], "--per-kind: must be an integer >= 1"),
     (["--draft", "{full}", "--prompt-kinds", "prose", "--early-exit-layers", "3"], "between 1 and 2"),
     (["--draft", "{full}"], "needs --prompts (a text file with one prompt per line) or --prompt-kinds"),
 ])

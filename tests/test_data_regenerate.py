@@ -115,7 +115,7 @@ def test_bad_input_is_refused_clearly(qwen, tmp_path):
         regenerate(qwen, tok, [{"text": "hi"}], tmp_path / "x", **GEN)
     with pytest.raises(ValueError, match="no chat_template"):
         regenerate(qwen, make_tokenizer(chat_template=False), PROMPTS, tmp_path / "x", use_chat_template=True, **GEN)
-    with pytest.raises(ValueError, match="temperature must be >= 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
         regenerate(qwen, tok, PROMPTS, tmp_path / "x", temperature=-1, **GEN)
     with pytest.raises(ValueError, match="vocabulary has 16"):
         regenerate(make_target("qwen2", vocab_size=16), tok, PROMPTS, tmp_path / "x", **GEN)

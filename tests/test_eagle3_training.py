@@ -97,7 +97,7 @@ def test_unrolled_steps_read_the_drafts_own_outputs_as_inference_does(target):
 def test_the_training_time_test_objective_refuses_a_zero_unroll():
     with pytest.raises(EdaInputError, match="num_steps >= 1"):
         TrainingTimeTestObjective(num_steps=0)
-    with pytest.raises(EdaInputError, match="ttt_steps must be >= 1"):
+    with pytest.raises(EdaInputError, match="ttt_steps must be an integer >= 1"):
         EagleTrainingConfig(output_dir="unused", use_cpu=True, ttt_steps=0)
     with pytest.raises(EdaInputError, match="draft_architecture must be one of"):
         EagleTrainingConfig(output_dir="unused", use_cpu=True, draft_architecture="medusa")

@@ -61,7 +61,7 @@ def test_bench_cli_tiny_run(tmp_path, capsys):
 
 def test_bench_cli_bad_input(tmp_path, capsys):
     assert main(["bench", "--num-prompts", "0", "--output-dir", str(tmp_path)]) == 2
-    assert "--num-prompts: must be a whole number >= 1" in capsys.readouterr().err
+    assert "--num-prompts: must be an integer >= 1" in capsys.readouterr().err
     assert main(["bench", "--target", str(tmp_path), "--output-dir", str(tmp_path)]) == 2
     assert "--target needs --draft" in capsys.readouterr().err
     assert main(["bench", "--tree-depth", "0", "--output-dir", str(tmp_path)]) == 2

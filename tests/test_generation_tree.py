@@ -137,7 +137,7 @@ def test_tree_errors(llama_target):
         speculative_generate(llama_target, reduced, _prompt(), tree=TreeConfig(2, 4, 4), do_sample=True)
     with pytest.raises(ValueError, match="padding"):
         speculative_generate(llama_target, draft, _prompt(), tree=tree, attention_mask=torch.tensor([[0] + [1] * 6]))
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match=r"TreeConfig.depth must be an integer >= 1, got 0"):
         TreeConfig(depth=0)
     with pytest.raises(ValueError, match="does not fit"):
         speculative_generate(make_target("llama", hidden_size=48), draft, _prompt(), tree=tree)

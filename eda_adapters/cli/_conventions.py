@@ -12,11 +12,11 @@ one deprecation line naming the new flag.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any
 
 from ..models.loading import DTYPES
+from ..schemas.config_ranges import COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, flag_type
 
 DTYPE_HELP = (
     "dtype to compute in: machine = bfloat16 where this machine multiplies it faster (probed once, cached), float32 "
@@ -27,34 +27,11 @@ CAST_DTYPES = tuple(dtype for dtype in DTYPES if dtype not in ("auto", "machine"
 TARGET_SOURCES = "HF folder, Hub id, .gguf file or smollm2-135m-instruct"
 
 
-def _number(text: str, kind: type, test: Any, rule: str) -> Any:
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or (kind is float and not math.isfinite(value)) or not test(value):
-        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
-    return value
-
-
-def count(text: str) -> int:
-    """An argparse type: a whole number >= 1 (sizes, batch sizes, numbers of tokens or prompts)."""
-    return _number(text, int, lambda v: v >= 1, "a whole number >= 1")
-
-
-def seed(text: str) -> int:
-    """An argparse type: a whole number >= 0 (random seeds)."""
-    return _number(text, int, lambda v: v >= 0, "a whole number >= 0")
-
-
-def non_negative(text: str) -> float:
-    """An argparse type: a finite number >= 0 (a temperature where 0 means greedy)."""
-    return _number(text, float, lambda v: v >= 0, "a finite number >= 0")
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a number in (0, 1] (top-p, thresholds)."""
-    return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+# argparse types of the numeric flags: the same ranges the config dataclasses declare (schemas/config_ranges.py)
+count = flag_type(COUNT)  # sizes, batch sizes, numbers of tokens or prompts
+seed = flag_type(NON_NEGATIVE_INT)  # random seeds
+non_negative = flag_type(NON_NEGATIVE)  # a temperature, where 0 means greedy
+fraction = flag_type(FRACTION)  # top-p, thresholds
 
 
 class _StoreWithDeprecatedSpellings(argparse.Action):

@@ -11,13 +11,16 @@ afresh if there is none: rerun the same command after a crash. Launch on several
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, get_type_hints
 
 from transformers import HfArgumentParser
 
+from ..schemas.config_ranges import RANGE_KEY
 from ..training.eagle_config import EagleTrainingConfig
 from ..training.eda_config import EdaTrainingConfig
 from ..tuners import EdaConfig
@@ -111,6 +114,9 @@ def _add_fields(parser: argparse.ArgumentParser, title: str, fields: list[datacl
     group = parser.add_argument_group(title)
     start = len(parser._actions)
     for f in fields:
+        if RANGE_KEY in f.metadata:  # HfArgumentParser hands every metadata key to argparse: keep ours back
+            f = copy.copy(f)  # (the config checks its ranges itself, for flags and YAML alike, in one line)
+            f.metadata = MappingProxyType({k: v for k, v in f.metadata.items() if k != RANGE_KEY})
         HfArgumentParser._parse_dataclass_field(group, f)  # registers --name_with_underscores and --name-with-dashes
     for action in parser._actions[start:]:
         if action.default is not argparse.SUPPRESS and action.help is not None and action.default is not None:

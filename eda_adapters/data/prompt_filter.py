@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import EdaInputError
+from ..schemas.config_ranges import COUNT, PROBABILITY, check_ranges, ranged
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -35,17 +36,15 @@ class PromptFilter:
             loops ("and the and the and the") fail.
     """
 
-    min_words: int = 4
-    max_words: int = 200
-    min_letter_fraction: float = 0.6
-    max_repeated_trigram_fraction: float = 0.2
+    min_words: int = ranged(4, COUNT)
+    max_words: int = ranged(200, COUNT)
+    min_letter_fraction: float = ranged(0.6, PROBABILITY)
+    max_repeated_trigram_fraction: float = ranged(0.2, PROBABILITY)
 
     def __post_init__(self) -> None:
-        if not 0 < self.min_words <= self.max_words:
-            raise EdaInputError(f"need 0 < min_words <= max_words, got {self.min_words} and {self.max_words}")
-        for name in ("min_letter_fraction", "max_repeated_trigram_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise EdaInputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        check_ranges(self)
+        if self.min_words > self.max_words:
+            raise EdaInputError(f"need min_words <= max_words, got {self.min_words} and {self.max_words}")
 
     def reject_reason(self, text: str, finished: bool = True) -> str | None:
         """`None` if `text` is a keepable user turn, else a short reason (used as a key of the run's statistics)."""

@@ -39,6 +39,7 @@ from ..schemas.prompt_items import prompt_conversations
 from .runs import ChunkedRun, process_state
 from .signature import IDENTITY_KEYS, target_signature
 from ..errors import EdaInputError
+from ..schemas.config_ranges import COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, check_ranges, ranged
 
 BACKENDS = ("transformers", "vllm")
 FORMAT = "eda-regenerated/1"
@@ -48,18 +49,13 @@ FORMAT = "eda-regenerated/1"
 class DecodingSettings:
     """How the target decodes. `temperature == 0` means greedy; `seed` makes sampling repeatable (per batch)."""
 
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
+    max_new_tokens: int = ranged(256, COUNT)
+    temperature: float = ranged(0.0, NON_NEGATIVE)
+    top_p: float = ranged(1.0, FRACTION)
+    seed: int = ranged(0, NON_NEGATIVE_INT)
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise EdaInputError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise EdaInputError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise EdaInputError(f"top_p must be in (0, 1], got {self.top_p}")
+        check_ranges(self)
 
 
 def load_regenerated(output_dir: str | os.PathLike) -> Dataset:

@@ -21,7 +21,6 @@ compared) without any model.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..errors import EdaInputError
+from ..schemas.config_ranges import COUNT, NON_NEGATIVE_INT, POSITIVE, check_ranges, ranged
 
 SELECTION_STRATEGIES = ("topk", "weighted", "cluster", "random")
 #: What `eda select` and `select_by_shift` use when no strategy is named (see the module docstring for why).
@@ -57,19 +57,13 @@ class SelectionStrategy:
     """
 
     name: str = DEFAULT_STRATEGY
-    temperature: float = 1.0
-    num_clusters: int = 8
-    seed: int = 0
+    temperature: float = ranged(1.0, POSITIVE)
+    num_clusters: int = ranged(8, COUNT)
+    seed: int = ranged(0, NON_NEGATIVE_INT)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", canonical_strategy(self.name))
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and self.temperature > 0):
-            raise EdaInputError(f"temperature must be a finite number > 0, got {self.temperature!r}")
-        if isinstance(self.num_clusters, bool) or not isinstance(self.num_clusters, int) or self.num_clusters < 1:
-            raise EdaInputError(f"num_clusters must be an integer >= 1, got {self.num_clusters!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise EdaInputError(f"seed must be an integer >= 0, got {self.seed!r}")
+        check_ranges(self)
 
     @property
     def needs_scores(self) -> bool:

@@ -17,6 +17,7 @@ from .eos import eos_token_ids
 from .stats import SpeculativeStats, track_acceptance
 from .tree_verification import TreeSampler
 from ..errors import EdaInputError
+from ..schemas.config_ranges import COUNT, check_ranges, ranged
 from ..schemas.tensors import mask_tensor, token_ids_tensor
 
 
@@ -34,15 +35,12 @@ class TreeConfig:
             EAGLE-2 uses depth 6 (its `depth=5`), top_k 10, total_tokens 60 on GPUs; on CPUs smaller trees are cheaper.
     """
 
-    depth: int = 6
-    top_k: int = 10
-    total_tokens: int = 60
+    depth: int = ranged(6, COUNT)
+    top_k: int = ranged(10, COUNT)
+    total_tokens: int = ranged(60, COUNT)
 
     def __post_init__(self) -> None:
-        for name in ("depth", "top_k", "total_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise EdaInputError(f"TreeConfig.{name} must be a positive integer, got {value!r}.")
+        check_ranges(self)
         if self.total_tokens > self.capacity:
             raise EdaInputError(
                 f"TreeConfig.total_tokens={self.total_tokens} exceeds the {self.capacity} nodes a tree of depth "

@@ -9,9 +9,34 @@ from transformers import TrainingArguments
 from ..console import is_quiet as console_is_quiet
 from .losses import FEATURE_NOISE_TYPES
 
+from ..errors import EdaInputError
+from ..schemas.config_ranges import (
+    COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Range, check_ranges, ranged,
+)
+
 #: Values of `EagleTrainingConfig.draft_architecture`: the draft a trainer builds when it is given none.
 DRAFT_ARCHITECTURES = ("eagle", "eagle3")
-from ..errors import EdaInputError
+#: the draft predicts position t+1 from t: a sequence needs two tokens
+SEQUENCE_LENGTH = Range(2, integer=True)
+#: ranges of the `TrainingArguments` fields a user sets most (declared there without one)
+INHERITED_RANGES = {
+    "per_device_train_batch_size": COUNT,
+    "per_device_eval_batch_size": COUNT,
+    "gradient_accumulation_steps": COUNT,
+    "num_train_epochs": NON_NEGATIVE,
+    "warmup_steps": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE,
+    "adam_beta1": Range(0, 1, high_open=True),
+    "adam_beta2": Range(0, 1, high_open=True),
+    "adam_epsilon": POSITIVE,
+    "max_grad_norm": NON_NEGATIVE,
+    "save_steps": POSITIVE,
+    "eval_steps": POSITIVE,
+    "save_total_limit": COUNT,
+    "seed": NON_NEGATIVE_INT,
+    "data_seed": NON_NEGATIVE_INT,
+    "dataloader_num_workers": NON_NEGATIVE_INT,
+}
 
 
 @dataclass
@@ -96,31 +121,29 @@ class EagleTrainingConfig(TrainingArguments):
     """
 
     # -- defaults that differ from TrainingArguments
-    learning_rate: float = field(default=1e-4, metadata={"help": "Initial learning rate (AdamW)."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every this many steps (or ratio if < 1)."})
+    learning_rate: float = ranged(1e-4, NON_NEGATIVE, "Initial learning rate (AdamW).")
+    logging_steps: float = ranged(10, POSITIVE, "Log every this many steps (or ratio if < 1).")
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep all dataset columns: the trainer reads input_ids/loss_mask/features."}
     )
 
     # -- objective
-    regression_weight: float = field(default=1.0, metadata={"help": "Weight of the SmoothL1 hidden-state regression."})
-    ce_weight: float = field(
-        default=0.1, metadata={"help": "Weight of the cross-entropy to the target's distribution."}
-    )
-    feature_noise_std: float = field(
-        default=0.1, metadata={"help": "Scale of the noise on the input target features (0 disables)."}
+    regression_weight: float = ranged(1.0, NON_NEGATIVE, "Weight of the SmoothL1 hidden-state regression.")
+    ce_weight: float = ranged(0.1, NON_NEGATIVE, "Weight of the cross-entropy to the target's distribution.")
+    feature_noise_std: float = ranged(
+        0.1, NON_NEGATIVE, "Scale of the noise on the input target features (0 disables)."
     )
     feature_noise_type: str = field(
         default="uniform",
         metadata={"help": "Noise kind.", "choices": list(FEATURE_NOISE_TYPES)},
     )
 
-    ttt_steps: int = field(default=3, metadata={"help": "EAGLE-3: training-time test unroll length."})
-    ttt_step_weight: float = field(default=0.8, metadata={"help": "EAGLE-3: step k's loss weight is this ** k."})
+    ttt_steps: int = ranged(3, COUNT, "EAGLE-3: training-time test unroll length.")
+    ttt_step_weight: float = ranged(0.8, FRACTION, "EAGLE-3: step k's loss weight is this ** k.")
 
     # -- data
-    max_length: int | None = field(default=2048, metadata={"help": "Truncate sequences to this many tokens."})
-    pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad batches to a multiple of this."})
+    max_length: int | None = ranged(2048, SEQUENCE_LENGTH, "Truncate sequences to this many tokens.")
+    pad_to_multiple_of: int | None = ranged(None, COUNT, "Pad batches to a multiple of this.")
     dataset_name: str | None = field(
         default=None, metadata={"help": "Name/path of the training data, recorded in the model card."}
     )
@@ -130,44 +153,32 @@ class EagleTrainingConfig(TrainingArguments):
         default="eagle",
         metadata={"help": "Draft built when none is given.", "choices": list(DRAFT_ARCHITECTURES)},
     )
-    aux_layer_ids: list[int] | None = field(
-        default=None, metadata={"help": "EAGLE-3: the three target hidden_states the draft fuses (default 2 L//2 L-3)."}
+    aux_layer_ids: list[int] | None = ranged(
+        None, NON_NEGATIVE_INT, "EAGLE-3: the three target hidden_states the draft fuses (default 2 L//2 L-3)."
     )
-    draft_num_layers: int = field(default=1, metadata={"help": "Layers of a draft built from the target."})
-    draft_vocab_size: int | None = field(
-        default=None, metadata={"help": "Reduced draft vocabulary: the N most frequent training tokens (None: full)."}
+    draft_num_layers: int = ranged(1, COUNT, "Layers of a draft built from the target.")
+    draft_vocab_size: int | None = ranged(
+        None, COUNT, "Reduced draft vocabulary: the N most frequent training tokens (None: full)."
     )
     freeze_draft_head: bool = field(default=False, metadata={"help": "Keep the reduced head's target rows frozen."})
 
     # -- tau evaluation
-    tau_eval_steps: int | None = field(
-        default=None, metadata={"help": "Measure tau on the held-out prompts every this many steps."}
-    )
-    tau_num_draft_tokens: int = field(default=5, metadata={"help": "Draft tokens per target forward for tau."})
-    tau_max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per prompt for tau."})
-    tau_num_prompts: int = field(default=16, metadata={"help": "Held-out prompts used for tau."})
+    tau_eval_steps: int | None = ranged(None, COUNT, "Measure tau on the held-out prompts every this many steps.")
+    tau_num_draft_tokens: int = ranged(5, COUNT, "Draft tokens per target forward for tau.")
+    tau_max_new_tokens: int = ranged(64, COUNT, "Tokens generated per prompt for tau.")
+    tau_num_prompts: int = ranged(16, COUNT, "Held-out prompts used for tau.")
 
     def __post_init__(self) -> None:
-        if self.regression_weight < 0 or self.ce_weight < 0 or self.regression_weight + self.ce_weight == 0:
+        check_ranges(self, INHERITED_RANGES)
+        if self.regression_weight + self.ce_weight == 0:
             raise EdaInputError(
-                f"{type(self).__name__}: regression_weight and ce_weight must be >= 0 and not both 0, got "
-                f"{self.regression_weight} and {self.ce_weight}."
+                f"{type(self).__name__}: regression_weight and ce_weight are both 0: the draft would learn nothing; "
+                "set one above 0."
             )
         if self.feature_noise_type not in FEATURE_NOISE_TYPES:
             raise EdaInputError(
                 f"{type(self).__name__}.feature_noise_type must be one of {list(FEATURE_NOISE_TYPES)}, got "
                 f"{self.feature_noise_type!r}."
-            )
-        if self.feature_noise_std < 0:
-            raise EdaInputError(f"{type(self).__name__}.feature_noise_std must be >= 0, got {self.feature_noise_std}.")
-        if self.max_length is not None and self.max_length < 2:
-            raise EdaInputError(
-                f"{type(self).__name__}.max_length must be >= 2 (the draft predicts position t+1 from t), "
-                f"got {self.max_length}."
-            )
-        if self.draft_vocab_size is not None and self.draft_vocab_size < 1:
-            raise EdaInputError(
-                f"{type(self).__name__}.draft_vocab_size must be >= 1 or None, got {self.draft_vocab_size}."
             )
         if self.draft_architecture not in DRAFT_ARCHITECTURES:
             raise EdaInputError(
@@ -179,23 +190,11 @@ class EagleTrainingConfig(TrainingArguments):
                 f"{type(self).__name__}.aux_layer_ids applies to EAGLE-3 drafts only: set draft_architecture='eagle3' "
                 "or leave aux_layer_ids unset."
             )
-        if self.ttt_steps < 1:
-            raise EdaInputError(f"{type(self).__name__}.ttt_steps must be >= 1, got {self.ttt_steps}.")
-        if not 0 < self.ttt_step_weight <= 1:
-            raise EdaInputError(
-                f"{type(self).__name__}.ttt_step_weight must be in (0, 1], got {self.ttt_step_weight}."
-            )
-        if self.draft_num_layers < 1:
-            raise EdaInputError(f"{type(self).__name__}.draft_num_layers must be >= 1, got {self.draft_num_layers}.")
-        if self.tau_eval_steps is not None and self.tau_eval_steps < 1:
-            raise EdaInputError(
-                f"{type(self).__name__}.tau_eval_steps must be >= 1 or None, got {self.tau_eval_steps}."
-            )
-        for name in ("tau_num_draft_tokens", "tau_max_new_tokens", "tau_num_prompts"):
-            if getattr(self, name) < 1:
-                raise EdaInputError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}.")
         if self.disable_tqdm is None and console_is_quiet():
             # the quiet console lowers transformers' log level to hide its noise, and TrainingArguments derives
             # `disable_tqdm` from that level: without this, a training inside it would show no progress at all
             self.disable_tqdm = False
-        super().__post_init__()
+        try:
+            super().__post_init__()
+        except ValueError as err:  # TrainingArguments' own checks of the values it was given: bad input too
+            raise EdaInputError(f"{type(self).__name__}: {' '.join(str(err).split())}") from err

@@ -8,6 +8,7 @@ from typing import Literal
 from peft.config import PeftConfig
 from peft.utils import PeftType
 from ...errors import EdaInputError
+from ...schemas.config_ranges import COUNT, NON_NEGATIVE, check_ranges, ranged
 
 
 #: The EdaConfig fields a user chooses (the rest is filled in by PEFT or set automatically): the `eda adapt` flags
@@ -79,12 +80,12 @@ class EdaConfig(PeftConfig):
     target_modules: list[str] | str | None = field(
         default=None, metadata={"help": "MLP modules to wrap; defaults to every draft layer's `mlp`."}
     )
-    num_private_experts: int = field(default=1, metadata={"help": "Private SwiGLU experts per wrapped MLP."})
-    num_experts_per_tok: int = field(default=1, metadata={"help": "Top-k experts per token when routed."})
-    private_intermediate_size: int | None = field(
-        default=None, metadata={"help": "Width of each private expert; defaults to the shared MLP's width."}
+    num_private_experts: int = ranged(1, COUNT, "Private SwiGLU experts per wrapped MLP.")
+    num_experts_per_tok: int = ranged(1, COUNT, "Top-k experts per token when routed.")
+    private_intermediate_size: int | None = ranged(
+        None, COUNT, "Width of each private expert; defaults to the shared MLP's width."
     )
-    router_aux_loss_coef: float = field(default=0.01, metadata={"help": "Load-balancing loss weight when routed."})
+    router_aux_loss_coef: float = ranged(0.01, NON_NEGATIVE, "Load-balancing loss weight when routed.")
     init_private_weights: Literal["zero", "random", "copy"] = field(
         default="zero",
         metadata={
@@ -114,24 +115,12 @@ class EdaConfig(PeftConfig):
         self.peft_type = PeftType.EDA  # type: ignore[attr-defined]  # added by eda_adapters.tuners.eda
         if isinstance(self.target_modules, list | tuple | set):
             self.target_modules = sorted(set(self.target_modules))
-        if not isinstance(self.num_private_experts, int) or self.num_private_experts < 1:
-            raise EdaInputError(
-                f"EdaConfig.num_private_experts must be an integer >= 1, got {self.num_private_experts!r}."
-            )
-        if not isinstance(self.num_experts_per_tok, int) or not 1 <= self.num_experts_per_tok <= self.num_private_experts:
+        check_ranges(self)
+        if self.num_experts_per_tok > self.num_private_experts:
             raise EdaInputError(
                 f"EdaConfig.num_experts_per_tok must be between 1 and num_private_experts "
                 f"({self.num_private_experts}), got {self.num_experts_per_tok!r}."
             )
-        if self.private_intermediate_size is not None and (
-            not isinstance(self.private_intermediate_size, int) or self.private_intermediate_size < 1
-        ):
-            raise EdaInputError(
-                "EdaConfig.private_intermediate_size must be a positive integer (or None for the shared MLP's width), "
-                f"got {self.private_intermediate_size!r}."
-            )
-        if self.router_aux_loss_coef < 0:
-            raise EdaInputError(f"EdaConfig.router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef!r}.")
         if self.init_private_weights not in ("zero", "random", "copy"):
             raise EdaInputError(
                 f"EdaConfig.init_private_weights must be 'zero', 'random' or 'copy', got {self.init_private_weights!r}."
