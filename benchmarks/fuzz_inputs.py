@@ -589,7 +589,8 @@ CLI_NUMBER_MUTATIONS = [
         draw, rng, default, name)))),
     Mutation("a value outside the range", "", True, _flag_value(lambda draw, rng, d, n: _as_text(_outside(
         draw, rng, d, n)))),
-    *[Mutation(text, "", True, _flag_value(lambda draw, rng, d, n, text=text: text)) for text in ("nan", "inf", "x", "")],
+    *[Mutation(text, "", True, _flag_value(lambda draw, rng, d, n, text=text: text))
+      for text in ("nan", "inf", "x", "")],
     Mutation("a fraction for an integer (else text)", "", True, _flag_value(
         lambda draw, rng, d, n: "2.5" if rng.integer else "1,5")),
 ]
