@@ -74,3 +74,29 @@ def test_a_1d_prompt_is_one_sequence_everywhere(llama_target):
     with torch.no_grad():
         assert torch.equal(draft(input_ids=prompt, hidden_states=hidden).logits,
                            draft(input_ids=prompt[None], hidden_states=hidden).logits)
+
+
+def test_every_config_default_lies_in_its_declared_range():
+    """The declared ranges agree with the defaults they guard (a range that refused its own default would break
+    every run that leaves the field alone)."""
+    for name, (build, fields) in fuzz.config_classes().items():
+        config = build()
+        for field_name, (rng, _default) in fields.items():
+            value = getattr(config, field_name)
+            assert value is None or rng.admits(value), (name, field_name, value, rng.rule)
+
+
+def test_config_ranges_name_the_class_field_rule_and_value():
+    import argparse
+
+    from eda_adapters.schemas.config_ranges import COUNT, FRACTION, flag_type
+    from eda_adapters.data.regenerate import DecodingSettings
+
+    with pytest.raises(EdaInputError, match=r"^DecodingSettings.top_p must be a number in \(0, 1\], got nan\.$"):
+        DecodingSettings(top_p=float("nan"))
+    with pytest.raises(EdaInputError, match=r"max_new_tokens must be an integer >= 1, got True"):
+        DecodingSettings(max_new_tokens=True)
+    assert flag_type(COUNT)("3") == 3 and flag_type(FRACTION)("0.5") == 0.5
+    for parse, text in ((flag_type(COUNT), "2.0"), (flag_type(FRACTION), "inf"), (flag_type(FRACTION), "0")):
+        with pytest.raises(argparse.ArgumentTypeError, match="must be"):
+            parse(text)

@@ -3,7 +3,8 @@
 - `tokenized_rows`: regenerated data, selections, scores files (token ids, masks, scores, text), checked over whole
   Arrow columns with `pyarrow.compute`;
 - `prompt_items`: prompt files and lists (strings or chat message lists, reported by index);
-- `tensors`: token-id tensors handed to the public API (dtype, rank, batch size).
+- `tensors`: token-id tensors handed to the public API (dtype, rank, batch size);
+- `config_ranges`: the ranges of config fields, declared on the fields and checked by `check_ranges`.
 
 Every check raises a one-line [`EdaInputError`] naming the source, the rows or items at fault (the first few and a
 count), the column or argument and the fix.
@@ -14,12 +15,14 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from .config_ranges import check_ranges
     from .prompt_items import prompt_conversations
     from .tensors import features_tensor, mask_tensor, token_ids_tensor
     from .tokenized_rows import check_tokenized_rows
 
 # imported on first access: the draft models read `schemas.tensors` and must not load pyarrow with it
 _LAZY_NAMES = {
+    "check_ranges": ".config_ranges",
     "check_tokenized_rows": ".tokenized_rows",
     "prompt_conversations": ".prompt_items",
     "features_tensor": ".tensors",
