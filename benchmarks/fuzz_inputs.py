@@ -890,6 +890,134 @@ def _no_files(inputs: Path, case: Any) -> Any:
     return case
 
 
+# ---------------------------------------------------------------------------------------------- cached features
+
+
+class FeatureDir:
+    """A feature directory extracted once from the tiny target (4 samples, 2 shards) and its first sample."""
+
+    _built: "FeatureDir | None" = None
+
+    def __init__(self) -> None:
+        import torch
+        from datasets import Dataset
+
+        from eda_adapters.data import extract_features
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="eda-fuzz-features-")
+        self.path = Path(self._tmp.name) / "features"
+        ids = torch.randint(4, VOCAB, (4, 6), generator=torch.Generator().manual_seed(0)).tolist()
+        rows = Dataset.from_dict({"input_ids": ids, "loss_mask": [[0, 0, 1, 1, 1, 1]] * 4})
+        extract_features(Models.get().target, rows, self.path, batch_size=2, show_progress=False)
+        self.index = json.loads((self.path / "index.json").read_text())
+        self.first = self.read(self.path)
+
+    @staticmethod
+    def read(path: Path) -> dict:
+        from eda_adapters.data import CachedFeatureDataset
+
+        return {key: value.tolist() for key, value in CachedFeatureDataset(path)[0].items()}
+
+    @classmethod
+    def get(cls) -> "FeatureDir":
+        if cls._built is None:
+            cls._built = cls()
+        return cls._built
+
+
+def _index_edit(key: str, change: Callable[[Any, Any], Any]) -> Callable:
+    """A mutation of the index: `change(draw, index)` edits a copy in place; the result is the file's bytes."""
+    def apply(draw, index: dict) -> bytes:
+        edited = json.loads(json.dumps(index))
+        change(draw, edited)
+        return (json.dumps(edited, indent=1) + "\n").encode()
+    return apply
+
+
+def _set_key(key: str, values: Any) -> Callable:
+    """Set `key` to a value drawn from the strategy `values`."""
+    return _index_edit(key, lambda draw, index: index.__setitem__(key, draw(values)))
+
+
+def _shard_edit(change: Callable[[Any, dict], None]) -> Callable:
+    """Edit one drawn shard entry: `change(draw, shard)`."""
+    return _index_edit("shards", lambda draw, index: change(draw, draw(st.sampled_from(index["shards"]))))
+
+
+def _resample(change: Callable[[Any, list], list]) -> Callable:
+    return _shard_edit(lambda draw, shard: shard.__setitem__("samples", change(draw, shard["samples"])))
+
+
+def _index_text(text: Callable[[Any, bytes], bytes]) -> Callable:
+    return lambda draw, index: text(draw, (json.dumps(index, indent=1) + "\n").encode())
+
+
+def _not(values: Any, *valid: Any) -> Any:
+    return values.filter(lambda v: v not in valid or isinstance(v, bool))
+
+
+_NOT_A_COUNT = st.one_of(st.integers(-5, 0), st.floats(), st.text(max_size=3), st.booleans(), st.none())
+INDEX_MUTATIONS = [
+    Mutation("another format", "format", True, _set_key("format", _not(st.text(max_size=20), "eda-features/1"))),
+    *[Mutation(f"no {key}", key, True, _index_edit(key, lambda draw, index, key=key: index.pop(key)))
+      for key in ("target", "hidden_size", "num_samples", "dtype", "shards")],
+    Mutation("hidden_size not the target's", "hidden_size", True, _set_key("hidden_size", _not(st.one_of(
+        _NOT_A_COUNT, st.integers(1, 4096)), 32))),
+    Mutation("num_samples not a count", "num_samples", True, _set_key("num_samples", _NOT_A_COUNT)),
+    Mutation("num_samples not the shards'", "num_samples", True, _set_key("num_samples", _not(st.integers(1, 99), 4))),
+    Mutation("num_tokens below 0 or not a count", "num_tokens", True, _set_key("num_tokens", st.one_of(
+        st.integers(max_value=-1), st.floats(), st.text(max_size=3), st.none()))),
+    Mutation("dtype unknown", "dtype", True, _set_key("dtype", _not(st.text(max_size=9), "bfloat16", "float16",
+                                                                    "float32"))),
+    Mutation("layers out of range, repeated or not numbers", "layers", True, _set_key("layers", st.one_of(
+        st.lists(st.integers(3, 99), min_size=1, max_size=3), st.just([]), st.just([1, 1]),
+        st.lists(st.text(max_size=2), min_size=1, max_size=2), st.integers(), st.lists(st.integers(-9, -1),
+                                                                                        min_size=1)))),
+    Mutation("num_hidden_layers not a count", "num_hidden_layers", True, _set_key("num_hidden_layers", st.one_of(
+        st.integers(max_value=-1), st.floats(), st.text(max_size=2)))),
+    Mutation("source unknown", "source", True, _set_key("source", _not(st.text(max_size=9), "extraction",
+                                                                       "generation"))),
+    Mutation("target without an identity key", "target", True, _index_edit("target", lambda draw, index: index[
+        "target"].pop(draw(st.sampled_from(["fingerprint", "hidden_size", "vocab_size"]))))),
+    Mutation("shards empty or not a list", "shards", True, _set_key("shards", st.sampled_from([[], {}, "x", 3]))),
+    Mutation("shard file outside, missing or not a path", "shards", True, _shard_edit(
+        lambda draw, shard: shard.__setitem__("file", draw(st.one_of(
+            st.sampled_from(["../index.json", "/etc/hostname", "", "chunks\\x.safetensors", "chunks/../../x"]),
+            st.text("abc", min_size=1, max_size=5).map(lambda t: f"chunks/{t}.safetensors")))))),
+    Mutation("a sample twice", "shards", True, _resample(lambda draw, samples: samples + [draw(st.sampled_from(
+        samples))])),
+    Mutation("a sample dropped", "shards", True, _resample(lambda draw, samples: samples[:-1])),
+    Mutation("a sample beyond", "shards", True, _resample(lambda draw, samples: samples + [draw(st.integers(4,
+                                                                                                       10**6))])),
+    Mutation("samples not numbers", "shards", True, _resample(lambda draw, samples: [draw(st.one_of(
+        st.text(max_size=2), st.floats(), st.integers(max_value=-1)))] + samples)),
+    Mutation("a list, not an object", "object", True, lambda draw, index: b"[1, 2]\n"),
+    Mutation("a truncated file", "json", True, _index_text(lambda draw, data: data[: draw(st.integers(
+        1, len(data) - 3))])),
+    Mutation("not UTF-8 (latin-1)", "UTF-8", True, _index_text(lambda draw, data: data.replace(
+        b'"format"', b'"f\xe9"', 1))),
+    Mutation("a key twice", "twice", True, _index_text(lambda draw, data: data.replace(b"{", b'{"' + draw(
+        st.sampled_from([b"dtype", b"format", b"num_samples"])) + b'": 1, ', 1))),
+    Mutation("a BOM", "", False, _index_text(lambda draw, data: b"\xef\xbb\xbf" + data)),
+    Mutation("compact JSON", "", False, lambda draw, index: json.dumps(index, separators=(",", ":")).encode()),
+    Mutation("an extra key", "", False, _index_edit("", lambda draw, index: index.__setitem__(
+        draw(st.text("xyz_", min_size=1, max_size=8)), draw(st.integers())))),
+]
+
+
+def _features_prepare(inputs: Path, data: bytes) -> Path:
+    import shutil
+
+    path = inputs / "features"
+    shutil.copytree(FeatureDir.get().path, path)
+    (path / "index.json").write_bytes(data)
+    return path
+
+
+def _features_call(root: Path, path: Path):
+    return call_api(lambda: FeatureDir.read(path)), lambda first: first == FeatureDir.get().first
+
+
 def model_kinds() -> list[InputKind]:
     """The input kinds that run a (tiny, random) model."""
     return [
@@ -899,6 +1027,8 @@ def model_kinds() -> list[InputKind]:
                   _generate_api),
         InputKind("draft inputs", "EagleDraftModel.forward (API)", draft_inputs(), _forward_ops(), _no_files,
                   _forward_api),
+        InputKind("cached features' index", "CachedFeatureDataset (API)", st.builds(lambda: FeatureDir.get().index),
+                  INDEX_MUTATIONS, _features_prepare, _features_call),
     ]
 
 

@@ -42,7 +42,7 @@ from transformers import PreTrainedModel
 
 from ..atomic import atomic_path
 from ..fingerprints import dataset_tokens_fingerprint
-from ..validation import check_causal_lm, check_safetensors_file
+from ..validation import check_causal_lm, check_safetensors_file, find_json_lines_problem
 from .features import compute_target_features, target_top_tokens
 from .io import (
     DatasetLike,
@@ -52,8 +52,9 @@ from .io import (
 from .runs import ChunkedRun, process_state
 from .signature import IDENTITY_KEYS, check_target_signature, target_signature
 from ..errors import EdaInputError
+from ..schemas.feature_index import FEATURE_FORMAT, REEXTRACT, check_feature_index
 
-FORMAT = "eda-features/1"
+FORMAT = FEATURE_FORMAT
 INDEX_FILE = "index.json"
 #: Per-sample key of the target's top next token `[seq]`, where the features carry it.
 TOP_TOKEN_KEY = "target_top_token"
@@ -273,9 +274,11 @@ def load_feature_index(path: str | os.PathLike) -> dict[str, Any]:
     if not index_file.is_file():
         hint = " (the extraction is unfinished: run it again to resume)" if (Path(path) / "run.json").is_file() else ""
         raise FileNotFoundError(f"no cached features at {str(path)!r}: {INDEX_FILE} is missing{hint}")
-    index = json.loads(index_file.read_text())
-    if index.get("format") != FORMAT:
-        raise EdaInputError(f"{str(index_file)!r} has format {index.get('format')!r}; this library reads {FORMAT!r}")
+    problem = find_json_lines_problem(index_file)  # UTF-8, JSON, no key twice
+    if problem is not None:
+        raise EdaInputError(f"the cached features in {str(path)!r}: {problem}; {REEXTRACT}")
+    index = json.loads(index_file.read_text(encoding="utf-8-sig"))
+    check_feature_index(index, path)
     return index
 
 
