@@ -1071,6 +1071,18 @@ def write_section(path: Path, table: str, script: str = "fuzz_inputs.py") -> Non
     path.write_text(text)
 
 
+def command_and_machine(parser: argparse.ArgumentParser, args: argparse.Namespace, script: str) -> tuple[str, str]:
+    """The command that repeats this run (its options that differ from the defaults) and the machine it ran on."""
+    import platform
+
+    import torch
+
+    machine = f"{platform.machine()}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+    options = " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in vars(args).items()
+                       if v is not None and v != parser.get_default(k))
+    return f"python benchmarks/{script} {options}".strip(), machine
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=1300, help="Generated cases per input kind (default 1300).")
@@ -1079,9 +1091,6 @@ def main() -> None:
     parser.add_argument("--markdown", default=None, help="Write the table here (a file of its own, or a section).")
     args = parser.parse_args()
 
-    import platform
-
-    import torch
     from datasets import disable_progress_bars
     from datasets.utils.logging import set_verbosity_error
 
@@ -1093,17 +1102,15 @@ def main() -> None:
         fuzz(kind, args.cases, tally)
         print(f"{kind.name}: {dict(tally.counts[kind.name])}", flush=True)
     seconds = time.perf_counter() - start
-    machine = f"{platform.machine()}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
-    command = "python benchmarks/fuzz_inputs.py " + " ".join(
-        f"--{k} {shlex.quote(str(v))}" for k, v in vars(args).items() if v is not None and v != parser.get_default(k))
-    table = markdown(tally, kinds, command.strip(), seconds, machine)
+    command, machine = command_and_machine(parser, args, "fuzz_inputs.py")
+    table = markdown(tally, kinds, command, seconds, machine)
     print(table)
     if args.markdown:
         write_section(Path(args.markdown), table)
     if args.json:
         Path(args.json).write_text(json.dumps({"counts": {k: dict(v) for k, v in tally.counts.items()},
                                                "failures": tally.failures, "seconds": seconds, "machine": machine,
-                                               "command": command.strip()}, indent=1) + "\n")
+                                               "command": command}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

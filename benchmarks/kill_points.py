@@ -27,9 +27,7 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import random
-import shlex
 import shutil
 import signal
 import subprocess
@@ -42,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fuzz_inputs import WORDS, Models, write_section  # noqa: E402
+from fuzz_inputs import VOCAB, WORDS, Models, command_and_machine, write_section  # noqa: E402
 
 COMMANDS = ("train-draft", "regenerate", "export")
 POLL_S = 0.01
@@ -71,9 +69,14 @@ def build_fixtures(root: Path) -> None:
     ids = torch.randint(4, len(WORDS) + 4, (24, 16), generator=torch.Generator().manual_seed(0)).tolist()
     (root / "data.jsonl").write_text("".join(
         json.dumps({"input_ids": row, "loss_mask": [0] * 4 + [1] * 12}) + "\n" for row in ids))
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    wide = LlamaForCausalLM(LlamaConfig(  # exported drafts take long enough to write (60 MB) for a kill to land in it
+        vocab_size=VOCAB, hidden_size=1024, intermediate_size=2816, num_hidden_layers=1, num_attention_heads=8,
+        num_key_value_heads=8))
     for name, seed in (("draft", 0), ("other_draft", 1)):
         torch.manual_seed(seed)
-        EagleDraftModel.from_target(models.target).save_pretrained(root / name)
+        EagleDraftModel.from_target(wide).save_pretrained(root / name)
 
 
 def command_args(command: str, root: Path, out: Path) -> list[str]:
@@ -301,8 +304,6 @@ def main() -> None:
     parser.add_argument("--markdown", default=None, help="Write the table here (a file of its own, or a section).")
     args = parser.parse_args()
 
-    import torch
-
     rng = random.Random(args.seed)
     start = time.perf_counter()
     points, references = [], {}
@@ -319,17 +320,15 @@ def main() -> None:
                 points.append(point)
                 print(f"  {point}", flush=True)
     seconds = time.perf_counter() - start
-    machine = f"{platform.machine()}, {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"
-    command = "python benchmarks/kill_points.py " + " ".join(
-        f"--{k} {shlex.quote(str(v))}" for k, v in vars(args).items() if v is not None and v != parser.get_default(k))
-    table = markdown(points, references, command.strip(), seconds, machine)
+    command, machine = command_and_machine(parser, args, "kill_points.py")
+    table = markdown(points, references, command, seconds, machine)
     print(table)
     if args.markdown:
         write_section(Path(args.markdown), table, script="kill_points.py")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "references": references, "points": [p.__dict__ for p in points], "seconds": seconds,
-            "machine": machine, "command": command.strip(),
+            "machine": machine, "command": command,
         }, indent=1) + "\n")
     if any(not p.passed for p in points):
         raise SystemExit(1)
