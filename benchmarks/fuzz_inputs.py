@@ -1083,6 +1083,15 @@ def command_and_machine(parser: argparse.ArgumentParser, args: argparse.Namespac
     return f"python benchmarks/{script} {options}".strip(), machine
 
 
+def publish(args: argparse.Namespace, script: str, table: str, record: dict) -> None:
+    """Print `table`, write it as `script`'s section of `args.markdown` and `record` as `args.json`, where given."""
+    print(table)
+    if args.markdown:
+        write_section(Path(args.markdown), table, script=script)
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=1300, help="Generated cases per input kind (default 1300).")
@@ -1103,14 +1112,9 @@ def main() -> None:
         print(f"{kind.name}: {dict(tally.counts[kind.name])}", flush=True)
     seconds = time.perf_counter() - start
     command, machine = command_and_machine(parser, args, "fuzz_inputs.py")
-    table = markdown(tally, kinds, command, seconds, machine)
-    print(table)
-    if args.markdown:
-        write_section(Path(args.markdown), table)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"counts": {k: dict(v) for k, v in tally.counts.items()},
-                                               "failures": tally.failures, "seconds": seconds, "machine": machine,
-                                               "command": command}, indent=1) + "\n")
+    publish(args, "fuzz_inputs.py", markdown(tally, kinds, command, seconds, machine), {
+        "counts": {k: dict(v) for k, v in tally.counts.items()}, "failures": tally.failures, "seconds": seconds,
+        "machine": machine, "command": command})
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fuzz_inputs import VOCAB, WORDS, Models, command_and_machine, write_section  # noqa: E402
+from fuzz_inputs import VOCAB, WORDS, Models, command_and_machine, publish  # noqa: E402
 
 COMMANDS = ("train-draft", "regenerate", "export")
 POLL_S = 0.01
@@ -321,15 +321,9 @@ def main() -> None:
                 print(f"  {point}", flush=True)
     seconds = time.perf_counter() - start
     command, machine = command_and_machine(parser, args, "kill_points.py")
-    table = markdown(points, references, command, seconds, machine)
-    print(table)
-    if args.markdown:
-        write_section(Path(args.markdown), table, script="kill_points.py")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "references": references, "points": [p.__dict__ for p in points], "seconds": seconds,
-            "machine": machine, "command": command,
-        }, indent=1) + "\n")
+    publish(args, "kill_points.py", markdown(points, references, command, seconds, machine), {
+        "references": references, "points": [p.__dict__ for p in points], "seconds": seconds, "machine": machine,
+        "command": command})
     if any(not p.passed for p in points):
         raise SystemExit(1)
 

@@ -251,7 +251,7 @@ def test_experiment_config_errors(tmp_path, tiny_family):
         _config(tiny_family, tmp_path, methods=["eda_magic"])
     with pytest.raises(ValueError, match="seeds must be a non-empty list of distinct integers"):
         _config(tiny_family, tmp_path, seeds=[1, 1])
-    with pytest.raises(ValueError, match="selection_temperature / selection_clusters: SelectionStrategy.temperature must be"):
+    with pytest.raises(ValueError, match="selection_clusters: SelectionStrategy.temperature must be"):
         _config(tiny_family, tmp_path, selection_temperature=0)
     with pytest.raises(ValueError, match="num_clusters must be an integer >= 1"):
         _config(tiny_family, tmp_path, selection_clusters=0)
