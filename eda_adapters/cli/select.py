@@ -107,19 +107,19 @@ def run(args: argparse.Namespace) -> int:
     info: dict = {"strategy": strategy.to_dict(), "budget": args.budget, "num_samples": len(rows)}
     missing = missing_columns(strategy, rows.column_names)
     base = finetuned = None
-    if args.target:
+    signatures: dict = {"base": None, "finetuned": None}
+    if args.target:  # both are given (checked above): they score the dataset, or vouch for its scores
         check_model_dir(args.base_target, "--base-target", "model")
         check_model_dir(args.target, "--target", "model")
+        base, finetuned = (load_causal_lm(path, dtype=args.dtype, device=state.device)
+                           for path in (args.base_target, args.target))
+        signatures = {"base": target_signature(base), "finetuned": target_signature(finetuned)}
+    record = read_scores_record(args.dataset) if SCORE_COLUMN in rows.column_names else None
     reasons = []
     if SCORE_COLUMN in rows.column_names and not args.recompute:  # reusing scores: were they made as asked?
-        if args.target:
-            base, finetuned = (load_causal_lm(path, dtype=args.dtype, device=state.device)
-                               for path in (args.base_target, args.target))
         reasons = scores_to_recompute(
-            args.dataset, read_scores_record(args.dataset), metric=args.metric,
-            base=target_signature(base) if base is not None else None,
-            finetuned=target_signature(finetuned) if finetuned is not None else None,
-            can_score=base is not None, fix="pass --base-target and --target to score again, or drop --metric",
+            args.dataset, record, metric=args.metric, **signatures, can_score=base is not None,
+            fix="pass --base-target and --target to score again, or drop --metric",
         )
     if args.recompute or missing or reasons or (args.target and SCORE_COLUMN not in rows.column_names):
         if not args.target:
@@ -128,9 +128,6 @@ def run(args: argparse.Namespace) -> int:
                 f"(columns found: {rows.column_names}): pass --base-target and --target to score it, or --strategy "
                 "random"
             )
-        if base is None:
-            base, finetuned = (load_causal_lm(path, dtype=args.dtype, device=state.device)
-                               for path in (args.base_target, args.target))
         if reasons and state.is_main_process:
             print(f"eda select: scoring {args.dataset} again: {'; '.join(reasons)}")
         metric = args.metric or "cosine"
@@ -138,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
             rows, base, finetuned, metric=metric, batch_size=args.batch_size,
             base_tokenizer=_tokenizer_or_none(args.base_target), finetuned_tokenizer=_tokenizer_or_none(args.target),
         )
-        info.update(metric=metric, base=target_signature(base), finetuned=target_signature(finetuned))
-    elif SCORE_COLUMN in rows.column_names and (record := read_scores_record(args.dataset)) is not None:
+        info.update(metric=metric, **signatures)
+    elif record is not None:
         info.update(record.provenance())  # the scores copied into scores.jsonl keep saying what made them
     if not state.is_main_process:
         return 0
