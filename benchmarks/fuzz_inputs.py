@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -439,6 +440,7 @@ def file_kinds() -> list[InputKind]:
 # ------------------------------------------------------------------------------------------------------ config fields
 
 
+@functools.cache
 def config_classes() -> dict[str, tuple[Callable[..., Any], dict]]:
     """Each config dataclass with a declared range: how to build it, and the ranges of its fields (its own and, for
     the trainer configs, the `TrainingArguments` ones it checks)."""
@@ -454,23 +456,19 @@ def config_classes() -> dict[str, tuple[Callable[..., Any], dict]]:
     def trainer(cls):
         return lambda **kw: cls(output_dir="unused", use_cpu=True, report_to=[], **kw)
 
-    builders = {
-        "EagleTrainingConfig": (trainer(EagleTrainingConfig), INHERITED_RANGES),
-        "EdaTrainingConfig": (trainer(EdaTrainingConfig), INHERITED_RANGES),
-        "EdaConfig": (lambda **kw: EdaConfig(**{"num_private_experts": 8, **kw}), {}),
-        "DecodingSettings": (DecodingSettings, {}), "SelectionStrategy": (SelectionStrategy, {}),
-        "TreeConfig": (TreeConfig, {}), "PromptFilter": (PromptFilter, {}),
-    }
-    classes = {"EagleTrainingConfig": EagleTrainingConfig, "EdaTrainingConfig": EdaTrainingConfig,
-               "EdaConfig": EdaConfig, "DecodingSettings": DecodingSettings, "SelectionStrategy": SelectionStrategy,
-               "TreeConfig": TreeConfig, "PromptFilter": PromptFilter}
+    builders = [  # (class, how to build it, the inherited ranges it checks)
+        (EagleTrainingConfig, trainer(EagleTrainingConfig), INHERITED_RANGES),
+        (EdaTrainingConfig, trainer(EdaTrainingConfig), INHERITED_RANGES),
+        (EdaConfig, lambda **kw: EdaConfig(**{"num_private_experts": 8, **kw}), {}),
+        *[(cls, cls, {}) for cls in (DecodingSettings, SelectionStrategy, TreeConfig, PromptFilter)],
+    ]
     out = {}
-    for name, (build, inherited) in builders.items():
-        fields = {f.name: (f.metadata[RANGE_KEY], f.default) for f in dataclasses.fields(classes[name])
+    for cls, build, inherited in builders:
+        fields = {f.name: (f.metadata[RANGE_KEY], f.default) for f in dataclasses.fields(cls)
                   if RANGE_KEY in f.metadata and f.name != "aux_layer_ids"}  # a list, and EAGLE-3 only
-        defaults = {f.name: f.default for f in dataclasses.fields(classes[name])}
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         fields.update({k: (rng, defaults.get(k)) for k, rng in inherited.items()})
-        out[name] = (build, fields)
+        out[cls.__name__] = (build, fields)
     return out
 
 

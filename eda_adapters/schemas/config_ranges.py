@@ -8,8 +8,9 @@ refuses, in one `EdaInputError` line naming the class, the field, the rule and t
 - a float, or a bool, in an integer field (`max_new_tokens=2.5`, `True`);
 - text where a number belongs (a YAML file's `"3"`, when nothing converted it).
 
-A CLI flag that sets a config field takes its argparse type from the same range (`flag_type`), so a subcommand
-never restates a rule. `None` passes (a field that is optional says so in its type).
+A CLI flag takes its argparse type from one of the same named ranges (`flag_type`), so a subcommand never restates a
+rule; the trainers' flags and YAML values are checked by their configs. `None` passes (a field that is optional says
+so in its type).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ __all__ = [
     "RANGE_KEY",
     "Range",
     "check_ranges",
-    "field_range",
     "flag_type",
     "ranged",
 ]
@@ -107,16 +107,9 @@ def check_ranges(config: Any, extra: Mapping[str, Range] | None = None) -> None:
                 raise EdaInputError(f"{type(config).__name__}.{name} must be {rng.rule}, got {value!r}.")
 
 
-def field_range(cls: type, name: str) -> Range:
-    """The range declared on field `name` of the dataclass `cls`."""
-    return next(f.metadata[RANGE_KEY] for f in dataclasses.fields(cls) if f.name == name)
-
-
-def flag_type(rng: Range | tuple[type, str]) -> Callable[[str], int | float]:
-    """An argparse `type` that parses a flag's text and refuses it (exit 2, naming the rule) unless it lies in `rng`,
-    or in the range of field `(cls, name)`."""
-    if isinstance(rng, tuple):
-        rng = field_range(*rng)
+def flag_type(rng: Range) -> Callable[[str], int | float]:
+    """An argparse `type` that parses a flag's text and refuses it (exit 2, naming the rule) unless it lies in
+    `rng`."""
 
     def parse(text: str) -> int | float:
         try:
